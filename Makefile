@@ -1,0 +1,36 @@
+# oedal — two commands for a fresh machine:  `make run`  and  `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# A fresh machine gets the CPU wheel of torch; bring your own CUDA build with
+#   make venv TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+# or install torch into the venv yourself before `make venv` (a satisfied range installs nothing more).
+TORCH  ?= torch==2.13.0
+CORES  ?= 2
+CONFIG ?= config/config.yaml
+
+.PHONY: venv run test lint bench clean
+
+$(BIN)/oedal: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[all]"
+	touch $(BIN)/oedal
+
+venv: $(BIN)/oedal
+
+run: venv
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --printshellcmds
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/snakemake --lint
+
+bench: venv
+	$(BIN)/python benchmarks/bench_model.py
+
+clean:
+	rm -rf results .snakemake

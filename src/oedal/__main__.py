@@ -1,0 +1,5 @@
+import sys
+
+from oedal.cli import main
+
+sys.exit(main())

@@ -1,0 +1,54 @@
+"""The thin command-line interface: parse → validate → call one library function → exit code.
+
+Each sub-command lives in its own module under ``oedal.cli`` and exposes
+``register(subparsers)``, which adds its parser with ``set_defaults(func=...)``;
+``func(args) -> int`` does the work by calling the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from oedal import __version__
+from oedal.errors import OedalError
+
+# Sub-command modules, in the order they appear in --help.
+COMMAND_MODULES = ("data", "model", "oed", "oracle", "steps")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="oedal", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"oedal {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"oedal.cli.{name}")
+        except ModuleNotFoundError as err:  # a module not written yet must not break the others
+            if err.name != f"oedal.cli.{name}":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (OedalError, ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"oedal {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
