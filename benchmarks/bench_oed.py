@@ -1,0 +1,198 @@
+"""OED benchmarks: print figures for the report (speed, memory, correlation). Not a test.
+
+    python benchmarks/bench_oed.py qm9      [--train-minutes 2] [--limit N]   # (1) QS1 scoring of QM9
+    python benchmarks/bench_oed.py ratio    [--epochs 20]                      # (2) QS2 vs QS1, ethanol pool
+    python benchmarks/bench_oed.py greedy   [--n-pool 125000 --m 2500 --d 128] # (3) greedy / top selection
+    python benchmarks/bench_oed.py corr     [--train-minutes 5]                # (4) Pearson r with force MAE
+
+Every command uses 2 torch threads unless ``--threads`` says otherwise. Data: ethanol from
+../shared/data/gmnn_ethanol (or OEDAL_DATA_DIR), QM9 from qm9pack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from oedal import oed, selection
+from oedal.data import load_dataset
+from oedal.data.store import write_store
+from oedal.model import save_model
+from oedal.settings import ModelSettings, ScoreSettings, TrainingSettings
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _data_dir() -> Path:
+    return Path(os.environ.get("OEDAL_DATA_DIR", SHARED / "gmnn_ethanol"))
+
+
+def _train(train, valid, r_cut: float, epochs: int, minutes: float, seed: int = 0):
+    from oedal.training import train_model
+
+    ms = ModelSettings.model_validate({"descriptor": {"r_cut": r_cut}})
+    ts = TrainingSettings(epochs=epochs, max_minutes=minutes, seed=seed, device="cpu", patience=max(epochs, 1))
+    t = time.perf_counter()
+    res = train_model(train, valid, ms, ts, progress=False)
+    return res.model, time.perf_counter() - t
+
+
+def _ethanol(n_train: int, n_valid: int, seed: int = 0):
+    s = load_dataset("ethanol_1000K", data_dir=_data_dir())
+    perm = np.random.default_rng(seed).permutation(len(s))
+    return s.subset(perm[:n_train]), s.subset(perm[n_train : n_train + n_valid]), s.subset(np.sort(perm[n_train:]))
+
+
+def _score_subprocess(args: list[str]) -> tuple[float, float]:
+    """Run ``oedal score`` in a child; (wall s, child peak RSS MB)."""
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "oedal", "score", *args], check=True)
+    wall = time.perf_counter() - t
+    return wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def bench_qm9(a) -> None:
+    from oedal.data.importers import read_qm9
+
+    t = time.perf_counter()
+    s = read_qm9(limit=a.limit)
+    print(f"qm9 import: {len(s)} molecules in {time.perf_counter() - t:.1f} s")
+    perm = np.random.default_rng(0).permutation(len(s))
+    train, valid = s.subset(perm[:5000]), s.subset(perm[5000:5500])
+    ms = ModelSettings.model_validate({"descriptor": {"r_cut": 3.0}})
+    from oedal.training import train_model
+
+    t = time.perf_counter()
+    ts = TrainingSettings(epochs=a.epochs, max_minutes=a.train_minutes, device="cpu", weight_forces=0.0,
+                          patience=1000, threads=a.threads)
+    model = train_model(train, valid, ms, ts, progress=False).model
+    print(f"training on 5000 (energies only, r_c 3 Å): {time.perf_counter() - t:.1f} s")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        save_model(model, tmp / "m.pt")
+        write_store(tmp / "train.h5", train, compression=None)
+        write_store(tmp / "pool.h5", s.without_labels(), compression=None)
+        args = ["--model", str(tmp / "m.pt"), "--train", str(tmp / "train.h5"), "--pool", str(tmp / "pool.h5"),
+                "--out", str(tmp / "scores.h5"), "--strategy", "qs1", "--threads", str(a.threads)]
+        wall, rss = _score_subprocess(args)
+        print(f"(1) QS1 scoring of {len(s)} QM9 molecules (oedal score, {a.threads} threads): "
+              f"wall {wall:.1f} s, peak RSS {rss:.0f} MB  [paper: ≈135 s, ≈850 MB; target ≤ 15 s, ≤ 1 GB]")
+
+
+def bench_ratio(a) -> None:
+    from oedal.scoring import score_pool
+    from oedal.sensitivities import all_sensitivities
+
+    train, valid, pool = _ethanol(100, 200)
+    model, t_train = _train(train, valid, a.r_cut, a.epochs, a.train_minutes)
+    print(f"ethanol: train 100, pool {len(pool)}; training {t_train:.1f} s; r_c {a.r_cut} Å, d {model.d}")
+    for fn in ("qs1", "qs2"):
+        all_sensitivities(model, pool.subset(np.arange(50)), forces=fn == "qs2")  # warm up
+    times = {}
+    for fn in ("qs1", "qs2", "qs1", "qs2"):
+        t = time.perf_counter()
+        all_sensitivities(model, pool, forces=fn == "qs2")
+        times[fn] = min(times.get(fn, np.inf), time.perf_counter() - t)
+    print(f"(2a) sensitivities only: QS1 {times['qs1']:.2f} s, QS2 {times['qs2']:.2f} s, "
+          f"ratio {times['qs2'] / times['qs1']:.1f}  [paper 80; target ≤ 10]")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        save_model(model, tmp / "m.pt")
+        write_store(tmp / "train.h5", train)
+        write_store(tmp / "pool.h5", pool.without_labels())
+        e2e = {}
+        for fn in ("qs1", "qs2"):
+            t = time.perf_counter()
+            score_pool([tmp / "m.pt"], tmp / "train.h5", tmp / "pool.h5", tmp / f"{fn}.h5", ScoreSettings(strategy=fn))
+            e2e[fn] = time.perf_counter() - t
+        print(f"(2b) oedal score end to end: QS1 {e2e['qs1']:.2f} s, QS2 {e2e['qs2']:.2f} s, "
+              f"ratio {e2e['qs2'] / e2e['qs1']:.1f}")
+    from oedal.sensitivities import force_sensitivities_batch
+    from oedal.batching import make_batch
+
+    b = make_batch(pool.subset(np.arange(256)), model.cutoff, model.species, dtype=model.dtype)
+    for mode in ("forward", "reverse"):
+        t = time.perf_counter()
+        force_sensitivities_batch(model, b, mode)
+        print(f"     256 structures, {mode} mode: {time.perf_counter() - t:.3f} s")
+
+
+def _aniso_u(rng, n: int, d: int) -> np.ndarray:
+    spectrum = 1.0 / (1.0 + np.arange(d)) ** 1.0  # decaying variances, like real sensitivities
+    return (rng.normal(size=(n, d)) * np.sqrt(spectrum) * 4).astype(np.float32)
+
+
+def bench_greedy(a) -> None:
+    rng = np.random.default_rng(0)
+    ids = np.arange(a.n_pool)
+    for name, u in (("isotropic N(0, I)", rng.normal(size=(a.n_pool, a.d)).astype(np.float32)),
+                    ("decaying spectrum 1/k", _aniso_u(rng, a.n_pool, a.d))):
+        scores = oed.variance_change(oed.row_norms2(u))
+        t = time.perf_counter()
+        top = selection.select_top(scores, ids, a.m)
+        t_top = time.perf_counter() - t
+        t = time.perf_counter()
+        gr = selection.select_greedy([selection.Term(u, np.ones(a.n_pool, np.int64))], ids, a.m)
+        t_gr = time.perf_counter() - t
+        term = selection.Term(u, np.ones(a.n_pool, np.int64))
+        print(f"(3) {name}: greedy {a.m} of {a.n_pool} (d {a.d}): {t_gr:.2f} s; top: {t_top:.3f} s  "
+              f"[target ≤ 10 s]; log det gain greedy {selection.log_det_gain(term, gr.indices):.1f} "
+              f"vs top {selection.log_det_gain(term, top.indices):.1f}")
+
+
+def bench_corr(a) -> None:
+    from oedal.evaluation import predict
+    from oedal.sensitivities import all_sensitivities
+
+    train, valid, pool = _ethanol(100, 200)
+    model, t_train = _train(train, valid, a.r_cut, a.epochs, a.train_minutes)
+    pred = predict(model, pool)
+    err = np.abs(pred.forces - pool.forces).sum(axis=1)  # per atom, summed over xyz
+    off = pool.offsets
+    mae = np.add.reduceat(np.abs(pred.forces - pool.forces).mean(axis=1), off[:-1]) / pool.n_atoms
+    del err
+    g_tr_e, g_tr_f = all_sensitivities(model, train)
+    g_e, g_f = all_sensitivities(model, pool)
+    f1 = oed.factor_from_sensitivities(g_tr_e)
+    f2 = oed.factor_from_sensitivities(g_tr_f)
+    u1 = oed.project(f1, g_e)
+    s1 = oed.row_norms2(u1)
+    q2 = oed.qs2_scores(f2, g_f, 3 * pool.n_atoms)[0]
+    q2max = oed.qs2_scores(f2, g_f, 3 * pool.n_atoms, "max")[0]
+    r = lambda x: float(np.corrcoef(x, mae)[0, 1])  # noqa: E731
+    print(f"(4) ethanol_1000K, model on 100 (training {t_train:.0f} s, force MAE {mae.mean():.3f} eV/Å), "
+          f"pool {len(pool)}: Pearson r with per-structure force MAE: QS1 numerator s {r(s1):.2f}, "
+          f"QS1 s/(1+s) {r(oed.variance_change(s1)):.2f}, QS2 mean {r(q2):.2f}, QS2 per-atom max {r(q2max):.2f}  "
+          f"[paper: 0.53 (QS1, numerator), 0.60 (QS2)]")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=["qm9", "ratio", "greedy", "corr"])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=1000)
+    p.add_argument("--train-minutes", type=float, default=2.0)
+    p.add_argument("--r-cut", type=float, default=4.0)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--n-pool", type=int, default=125000)
+    p.add_argument("--m", type=int, default=2500)
+    p.add_argument("--d", type=int, default=128)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    logging.basicConfig(level=logging.WARNING)
+    {"qm9": bench_qm9, "ratio": bench_ratio, "greedy": bench_greedy, "corr": bench_corr}[a.what](a)
+
+
+if __name__ == "__main__":
+    main()

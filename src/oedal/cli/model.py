@@ -1,0 +1,81 @@
+"""``oedal train`` and ``oedal evaluate``: thin wrappers around oedal.training / oedal.evaluation."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger("oedal.cli.model")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from oedal.data.store import read_store
+    from oedal.model import save_model
+    from oedal.settings import ModelSettings, TrainingSettings, load_settings
+    from oedal.training import train_model
+
+    ts = load_settings(TrainingSettings, args.settings, epochs=args.epochs, seed=args.seed, device=args.device,
+                       threads=args.threads)
+    ms = load_settings(ModelSettings, args.model_settings)
+    train = read_store(args.train)
+    valid = read_store(args.valid)
+    result = train_model(train, valid, ms, ts, warm_start=args.warm_start)
+    save_model(result.model, args.out, history=result.history, best_epoch=result.best_epoch,
+               best_valid_loss=result.best_valid_loss, stopped=result.stopped, seconds=result.seconds,
+               training_settings=ts.model_dump(mode="json"), n_train=len(train.n_atoms),
+               n_valid=len(valid.n_atoms), warm_start=str(args.warm_start) if args.warm_start else None)
+    log.info("wrote %s (best epoch %d of %d)", args.out, result.best_epoch, result.epochs)
+    return 0
+
+
+def _write_json_atomic(data: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2)
+    os.replace(tmp, path)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from oedal.data.store import read_store
+    from oedal.device import resolve_device, set_threads
+    from oedal.evaluation import error_metrics
+    from oedal.model import load_model
+
+    set_threads(args.threads)
+    model = load_model(args.model, device=resolve_device(args.device))
+    metrics = error_metrics(model, read_store(args.data), batch_size=args.batch_size)
+    metrics["model"] = str(args.model)
+    metrics["data"] = str(args.data)
+    _write_json_atomic(metrics, Path(args.out))
+    log.info("forces MAE %.4f kcal/mol/Å, energy MAE %.4f kcal/mol -> %s",
+             metrics["forces_mae_kcal/mol/A"], metrics["energy_mae_kcal/mol"], args.out)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a GM-NN on a labeled store (early stopping on a validation store)")
+    p.add_argument("--train", required=True, type=Path, help="labeled training store (.h5)")
+    p.add_argument("--valid", required=True, type=Path, help="labeled validation store (.h5)")
+    p.add_argument("--out", required=True, type=Path, help="model file to write (.pt)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--settings", help="TrainingSettings as JSON text or a JSON file (flags override)")
+    p.add_argument("--model-settings", help="ModelSettings as JSON text or a JSON file")
+    p.add_argument("--warm-start", type=Path, help="start from this model file (same model settings)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="error metrics of a model on a labeled store")
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--data", required=True, type=Path, help="labeled store (.h5)")
+    p.add_argument("--out", required=True, type=Path, help="metrics JSON to write")
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int)
+    p.set_defaults(func=_evaluate)

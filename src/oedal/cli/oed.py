@@ -1,0 +1,70 @@
+"""``oedal score`` and ``oedal select``: thin wrappers around oedal.scoring."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+log = logging.getLogger("oedal.cli.oed")
+
+
+def _score(args: argparse.Namespace) -> int:
+    from oedal.device import set_threads
+    from oedal.scoring import score_pool
+    from oedal.settings import ScoreSettings, load_settings
+
+    settings = load_settings(ScoreSettings, args.settings, strategy=args.strategy, beta=args.beta,
+                             threshold=args.threshold, qs2_reduction=args.reduction, device=args.device)
+    set_threads(args.threads)
+    summary = score_pool(args.model, args.train, args.pool, args.out, settings,
+                         save_sensitivities=args.save_sensitivities)
+    log.info("%s: threshold %.6g, %d of %d pool structures informative (I > 1)", summary.strategy,
+             summary.threshold, summary.n_informative, summary.n_pool)
+    return 0
+
+
+def _select(args: argparse.Namespace) -> int:
+    from oedal.scoring import select_batch
+    from oedal.settings import SelectSettings, load_settings
+
+    overrides = {"method": args.method, "seed": args.seed}
+    if args.n is not None:
+        overrides.update(n=args.n, fraction=None)
+    elif args.fraction is not None:
+        overrides.update(fraction=args.fraction)
+    settings = load_settings(SelectSettings, args.settings, **overrides)
+    if args.n is not None:
+        settings = settings.model_copy(update={"fraction": None})
+    select_batch(args.scores, args.pool, args.out, settings, n_train=args.n_train, exclude=args.exclude or ())
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("score", help="score a pool with an OED (qs1|qs2|qs3) or QbC strategy")
+    p.add_argument("--model", action="append", required=True, help="model file (repeat for qbc: K ≥ 2)")
+    p.add_argument("--train", required=True, help="training structure store (HDF5)")
+    p.add_argument("--pool", required=True, help="pool structure store (HDF5)")
+    p.add_argument("--out", required=True, help="scores file to write (HDF5)")
+    p.add_argument("--strategy", choices=["qs1", "qs2", "qs3", "qbc"], default=None)
+    p.add_argument("--beta", type=float, default=None, help="QS3 = QS1 + beta·QS2 (eq. 22)")
+    p.add_argument("--threshold", choices=["median", "mean"], default=None)
+    p.add_argument("--reduction", choices=["mean", "max"], default=None, help="QS2: eq. 21 mean or per-atom max")
+    p.add_argument("--save-sensitivities", action="store_true", help="also store g_train and g_pool (QS1)")
+    p.add_argument("--settings", default=None, help="ScoreSettings as JSON string or file")
+    p.add_argument("--device", default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=_score)
+
+    p = sub.add_parser("select", help="select a batch of pool structures from a scores file")
+    p.add_argument("--scores", required=True)
+    p.add_argument("--pool", required=True)
+    p.add_argument("--out", required=True, help="selected (unlabeled) structures, HDF5 store")
+    p.add_argument("--method", choices=["top", "greedy", "random", "qbc"], default=None)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--n", type=int, default=None, help="number to select")
+    g.add_argument("--fraction", type=float, default=None, help="m = fraction · N_train")
+    p.add_argument("--n-train", type=int, default=None, help="N_train (default: the scores file's n_train)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--exclude", action="append", help="store whose ids may not be picked (repeatable)")
+    p.add_argument("--settings", default=None, help="SelectSettings as JSON string or file")
+    p.set_defaults(func=_select)

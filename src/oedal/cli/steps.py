@@ -1,0 +1,134 @@
+"""``oedal split|shard|gather|merge|carry|summary|schema``: the workflow's glue steps (oedal.steps)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+log = logging.getLogger("oedal.cli.steps")
+
+
+def _split(args: argparse.Namespace) -> int:
+    from oedal.settings import SplitSettings, load_settings
+    from oedal.steps import split_dataset
+
+    settings = load_settings(SplitSettings, args.settings)
+    split_dataset(args.source, args.out_dir, args.test, settings, args.seed)
+    return 0
+
+
+def _shard(args: argparse.Namespace) -> int:
+    from oedal.settings import StopSettings, load_settings
+    from oedal.steps import shard_selection
+
+    stop = load_settings(StopSettings, args.stop)
+    shard_selection(
+        args.selected, args.pool, args.status, args.out, args.request,
+        metrics=args.metrics, scores=args.scores, n_valid=args.n_valid, seed=args.seed,
+        target_metric=stop.target_metric, target=stop.target, informative=stop.informative,
+    )
+    return 0
+
+
+def _gather(args: argparse.Namespace) -> int:
+    from oedal.steps import gather_failed, gather_stores
+
+    n = gather_stores(args.labeled, args.out)
+    n_failed = gather_failed(args.failed, args.failed_out) if args.failed else 0
+    log.info("gathered %d labeled and %d failed structures from %d shards", n, n_failed, len(args.labeled))
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from oedal.steps import merge_labels
+
+    merge_labels(args.prev_dir, args.out_dir, redraw_valid=args.redraw_valid)
+    return 0
+
+
+def _carry(args: argparse.Namespace) -> int:
+    from oedal.steps import carry_over
+
+    carried = carry_over(args.status, args.sources, args.targets)
+    print("yes" if carried else "no")
+    if carried:
+        log.info("campaign stopped: copied %s -> %s", args.sources, args.targets)
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from oedal.steps import write_summary
+
+    runs = []
+    for spec in args.run:
+        strategy, seed, path = spec.split(":", 2)
+        runs.append((strategy, int(seed), Path(path)))
+    n = write_summary(runs, args.iterations, args.out)
+    log.info("summary: %d rows -> %s", n, args.out)
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from oedal.settings import CampaignSettings
+
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **CampaignSettings.model_json_schema()}
+    text = json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        print(text, end="")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("split", help="iteration 0: train/valid/pool(unlabeled)/test from a labeled store")
+    p.add_argument("--source", required=True, help="labeled structure store (.h5)")
+    p.add_argument("--out-dir", required=True, help="iteration-0 directory (train.h5 valid.h5 pool.h5 status.json)")
+    p.add_argument("--test", required=True, help="test-set store to write")
+    p.add_argument("--settings", default=None, help="SplitSettings as JSON (string or file)")
+    p.add_argument("--seed", type=int, required=True)
+    p.set_defaults(func=_split)
+
+    p = subparsers.add_parser("shard", help="decide whether to stop; scatter the structures to label over shards")
+    p.add_argument("--selected", required=True, help="selected.h5 of this iteration")
+    p.add_argument("--pool", required=True, help="pool.h5 of this iteration")
+    p.add_argument("--status", required=True, help="status.json of this iteration")
+    p.add_argument("--metrics", default=None, help="metrics.json (for stop.target)")
+    p.add_argument("--scores", default=None, help="scores.h5 (for the I ≤ 1 stop)")
+    p.add_argument("--stop", default=None, help="StopSettings as JSON")
+    p.add_argument("--n-valid", type=int, default=0, help="validation structures to redraw from the pool (0: keep)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the validation redraw")
+    p.add_argument("--request", required=True, help="request.json to write")
+    p.add_argument("--out", nargs="+", required=True, help="shard files to write (a fixed number)")
+    p.set_defaults(func=_shard)
+
+    p = subparsers.add_parser("gather", help="join labeled (and failed) shards")
+    p.add_argument("--labeled", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--failed", nargs="*", default=[])
+    p.add_argument("--failed-out", default=None)
+    p.set_defaults(func=_gather)
+
+    p = subparsers.add_parser("merge", help="next iteration's train/valid/pool/status from the labeled batch")
+    p.add_argument("--prev-dir", required=True, help="iteration i-1 directory")
+    p.add_argument("--out-dir", required=True, help="iteration i directory")
+    p.add_argument("--redraw-valid", action="store_true", help="the labeled redraw becomes the validation set")
+    p.set_defaults(func=_merge)
+
+    p = subparsers.add_parser("carry", help="print yes and copy files forward if the campaign has stopped, else no")
+    p.add_argument("--status", required=True)
+    p.add_argument("--from", dest="sources", nargs="*", default=[])
+    p.add_argument("--to", dest="targets", nargs="*", default=[])
+    p.set_defaults(func=_carry)
+
+    p = subparsers.add_parser("summary", help="campaign summary table (CSV)")
+    p.add_argument("--run", nargs="+", required=True, help="STRATEGY:SEED:RUN_DIR")
+    p.add_argument("--iterations", type=int, required=True, help="last iteration index")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_summary)
+
+    p = subparsers.add_parser("schema", help="JSON schema of the workflow config (CampaignSettings)")
+    p.add_argument("--out", default=None, help="file to write (default: stdout)")
+    p.set_defaults(func=_schema)

@@ -1,0 +1,244 @@
+"""The HDF5 structure store: ragged, chunked, compressed, written atomically, read in slices.
+
+Layout in docs/file-formats.md ("Structure store"). Per-atom arrays are concatenated; a chunk or a
+slice reads only its own atom range; offsets are the cumulative sum of ``n_atoms``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from oedal.data import keys
+from oedal.data.structures import Structures, atom_index, offsets_from_counts
+from oedal.errors import InputError
+
+log = logging.getLogger(__name__)
+
+ATOM_CHUNK = 32768  # rows per HDF5 chunk of a per-atom dataset
+STRUCTURE_CHUNK = 16384  # rows per HDF5 chunk of a per-structure dataset
+MAX_GAP_ATOMS = 4 * ATOM_CHUNK  # random reads: neighbouring requests closer than this are read as one range
+MAX_RANGE_ATOMS = 1 << 21  # random reads: one contiguous range spans at most this many atoms
+
+
+def _attr_value(value: Any) -> Any:
+    """HDF5-storable attribute value (dicts and lists as JSON)."""
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _create(h5: h5py.File, name: str, data: np.ndarray, chunk_rows: int, compression: str | None) -> None:
+    if len(data) == 0 or compression is None:
+        h5.create_dataset(name, data=data)
+        return
+    chunks = (min(len(data), chunk_rows),) + data.shape[1:]
+    opts = {"compression_opts": 1} if compression == "gzip" else {}
+    h5.create_dataset(name, data=data, chunks=chunks, compression=compression, shuffle=True, **opts)
+
+
+def _write_datasets(h5: h5py.File, s: Structures, compression: str | None) -> None:
+    per_atom = {keys.POSITIONS: s.positions, keys.NUMBERS: s.numbers.astype(np.uint8), keys.FORCES: s.forces}
+    per_structure = {keys.N_ATOMS: s.n_atoms, keys.ENERGY: s.energy, keys.CELL: s.cell,
+                     keys.PBC: s.pbc, keys.ID: s.ids}
+    for name, data in per_atom.items():
+        if data is not None:
+            _create(h5, name, data, ATOM_CHUNK, compression)
+    for name, data in per_structure.items():
+        if data is not None:
+            _create(h5, name, data, STRUCTURE_CHUNK, compression)
+
+
+def publish(tmp: Path, dest: Path) -> None:
+    """Give a finished temporary file the usual permissions (umask) and rename it onto ``dest``."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, dest)
+
+
+def write_store(
+    path: str | Path,
+    structures: Structures,
+    attrs: Mapping[str, Any] | None = None,
+    overwrite: bool = True,
+    compression: str | None = "gzip",
+) -> Path:
+    """Write ``structures`` to ``path`` atomically (temporary file in the same folder, then rename).
+
+    On any exception the temporary file is removed and an existing ``path`` is left untouched.
+    ``attrs`` (e.g. ``source``) are stored as file attributes beside format, version and units.
+    Labels are written only when present (pool files hold none). Returns the path.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; refusing to overwrite it")
+    if int(structures.numbers.max(initial=0)) > 255 or int(structures.numbers.min(initial=1)) < 0:
+        raise InputError(f"{path}: atomic numbers outside 0..255 cannot be stored")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with h5py.File(tmp, "w") as h5:
+            h5.attrs[keys.ATTR_FORMAT] = keys.FORMAT_NAME
+            h5.attrs[keys.ATTR_FORMAT_VERSION] = keys.FORMAT_VERSION
+            h5.attrs[keys.ATTR_UNITS] = keys.UNITS
+            h5.attrs[keys.ATTR_N_STRUCTURES] = len(structures)
+            h5.attrs[keys.ATTR_N_ATOMS_TOTAL] = structures.n_atoms_total
+            for name, value in (attrs or {}).items():
+                h5.attrs[name] = _attr_value(value)
+            _write_datasets(h5, structures, compression)
+        publish(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    log.debug("wrote %d structures to %s", len(structures), path)
+    return path
+
+
+def coalesce(offsets: np.ndarray, sorted_unique: np.ndarray) -> list[tuple[int, int]]:
+    """Group sorted structure indices into ranges [first, last+1) that are cheap to read whole.
+
+    Neighbours closer than MAX_GAP_ATOMS atoms are merged; one range spans at most MAX_RANGE_ATOMS
+    atoms (unless a single structure is bigger), which bounds the memory of a random read.
+    """
+    if len(sorted_unique) == 0:
+        return []
+    starts = offsets[sorted_unique]
+    ends = offsets[sorted_unique + 1]
+    ranges: list[tuple[int, int]] = []
+    first = 0
+    for k in range(1, len(sorted_unique)):
+        gap = starts[k] - ends[k - 1]
+        span = ends[k] - starts[first]
+        if gap > MAX_GAP_ATOMS or span > MAX_RANGE_ATOMS:
+            ranges.append((int(sorted_unique[first]), int(sorted_unique[k - 1]) + 1))
+            first = k
+    ranges.append((int(sorted_unique[first]), int(sorted_unique[-1]) + 1))
+    return ranges
+
+
+class StoreReader:
+    """Open a structure store for reading by slices, index sets or chunks (context manager).
+
+    Only ``n_atoms`` and ``id`` (8 bytes per structure each) are held in memory; everything else
+    is read on demand for the requested atom range.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"{self.path}: no such structure store")
+        try:
+            self._h5 = h5py.File(self.path, "r")
+        except OSError as err:
+            raise InputError(f"{self.path}: not an HDF5 file ({err})") from None
+        fmt = self._h5.attrs.get(keys.ATTR_FORMAT)
+        version = int(self._h5.attrs.get(keys.ATTR_FORMAT_VERSION, -1))
+        if fmt != keys.FORMAT_NAME or not 1 <= version <= keys.FORMAT_VERSION:
+            self._h5.close()
+            raise InputError(f"{self.path}: not an oedal structure store (format {fmt!r}, version {version})")
+        self.n_atoms: np.ndarray = self._h5[keys.N_ATOMS][()].astype(np.int64)  # (n,)
+        self.ids: np.ndarray = self._h5[keys.ID][()].astype(np.int64)  # (n,)
+        self.offsets: np.ndarray = offsets_from_counts(self.n_atoms)  # (n+1,)
+
+    def __enter__(self) -> "StoreReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._h5.close()
+
+    def __len__(self) -> int:
+        return len(self.n_atoms)
+
+    @property
+    def has_labels(self) -> bool:
+        return keys.ENERGY in self._h5
+
+    @property
+    def has_forces(self) -> bool:
+        return keys.FORCES in self._h5
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in self._h5.attrs.items()}
+
+    def _read_range(self, start: int, stop: int) -> Structures:
+        """Structures start..stop−1, reading only their atom rows."""
+        a, b = int(self.offsets[start]), int(self.offsets[stop])
+        h5 = self._h5
+        return Structures(
+            positions=h5[keys.POSITIONS][a:b],
+            numbers=h5[keys.NUMBERS][a:b],
+            n_atoms=self.n_atoms[start:stop],
+            cell=h5[keys.CELL][start:stop],
+            pbc=h5[keys.PBC][start:stop],
+            ids=self.ids[start:stop],
+            energy=h5[keys.ENERGY][start:stop] if keys.ENERGY in h5 else None,
+            forces=h5[keys.FORCES][a:b] if keys.FORCES in h5 else None,
+        )
+
+    def read(self, indices: np.ndarray | list[int] | slice | None = None) -> Structures:
+        """Structures at a slice or at ``indices`` (returned in the order given, repeats allowed).
+
+        Index sets are sorted, coalesced into contiguous ranges (see :func:`coalesce`), each range
+        read once, and the requested structures gathered from them.
+        """
+        n = len(self)
+        if indices is None:
+            return self._read_range(0, n)
+        if isinstance(indices, slice):
+            start, stop, step = indices.indices(n)
+            if step == 1:
+                return self._read_range(start, max(start, stop))
+            indices = np.arange(start, stop, step)
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(idx) and (idx.min() < -n or idx.max() >= n):
+            raise IndexError(f"{self.path}: structure index out of range for {n} structures")
+        idx = np.where(idx < 0, idx + n, idx)
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        parts = []
+        for start, stop in coalesce(self.offsets, uniq):
+            block = self._read_range(start, stop)
+            wanted = uniq[(uniq >= start) & (uniq < stop)] - start
+            parts.append(block if len(wanted) == stop - start else block.subset(wanted))
+        gathered = Structures.concatenate(parts) if parts else self._read_range(0, 0)
+        if not self.has_labels:
+            gathered.energy = None
+        if not self.has_forces:
+            gathered.forces = None
+        if len(uniq) == len(idx) and np.array_equal(uniq, idx):
+            return gathered
+        return gathered.subset(inverse)
+
+    def iter_chunks(self, chunk_size: int) -> Iterator[Structures]:
+        """Consecutive chunks of at most ``chunk_size`` structures, in store order."""
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be ≥ 1, got {chunk_size}")
+        for start in range(0, len(self), chunk_size):
+            yield self._read_range(start, min(start + chunk_size, len(self)))
+
+
+def read_store(path: str | Path, indices: np.ndarray | list[int] | slice | None = None) -> Structures:
+    """Read a whole store, or the structures at ``indices`` (see :meth:`StoreReader.read`)."""
+    with StoreReader(path) as reader:
+        return reader.read(indices)
+
+
+def atom_rows(offsets: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Re-export of :func:`oedal.data.structures.atom_index` for readers of per-atom side files."""
+    return atom_index(offsets, indices)

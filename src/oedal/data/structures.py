@@ -1,0 +1,203 @@
+"""The in-memory, ragged collection of atomic structures (Å, eV, eV/Å)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def offsets_from_counts(n_atoms: np.ndarray) -> np.ndarray:
+    """Start of every structure in the concatenated per-atom arrays: (n+1,) int64, last = total."""
+    out = np.zeros(len(n_atoms) + 1, dtype=np.int64)
+    np.cumsum(n_atoms, out=out[1:])
+    return out
+
+
+def atom_index(offsets: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Per-atom row indices of the structures ``indices`` (in that order): (sum n_atoms[indices],) int64."""
+    indices = np.asarray(indices, dtype=np.int64)
+    starts = offsets[indices]
+    counts = offsets[indices + 1] - starts
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    # position within each structure = global position − start of its block in the output
+    block_start = np.repeat(np.cumsum(counts) - counts, counts)
+    return np.repeat(starts, counts) + (np.arange(total, dtype=np.int64) - block_start)
+
+
+def _opt(a: np.ndarray | None, dtype: type) -> np.ndarray | None:
+    return None if a is None else np.ascontiguousarray(a, dtype=dtype)
+
+
+@dataclass
+class Structures:
+    """Ragged structures; arrays are cast to the contract's dtypes on construction.
+
+    positions (n_atoms_total, 3) float64 Å; numbers (n_atoms_total,) int64; n_atoms (n,) int64;
+    cell (n, 3, 3) float64 Å (rows = lattice vectors); pbc (n, 3) bool; ids (n,) int64 (index in
+    the source data set); energy (n,) float64 eV or None; forces (n_atoms_total, 3) float64 eV/Å or None.
+    Shapes are not checked here: :func:`oedal.data.validate.validate_structures` does that.
+    """
+
+    positions: np.ndarray
+    numbers: np.ndarray
+    n_atoms: np.ndarray
+    cell: np.ndarray
+    pbc: np.ndarray
+    ids: np.ndarray
+    energy: np.ndarray | None = None
+    forces: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.positions = np.ascontiguousarray(self.positions, dtype=np.float64).reshape(-1, 3)
+        self.numbers = np.ascontiguousarray(self.numbers, dtype=np.int64).reshape(-1)
+        self.n_atoms = np.ascontiguousarray(self.n_atoms, dtype=np.int64).reshape(-1)
+        self.cell = np.ascontiguousarray(self.cell, dtype=np.float64)
+        self.pbc = np.ascontiguousarray(self.pbc, dtype=bool)
+        self.ids = np.ascontiguousarray(self.ids, dtype=np.int64).reshape(-1)
+        self.energy = _opt(self.energy, np.float64)
+        self.forces = _opt(self.forces, np.float64)
+
+    def __len__(self) -> int:
+        return len(self.n_atoms)
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """(n+1,) int64 start of each structure in the per-atom arrays."""
+        return offsets_from_counts(self.n_atoms)
+
+    @property
+    def has_labels(self) -> bool:
+        """True when energies are present (forces may still be absent, e.g. QM9)."""
+        return self.energy is not None
+
+    @property
+    def has_forces(self) -> bool:
+        return self.forces is not None
+
+    @property
+    def n_atoms_total(self) -> int:
+        return len(self.numbers)
+
+    def structure_index(self) -> np.ndarray:
+        """(n_atoms_total,) int64: the structure each atom belongs to."""
+        return np.repeat(np.arange(len(self), dtype=np.int64), self.n_atoms)
+
+    def subset(self, indices: np.ndarray | Sequence[int] | slice) -> "Structures":
+        """Structures at ``indices`` (any order, repeats allowed) or a slice, as a new object."""
+        if isinstance(indices, slice):
+            indices = np.arange(len(self))[indices]
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(idx) and (idx.min() < -len(self) or idx.max() >= len(self)):
+            raise IndexError(f"structure index out of range for {len(self)} structures")
+        idx = np.where(idx < 0, idx + len(self), idx)
+        rows = atom_index(self.offsets, idx)
+        return Structures(
+            positions=self.positions[rows],
+            numbers=self.numbers[rows],
+            n_atoms=self.n_atoms[idx],
+            cell=self.cell[idx],
+            pbc=self.pbc[idx],
+            ids=self.ids[idx],
+            energy=None if self.energy is None else self.energy[idx],
+            forces=None if self.forces is None else self.forces[rows],
+        )
+
+    @staticmethod
+    def concatenate(parts: Sequence["Structures"]) -> "Structures":
+        """Join structures; labels are kept only when every part has them."""
+        if not parts:
+            return Structures.empty()
+        with_e = all(p.energy is not None for p in parts)
+        with_f = all(p.forces is not None for p in parts)
+        return Structures(
+            positions=np.concatenate([p.positions for p in parts]),
+            numbers=np.concatenate([p.numbers for p in parts]),
+            n_atoms=np.concatenate([p.n_atoms for p in parts]),
+            cell=np.concatenate([p.cell for p in parts]),
+            pbc=np.concatenate([p.pbc for p in parts]),
+            ids=np.concatenate([p.ids for p in parts]),
+            energy=np.concatenate([p.energy for p in parts]) if with_e else None,  # type: ignore[misc]
+            forces=np.concatenate([p.forces for p in parts]) if with_f else None,  # type: ignore[misc]
+        )
+
+    @staticmethod
+    def empty() -> "Structures":
+        return Structures(
+            positions=np.zeros((0, 3)), numbers=np.zeros(0), n_atoms=np.zeros(0),
+            cell=np.zeros((0, 3, 3)), pbc=np.zeros((0, 3), bool), ids=np.zeros(0),
+        )
+
+    def without_labels(self) -> "Structures":
+        """A copy without energy and forces (pool files never hold labels)."""
+        return Structures(
+            positions=self.positions.copy(), numbers=self.numbers.copy(), n_atoms=self.n_atoms.copy(),
+            cell=self.cell.copy(), pbc=self.pbc.copy(), ids=self.ids.copy(),
+        )
+
+    def to_atoms(self) -> list:
+        """ase.Atoms per structure; labels as a SinglePointCalculator, the id in ``atoms.info['id']``."""
+        from ase import Atoms
+        from ase.calculators.singlepoint import SinglePointCalculator
+
+        out = []
+        off = self.offsets
+        for k in range(len(self)):
+            a, b = off[k], off[k + 1]
+            atoms = Atoms(numbers=self.numbers[a:b], positions=self.positions[a:b],
+                          cell=self.cell[k], pbc=self.pbc[k])
+            atoms.info["id"] = int(self.ids[k])
+            results = {}
+            if self.energy is not None:
+                results["energy"] = float(self.energy[k])
+            if self.forces is not None:
+                results["forces"] = self.forces[a:b].copy()
+            if results:
+                atoms.calc = SinglePointCalculator(atoms, **results)
+            out.append(atoms)
+        return out
+
+    @staticmethod
+    def from_atoms(atoms_list: Sequence, ids: np.ndarray | Sequence[int] | None = None) -> "Structures":
+        """Build from ase.Atoms; labels are read from an attached calculator's stored results.
+
+        Energy (forces) is kept when every structure has it; a structure without it when others
+        have it gets NaN, which :func:`validate_structures` reports by index.
+        ``ids`` default: ``atoms.info['id']`` when every structure has one, else 0..n−1.
+        """
+        n = len(atoms_list)
+        energies: list[float | None] = []
+        forces: list[np.ndarray | None] = []
+        for atoms in atoms_list:
+            res = atoms.calc.results if atoms.calc is not None else {}
+            e = res.get("energy", res.get("free_energy"))
+            energies.append(None if e is None else float(e))
+            f = res.get("forces")
+            forces.append(None if f is None else np.asarray(f, dtype=np.float64))
+        if ids is None:
+            if n and all("id" in a.info for a in atoms_list):
+                ids = [int(a.info["id"]) for a in atoms_list]
+            else:
+                ids = np.arange(n)
+        n_atoms = np.array([len(a) for a in atoms_list], dtype=np.int64)
+        energy = None
+        if any(e is not None for e in energies):
+            energy = np.array([np.nan if e is None else e for e in energies], dtype=np.float64)
+        force_arr = None
+        if any(f is not None for f in forces):
+            force_arr = np.concatenate(
+                [np.full((len(a), 3), np.nan) if f is None else f for a, f in zip(atoms_list, forces)]
+            ) if n else np.zeros((0, 3))
+        return Structures(
+            positions=np.concatenate([a.positions for a in atoms_list]) if n else np.zeros((0, 3)),
+            numbers=np.concatenate([a.numbers for a in atoms_list]) if n else np.zeros(0),
+            n_atoms=n_atoms,
+            cell=np.array([a.cell.array for a in atoms_list]).reshape(n, 3, 3),
+            pbc=np.array([a.pbc for a in atoms_list]).reshape(n, 3),
+            ids=np.asarray(ids),
+            energy=energy,
+            forces=force_arr,
+        )

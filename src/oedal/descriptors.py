@@ -1,0 +1,197 @@
+"""Gaussian-moment descriptors (DESIGN §4; Zaverkin & Kästner, JCTC 16, 5410 (2020)).
+
+Per atom i, over its neighbours j within r_c:
+
+* cosine cutoff f_c(r) = ½(cos(πr/r_c) + 1) for r < r_c, 0 beyond;
+* Gaussians φ_k(r) = (2γ/π)^¼ exp(−γ (r − r_k)²), k = 0..n_basis−1, centres r_k equally spaced
+  on [r_min, r_c) with spacing Δ = (r_c − r_min)/n_basis and γ = 1/Δ²;
+* radial functions R_s(r_ij) = Σ_k β[Z_i, Z_j, s, k] φ_k(r_ij) f_c(r_ij) with trainable
+  species-pair coefficients β (scaled by 1/√n_basis);
+* moments Ψ_{i,L,s} = Σ_j R_s(r_ij) r̂_ij^{⊗L}, L = 0..3. The symmetric tensors r̂^{⊗L} are
+  stored by their unique components (1 + 3 + 6 + 10 = 20 per radial index), so the scatter over
+  pairs — the expensive part — moves 20 instead of 40 numbers;
+* the rotation invariants of settings.CONTRACTIONS (c0 = Ψ0; c11 = Ψ1·Ψ1; c22 = Ψ2:Ψ2;
+  c33 = Ψ3⋮Ψ3; c222 = Ψ2Ψ2Ψ2; c112 = Ψ1Ψ1Ψ2; c332 = Ψ3Ψ3Ψ2; c321 = Ψ3Ψ2Ψ1), reduced to the
+  unique radial-index combinations (s1 ≤ s2 where a contraction is symmetric in two radial
+  indices, s1 ≤ s2 ≤ s3 for c222). n_radial = 5 gives 360 features, as in apax.
+
+Everything here is functional (no in-place writes; scatters are out-of-place ``index_add``), so
+``torch.func.jvp`` and ``torch.func.vmap`` work through it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from oedal.settings import DescriptorSettings
+
+# unique components of r̂^{⊗2} and r̂^{⊗3} (index triples into x, y, z)
+_L2 = [(0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)]
+_L3 = [(0, 0, 0), (1, 1, 1), (2, 2, 2), (0, 0, 1), (0, 0, 2), (0, 1, 1), (1, 1, 2), (0, 2, 2), (1, 2, 2), (0, 1, 2)]
+
+
+def _full_index(unique: list[tuple[int, ...]], rank: int) -> list[int]:
+    """For every full tensor index (row-major, 3^rank), the position of its unique component."""
+    lookup = {u: k for k, u in enumerate(unique)}
+    return [lookup[tuple(sorted(idx))] for idx in itertools.product(range(3), repeat=rank)]
+
+
+def _combos(n: int, kind: str) -> list[tuple[int, ...]]:
+    """Unique radial-index combinations of one contraction, as index tuples into (n,)*rank."""
+    r = range(n)
+    if kind == "c0":
+        return [(s,) for s in r]
+    if kind in ("c11", "c22", "c33"):
+        return [(a, b) for a in r for b in r if a <= b]
+    if kind == "c222":
+        return [(a, b, c) for a in r for b in r for c in r if a <= b <= c]
+    if kind in ("c112", "c332"):
+        return [(a, b, c) for a in r for b in r for c in r if a <= b]
+    if kind == "c321":
+        return [(a, b, c) for a in r for b in r for c in r]
+    raise ValueError(f"unknown contraction {kind!r}")
+
+
+def _expansion(unique: list[tuple[int, ...]], rank: int) -> np.ndarray:
+    """(n_unique, 3^rank) 0/1 matrix: full symmetric tensor = Σ_u component_u · row_u."""
+    out = np.zeros((len(unique), 3**rank))
+    for f, u in enumerate(_full_index(unique, rank)):
+        out[u, f] = 1.0
+    return out
+
+
+def n_features(settings: DescriptorSettings) -> int:
+    """Number of Gaussian-moment features for these settings (360 for n_radial = 5, all contractions)."""
+    return sum(len(_combos(settings.n_radial, c)) for c in settings.contractions)
+
+
+def cosine_cutoff(r: torch.Tensor, r_cut: float) -> torch.Tensor:
+    """f_c(r) = ½(cos(π r/r_c) + 1) for r < r_c, else 0 (continuous with its first derivative)."""
+    return 0.5 * (torch.cos(torch.clamp(r, max=r_cut) * (math.pi / r_cut)) + 1.0)
+
+
+class GaussianMoments(nn.Module):
+    """Gaussian-moment features of every atom from pair displacements (DESIGN §4)."""
+
+    def __init__(self, settings: DescriptorSettings, n_species: int, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.settings = settings
+        self.n_species = n_species
+        self.n_radial = settings.n_radial
+        self.r_cut = settings.r_cut
+        nb = settings.n_basis
+        spacing = (settings.r_cut - settings.r_min) / nb
+        self.gamma = 1.0 / spacing**2
+        centres = settings.r_min + spacing * np.arange(nb)
+        self.register_buffer("centres", torch.tensor(centres, dtype=dtype), persistent=False)
+        self.basis_norm = (2.0 * self.gamma / math.pi) ** 0.25 / math.sqrt(nb)
+        # β[Z_i, Z_j, s, k] stored as (n_species², n_radial, n_basis)
+        beta = torch.empty(n_species * n_species, self.n_radial, nb, dtype=dtype).uniform_(-1.0, 1.0)
+        self.beta = nn.Parameter(beta)
+        self._build_tables(dtype)
+        self.contractions = list(settings.contractions)
+        self.n_features = n_features(settings)
+
+    def _build_tables(self, dtype: torch.dtype) -> None:
+        """Index tables of the angular components, tensor expansions and unique-combination selections."""
+        n = self.n_radial
+        self.register_buffer("_l2a", torch.tensor([a for a, _ in _L2]), persistent=False)
+        self.register_buffer("_l2b", torch.tensor([b for _, b in _L2]), persistent=False)
+        self.register_buffer("_l3a", torch.tensor([_L2.index(tuple(sorted(t[:2]))) for t in _L3]), persistent=False)
+        self.register_buffer("_l3b", torch.tensor([t[2] for t in _L3]), persistent=False)
+        self.register_buffer("_exp2", torch.tensor(_expansion(_L2, 2), dtype=dtype), persistent=False)
+        self.register_buffer("_exp3", torch.tensor(_expansion(_L3, 3), dtype=dtype), persistent=False)
+        self._need3 = any(c in self.settings.contractions for c in ("c33", "c332", "c321"))
+        for c in self.settings.contractions:
+            combos = _combos(n, c)
+            if c == "c112":  # computed in the order (r, t, s)
+                combos = [(t[0], t[2], t[1]) for t in combos]
+            flat = [sum(idx * n ** (len(t) - 1 - p) for p, idx in enumerate(t)) for t in combos]
+            self.register_buffer(f"_sel_{c}", torch.tensor(flat), persistent=False)
+
+    # ---- pair level -------------------------------------------------------------------------
+    def radial(self, r: torch.Tensor, pair_type: torch.Tensor) -> torch.Tensor:
+        """R_s(r_ij) (n_pairs, n_radial) = Σ_k β[Z_i, Z_j, s, k] φ_k(r) f_c(r).
+
+        The gather of β by species pair is written as a one-hot matmul, (P, T·K) @ (T·K, n_radial):
+        dense, so forward, backward and double backward are plain matmuls.
+        """
+        phi = torch.exp(-self.gamma * (r[:, None] - self.centres) ** 2)  # (P, K)
+        phi = phi * (cosine_cutoff(r, self.r_cut) * self.basis_norm)[:, None]
+        n_types = self.n_species * self.n_species
+        onehot = torch.nn.functional.one_hot(pair_type, n_types).to(phi.dtype)  # (P, T)
+        x = (onehot[:, :, None] * phi[:, None, :]).reshape(r.shape[0], -1)  # (P, T·K)
+        beta = self.beta.transpose(1, 2).reshape(-1, self.n_radial)  # (T·K, n_radial)
+        return x @ beta
+
+    def angular(self, unit: torch.Tensor) -> torch.Tensor:
+        """Unique components of r̂^{⊗L}, L = 0..3: (n_pairs, 20)."""
+        t2 = unit[:, self._l2a] * unit[:, self._l2b]  # (P, 6)
+        t3 = t2[:, self._l3a] * unit[:, self._l3b]  # (P, 10)
+        return torch.cat([torch.ones_like(unit[:, :1]), unit, t2, t3], dim=1)
+
+    # ---- atom level -------------------------------------------------------------------------
+    def moments(self, displacements, species, pair_i, pair_j, n_atoms: int) -> torch.Tensor:
+        """Ψ_{i,L,s} by unique components: (n_atoms, n_radial, 20)."""
+        r = torch.linalg.vector_norm(displacements, dim=-1)  # (P,) Å
+        unit = displacements / r[:, None]
+        pair_type = species[pair_i] * self.n_species + species[pair_j]
+        rad = self.radial(r, pair_type)  # (P, n_radial)
+        ang = self.angular(unit)  # (P, 20)
+        per_pair = (rad[:, :, None] * ang[:, None, :]).reshape(rad.shape[0], -1)
+        zeros = per_pair.new_zeros((n_atoms, per_pair.shape[1]))
+        return zeros.index_add(0, pair_i, per_pair).reshape(n_atoms, self.n_radial, 20)
+
+    def contract(self, psi: torch.Tensor) -> torch.Tensor:
+        """Rotation invariants of the moments, unique radial combinations: (n_atoms, n_features).
+
+        The full tensors are rebuilt from the unique components by a matmul with a fixed 0/1
+        expansion, and every contraction is written as (at most) two batched matmuls over the
+        atoms — the cheapest form found for forward + double backward on CPU.
+        """
+        a, n = psi.shape[0], self.n_radial
+        m1 = psi[:, :, 1:4]  # (A, n, 3)
+        m2 = (psi[:, :, 4:10] @ self._exp2).reshape(a, n, 3, 3)
+        m2f = m2.reshape(a, n, 9)
+        out = {}
+        if "c0" in self.contractions:
+            out["c0"] = psi[:, :, 0]
+        if "c11" in self.contractions:
+            out["c11"] = torch.bmm(m1, m1.transpose(1, 2))
+        if "c22" in self.contractions:
+            out["c22"] = torch.bmm(m2f, m2f.transpose(1, 2))
+        if self._need3:
+            m3 = (psi[:, :, 10:20] @ self._exp3).reshape(a, n, 9, 3)  # (A, n, ij, k)
+            if "c33" in self.contractions:
+                f = m3.reshape(a, n, 27)
+                out["c33"] = torch.bmm(f, f.transpose(1, 2))
+            if "c332" in self.contractions:
+                # G[r k, s l] = Σ_ij Ψ3[r]_ijk Ψ3[s]_ijl; c[r, s, t] = Σ_kl G[r k, s l] Ψ2[t]_kl
+                m3t = m3.permute(0, 2, 1, 3).reshape(a, 9, 3 * n)
+                g = torch.bmm(m3t.transpose(1, 2), m3t).reshape(a, n, 3, n, 3).transpose(2, 3).reshape(a, n * n, 9)
+                out["c332"] = torch.bmm(g, m2f.transpose(1, 2))
+            if "c321" in self.contractions:
+                # H[r k, s] = Σ_ij Ψ3[r]_ijk Ψ2[s]_ij; c[r, s, t] = Σ_k H[r k, s] Ψ1[t]_k
+                h = torch.bmm(m3.transpose(2, 3).reshape(a, 3 * n, 9), m2f.transpose(1, 2))
+                h = h.reshape(a, n, 3, n).transpose(2, 3).reshape(a, n * n, 3)
+                out["c321"] = torch.bmm(h, m1.transpose(1, 2))
+        if "c222" in self.contractions:
+            # P[r i, s k] = Σ_j Ψ2[r]_ij Ψ2[s]_jk; c[r, s, t] = Σ_ik P[r i, s k] Ψ2[t]_ki
+            p = torch.bmm(m2.reshape(a, 3 * n, 3), m2.transpose(1, 2).reshape(a, 3, 3 * n))
+            p = p.reshape(a, n, 3, n, 3).transpose(2, 3).reshape(a, n * n, 9)
+            out["c222"] = torch.bmm(p, m2f.transpose(1, 2))
+        if "c112" in self.contractions:
+            # Q[r, t j] = Σ_i Ψ1[r]_i Ψ2[t]_ij; c[r, t, s] = Σ_j Q[r, t j] Ψ1[s]_j  (order r, t, s)
+            q = torch.bmm(m1, m2.transpose(1, 2).reshape(a, 3, 3 * n))
+            out["c112"] = torch.bmm(q.reshape(a, n * n, 3), m1.transpose(1, 2))
+        return torch.cat([torch.index_select(out[c].reshape(a, -1), 1, getattr(self, f"_sel_{c}")) for c in self.contractions],
+                         dim=1)
+
+    def forward(self, displacements, species, pair_i, pair_j, n_atoms: int) -> torch.Tensor:
+        """Features (n_atoms, n_features) from displacements r_ij = R_j − R_i + shift (n_pairs, 3) Å."""
+        return self.contract(self.moments(displacements, species, pair_i, pair_j, n_atoms))

@@ -1,0 +1,193 @@
+"""The Gaussian-moment neural network (GM-NN; DESIGN §4; Zaverkin & Kästner 2020, 2021).
+
+E_i = σ_{Z_i} (w · h_i + b) + μ_{Z_i},  E = Σ_i E_i,  F = −∂E/∂R (autograd).
+
+h_i is the last hidden layer of an MLP on the Gaussian moments of atom i; ``output`` is the
+linear layer (w, b) whose weights are the OED parameters (DESIGN §6). σ and μ are per species,
+initialised by least squares on the training energies (:meth:`GMNN.init_scale_shift`) and
+trained with the rest. Per-atom quantities use the model dtype (float32 by default); μ and the
+totals are float64, so a total of 10⁴ eV keeps the digits that finite differences need.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from oedal import __version__
+from oedal.batching import Batch
+from oedal.descriptors import GaussianMoments
+from oedal.errors import InputError, SettingsError
+from oedal.settings import ModelSettings
+
+log = logging.getLogger(__name__)
+MODEL_FORMAT = "oedal-gmnn-1"
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_ACT = {"silu": nn.SiLU, "tanh": nn.Tanh}
+
+
+class GMNN(nn.Module):
+    """GM-sNN of DESIGN §4; the contract is in docs/interfaces.md."""
+
+    def __init__(self, settings: ModelSettings, species: Sequence[int]):
+        super().__init__()
+        self.settings = settings
+        self.species = sorted(int(z) for z in species)
+        if len(set(self.species)) != len(self.species) or not self.species:
+            raise InputError(f"model species must be distinct and non-empty, got {list(species)}")
+        self.dtype = _DTYPES[settings.dtype]
+        self.cutoff = settings.descriptor.r_cut
+        n_spec = len(self.species)
+        self.descriptor = GaussianMoments(settings.descriptor, n_spec, self.dtype)
+        layers: list[nn.Module] = []
+        width = self.descriptor.n_features
+        for h in settings.hidden:
+            lin = nn.Linear(width, h, dtype=self.dtype)
+            nn.init.normal_(lin.weight, std=1.0 / width**0.5)
+            nn.init.zeros_(lin.bias)
+            layers += [lin, _ACT[settings.activation]()]
+            width = h
+        self.mlp = nn.Sequential(*layers)
+        self.d = width
+        self.output = nn.Linear(self.d, 1, dtype=self.dtype)
+        nn.init.normal_(self.output.weight, std=1.0 / self.d**0.5)
+        nn.init.zeros_(self.output.bias)
+        self.scale = nn.Parameter(torch.ones(n_spec, dtype=self.dtype))  # σ_Z (eV)
+        self.shift = nn.Parameter(torch.zeros(n_spec, dtype=torch.float64))  # μ_Z (eV), float64
+
+    # ---- the contract -----------------------------------------------------------------------
+    def atomic_features(self, batch: Batch, displacements: torch.Tensor | None = None) -> torch.Tensor:
+        """h (n_atoms, d): last hidden layer. Pure in ``displacements (n_pairs, 3)`` Å (jvp/vmap-safe)."""
+        if displacements is None:
+            displacements = batch.displacements()
+        g = self.descriptor(displacements.to(self.dtype), batch.species, batch.pair_i, batch.pair_j,
+                            batch.species.shape[0])
+        return self.mlp(g)
+
+    def atomic_scale(self, batch: Batch) -> torch.Tensor:
+        """σ_{Z_i} (n_atoms,)."""
+        return self.scale[batch.species]
+
+    def atomic_energies(self, batch: Batch, displacements: torch.Tensor | None = None) -> torch.Tensor:
+        """E_i = σ_Z (w·h_i + b) + μ_Z, (n_atoms,) float64 eV."""
+        out = self.output(self.atomic_features(batch, displacements))[:, 0]
+        return (self.atomic_scale(batch) * out).to(torch.float64) + self.shift[batch.species]
+
+    def _total(self, batch: Batch, displacements: torch.Tensor | None) -> torch.Tensor:
+        e_i = self.atomic_energies(batch, displacements)
+        return e_i.new_zeros(batch.n_structures).index_add(0, batch.structure, e_i)
+
+    def energy(self, batch: Batch) -> torch.Tensor:
+        """Total energies (n_structures,) float64 eV."""
+        return self._total(batch, None)
+
+    def energy_and_forces(self, batch: Batch, create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(energy (n_structures,) float64 eV, forces (n_atoms, 3) eV/Å in the model dtype)."""
+        disp = batch.displacements().detach().to(self.dtype).requires_grad_(True)
+        with torch.enable_grad():
+            energy = self._total(batch, disp)
+            (grad,) = torch.autograd.grad(energy.sum(), disp, create_graph=create_graph)
+        # r_ij = R_j − R_i: F_i = Σ_j ∂E/∂r_ij, F_j −= ∂E/∂r_ij
+        idx = torch.cat([batch.pair_i, batch.pair_j])
+        forces = grad.new_zeros((batch.species.shape[0], 3)).index_add(0, idx, torch.cat([grad, -grad]))
+        return energy, forces
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.energy(batch)
+
+    # ---- initialisation ---------------------------------------------------------------------
+    @torch.no_grad()
+    def init_scale_shift(self, numbers: np.ndarray, n_atoms: np.ndarray, energy: np.ndarray) -> None:
+        """μ by least squares E ≈ Σ_Z count_Z · μ_Z; σ (all species) = std of the residual per atom."""
+        from oedal.batching import species_index
+
+        n_atoms = np.asarray(n_atoms, np.int64)
+        spec = species_index(numbers, self.species, n_atoms)
+        struct = np.repeat(np.arange(len(n_atoms)), n_atoms)
+        s = len(self.species)
+        counts = np.bincount(struct * s + spec, minlength=len(n_atoms) * s).reshape(len(n_atoms), s)
+        energy = np.asarray(energy, np.float64)
+        mu, *_ = np.linalg.lstsq(counts.astype(np.float64), energy, rcond=None)
+        resid = (energy - counts @ mu) / n_atoms
+        sigma = float(np.std(resid)) if len(resid) > 1 else 1.0
+        sigma = sigma if sigma > 1e-6 else 1.0
+        self.shift.copy_(torch.as_tensor(mu, dtype=torch.float64))
+        self.scale.fill_(sigma)
+        log.debug("init scale/shift: mu=%s sigma=%.4g eV", mu, sigma)
+
+
+# ---- files -------------------------------------------------------------------------------------
+def save_model(model: GMNN, path: str | Path, **meta) -> None:
+    """Write the model atomically (temp + rename): settings, package version, species, weights, meta."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": MODEL_FORMAT,
+        "version": __version__,
+        "settings": model.settings.model_dump(mode="json"),
+        "species": list(model.species),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "meta": meta,
+    }
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_model_file(path: str | Path) -> dict:
+    """The raw payload of a model file (settings, species, version, state_dict, meta)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001
+        raise InputError(f"{path}: not a readable oedal model file ({err})") from None
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise InputError(f"{path}: not an oedal model file (format {MODEL_FORMAT})")
+    return payload
+
+
+def settings_difference(a: ModelSettings, b: ModelSettings) -> list[str]:
+    """Keys (dotted) where two model settings differ, with both values."""
+    da, db = a.model_dump(mode="json"), b.model_dump(mode="json")
+    out: list[str] = []
+
+    def walk(x, y, prefix):
+        for k in sorted(set(x) | set(y)):
+            vx, vy = x.get(k), y.get(k)
+            if isinstance(vx, dict) and isinstance(vy, dict):
+                walk(vx, vy, f"{prefix}{k}.")
+            elif vx != vy:
+                out.append(f"{prefix}{k}: file {vx!r} vs requested {vy!r}")
+
+    walk(da, db, "")
+    return out
+
+
+def load_model(path: str | Path, device="cpu", settings: ModelSettings | None = None) -> GMNN:
+    """Load a model file. With ``settings``, a file made with different settings raises SettingsError."""
+    payload = read_model_file(path)
+    stored = ModelSettings.model_validate(payload["settings"])
+    if settings is not None:
+        diff = settings_difference(stored, settings)
+        if diff:
+            raise SettingsError(f"{path}: model was made with different settings: " + "; ".join(diff))
+    if payload.get("version") != __version__:
+        log.warning("%s was written by oedal %s, this is %s", path, payload.get("version"), __version__)
+    model = GMNN(stored, payload["species"])
+    model.load_state_dict(payload["state_dict"])
+    model.meta = payload.get("meta", {})
+    return model.to(device)

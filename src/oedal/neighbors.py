@@ -1,0 +1,105 @@
+"""Neighbour lists, computed once per structure in NumPy, outside autograd.
+
+A pair (i, j) of one structure means "j is a neighbour of i within r_c"; with the periodic
+shift ``shift`` (Å) the displacement is r_ij = R_j − R_i + shift (docs/interfaces.md). Lists
+are *full* (both (i, j) and (j, i)). The model recomputes the displacements from positions and
+shifts in torch, so forces flow through them.
+
+* Non-periodic structures: all pairs within r_c, vectorised over every structure with the same
+  number of atoms (a dense n×n distance matrix per structure — faster than a cell list for
+  molecules).
+* Periodic (any pbc direction true): vesin, one structure at a time.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class NeighborList(NamedTuple):
+    """Pairs of a set of structures, concatenated; atom indices are local to their structure."""
+
+    pair_i: np.ndarray  # (n_pairs,) int64, centre atom, 0..n_atoms[s]-1
+    pair_j: np.ndarray  # (n_pairs,) int64, neighbour atom
+    shifts: np.ndarray  # (n_pairs, 3) float64 Å, periodic shift: r_ij = R_j − R_i + shift
+    n_pairs: np.ndarray  # (n_structures,) int64 pairs per structure
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """(n_structures + 1,) start of each structure's pairs."""
+        return np.concatenate([[0], np.cumsum(self.n_pairs)]).astype(np.int64)
+
+
+def _molecule_pairs(pos: np.ndarray, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All pairs within ``cutoff`` for a stack of same-size molecules ``pos (m, n, 3)``.
+
+    Returns (structure-in-stack, i, j) index arrays, ordered by structure then i then j.
+    """
+    m, n, _ = pos.shape
+    if n < 2:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty
+    # chunk so the (chunk, n, n) distance array stays below ~64 MB
+    chunk = max(1, int(8e6 // (n * n)))
+    out_s, out_i, out_j = [], [], []
+    eye = np.eye(n, dtype=bool)
+    for start in range(0, m, chunk):
+        p = pos[start : start + chunk]
+        diff = p[:, None, :, :] - p[:, :, None, :]  # (c, n, n, 3): R_j − R_i
+        d2 = np.einsum("cijx,cijx->cij", diff, diff)
+        mask = (d2 < cutoff * cutoff) & ~eye
+        s, i, j = np.nonzero(mask)
+        out_s.append(s + start)
+        out_i.append(i)
+        out_j.append(j)
+    return (np.concatenate(out_s).astype(np.int64), np.concatenate(out_i).astype(np.int64),
+            np.concatenate(out_j).astype(np.int64))
+
+
+def _periodic_pairs(pos: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float):
+    from vesin import NeighborList as VesinNL
+
+    nl = VesinNL(cutoff=cutoff, full_list=True, sorted=True)
+    i, j, s = nl.compute(points=pos, box=cell, periodic=[bool(p) for p in pbc], quantities="ijS")
+    shifts = s.astype(np.float64) @ cell  # (n_pairs, 3) Å
+    return i.astype(np.int64), j.astype(np.int64), shifts
+
+
+def neighbor_list(positions: np.ndarray, n_atoms: np.ndarray, cell: np.ndarray, pbc: np.ndarray,
+                  cutoff: float) -> NeighborList:
+    """Neighbour lists of ragged structures (``positions`` concatenated, Å) within ``cutoff`` (Å)."""
+    n_atoms = np.asarray(n_atoms, dtype=np.int64)
+    n_struct = len(n_atoms)
+    offsets = np.concatenate([[0], np.cumsum(n_atoms)])
+    pbc = np.asarray(pbc, dtype=bool).reshape(n_struct, 3)
+    periodic = pbc.any(axis=1)
+    sids, iis, jjs, shs = [], [], [], []
+    # molecules: grouped by size, vectorised
+    mol = np.flatnonzero(~periodic)
+    for n in np.unique(n_atoms[mol]):
+        idx = mol[n_atoms[mol] == n]
+        atom_idx = offsets[idx][:, None] + np.arange(n)[None, :]
+        s, i, j = _molecule_pairs(positions[atom_idx], cutoff)  # positions (m, n, 3)
+        sids.append(idx[s])
+        iis.append(i)
+        jjs.append(j)
+        shs.append(np.zeros((len(i), 3)))
+    for sidx in np.flatnonzero(periodic):
+        a, b = offsets[sidx], offsets[sidx + 1]
+        i, j, sh = _periodic_pairs(positions[a:b], np.asarray(cell[sidx]), pbc[sidx], cutoff)
+        sids.append(np.full(len(i), sidx, np.int64))
+        iis.append(i)
+        jjs.append(j)
+        shs.append(sh)
+    if not sids:
+        empty = np.zeros(0, np.int64)
+        return NeighborList(empty, empty, np.zeros((0, 3)), np.zeros(n_struct, np.int64))
+    sid = np.concatenate(sids)
+    order = np.argsort(sid, kind="stable")
+    pair_i = np.concatenate(iis)[order]
+    pair_j = np.concatenate(jjs)[order]
+    shifts = np.concatenate(shs)[order]
+    counts = np.bincount(sid, minlength=n_struct).astype(np.int64)
+    return NeighborList(pair_i.astype(np.int64), pair_j.astype(np.int64), shifts, counts)

@@ -1,0 +1,170 @@
+"""Output-layer sensitivities of a GM-NN (DESIGN §6; paper eqs. 17 and 19).
+
+With E_i = σ_{Z_i} (w·h_i + b) + μ_{Z_i} only the output weights w (d = model.d) enter the scores:
+
+* QS1, energy:  g(x) = ∂E/∂w = Σ_i σ_{Z_i} h_i — one d-vector per structure, free with the forward pass.
+* QS2, forces:  g_jk(x) = ∂F_jk/∂w = −∂(Σ_i σ_{Z_i} h_i)/∂R_jk — a d × 3N Jacobian per structure.
+
+The Jacobian is computed for a whole batch at once. h_i depends on the displacements r_p of atom
+i's own pairs only, so pairs get a *slot* (their rank among the pairs with the same centre atom)
+and one tangent (slot t, component k) — δr_p = e_k for every pair with slot t — gives, in one
+forward-mode pass, ∂(σ_i h_i)/∂(r_p)_k for the t-th pair of *every* atom of the batch. The
+3·max_slots tangents are vmapped through one ``torch.func.jvp``; the pair derivatives are then
+scattered to Cartesian atoms (r_p = R_j − R_i + shift: +to j, −to i). Reverse mode (d vmapped VJPs)
+is the alternative when 3·max_slots ≥ d; ``mode="auto"`` picks the cheaper.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal, NamedTuple
+
+import numpy as np
+import torch
+
+from oedal.batching import Batch, BatchLoader
+from oedal.model import GMNN
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["auto", "forward", "reverse"]
+TANGENT_BUDGET = 64 * 2**20  # bytes per vmapped intermediate (tangents × atoms × widest layer)
+
+
+class BatchSensitivities(NamedTuple):
+    energy: torch.Tensor  # (n_structures, d): g = Σ_i σ_i h_i
+    forces: torch.Tensor | None  # (n_atoms, 3, d): ∂F_jk/∂w = −∂(Σ_i σ_i h_i)/∂R_jk
+
+
+def pair_slots(pair_i: torch.Tensor, n_atoms: int) -> tuple[torch.Tensor, int]:
+    """Rank of every pair among the pairs with the same centre atom → (slot (n_pairs,), max_slots)."""
+    if pair_i.numel() == 0:
+        return pair_i.clone(), 0
+    order = torch.argsort(pair_i, stable=True)
+    counts = torch.bincount(pair_i, minlength=n_atoms)
+    first = torch.cumsum(counts, 0) - counts  # (n_atoms,) index of the atom's first pair in ``order``
+    slot = torch.empty_like(pair_i)
+    slot[order] = torch.arange(pair_i.numel(), device=pair_i.device) - first[pair_i[order]]
+    return slot, int(counts.max())
+
+
+def energy_sensitivities_batch(model: GMNN, batch: Batch) -> torch.Tensor:
+    """g = ∂E/∂w = Σ_i σ_{Z_i} h_i per structure: (n_structures, d) in the model dtype."""
+    with torch.no_grad():
+        y = model.atomic_scale(batch)[:, None] * model.atomic_features(batch)  # (n_atoms, d)
+        return y.new_zeros((batch.n_structures, y.shape[1])).index_add_(0, batch.structure, y)
+
+
+def _scatter_pairs(c: torch.Tensor, batch: Batch, n_atoms: int) -> torch.Tensor:
+    """Pair derivatives c (n_pairs, 3, d) of Σσh wrt r_p → force sensitivities (n_atoms, 3, d)."""
+    grad = c.new_zeros((n_atoms,) + c.shape[1:])
+    grad.index_add_(0, batch.pair_j, c)  # ∂r_p/∂R_j = +1
+    grad.index_add_(0, batch.pair_i, -c)  # ∂r_p/∂R_i = −1
+    return -grad  # F = −∂E/∂R
+
+
+def force_sensitivities_batch(model: GMNN, batch: Batch, mode: Mode = "auto") -> BatchSensitivities:
+    """Energy and force sensitivities of one batch (exact Jacobian; forward or reverse mode)."""
+    n_atoms = batch.species.shape[0]
+    disp = batch.displacements().detach().to(model.dtype)  # (n_pairs, 3) Å
+    sigma = model.atomic_scale(batch).detach()[:, None]  # (n_atoms, 1)
+    d = model.d
+    slot, n_slots = pair_slots(batch.pair_i, n_atoms)
+    if mode == "auto":
+        mode = "forward" if 3 * n_slots < d else "reverse"
+
+    def f(dr: torch.Tensor) -> torch.Tensor:
+        return sigma * model.atomic_features(batch, dr)  # (n_atoms, d)
+
+    with torch.no_grad():
+        if disp.shape[0] == 0:
+            y = f(disp)
+            return BatchSensitivities(_per_structure(y, batch), y.new_zeros((n_atoms, 3, d)))
+        if mode == "forward":
+            tangents = torch.zeros((n_slots, 3, disp.shape[0], 3), dtype=disp.dtype, device=disp.device)
+            pairs = torch.arange(disp.shape[0], device=disp.device)
+            for k in range(3):
+                tangents[slot, k, pairs, k] = 1.0
+            tangents = tangents.reshape(3 * n_slots, disp.shape[0], 3)
+
+            def jvp(t: torch.Tensor):
+                return torch.func.jvp(f, (disp,), (t,))
+
+            with _frozen(model):
+                y, dy = torch.func.vmap(jvp, out_dims=(None, 0))(tangents)  # y (A, d); dy (3S, A, d)
+            c = dy.reshape(n_slots, 3, n_atoms, d)[slot, :, batch.pair_i, :]  # (n_pairs, 3, d)
+        else:
+            eye = torch.eye(d, dtype=disp.dtype, device=disp.device)
+            with torch.enable_grad(), _frozen(model):
+                y, vjp = torch.func.vjp(f, disp)
+                (gr,) = torch.func.vmap(vjp)(eye[:, None, :].expand(d, n_atoms, d))  # (d, n_pairs, 3)
+            c = gr.permute(1, 2, 0)  # (n_pairs, 3, d)
+        return BatchSensitivities(_per_structure(y, batch), _scatter_pairs(c, batch, n_atoms))
+
+
+class _frozen:
+    """Context manager: parameters excluded from autograd while torch.func transforms run."""
+
+    def __init__(self, model: GMNN):
+        self.model = model
+
+    def __enter__(self):
+        self.flags = {k: p.requires_grad for k, p in self.model.named_parameters()}
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        return self
+
+    def __exit__(self, *exc):
+        for k, p in self.model.named_parameters():
+            p.requires_grad_(self.flags[k])
+
+
+def _per_structure(y: torch.Tensor, batch: Batch) -> torch.Tensor:
+    return y.new_zeros((batch.n_structures, y.shape[1])).index_add_(0, batch.structure, y)
+
+
+def _loader(model: GMNN, structures, batch_size: int) -> BatchLoader:
+    device = next(model.parameters()).device
+    return BatchLoader(structures, model.cutoff, model.species, batch_size, device=device, dtype=model.dtype)
+
+
+def energy_sensitivities(model: GMNN, structures, batch_size: int = 1024) -> np.ndarray:
+    """QS1 sensitivities of every structure, in order: (n, d) float64."""
+    model.eval()
+    loader = _loader(model, structures, batch_size)
+    out = [energy_sensitivities_batch(model, b).double().cpu().numpy() for b in loader]
+    return np.concatenate(out) if out else np.zeros((0, model.d))
+
+
+def _structures_per_batch(model: GMNN, loader: BatchLoader) -> int:
+    """Batch size (structures) keeping one vmapped intermediate under TANGENT_BUDGET."""
+    width = max([model.descriptor.n_features, *model.settings.hidden])
+    mean_atoms = max(1.0, float(np.mean(loader.n_atoms))) if loader.n_structures else 1.0
+    max_slots = max(1, int(np.max(loader.n_pairs / np.maximum(loader.n_atoms, 1), initial=1)) * 2)
+    per_structure = mean_atoms * min(3 * max_slots, model.d) * width * 4
+    return max(1, int(TANGENT_BUDGET // per_structure))
+
+
+def all_sensitivities(
+    model: GMNN, structures, *, forces: bool = True, mode: Mode = "auto", batch_size: int | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(QS1 g (n, d), QS2 rows (3·n_atoms_total, d) or None) in float64, rows atom-major then x/y/z."""
+    model.eval()
+    loader = _loader(model, structures, 1)
+    loader.batch_size = batch_size or (_structures_per_batch(model, loader) if forces else 1024)
+    g_e, g_f = [], []
+    for b in loader:
+        if forces:
+            sens = force_sensitivities_batch(model, b, mode)
+            g_f.append(sens.forces.reshape(-1, model.d).double().cpu().numpy())
+        else:
+            sens = BatchSensitivities(energy_sensitivities_batch(model, b), None)
+        g_e.append(sens.energy.double().cpu().numpy())
+    e = np.concatenate(g_e) if g_e else np.zeros((0, model.d))
+    f = (np.concatenate(g_f) if g_f else np.zeros((0, model.d))) if forces else None
+    return e, f
+
+
+def force_sensitivities(model: GMNN, structures, mode: Mode = "auto", batch_size: int | None = None) -> np.ndarray:
+    """QS2 sensitivities ∂F_jk/∂w of every atom component: (3·n_atoms_total, d) float64."""
+    return all_sensitivities(model, structures, forces=True, mode=mode, batch_size=batch_size)[1]

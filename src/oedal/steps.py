@@ -1,0 +1,451 @@
+"""The workflow's own steps: seeds, the iteration plan, split, shard (scatter), gather, merge, summary.
+
+These are the glue between the library's steps (train, score, select, label) that the Snakemake
+rules call through ``oedal split|shard|gather|merge|summary`` (DESIGN §1, §7). Nothing here imports
+snakemake or torch; the Snakefile imports this module at parse time (config validation, seeds, plan).
+
+Per iteration directory ``iter_{NNN}/``:
+
+* ``status.json`` — the state entering the iteration: sizes, labels spent so far, and whether the
+  campaign has stopped (written by ``split`` for iteration 0 and by ``merge`` afterwards);
+* ``request.json`` — what this iteration sends to the oracle (the selected ids and, with
+  ``split.valid_redraw``, a fresh validation draw) and the stop decision taken after evaluation.
+
+Stopping early (target error reached, or no informative candidate, I ≤ 1) never changes the shape of
+the unrolled workflow: the following iterations request nothing, train nothing (the previous model is
+carried over) and keep the training set, so every target path still exists and ``snakemake -n``
+shows the whole loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, NamedTuple
+
+import numpy as np
+
+from oedal.errors import InputError, SettingsError
+from oedal.settings import STRATEGY_PATTERN, CampaignSettings, SplitSettings, format_validation_error
+
+log = logging.getLogger(__name__)
+
+KCAL_PER_EV = 23.060547830619026
+"""kcal/mol per eV."""
+
+SEED_MAX = 2**31 - 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration, seeds, plan
+# ---------------------------------------------------------------------------------------------
+
+
+def validate_campaign(config: dict, where: str = "config") -> CampaignSettings:
+    """Validate a workflow config (a dict from YAML); raise :class:`SettingsError` naming the key."""
+    from pydantic import ValidationError
+
+    try:
+        return CampaignSettings.model_validate(config)
+    except ValidationError as err:
+        raise SettingsError(format_validation_error(err, where)) from None
+
+
+def derive_seed(*parts: object) -> int:
+    """A reproducible 31-bit seed from labels such as (campaign, strategy, seed, iteration, purpose).
+
+    Uses SHA-256 of the joined parts, so seeds do not depend on Python's hash randomisation and two
+    purposes never share a random stream."""
+    text = "/".join(str(p) for p in parts)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") % SEED_MAX
+
+
+class Strategy(NamedTuple):
+    score: str | None  # ScoreSettings.strategy, None for random
+    method: str  # SelectSettings.method
+
+
+def parse_strategy(name: str) -> Strategy:
+    """``qs1-greedy`` → (qs1, greedy); ``random`` → (None, random); ``qbc`` → (qbc, qbc)."""
+    if not re.match(STRATEGY_PATTERN, name):
+        raise SettingsError(f"strategies: unknown strategy {name!r}")
+    if name == "random":
+        return Strategy(None, "random")
+    if name == "qbc":
+        return Strategy("qbc", "qbc")
+    score, method = name.split("-")
+    return Strategy(score, method)
+
+
+def plan_batches(settings: CampaignSettings) -> list[int]:
+    """Planned batch size m of every selection round (its length is the number of rounds).
+
+    m = select.n, or round(select.fraction · N_train) (the paper: 0.1·N_train, at least 1), cut so
+    that the training set never exceeds ``stop.max_train``; rounds end at ``stop.iterations`` or when
+    the budget is spent. Planned sizes assume every label succeeds."""
+    n_train, batches = settings.split.n_train, []
+    for _ in range(settings.stop.iterations):
+        if settings.select.n is not None:
+            m = settings.select.n
+        else:
+            m = max(1, round((settings.select.fraction or 0.1) * n_train))
+        if settings.stop.max_train is not None:
+            m = min(m, settings.stop.max_train - n_train)
+        if m <= 0:
+            break
+        batches.append(m)
+        n_train += m
+    return batches
+
+
+# ---------------------------------------------------------------------------------------------
+# Small file helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _read_json(path: str | Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: not valid JSON ({err})") from None
+
+
+def _write_json(path: str | Path, data: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def _write(path: str | Path, structures, **attrs) -> None:
+    from oedal.data.store import write_store
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_store(path, structures, attrs=attrs or None, overwrite=True)
+
+
+def _read(path: str | Path):
+    from oedal.data.store import read_store
+
+    return read_store(path)
+
+
+def _rows_of(ids: np.ndarray, wanted: Iterable[int]) -> np.ndarray:
+    """Rows of ``ids`` whose id is in ``wanted``, in file order."""
+    return np.flatnonzero(np.isin(ids, np.fromiter(wanted, dtype=np.int64)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Split (iteration 0)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SplitResult:
+    train: np.ndarray  # rows of the source, sorted
+    valid: np.ndarray
+    pool: np.ndarray
+    test: np.ndarray
+
+
+def split_indices(n: int, split: SplitSettings, seed: int) -> SplitResult:
+    """Disjoint random rows for train, valid, test and pool (the pool takes what is left, or n_pool)."""
+    fixed = split.n_train + split.n_valid + split.n_test
+    n_pool = n - fixed if split.n_pool is None else split.n_pool
+    if fixed + max(n_pool, 0) > n or n_pool < 1:
+        raise SettingsError(
+            f"split: n_train + n_valid + n_test + n_pool = {split.n_train} + {split.n_valid} + "
+            f"{split.n_test} + {split.n_pool if split.n_pool is not None else '(rest)'} needs more than the "
+            f"{n} structures of the data set"
+        )
+    perm = np.random.default_rng(seed).permutation(n)
+    cuts = np.cumsum([split.n_train, split.n_valid, split.n_test, n_pool])
+    parts = [np.sort(p) for p in np.split(perm[: cuts[-1]], cuts[:-1])]
+    return SplitResult(train=parts[0], valid=parts[1], test=parts[2], pool=parts[3])
+
+
+def split_dataset(source: str | Path, out_dir: str | Path, test: str | Path, split: SplitSettings, seed: int) -> SplitResult:
+    """Write ``train.h5 valid.h5 pool.h5 status.json`` into ``out_dir`` (iteration 0) and ``test``.
+
+    The pool is written without labels; the labeled source is kept for replay and the test set."""
+    from oedal.data.store import StoreReader
+
+    with StoreReader(source) as reader:
+        if not reader.has_labels:
+            raise InputError(f"{source}: the data set has no labels (needed for train, valid and test)")
+        result = split_indices(len(reader), split, seed)
+        out = Path(out_dir)
+        _write(out / "train.h5", reader.read(result.train))
+        _write(out / "valid.h5", reader.read(result.valid))
+        _write(out / "pool.h5", reader.read(result.pool).without_labels())
+        _write(test, reader.read(result.test))
+    n_init = len(result.train) + len(result.valid)
+    _write_json(
+        out / "status.json",
+        {
+            "iteration": 0,
+            "stopped": False,
+            "reason": None,
+            "n_train": len(result.train),
+            "n_valid": len(result.valid),
+            "n_pool": len(result.pool),
+            "labels_spent": n_init,
+            "labels_failed": 0,
+        },
+    )
+    log.info("split %s: train %d, valid %d, pool %d, test %d (seed %d)", source, len(result.train),
+             len(result.valid), len(result.pool), len(result.test), seed)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Stop decision and scatter (shard)
+# ---------------------------------------------------------------------------------------------
+
+
+def stop_reason(
+    status: dict, metrics: dict | None, informative: int | None, target_metric: str, target: float | None
+) -> str | None:
+    """Why the campaign stops after this iteration's evaluation and selection, or None to go on."""
+    if status.get("stopped"):
+        return status.get("reason") or "stopped earlier"
+    if target is not None and metrics is not None:
+        if target_metric not in metrics:
+            raise InputError(f"stop.target_metric {target_metric!r} is not in metrics.json (keys: {sorted(metrics)})")
+        value = float(metrics[target_metric])
+        if value <= target:
+            return f"target reached: {target_metric} = {value:.4g} ≤ {target:.4g}"
+    if informative is not None and informative == 0:
+        return "no informative candidate left (I ≤ 1)"
+    return None
+
+
+def count_informative(scores_path: str | Path, selected_ids: np.ndarray) -> int | None:
+    """How many selected structures have informativeness I > 1 (None when scores carry no I)."""
+    import h5py
+
+    with h5py.File(scores_path, "r") as h5:
+        key = next((k for k in ("informativeness", "I") if k in h5), None)
+        if key is None or "id" not in h5:
+            return None
+        ids, values = h5["id"][()], h5[key][()]
+    chosen = values[np.isin(ids, selected_ids)]
+    return int(np.count_nonzero(chosen > 1.0))
+
+
+def shard_selection(
+    selected: str | Path,
+    pool: str | Path,
+    status: str | Path,
+    shards: list[str | Path],
+    request: str | Path,
+    *,
+    metrics: str | Path | None = None,
+    scores: str | Path | None = None,
+    n_valid: int = 0,
+    seed: int = 0,
+    target_metric: str = "forces_mae_kcal/mol/A",
+    target: float | None = None,
+    informative: bool = True,
+) -> dict:
+    """Decide whether to stop, then scatter the structures to label over a fixed number of shards.
+
+    To label: the selected batch and, when ``n_valid`` > 0 (validation redraw), ``n_valid`` random
+    pool structures that were not selected. Shards are contiguous, unlabeled, possibly empty."""
+    state = _read_json(status)
+    batch = _read(selected)
+    selected_ids = np.asarray(batch.ids, dtype=np.int64)
+    n_informative = count_informative(scores, selected_ids) if (scores and informative) else None
+    reason = stop_reason(state, _read_json(metrics) if metrics else None, n_informative, target_metric, target)
+    pool_structures = _read(pool)
+    valid_ids = np.zeros(0, dtype=np.int64)
+    if reason is not None:
+        to_label = pool_structures.subset(np.zeros(0, dtype=np.int64))
+        selected_ids = valid_ids
+    else:
+        rows = _rows_of(pool_structures.ids, selected_ids)
+        if len(rows) != len(selected_ids):
+            raise InputError(f"{selected}: {len(selected_ids) - len(rows)} selected ids are not in the pool {pool}")
+        rest = np.setdiff1d(np.arange(len(pool_structures)), rows)
+        if n_valid > len(rest):
+            raise InputError(f"{pool}: {len(rest)} structures left, cannot redraw {n_valid} validation structures")
+        valid_rows = np.sort(np.random.default_rng(seed).choice(rest, size=n_valid, replace=False))
+        valid_ids = np.asarray(pool_structures.ids[valid_rows], dtype=np.int64)
+        to_label = pool_structures.subset(np.concatenate([rows, valid_rows])).without_labels()
+    for path, part in zip(shards, np.array_split(np.arange(len(to_label)), len(shards))):
+        _write(path, to_label.subset(part))
+    decision = {
+        "stop": reason is not None,
+        "reason": reason,
+        "selected_ids": [int(i) for i in selected_ids],
+        "valid_ids": [int(i) for i in valid_ids],
+        "n_informative": n_informative,
+        "n_shards": len(shards),
+    }
+    _write_json(request, decision)
+    log.info("shard: %d to label (%d selected, %d validation) in %d shards%s", len(to_label), len(selected_ids),
+             len(valid_ids), len(shards), f"; stop: {reason}" if reason else "")
+    return decision
+
+
+# ---------------------------------------------------------------------------------------------
+# Gather and merge
+# ---------------------------------------------------------------------------------------------
+
+
+def gather_stores(parts: list[str | Path], out: str | Path) -> int:
+    """Concatenate the labeled shards into one store (returns the number of structures)."""
+    from oedal.data.structures import Structures
+
+    joined = Structures.concatenate([_read(p) for p in parts])
+    if len(joined) and not joined.has_labels:
+        raise InputError(f"{out}: a labeled shard holds structures without labels")
+    _write(out, joined)
+    return len(joined)
+
+
+def gather_failed(parts: list[str | Path], out: str | Path) -> int:
+    """Concatenate the oracle's failure records (structure store + ``reason`` and ``attempts``)."""
+    import h5py
+
+    from oedal.data.structures import Structures
+    from oedal.oracles.base import ATTEMPTS, REASON
+
+    structures, reasons, attempts = [], [], []
+    for path in parts:
+        structures.append(_read(path))
+        with h5py.File(path, "r") as h5:
+            reasons += [r.decode() if isinstance(r, bytes) else str(r) for r in h5[REASON][()]] if REASON in h5 else []
+            attempts += list(h5[ATTEMPTS][()]) if ATTEMPTS in h5 else []
+    joined = Structures.concatenate(structures)
+    if len(reasons) != len(joined):
+        raise InputError(f"{out}: failure records without a reason in {[str(p) for p in parts]}")
+    tmp = Path(str(out) + ".tmp")
+    _write(tmp, joined, content="structures the oracle failed to label")
+    with h5py.File(tmp, "a") as h5:
+        h5[REASON] = np.array(reasons, dtype=h5py.string_dtype())
+        h5[ATTEMPTS] = np.array(attempts or [0] * len(reasons), dtype=np.int64)
+    tmp.replace(out)
+    return len(joined)
+
+
+def merge_labels(prev_dir: str | Path, out_dir: str | Path, *, redraw_valid: bool = False) -> dict:
+    """Iteration i from i−1: train += labeled selection; pool −= requested; validation redrawn or kept.
+
+    With a redraw, the old validation structures go back to the pool without labels (as in the
+    paper) and the freshly labeled draw becomes the validation set."""
+    from oedal.data.structures import Structures
+
+    prev, out = Path(prev_dir), Path(out_dir)
+    state, request = _read_json(prev / "status.json"), _read_json(prev / "request.json")
+    train, valid, pool, new = _read(prev / "train.h5"), _read(prev / "valid.h5"), _read(prev / "pool.h5"), _read(prev / "labeled.h5")
+    stopped = bool(request["stop"])
+    sel_rows = _rows_of(new.ids, request["selected_ids"])
+    new_train = Structures.concatenate([train, new.subset(sel_rows)])
+    requested = np.asarray(request["selected_ids"] + request["valid_ids"], dtype=np.int64)
+    pool_rest = pool.subset(np.flatnonzero(~np.isin(pool.ids, requested)))
+    if redraw_valid and not stopped and request["valid_ids"]:
+        new_valid = new.subset(_rows_of(new.ids, request["valid_ids"]))
+        new_pool = Structures.concatenate([pool_rest, valid.without_labels()])
+    else:
+        new_valid, new_pool = valid, pool_rest
+    _write(out / "train.h5", new_train)
+    _write(out / "valid.h5", new_valid)
+    _write(out / "pool.h5", new_pool.without_labels())
+    n_requested = len(requested)
+    status = {
+        "iteration": int(state["iteration"]) + 1,
+        "stopped": stopped,
+        "reason": request.get("reason"),
+        "n_train": len(new_train),
+        "n_valid": len(new_valid),
+        "n_pool": len(new_pool),
+        "labels_spent": int(state["labels_spent"]) + n_requested,
+        "labels_failed": int(state.get("labels_failed", 0)) + n_requested - len(new),
+    }
+    _write_json(out / "status.json", status)
+    log.info("merge → %s: train %d, valid %d, pool %d, labels spent %d%s", out, status["n_train"], status["n_valid"],
+             status["n_pool"], status["labels_spent"], " (stopped)" if stopped else "")
+    return status
+
+
+def carry_over(status: str | Path, sources: list[str | Path], targets: list[str | Path]) -> bool:
+    """If the campaign has stopped, copy the previous iteration's files (models) and return True."""
+    if not _read_json(status).get("stopped"):
+        return False
+    if len(sources) != len(targets):
+        raise SettingsError("carry: give as many --from as --to files")
+    for src, dst in zip(sources, targets):
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary
+# ---------------------------------------------------------------------------------------------
+
+
+def _benchmark_seconds(path: Path) -> float | None:
+    """Wall time (column ``s``) of a Snakemake benchmark file, None when missing."""
+    if not path.exists():
+        return None
+    lines = path.read_text().splitlines()
+    if len(lines) < 2:
+        return None
+    header, values = lines[0].split("\t"), lines[1].split("\t")
+    return float(values[header.index("s")]) if "s" in header else None
+
+
+def _flat_metrics(metrics: dict, prefix: str = "") -> dict:
+    """Numeric leaves of metrics.json, nested keys joined by '_'."""
+    flat: dict = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flat_metrics(value, name + "_"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[name] = value
+    return flat
+
+
+def summary_rows(run_dirs: list[tuple[str, int, str | Path]], iterations: int) -> list[dict]:
+    """One row per (strategy, seed, iteration): sizes, labels spent, test errors, selection time."""
+    rows = []
+    for strategy, seed, run_dir in run_dirs:
+        for it in range(iterations + 1):
+            d = Path(run_dir) / f"iter_{it:03d}"
+            status = _read_json(d / "status.json")
+            row = {"strategy": strategy, "seed": seed, "iteration": it}
+            row.update({k: status[k] for k in ("n_train", "n_valid", "n_pool", "labels_spent", "labels_failed")})
+            row["stopped"] = bool(status.get("stopped"))
+            row.update(_flat_metrics(_read_json(d / "metrics.json")))
+            times = [_benchmark_seconds(d / "benchmarks" / f"{s}.tsv") for s in ("score", "select")]
+            row["selection_s"] = sum(t for t in times if t is not None) if any(t is not None for t in times) else None
+            row["train_s"] = _benchmark_seconds(d / "benchmarks" / "train.tsv")
+            rows.append(row)
+    return rows
+
+
+def write_summary(run_dirs: list[tuple[str, int, str | Path]], iterations: int, out: str | Path) -> int:
+    """Write the campaign's summary table (CSV); returns the number of rows."""
+    import csv
+
+    rows = summary_rows(run_dirs, iterations)
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return len(rows)

@@ -1,0 +1,95 @@
+"""`oedal score` + `oedal select` on tiny real data (a tiny model trained briefly on 50 ethanol frames)."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from oedal.cli import main
+from oedal.data.store import read_store, write_store
+
+
+@pytest.fixture(scope="session")
+def tiny_campaign(tmp_path_factory, ethanol_structures):
+    from oedal.model import save_model
+    from oedal.settings import ModelSettings, TrainingSettings
+    from oedal.training import train_model
+
+    root = tmp_path_factory.mktemp("oed_cli")
+    s = ethanol_structures
+    train, valid, pool = s.subset(np.arange(50)), s.subset(np.arange(50, 70)), s.subset(np.arange(70, 190))
+    write_store(root / "train.h5", train)
+    write_store(root / "pool.h5", pool.without_labels())
+    ms = ModelSettings.model_validate({"hidden": [32, 16], "descriptor": {"r_cut": 4.0, "n_radial": 3}})
+    models = []
+    for seed in (0, 1):
+        ts = TrainingSettings(epochs=3, batch_size=16, seed=seed, device="cpu", patience=5)
+        path = root / f"model{seed}.pt"
+        save_model(train_model(train, valid, ms, ts, progress=False).model, path)
+        models.append(path)
+    return root, models
+
+
+def _scores(path):
+    with h5py.File(path, "r") as h5:
+        return {k: h5[k][()] for k in h5.keys()}, dict(h5.attrs)
+
+
+@pytest.mark.parametrize("strategy", ["qs1", "qs2", "qs3"])
+def test_score_and_greedy_select(tiny_campaign, strategy):
+    root, models = tiny_campaign
+    out = root / f"scores_{strategy}.h5"
+    rc = main(["score", "--model", str(models[0]), "--train", str(root / "train.h5"), "--pool",
+               str(root / "pool.h5"), "--out", str(out), "--strategy", strategy, "--save-sensitivities",
+               "--threads", "2"])
+    assert rc == 0
+    data, attrs = _scores(out)
+    assert attrs["strategy"] == strategy and attrs["n_train"] == 50 and attrs["d"] == 16
+    np.testing.assert_array_equal(data["id"], np.arange(70, 190))
+    assert np.all(data["score"] >= 0) and (strategy == "qs3" or np.all(data["score"] < 1))
+    np.testing.assert_allclose(data["informativeness"], data["score"] / attrs["threshold"])
+    assert attrs["threshold"] == pytest.approx(np.median(data["train_score"]))
+    assert data["g_train"].shape == (50, 16) and data["g_pool"].shape == (120, 16)
+    sel = root / f"sel_{strategy}.h5"
+    assert main(["select", "--scores", str(out), "--pool", str(root / "pool.h5"), "--out", str(sel),
+                 "--method", "greedy", "--fraction", "0.1"]) == 0
+    picked = read_store(sel)
+    assert len(picked) == 5 and not picked.has_labels
+    assert set(picked.ids.tolist()) <= set(range(70, 190))
+    with h5py.File(sel, "r") as h5:
+        assert list(h5.attrs["selected_ids"] if not isinstance(h5.attrs["selected_ids"], str) else
+                    __import__("json").loads(h5.attrs["selected_ids"])) == picked.ids.tolist()
+
+
+def test_qbc_top_random_and_exclusion(tiny_campaign):
+    root, models = tiny_campaign
+    out = root / "scores_qbc.h5"
+    assert main(["score", "--model", str(models[0]), "--model", str(models[1]), "--train", str(root / "train.h5"),
+                 "--pool", str(root / "pool.h5"), "--out", str(out), "--strategy", "qbc"]) == 0
+    data, attrs = _scores(out)
+    np.testing.assert_allclose(data["score"], data["energy_std"])
+    assert np.all(data["force_std"] > 0)
+    first = root / "sel_qbc.h5"
+    assert main(["select", "--scores", str(out), "--pool", str(root / "pool.h5"), "--out", str(first),
+                 "--method", "qbc", "--n", "4"]) == 0
+    top = np.argsort(-data["score"], kind="stable")[:4]
+    assert read_store(first).ids.tolist() == data["id"][top].tolist()
+    again = root / "sel_random.h5"
+    assert main(["select", "--scores", str(out), "--pool", str(root / "pool.h5"), "--out", str(again),
+                 "--method", "random", "--n", "6", "--seed", "3", "--exclude", str(first)]) == 0
+    assert not set(read_store(again).ids.tolist()) & set(read_store(first).ids.tolist())
+
+
+def test_bad_input_exits_2(tiny_campaign, tmp_path, capsys):
+    root, models = tiny_campaign
+    base = ["score", "--model", str(models[0]), "--train", str(root / "train.h5"), "--pool", str(root / "pool.h5"),
+            "--out", str(tmp_path / "s.h5")]
+    assert main(base[:2] + [str(tmp_path / "missing.pt")] + base[3:]) == 2
+    assert main(base + ["--strategy", "qbc"]) == 2  # qbc needs two models
+    assert main(base + ["--settings", '{"bogus": 1}']) == 2
+    (tmp_path / "junk.h5").write_text("not hdf5")
+    assert main(["select", "--scores", str(tmp_path / "junk.h5"), "--pool", str(root / "pool.h5"),
+                 "--out", str(tmp_path / "x.h5"), "--n", "2"]) == 2
+    assert "error" in capsys.readouterr().err
+    assert not (tmp_path / "s.h5").exists()

@@ -1,0 +1,239 @@
+"""The Snakemake workflow: lint, dry runs of the unrolled loop, a real two-iteration campaign on
+config/tiny.yaml (replay oracle, 200 GM-NN ethanol structures), partial reruns and targets, config
+errors before any job, and reproducible selections. Snakemake runs in a subprocess from the
+repository root; results go to a temporary directory through the `results_dir` config key."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+TINY = ROOT / "config" / "tiny.yaml"
+STRATEGIES = ("qs1-greedy", "random")
+LAST = 2  # config/tiny.yaml: two selection rounds → iterations 0, 1, 2
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def smk_env(tmp_path_factory) -> dict:
+    """The environment of the Snakemake subprocess.
+
+    The Slurm executor plugin asks `scontrol show config` for MinJobAge when Snakemake starts; on a
+    machine with the Slurm client but no reachable controller that waits 10 s per invocation. These
+    tests use the local executor, so a stub `scontrol` that fails at once goes first on PATH."""
+    stub = tmp_path_factory.mktemp("stub")
+    (stub / "scontrol").write_text("#!/bin/sh\nexit 1\n")
+    (stub / "scontrol").chmod(0o755)
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(stub), str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def run_snakemake(env: dict, results: Path, *args: str, config: Path = TINY, check: bool = True):
+    cmd = [*SNAKEMAKE, "--configfile", str(config), "--config", f"results_dir={results}", "--cores", "2", *args]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def dry_run_jobs(env: dict, results: Path, *args: str, config: Path = TINY) -> list[tuple[str, dict]]:
+    """(rule, wildcards) of every job a dry run would execute."""
+    proc = run_snakemake(env, results, "--dry-run", *args, config=config)
+    jobs: list[tuple[str, dict]] = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", proc.stdout + proc.stderr):
+        head = re.match(r"(?:local)?rule (\w+):", block)
+        if not head:
+            continue
+        wc = re.search(r"^\s+wildcards: (.*)$", block, flags=re.M)
+        wildcards = dict(item.split("=", 1) for item in wc.group(1).split(", ")) if wc else {}
+        jobs.append((head.group(1), wildcards))
+    return jobs
+
+
+def read_ids(path: Path) -> np.ndarray:
+    from oedal.data.store import read_store
+
+    return np.asarray(read_store(path).ids)
+
+
+def iter_dir(results: Path, strategy: str, i: int, campaign: str = "tiny", seed: int = 0) -> Path:
+    return results / campaign / strategy / f"seed{seed}" / f"iter_{i:03d}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Without running anything
+# ------------------------------------------------------------------------------------------------
+
+
+def test_lint_is_clean(smk_env, tmp_path):
+    proc = run_snakemake(smk_env, tmp_path, "--lint", check=False)
+    out = proc.stdout + proc.stderr
+    assert "Lints for" not in out, out
+    assert proc.returncode == 0, out
+
+
+@pytest.mark.parametrize("config", ["tiny.yaml", "config.yaml", "ethanol_gmnn.yaml"])
+def test_dry_run_lists_every_iteration_of_every_strategy(smk_env, tmp_path, config):
+    from oedal.steps import plan_batches, validate_campaign
+
+    path = ROOT / "config" / config
+    campaign = validate_campaign(yaml.safe_load(path.read_text()))
+    last = len(plan_batches(campaign))
+    jobs = dry_run_jobs(smk_env, tmp_path, config=path)
+    trained = {(w["strategy"], int(w["seed"]), int(w["iter"])) for r, w in jobs if r == "train_model"}
+    selected = {(w["strategy"], int(w["seed"]), int(w["iter"])) for r, w in jobs if r == "select_batch"}
+    runs = [(s, seed) for s in campaign.strategies for seed in campaign.seeds]
+    assert trained == {(s, seed, i) for s, seed in runs for i in range(last + 1)}
+    assert selected == {(s, seed, i) for s, seed in runs for i in range(last)}
+    shards = [r for r, w in jobs if r == "label_shard"]
+    assert len(shards) == len(runs) * last * campaign.labeling.shards
+    scored = {(w["strategy"], int(w["seed"]), int(w["iter"])) for r, w in jobs if r == "score_pool"}
+    assert scored == selected  # random runs score with QS1 too (`oedal select` reads the pool ids from it)
+    assert sum(r == "summarize_campaign" for r, _ in jobs) == 1
+
+
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        ({"training": {"epoch": 5}}, "epoch"),
+        ({"split": {"n_train": 0}}, "split.n_train"),
+        ({"strategies": ["qs1-greedy", "qs7"]}, "strategies"),
+        ({"labeling": {"shards": "two"}}, "labeling.shards"),
+    ],
+)
+def test_bad_config_stops_before_any_job(smk_env, tmp_path, change, key):
+    config = yaml.safe_load(TINY.read_text())
+    for section, value in change.items():
+        if isinstance(value, dict):
+            config[section] = {**config.get(section, {}), **value}
+        else:
+            config[section] = value
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    results = tmp_path / "results"
+    proc = run_snakemake(smk_env, results, config=bad, check=False)
+    assert proc.returncode != 0
+    assert key in proc.stderr + proc.stdout, proc.stderr[-3000:]
+    assert not results.exists(), "a job ran despite the bad config"
+
+
+# ------------------------------------------------------------------------------------------------
+# A real two-iteration campaign
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(smk_env, tmp_path_factory) -> Path:
+    results = tmp_path_factory.mktemp("results")
+    run_snakemake(smk_env, results)
+    return results
+
+
+def test_tiny_campaign_end_to_end(tiny_run):
+    from oedal.data.store import read_store
+
+    results = tiny_run
+    config = yaml.safe_load(TINY.read_text())
+    n_train, m = config["split"]["n_train"], config["select"]["n"]
+    for strategy in STRATEGIES:
+        for i in range(LAST + 1):
+            d = iter_dir(results, strategy, i)
+            for name in ("train.h5", "valid.h5", "pool.h5", "model.pt", "metrics.json", "status.json"):
+                assert (d / name).is_file(), d / name
+            assert not read_store(d / "pool.h5").has_labels
+            status = json.loads((d / "status.json").read_text())
+            assert status["n_train"] == n_train + i * m - status["labels_failed"]
+            assert not set(read_ids(d / "train.h5")) & set(read_ids(d / "pool.h5"))
+            assert (d / "logs").is_dir()
+        for i in range(LAST):
+            d = iter_dir(results, strategy, i)
+            for name in ("selected.h5", "labeled.h5", "failed.h5", "request.json"):
+                assert (d / name).is_file(), d / name
+            assert (d / "scores.h5").is_file()
+            assert len(read_ids(d / "selected.h5")) == m
+            # the selection joined the next training set
+            assert set(read_ids(d / "selected.h5")) <= set(read_ids(iter_dir(results, strategy, i + 1) / "train.h5"))
+    # same split and same iteration-0 training set for every strategy
+    a, b = (read_ids(iter_dir(results, s, 0) / "train.h5") for s in STRATEGIES)
+    np.testing.assert_array_equal(a, b)
+
+    import pandas as pd
+
+    table = pd.read_csv(results / "tiny" / "summary.csv")
+    assert len(table) == len(STRATEGIES) * (LAST + 1)
+    assert {"strategy", "seed", "iteration", "n_train", "labels_spent", "selection_s"} <= set(table.columns)
+    assert any("force" in c and "mae" in c for c in table.columns), list(table.columns)
+    for _, rows in table.groupby("strategy"):
+        assert rows.sort_values("iteration")["labels_spent"].is_monotonic_increasing
+    assert (results / "tiny" / "learning_curve.png").stat().st_size > 1000
+
+
+def test_deleting_a_model_reruns_that_iteration_and_what_follows(smk_env, tiny_run):
+    model = iter_dir(tiny_run, "qs1-greedy", 1) / "model.pt"
+    backup = model.with_suffix(".bak")
+    shutil.copy2(model, backup)
+    model.unlink()
+    try:
+        jobs = dry_run_jobs(smk_env, tiny_run, "--rerun-triggers", "mtime")
+    finally:
+        shutil.move(backup, model)
+    assert ("train_model", {"campaign": "tiny", "strategy": "qs1-greedy", "seed": "0", "iter": "001"}) in jobs
+    touched = {(w.get("strategy"), w.get("iter")) for r, w in jobs if r not in ("all", "summarize_campaign", "plot_learning_curve")}
+    assert touched >= {("qs1-greedy", "001"), ("qs1-greedy", "002")}
+    assert all(s == "qs1-greedy" and it in ("001", "002") for s, it in touched), touched
+    rules = {r for r, _ in jobs}
+    assert not rules & {"prepare_dataset", "split_dataset"}
+
+
+def test_a_target_builds_only_what_it_needs(smk_env, tmp_path):
+    target = iter_dir(tmp_path, "random", 1) / "selected.h5"
+    jobs = dry_run_jobs(smk_env, tmp_path, str(target))
+    assert {w.get("strategy") for _, w in jobs} <= {"random", None}
+    assert {w.get("iter") for _, w in jobs} <= {"000", "001", None}
+    rules = [r for r, _ in jobs]
+    assert "summarize_campaign" not in rules and "all" not in rules
+    assert sorted(w["iter"] for r, w in jobs if r == "train_model") == ["000", "001"]
+    assert "evaluate_model" not in rules  # test errors are not needed for a selection
+    assert "select_batch" in rules and "merge_labels" in rules
+
+
+def test_same_seed_same_selections(smk_env, tiny_run, tmp_path):
+    target = iter_dir(tmp_path, "qs1-greedy", 1) / "selected.h5"
+    run_snakemake(smk_env, tmp_path, str(target))
+    for i in range(2):
+        first = read_ids(iter_dir(tiny_run, "qs1-greedy", i) / "selected.h5")
+        second = read_ids(iter_dir(tmp_path, "qs1-greedy", i) / "selected.h5")
+        np.testing.assert_array_equal(first, second)
+
+
+def test_reaching_the_target_error_stops_the_campaign(smk_env, tmp_path):
+    """stop.target met at iteration 0: later iterations label nothing and carry the model over."""
+    config = yaml.safe_load(TINY.read_text())
+    config["stop"] = {**config["stop"], "target": 1000.0}  # kcal/mol/Å: met by any model
+    config["strategies"] = ["qs1-greedy"]
+    path = tmp_path / "stop.yaml"
+    path.write_text(yaml.safe_dump(config))
+    results = tmp_path / "results"
+    run_snakemake(smk_env, results, str(iter_dir(results, "qs1-greedy", LAST) / "metrics.json"), config=path)
+    first = iter_dir(results, "qs1-greedy", 0)
+    request = json.loads((first / "request.json").read_text())
+    assert request["stop"] and "target reached" in request["reason"]
+    assert len(read_ids(first / "labeled.h5")) == 0
+    for i in range(1, LAST + 1):
+        d = iter_dir(results, "qs1-greedy", i)
+        status = json.loads((d / "status.json").read_text())
+        assert status["stopped"] and status["labels_spent"] == 40 and status["n_train"] == 20
+        assert (d / "model.pt").read_bytes() == (first / "model.pt").read_bytes()

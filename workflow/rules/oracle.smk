@@ -1,0 +1,108 @@
+# Labeling: scatter the request over a fixed number of shards, label each shard as its own job
+# (protected outputs, retries, failures recorded), gather, and merge into the next iteration.
+# Your own oracle: replace rule label_shard (contract in docs/oracles.md).
+
+
+localrules:
+    shard_selection,
+    gather_labels,
+    merge_labels,
+
+
+rule shard_selection:
+    """Stop decision (target error, I ≤ 1) and scatter of selected + redrawn validation structures."""
+    input:
+        unpack(shard_inputs),
+    output:
+        shards=expand(f"{ITER}/shards/unlabeled_{{shard}}.h5", shard=SHARDS, allow_missing=True),
+        request=f"{ITER}/request.json",
+    log:
+        f"{ITER}/logs/shard_selection.log",
+    params:
+        stop=settings_json("stop"),
+        metrics=optional_flag("metrics", "--metrics"),
+        scores=optional_flag("scores", "--scores"),
+        n_valid=n_valid_redraw,
+        seed=valid_seed,
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV_CORE
+    shell:
+        "oedal shard --selected {input.selected} --pool {input.pool} --status {input.status}"
+        " {params.metrics} {params.scores} --stop {params.stop:q} --n-valid {params.n_valid} --seed {params.seed}"
+        " --request {output.request} --out {output.shards} > {log} 2>&1"
+
+
+rule label_shard:
+    """One shard through the oracle: labeled + failed structures with the same ids; a killed job
+    resumes from its checkpoint; an existing labeled file is never overwritten."""
+    input:
+        unpack(label_inputs),
+    output:
+        labeled=protected(f"{ITER}/shards/labeled_{{shard}}.h5"),
+        failed=protected(f"{ITER}/shards/failed_{{shard}}.h5"),
+    log:
+        f"{ITER}/logs/label_shard_{{shard}}.log",
+    benchmark:
+        f"{ITER}/benchmarks/label_{{shard}}.tsv"
+    params:
+        settings=oracle_json,
+    retries: CAMPAIGN.labeling.retries
+    threads: CAMPAIGN.oracle.threads
+    resources:
+        **LABEL_RESOURCES,
+    conda:
+        ENV_ORACLE
+    shell:
+        "oedal label --in {input.shard} --out {output.labeled} --failed {output.failed}"
+        " --oracle-settings {params.settings:q} --threads {threads} > {log} 2>&1"
+
+
+rule gather_labels:
+    """This iteration's labeled.h5 and failed.h5 (with reasons) from its shards."""
+    input:
+        labeled=expand(f"{ITER}/shards/labeled_{{shard}}.h5", shard=SHARDS, allow_missing=True),
+        failed=expand(f"{ITER}/shards/failed_{{shard}}.h5", shard=SHARDS, allow_missing=True),
+    output:
+        labeled=f"{ITER}/labeled.h5",
+        failed=f"{ITER}/failed.h5",
+    log:
+        f"{ITER}/logs/gather_labels.log",
+    threads: 1
+    conda:
+        ENV_CORE
+    shell:
+        "oedal gather --labeled {input.labeled} --out {output.labeled}"
+        " --failed {input.failed} --failed-out {output.failed} > {log} 2>&1"
+
+
+rule merge_labels:
+    """Iteration i from i−1: training set + labeled batch, pool − requested, validation kept or redrawn."""
+    input:
+        train=previous("train.h5"),
+        valid=previous("valid.h5"),
+        pool=previous("pool.h5"),
+        status=previous("status.json"),
+        request=previous("request.json"),
+        labeled=previous("labeled.h5"),
+    output:
+        train=f"{ITER}/train.h5",
+        valid=f"{ITER}/valid.h5",
+        pool=f"{ITER}/pool.h5",
+        status=f"{ITER}/status.json",
+    log:
+        f"{ITER}/logs/merge_labels.log",
+    params:
+        prev_dir=previous_dir,
+        out_dir=ITER,
+        redraw="--redraw-valid" if CAMPAIGN.redraw_valid else "",
+    wildcard_constraints:
+        iter=r"(?!000)\d{3}",
+    threads: 1
+    conda:
+        ENV_CORE
+    shell:
+        "oedal merge --prev-dir {params.prev_dir} --out-dir {params.out_dir} {params.redraw} > {log} 2>&1"

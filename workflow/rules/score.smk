@@ -1,0 +1,26 @@
+# OED scores of the pool (QS1/QS2/QS3, or committee disagreement for qbc; QS1 for random runs).
+
+
+rule score_pool:
+    """Scores and informativeness I of every pool structure (Fisher matrix from the training set)."""
+    input:
+        models=models,
+        train=f"{ITER}/train.h5",
+        pool=f"{ITER}/pool.h5",
+    output:
+        f"{ITER}/scores.h5",
+    log:
+        f"{ITER}/logs/score_pool.log",
+    benchmark:
+        f"{ITER}/benchmarks/score.tsv"
+    params:
+        settings=score_json,
+        models=model_flags,
+    threads: CAMPAIGN.resources.score_threads
+    resources:
+        **SCORE_RESOURCES,
+    conda:
+        ENV_CORE
+    shell:
+        "oedal score {params.models} --train {input.train} --pool {input.pool} --out {output}"
+        " --settings {params.settings:q} --threads {threads} > {log} 2>&1"

@@ -1,0 +1,76 @@
+# Training (one model per iteration; K for query by committee) and evaluation on the test set.
+# Once the campaign has stopped, `oedal carry` copies the previous model instead of training.
+
+TRAIN_SHELL = (
+    "carried=$(oedal carry --status {input.status} --from {params.previous} --to {output.model} 2> {log})\n"
+    '[ "$carried" = yes ] || oedal train --train {input.train} --valid {input.valid} --out {output.model}'
+    " --model-settings {params.model:q} --settings {params.training:q} {params.warm_start}"
+    " --threads {threads} >> {log} 2>&1"
+)
+
+
+rule train_model:
+    """Member 0 (model.pt): GM-NN trained from scratch (or warm-started) on this iteration's set."""
+    input:
+        unpack(train_inputs),
+    output:
+        model=f"{ITER}/model.pt",
+    log:
+        f"{ITER}/logs/train_model.log",
+    benchmark:
+        f"{ITER}/benchmarks/train.tsv"
+    params:
+        model=settings_json("model"),
+        training=training_json,
+        warm_start=warm_start_flag,
+        previous=previous_model,
+    threads: CAMPAIGN.resources.train_threads
+    resources:
+        **TRAIN_RESOURCES,
+    conda:
+        ENV_CORE
+    shell:
+        TRAIN_SHELL
+
+
+rule train_member:
+    """Committee member k ≥ 1 (model_k{k}.pt) for query by committee: another seed."""
+    input:
+        unpack(train_inputs),
+    output:
+        model=f"{ITER}/model_k{{member}}.pt",
+    log:
+        f"{ITER}/logs/train_member_k{{member}}.log",
+    benchmark:
+        f"{ITER}/benchmarks/train_k{{member}}.tsv"
+    params:
+        model=settings_json("model"),
+        training=training_json,
+        warm_start=warm_start_flag,
+        previous=previous_model,
+    threads: CAMPAIGN.resources.train_threads
+    resources:
+        **TRAIN_RESOURCES,
+    conda:
+        ENV_CORE
+    shell:
+        TRAIN_SHELL
+
+
+rule evaluate_model:
+    """Test-set errors of member 0 (energy and force MAE/RMSE/MAXE, eV and kcal/mol)."""
+    input:
+        model=f"{ITER}/model.pt",
+        test=f"{RUN}/test.h5",
+    output:
+        f"{ITER}/metrics.json",
+    log:
+        f"{ITER}/logs/evaluate_model.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    conda:
+        ENV_CORE
+    shell:
+        "oedal evaluate --model {input.model} --data {input.test} --out {output} > {log} 2>&1"
