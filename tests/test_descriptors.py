@@ -109,3 +109,26 @@ def test_jvp_and_vmap_through_descriptor_match_autograd():
     tangents = torch.randn(4, *disp.shape, dtype=torch.float64)
     vj = torch.func.vmap(lambda t: torch.func.jvp(f, (disp,), (t,))[1])(tangents)
     assert torch.allclose(vj, (grad[None] * tangents).sum(dim=(1, 2)), rtol=1e-10)
+
+
+def test_padded_neighbour_layout_equals_scatter():
+    """Pairs grouped by centre atom (padded batched matmul) give the same moments as unordered pairs (scatter)."""
+    settings = DescriptorSettings(r_cut=2.0, n_basis=4, n_radial=3)
+    gm = GaussianMoments(settings, n_species=2, dtype=torch.float64)
+    pos, species, pi, pj = small_cluster(2, n_atoms=7)
+    keep = np.linalg.norm(pos[pj] - pos[pi], axis=1) < 2.0  # uneven neighbour counts
+    pi, pj = pi[keep], pj[keep]
+    assert len(set(np.bincount(pi, minlength=7))) > 1
+    order = np.random.default_rng(0).permutation(len(pi))
+    args = lambda i, j: (torch.tensor(pos[j] - pos[i]), torch.tensor(species), torch.tensor(i), torch.tensor(j), 7)
+    grouped = gm(*args(pi, pj))
+    shuffled = gm(*args(pi[order], pj[order]))
+    assert torch.allclose(grouped, shuffled, rtol=1e-12, atol=1e-12)
+    # forward-mode and vmap through the padded layout too
+    d0 = torch.tensor(pos[pj] - pos[pi])
+    rest = (torch.tensor(species), torch.tensor(pi), torch.tensor(pj), 7)
+    tangents = torch.randn(3, *d0.shape, dtype=torch.float64)
+    jv = torch.func.vmap(lambda t: torch.func.jvp(lambda d: gm(d, *rest).sum(), (d0,), (t,))[1])(tangents)
+    d = d0.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(gm(d, *rest).sum(), d)
+    assert torch.allclose(jv, (grad[None] * tangents).sum(dim=(1, 2)), rtol=1e-10)

@@ -172,3 +172,24 @@ def test_strategies_and_plan():
     assert batches[:3] == [10, 11, 12] and 100 + sum(batches) == 150
     fixed = CampaignSettings(select={"n": 7}, stop={"iterations": 3})
     assert plan_batches(fixed) == [7, 7, 7]
+
+
+def test_no_informative_candidate_stops(tmp_path, iteration0):
+    import h5py
+
+    out, _ = iteration0
+    selected = _select(out / "pool.h5", out / "selected.h5", 5)
+    scores = tmp_path / "scores.h5"
+    with h5py.File(scores, "w") as h5:
+        h5["id"] = ids(out / "pool.h5")
+        h5["informativeness"] = np.full(100, 0.7)  # I ≤ 1 everywhere (sec. 4)
+    shards = [tmp_path / "shard_0.h5"]
+    decision = shard_selection(out / "selected.h5", out / "pool.h5", out / "status.json", shards,
+                               out / "request.json", scores=scores)
+    assert decision["stop"] and "informative" in decision["reason"] and decision["n_informative"] == 0
+    assert len(read_store(shards[0])) == 0 and len(selected) == 5
+    # the next iteration keeps everything and says it stopped
+    write_store(out / "labeled.h5", read_store(shards[0]))
+    status = merge_labels(out, tmp_path / "iter_001")
+    assert status["stopped"] and status["n_train"] == 20 and status["labels_spent"] == 35
+    assert read_store(tmp_path / "iter_001" / "train.h5").has_labels

@@ -85,3 +85,25 @@ def test_cli_train_and_evaluate(ethanol, tmp_path):
     assert main(args[:7] + ["--settings", '{"epochs": 0}'] + args[13:]) == 2
     other = json.dumps({"descriptor": {"n_radial": 3, "n_basis": 4}, "hidden": [8, 8]})
     assert main(args[:13] + ["--model-settings", other, "--warm-start", str(tmp_path / "m.pt")] + args[15:]) == 2
+
+
+def test_functional_loss_equals_autograd_loss(ethanol):
+    """The training loss (forces by torch.func.grad) has the same value and parameter gradients as autograd."""
+    from oedal.batching import make_batch
+    from oedal.model import GMNN
+    from oedal.training import batch_loss, structure_loss
+
+    torch.manual_seed(0)
+    s = ethanol.subset(np.arange(4))
+    model = GMNN(ModelSettings(descriptor=DescriptorSettings(n_radial=2, n_basis=4), hidden=[8, 8], dtype="float64"),
+                 [1, 6, 8])
+    model.init_scale_shift(s.numbers, s.n_atoms, s.energy)
+    batch = make_batch(s, model.cutoff, model.species, dtype=torch.float64)
+    a = batch_loss(model, batch, 1.0, 100.0)
+    ga = torch.autograd.grad(a, list(model.parameters()))
+    e, f = model.energy_and_forces(batch, create_graph=True)
+    b = structure_loss(batch, e, f, 1.0, 100.0).mean()
+    gb = torch.autograd.grad(b, list(model.parameters()))
+    assert float(a) == pytest.approx(float(b), rel=1e-12)
+    for x, y in zip(ga, gb):
+        assert torch.allclose(x, y, rtol=1e-9, atol=1e-12)

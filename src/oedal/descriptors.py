@@ -70,6 +70,24 @@ def n_features(settings: DescriptorSettings) -> int:
     return sum(len(_combos(settings.n_radial, c)) for c in settings.contractions)
 
 
+def neighbor_layout(pair_i: torch.Tensor, n_atoms: int):
+    """(dense slot index or None when already dense, slots per atom) if the pairs are grouped by
+    centre atom in ascending order (as BatchLoader makes them), else None.
+
+    Depends on integer indices only (never on displacements), so jvp/vmap over displacements are unaffected.
+    """
+    n_pairs = pair_i.shape[0]
+    if n_pairs == 0 or n_atoms == 0 or bool((pair_i[1:] < pair_i[:-1]).any()):
+        return None
+    counts = torch.bincount(pair_i, minlength=n_atoms)
+    n_slots = int(counts.max())
+    if n_pairs == n_atoms * n_slots:  # every atom has the same number of neighbours: already dense
+        return None, n_slots
+    start = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(n_pairs, device=pair_i.device) - start[pair_i]
+    return pair_i * n_slots + slot, n_slots
+
+
 def cosine_cutoff(r: torch.Tensor, r_cut: float) -> torch.Tensor:
     """f_c(r) = ½(cos(π r/r_c) + 1) for r < r_c, else 0 (continuous with its first derivative)."""
     return 0.5 * (torch.cos(torch.clamp(r, max=r_cut) * (math.pi / r_cut)) + 1.0)
@@ -143,54 +161,73 @@ class GaussianMoments(nn.Module):
         pair_type = species[pair_i] * self.n_species + species[pair_j]
         rad = self.radial(r, pair_type)  # (P, n_radial)
         ang = self.angular(unit)  # (P, 20)
-        per_pair = (rad[:, :, None] * ang[:, None, :]).reshape(rad.shape[0], -1)
-        zeros = per_pair.new_zeros((n_atoms, per_pair.shape[1]))
-        return zeros.index_add(0, pair_i, per_pair).reshape(n_atoms, self.n_radial, 20)
+        layout = neighbor_layout(pair_i, n_atoms)
+        if layout is None:  # pairs not grouped by centre atom: scatter the outer products
+            per_pair = (rad[:, :, None] * ang[:, None, :]).reshape(rad.shape[0], -1)
+            zeros = per_pair.new_zeros((n_atoms, per_pair.shape[1]))
+            return zeros.index_add(0, pair_i, per_pair).reshape(n_atoms, self.n_radial, 20)
+        # grouped by centre atom: lay the pairs out as (atom, neighbour slot), zero-padded, and
+        # let one batched matmul do Σ_j R_s(r_ij) r̂_ij^{⊗L} (no (P, n_radial, 20) outer product)
+        dense, n_slots = layout
+        if dense is not None:
+            rad = rad.new_zeros((n_atoms * n_slots, self.n_radial)).index_add(0, dense, rad)
+            ang = ang.new_zeros((n_atoms * n_slots, 20)).index_add(0, dense, ang)
+        return torch.bmm(rad.reshape(n_atoms, n_slots, self.n_radial).transpose(1, 2), ang.reshape(n_atoms, n_slots, 20))
 
     def contract(self, psi: torch.Tensor) -> torch.Tensor:
         """Rotation invariants of the moments, unique radial combinations: (n_atoms, n_features).
 
         The full tensors are rebuilt from the unique components by a matmul with a fixed 0/1
-        expansion, and every contraction is written as (at most) two batched matmuls over the
-        atoms — the cheapest form found for forward + double backward on CPU.
+        expansion. Every contraction is then a chain of per-atom matrix products, and products
+        that share their right factor are stacked into one batched matmul, so all eight
+        contractions take four ``bmm`` calls (small batched matmuls dominate the CPU time):
+
+        1. G[r k, s l] = Σ_ij Ψ3[r]_ijk Ψ3[s]_ijl  (c33 = Σ_k G[r k, s k]; c332 via step 3)
+        2. P[r i, s k] = Σ_j Ψ2[r]_ij Ψ2[s]_jk and Q[r, t j] = Σ_i Ψ1[r]_i Ψ2[t]_ij  (right factor Ψ2)
+        3. · Ψ2[t] over a 9-index: c22, c222 (from P), c332 (from G), and H[r k, s] = Σ_ij Ψ3[r]_ijk Ψ2[s]_ij
+        4. · Ψ1[t] over a 3-index: c11, c321 (from H), c112 (from Q, order r, t, s)
         """
         a, n = psi.shape[0], self.n_radial
+        want = set(self.contractions)
         m1 = psi[:, :, 1:4]  # (A, n, 3)
         m2 = (psi[:, :, 4:10] @ self._exp2).reshape(a, n, 3, 3)
         m2f = m2.reshape(a, n, 9)
         out = {}
-        if "c0" in self.contractions:
+        if "c0" in want:
             out["c0"] = psi[:, :, 0]
-        if "c11" in self.contractions:
-            out["c11"] = torch.bmm(m1, m1.transpose(1, 2))
-        if "c22" in self.contractions:
-            out["c22"] = torch.bmm(m2f, m2f.transpose(1, 2))
-        if self._need3:
-            m3 = (psi[:, :, 10:20] @ self._exp3).reshape(a, n, 9, 3)  # (A, n, ij, k)
-            if "c33" in self.contractions:
-                f = m3.reshape(a, n, 27)
-                out["c33"] = torch.bmm(f, f.transpose(1, 2))
-            if "c332" in self.contractions:
-                # G[r k, s l] = Σ_ij Ψ3[r]_ijk Ψ3[s]_ijl; c[r, s, t] = Σ_kl G[r k, s l] Ψ2[t]_kl
-                m3t = m3.permute(0, 2, 1, 3).reshape(a, 9, 3 * n)
-                g = torch.bmm(m3t.transpose(1, 2), m3t).reshape(a, n, 3, n, 3).transpose(2, 3).reshape(a, n * n, 9)
-                out["c332"] = torch.bmm(g, m2f.transpose(1, 2))
-            if "c321" in self.contractions:
-                # H[r k, s] = Σ_ij Ψ3[r]_ijk Ψ2[s]_ij; c[r, s, t] = Σ_k H[r k, s] Ψ1[t]_k
-                h = torch.bmm(m3.transpose(2, 3).reshape(a, 3 * n, 9), m2f.transpose(1, 2))
-                h = h.reshape(a, n, 3, n).transpose(2, 3).reshape(a, n * n, 3)
-                out["c321"] = torch.bmm(h, m1.transpose(1, 2))
-        if "c222" in self.contractions:
-            # P[r i, s k] = Σ_j Ψ2[r]_ij Ψ2[s]_jk; c[r, s, t] = Σ_ik P[r i, s k] Ψ2[t]_ki
-            p = torch.bmm(m2.reshape(a, 3 * n, 3), m2.transpose(1, 2).reshape(a, 3, 3 * n))
-            p = p.reshape(a, n, 3, n, 3).transpose(2, 3).reshape(a, n * n, 9)
-            out["c222"] = torch.bmm(p, m2f.transpose(1, 2))
-        if "c112" in self.contractions:
-            # Q[r, t j] = Σ_i Ψ1[r]_i Ψ2[t]_ij; c[r, t, s] = Σ_j Q[r, t j] Ψ1[s]_j  (order r, t, s)
-            q = torch.bmm(m1, m2.transpose(1, 2).reshape(a, 3, 3 * n))
-            out["c112"] = torch.bmm(q.reshape(a, n * n, 3), m1.transpose(1, 2))
-        return torch.cat([torch.index_select(out[c].reshape(a, -1), 1, getattr(self, f"_sel_{c}")) for c in self.contractions],
-                         dim=1)
+        m3 = (psi[:, :, 10:20] @ self._exp3).reshape(a, n, 9, 3) if self._need3 else None  # (A, n, ij, k)
+        if want & {"c33", "c332"}:  # step 1
+            m3t = m3.permute(0, 2, 1, 3).reshape(a, 9, 3 * n)
+            g = torch.bmm(m3t.transpose(1, 2), m3t).reshape(a, n, 3, n, 3)
+            if "c33" in want:
+                out["c33"] = g.diagonal(dim1=2, dim2=4).sum(-1)
+            g = g.transpose(2, 3).reshape(a, n * n, 9)
+        left2 = [x for c, x in (("c222", m2.reshape(a, 3 * n, 3)), ("c112", m1)) if c in want]
+        if left2:  # step 2
+            pq = torch.bmm(torch.cat(left2, 1), m2.transpose(1, 2).reshape(a, 3, 3 * n))
+            if "c222" in want:
+                p, pq = pq[:, : 3 * n], pq[:, 3 * n :]
+                p = p.reshape(a, n, 3, n, 3).transpose(2, 3).reshape(a, n * n, 9)
+            if "c112" in want:
+                q = pq.reshape(a, n * n, 3)
+        parts3 = [(c, x) for c, x in (("c22", lambda: m2f), ("c222", lambda: p), ("c332", lambda: g),
+                                     ("h", lambda: m3.transpose(2, 3).reshape(a, 3 * n, 9)))
+                  if (c in want) or (c == "h" and "c321" in want)]
+        if parts3:  # step 3
+            left = [f() for _, f in parts3]
+            res = torch.split(torch.bmm(torch.cat(left, 1), m2f.transpose(1, 2)), [x.shape[1] for x in left], 1)
+            for (c, _), r in zip(parts3, res):
+                out[c] = r
+        parts4 = [(c, x) for c, x in (("c11", lambda: m1),
+                                     ("c321", lambda: out["h"].reshape(a, n, 3, n).transpose(2, 3).reshape(a, n * n, 3)),
+                                     ("c112", lambda: q)) if c in want]
+        if parts4:  # step 4
+            left = [f() for _, f in parts4]
+            res = torch.split(torch.bmm(torch.cat(left, 1), m1.transpose(1, 2)), [x.shape[1] for x in left], 1)
+            for (c, _), r in zip(parts4, res):
+                out[c] = r
+        return torch.cat([torch.index_select(out[c].reshape(a, -1), 1, getattr(self, f"_sel_{c}"))
+                          for c in self.contractions], dim=1)
 
     def forward(self, displacements, species, pair_i, pair_j, n_atoms: int) -> torch.Tensor:
         """Features (n_atoms, n_features) from displacements r_ij = R_j − R_i + shift (n_pairs, 3) Å."""

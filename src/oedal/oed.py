@@ -16,7 +16,7 @@ import logging
 from typing import Literal, NamedTuple
 
 import numpy as np
-import scipy.linalg
+import torch
 
 from oedal.errors import InputError
 
@@ -78,7 +78,8 @@ def project(factor: FisherFactor, g: np.ndarray) -> np.ndarray:
     g = np.asarray(g, dtype=np.float64)
     if g.shape[0] == 0:
         return np.zeros_like(g)
-    return scipy.linalg.solve_triangular(factor.chol, g.T, lower=True, check_finite=False).T
+    chol = torch.from_numpy(factor.chol)
+    return torch.linalg.solve_triangular(chol, torch.from_numpy(np.ascontiguousarray(g.T)), upper=False).numpy().T
 
 
 def variance_change(s: np.ndarray) -> np.ndarray:

@@ -35,9 +35,6 @@ from oedal.settings import STRATEGY_PATTERN, CampaignSettings, SplitSettings, fo
 
 log = logging.getLogger(__name__)
 
-KCAL_PER_EV = 23.060547830619026
-"""kcal/mol per eV."""
-
 SEED_MAX = 2**31 - 1
 
 
@@ -172,7 +169,9 @@ def split_indices(n: int, split: SplitSettings, seed: int) -> SplitResult:
     return SplitResult(train=parts[0], valid=parts[1], test=parts[2], pool=parts[3])
 
 
-def split_dataset(source: str | Path, out_dir: str | Path, test: str | Path, split: SplitSettings, seed: int) -> SplitResult:
+def split_dataset(
+    source: str | Path, out_dir: str | Path, test: str | Path, split: SplitSettings, seed: int
+) -> SplitResult:
     """Write ``train.h5 valid.h5 pool.h5 status.json`` into ``out_dir`` (iteration 0) and ``test``.
 
     The pool is written without labels; the labeled source is kept for replay and the test set."""
@@ -228,17 +227,14 @@ def stop_reason(
     return None
 
 
-def count_informative(scores_path: str | Path, selected_ids: np.ndarray) -> int | None:
-    """How many selected structures have informativeness I > 1 (None when scores carry no I)."""
+def count_informative(scores_path: str | Path) -> int | None:
+    """How many pool structures are informative, I > 1 (None when the scores file has no I)."""
     import h5py
 
     with h5py.File(scores_path, "r") as h5:
-        key = next((k for k in ("informativeness", "I") if k in h5), None)
-        if key is None or "id" not in h5:
+        if "informativeness" not in h5:
             return None
-        ids, values = h5["id"][()], h5[key][()]
-    chosen = values[np.isin(ids, selected_ids)]
-    return int(np.count_nonzero(chosen > 1.0))
+        return int(np.count_nonzero(h5["informativeness"][()] > 1.0))
 
 
 def shard_selection(
@@ -263,7 +259,7 @@ def shard_selection(
     state = _read_json(status)
     batch = _read(selected)
     selected_ids = np.asarray(batch.ids, dtype=np.int64)
-    n_informative = count_informative(scores, selected_ids) if (scores and informative) else None
+    n_informative = count_informative(scores) if (scores and informative) else None
     reason = stop_reason(state, _read_json(metrics) if metrics else None, n_informative, target_metric, target)
     pool_structures = _read(pool)
     valid_ids = np.zeros(0, dtype=np.int64)
@@ -346,14 +342,16 @@ def merge_labels(prev_dir: str | Path, out_dir: str | Path, *, redraw_valid: boo
 
     prev, out = Path(prev_dir), Path(out_dir)
     state, request = _read_json(prev / "status.json"), _read_json(prev / "request.json")
-    train, valid, pool, new = _read(prev / "train.h5"), _read(prev / "valid.h5"), _read(prev / "pool.h5"), _read(prev / "labeled.h5")
+    train, valid, pool = (_read(prev / f"{name}.h5") for name in ("train", "valid", "pool"))
+    new = _read(prev / "labeled.h5")  # the oracle's labels of everything requested (failures left out)
     stopped = bool(request["stop"])
     sel_rows = _rows_of(new.ids, request["selected_ids"])
-    new_train = Structures.concatenate([train, new.subset(sel_rows)])
+    new_train = Structures.concatenate([train, new.subset(sel_rows)]) if len(sel_rows) else train
     requested = np.asarray(request["selected_ids"] + request["valid_ids"], dtype=np.int64)
     pool_rest = pool.subset(np.flatnonzero(~np.isin(pool.ids, requested)))
-    if redraw_valid and not stopped and request["valid_ids"]:
-        new_valid = new.subset(_rows_of(new.ids, request["valid_ids"]))
+    valid_rows = _rows_of(new.ids, request["valid_ids"])
+    if redraw_valid and not stopped and len(valid_rows):  # (every redrawn label failed: keep the old set)
+        new_valid = new.subset(valid_rows)
         new_pool = Structures.concatenate([pool_rest, valid.without_labels()])
     else:
         new_valid, new_pool = valid, pool_rest
@@ -429,7 +427,8 @@ def summary_rows(run_dirs: list[tuple[str, int, str | Path]], iterations: int) -
             row["stopped"] = bool(status.get("stopped"))
             row.update(_flat_metrics(_read_json(d / "metrics.json")))
             times = [_benchmark_seconds(d / "benchmarks" / f"{s}.tsv") for s in ("score", "select")]
-            row["selection_s"] = sum(t for t in times if t is not None) if any(t is not None for t in times) else None
+            known = [t for t in times if t is not None]
+            row["selection_s"] = round(sum(known), 3) if known else None
             row["train_s"] = _benchmark_seconds(d / "benchmarks" / "train.tsv")
             rows.append(row)
     return rows
