@@ -15,9 +15,12 @@ if not workflow.config_settings.configfiles:
 
 
 # Stop before any job on a bad key or value: the pydantic model gives the clearest message (it names
-# the key); the JSON schema generated from it (`oedal schema`) is checked too.
-CAMPAIGN = validate_campaign(config)
-validate(config, "workflow/schemas/config.schema.json", set_default=False)
+# the key) and types the strings that nested `--config` overrides arrive as; Snakemake then checks
+# the typed campaign against the JSON schema generated from the model (`oedal schema`).
+CAMPAIGN = validate_campaign(
+    config, "config " + ", ".join(map(str, workflow.config_settings.configfiles or ["config/config.yaml"]))
+)
+validate(CAMPAIGN.model_dump(mode="json"), "workflow/schemas/config.schema.json", set_default=False)
 
 
 include: "workflow/rules/common.smk"

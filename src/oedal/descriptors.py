@@ -8,15 +8,17 @@ Per atom i, over its neighbours j within r_c:
 * radial functions R_s(r_ij) = Σ_k β[Z_i, Z_j, s, k] φ_k(r_ij) f_c(r_ij) with trainable
   species-pair coefficients β (scaled by 1/√n_basis);
 * moments Ψ_{i,L,s} = Σ_j R_s(r_ij) r̂_ij^{⊗L}, L = 0..3. The symmetric tensors r̂^{⊗L} are
-  stored by their unique components (1 + 3 + 6 + 10 = 20 per radial index), so the scatter over
-  pairs — the expensive part — moves 20 instead of 40 numbers;
+  stored by their unique components (1 + 3 + 6 + 10 = 20 per radial index); with pairs grouped
+  by centre atom (as BatchLoader makes them) the sum over j is one batched matmul over a
+  zero-padded (atom, neighbour slot) layout, otherwise an out-of-place scatter;
 * the rotation invariants of settings.CONTRACTIONS (c0 = Ψ0; c11 = Ψ1·Ψ1; c22 = Ψ2:Ψ2;
   c33 = Ψ3⋮Ψ3; c222 = Ψ2Ψ2Ψ2; c112 = Ψ1Ψ1Ψ2; c332 = Ψ3Ψ3Ψ2; c321 = Ψ3Ψ2Ψ1), reduced to the
   unique radial-index combinations (s1 ≤ s2 where a contraction is symmetric in two radial
   indices, s1 ≤ s2 ≤ s3 for c222). n_radial = 5 gives 360 features, as in apax.
 
 Everything here is functional (no in-place writes; scatters are out-of-place ``index_add``), so
-``torch.func.jvp`` and ``torch.func.vmap`` work through it.
+``torch.func.jvp`` and ``torch.func.vmap`` work through it. Cost: on a CPU the per-atom batched
+matmuls of the contractions dominate (see benchmarks/bench_model.py).
 """
 
 from __future__ import annotations

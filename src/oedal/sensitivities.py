@@ -28,7 +28,7 @@ from oedal.model import GMNN
 log = logging.getLogger(__name__)
 
 Mode = Literal["auto", "forward", "reverse"]
-TANGENT_BUDGET = 64 * 2**20  # bytes per vmapped intermediate (tangents × atoms × widest layer)
+TANGENT_BUDGET = 128 * 2**20  # bytes per vmapped intermediate (tangents × atoms × widest layer)
 
 
 class BatchSensitivities(NamedTuple):
