@@ -31,7 +31,7 @@ def use_baseline_descriptor() -> None:
     batched matmul, full moment tensors by index gathers, contractions as 3-operand einsums."""
     import torch
 
-    from oedal.descriptors import GaussianMoments, _L2, _L3, _full_index, cosine_cutoff
+    from oedal.descriptors import GaussianMoments, _L2, _L3, _combos, _full_index, cosine_cutoff
 
     full2, full3 = torch.tensor(_full_index(_L2, 2)), torch.tensor(_full_index(_L3, 3))
 
@@ -52,7 +52,13 @@ def use_baseline_descriptor() -> None:
                 "c112": torch.einsum("ari,asj,atij->atrs", m1, m1, m2).transpose(1, 2),
                 "c332": torch.einsum("arijk,asijl,atkl->arst", m3, m3, m2),
                 "c321": torch.einsum("arijk,asij,atk->arst", m3, m2, m1)}
-        return torch.cat([full[c].reshape(a, -1)[:, getattr(self, f"_sel_{c}")] for c in self.contractions], 1)
+        return torch.cat([full[c].reshape(a, -1)[:, _first_sel(n, c)] for c in self.contractions], 1)
+
+    def _first_sel(n, c):  # flat positions of the unique combinations in the full (n,)*rank tensors
+        combos = _combos(n, c)
+        if c == "c112":  # computed in the order (r, t, s)
+            combos = [(t[0], t[2], t[1]) for t in combos]
+        return torch.tensor([sum(i * n ** (len(t) - 1 - p) for p, i in enumerate(t)) for t in combos])
 
     GaussianMoments.radial = radial
     GaussianMoments.contract = contract

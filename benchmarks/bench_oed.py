@@ -160,10 +160,8 @@ def bench_corr(a) -> None:
     train, valid, pool = _ethanol(100, 200)
     model, t_train = _train(train, valid, a.r_cut, a.epochs, a.train_minutes)
     pred = predict(model, pool)
-    err = np.abs(pred.forces - pool.forces).sum(axis=1)  # per atom, summed over xyz
-    off = pool.offsets
-    mae = np.add.reduceat(np.abs(pred.forces - pool.forces).mean(axis=1), off[:-1]) / pool.n_atoms
-    del err
+    per_atom = np.abs(pred.forces - pool.forces).mean(axis=1)  # (n_atoms_total,) eV/Å
+    mae = np.add.reduceat(per_atom, pool.offsets[:-1]) / pool.n_atoms  # per-structure force MAE
     g_tr_e, g_tr_f = all_sensitivities(model, train)
     g_e, g_f = all_sensitivities(model, pool)
     f1 = oed.factor_from_sensitivities(g_tr_e)

@@ -20,6 +20,7 @@ import logging
 from typing import NamedTuple
 
 import numpy as np
+import torch
 
 from oedal.errors import InputError
 from oedal.oed import Reduction, offsets_from_counts, reduce_components, variance_change
@@ -88,6 +89,12 @@ def select_random(ids: np.ndarray, m: int, seed: int, exclude_ids: np.ndarray | 
     return Selection(picked.astype(np.int64), np.full(len(picked), np.nan))
 
 
+def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b through torch, whose thread count select_greedy pins to 1: many small products per
+    pick, where a multi-threaded BLAS spends more time synchronising than multiplying."""
+    return (torch.from_numpy(np.ascontiguousarray(a)) @ torch.from_numpy(np.ascontiguousarray(b))).numpy()
+
+
 class _GreedyState:
     """Current P per term, and exact score evaluation of candidates against it.
 
@@ -129,12 +136,12 @@ class _GreedyState:
             if incr.any():
                 c0 = int(row_start[incr].min())
                 r = np.asarray(term.rows[idx[incr]], dtype=np.float64)
-                proj = (r @ self.Z[k][:, c0 : self.n_cols[k]]) ** 2  # (rows, cols)
+                proj = _mm(r, self.Z[k][:, c0 : self.n_cols[k]]) ** 2  # (rows, cols)
                 proj[np.arange(c0, self.n_cols[k])[None, :] < row_start[incr][:, None]] = 0.0
                 self.s_rows[k][idx[incr]] -= proj.sum(axis=1)
             if full.any():
                 r = np.asarray(term.rows[idx[full]], dtype=np.float64)
-                self.s_rows[k][idx[full]] = np.einsum("ij,ij->i", r @ self.P[k], r)
+                self.s_rows[k][idx[full]] = np.einsum("ij,ij->i", _mm(r, self.P[k]), r)
             s = np.maximum(self.s_rows[k][idx], 0.0)
             total += term.weight * reduce_components(variance_change(s), counts, term.reduction)
         self.stamp[cand] = self.step
@@ -179,6 +186,15 @@ def select_greedy(
     sorted by their initial score (R); those pulled from it form the frontier F, whose stale upper
     bounds are refreshed in vectorised blocks until the best fresh score beats every other bound.
     """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _select_greedy(terms, ids, m, exclude_ids, block, chunk, refresh)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _select_greedy(terms, ids, m, exclude_ids, block, chunk, refresh) -> Selection:
     ids = np.asarray(ids, dtype=np.int64)
     n = len(ids)
     for t in terms:

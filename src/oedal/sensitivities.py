@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["auto", "forward", "reverse"]
 TANGENT_BUDGET = 128 * 2**20  # bytes per vmapped intermediate (tangents × atoms × widest layer)
+ENERGY_BATCH = 1024  # structures per forward pass for QS1
 
 
 class BatchSensitivities(NamedTuple):
@@ -151,7 +152,7 @@ def all_sensitivities(
     """(QS1 g (n, d), QS2 rows (3·n_atoms_total, d) or None) in float64, rows atom-major then x/y/z."""
     model.eval()
     loader = _loader(model, structures, 1)
-    loader.batch_size = batch_size or (_structures_per_batch(model, loader) if forces else 1024)
+    loader.batch_size = batch_size or (_structures_per_batch(model, loader) if forces else ENERGY_BATCH)
     g_e, g_f = [], []
     for b in loader:
         if forces:

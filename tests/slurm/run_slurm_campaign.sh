@@ -161,6 +161,8 @@ RESULTS="$WORK/results"
 EXTRA=()
 if grep -rqs results_dir workflow/schemas/ config/ workflow/rules/ Snakefile; then
     EXTRA=(--config "results_dir=$RESULTS")
+    # OEDAL_SLURM_STRATEGIES=qs1-greedy runs one strategy only (the pytest wrapper does, to stay quick)
+    [[ -n "${OEDAL_SLURM_STRATEGIES:-}" ]] && EXTRA+=("strategies=[${OEDAL_SLURM_STRATEGIES}]")
 else
     RESULTS="$REPO/results"
 fi
