@@ -93,3 +93,57 @@ def test_bad_input_exits_2(tiny_campaign, tmp_path, capsys):
                  "--out", str(tmp_path / "x.h5"), "--n", "2"]) == 2
     assert "error" in capsys.readouterr().err
     assert not (tmp_path / "s.h5").exists()
+
+
+def test_random_without_scores(tiny_campaign, tmp_path, capsys):
+    """--method random needs no scores file: pool ids from POOL.h5, training set excluded by --exclude;
+    the picks equal those made with a scores file of the same pool and training set."""
+    import json
+    import subprocess
+    import sys
+
+    root, models = tiny_campaign
+    pool, train = str(root / "pool.h5"), str(root / "train.h5")
+    # a pool that contains training ids too, written in another order: they are never picked
+    full = read_store(train).without_labels()
+    from oedal.data.structures import Structures
+
+    mixed = Structures.concatenate([read_store(pool), full])
+    mixed = mixed.subset(np.random.default_rng(0).permutation(len(mixed)))
+    write_store(tmp_path / "mixed.h5", mixed)
+    base = ["select", "--method", "random", "--n", "7", "--seed", "11", "--exclude", train]
+    out_a, out_b = tmp_path / "a.h5", tmp_path / "b.h5"
+    assert main(base + ["--pool", pool, "--out", str(out_a)]) == 0
+    assert main(base + ["--pool", str(tmp_path / "mixed.h5"), "--out", str(out_b)]) == 0
+    a, b = read_store(out_a), read_store(out_b)
+    assert a.ids.tolist() == b.ids.tolist() and len(a) == 7 and not a.has_labels
+    assert not set(a.ids.tolist()) & set(range(50))
+    with h5py.File(out_a, "r") as h5:
+        attrs = dict(h5.attrs)
+    ids_attr = attrs["selected_ids"]
+    ids_attr = json.loads(ids_attr) if isinstance(ids_attr, str) else list(ids_attr)
+    assert ids_attr == a.ids.tolist() and attrs["selection_method"] == "random"
+    scores_attr = attrs["selected_scores"]
+    scores_attr = json.loads(scores_attr) if isinstance(scores_attr, str) else list(scores_attr)
+    assert len(scores_attr) == 7 and np.all(np.isnan(scores_attr))
+    # the same picks as with a scores file (its train_id excluded instead of --exclude)
+    scores = root / "scores_qs1_random.h5"
+    assert main(["score", "--model", str(models[0]), "--train", train, "--pool", pool, "--out", str(scores),
+                 "--strategy", "qs1"]) == 0
+    assert main(["select", "--scores", str(scores), "--pool", pool, "--out", str(tmp_path / "c.h5"),
+                 "--method", "random", "--n", "7", "--seed", "11"]) == 0
+    assert read_store(tmp_path / "c.h5").ids.tolist() == a.ids.tolist()
+    # fraction needs --n-train without scores; other methods need scores
+    assert main(["select", "--method", "random", "--fraction", "0.1", "--pool", pool, "--out",
+                 str(tmp_path / "d.h5")]) == 2
+    assert main(["select", "--method", "random", "--fraction", "0.1", "--n-train", "50", "--pool", pool,
+                 "--exclude", train, "--out", str(tmp_path / "d.h5")]) == 0
+    assert len(read_store(tmp_path / "d.h5")) == 5
+    assert main(["select", "--method", "greedy", "--n", "2", "--pool", pool, "--out", str(tmp_path / "e.h5")]) == 2
+    assert "needs a scores file" in capsys.readouterr().err
+    assert not (tmp_path / "e.h5").exists()
+    # and a random/top selection process never imports torch
+    code = ("import sys; from oedal.cli import main; "
+            f"rc = main(['select', '--method', 'random', '--n', '3', '--pool', {pool!r}, '--out', {str(tmp_path / 'f.h5')!r}]); "
+            "assert rc == 0; assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -115,6 +115,9 @@ class GaussianMoments(nn.Module):
         self.beta = nn.Parameter(beta)
         self._build_tables(dtype)
         self.contractions = list(settings.contractions)
+        # set (by GMNN.energy_and_forces without create_graph) while no double backward will be
+        # taken: only picks the cheaper of two equivalent forms of the β gather in radial()
+        self.first_order_only = False
         self.n_features = n_features(settings)
 
     def _build_tables(self, dtype: torch.dtype) -> None:
@@ -178,6 +181,9 @@ class GaussianMoments(nn.Module):
         n_types = self.n_species * self.n_species
         beta = self.beta.permute(2, 0, 1).reshape(-1, n_types * self.n_radial)  # (K, T·n_radial)
         every = (phi @ beta).reshape(r.shape[0], n_types, self.n_radial)
+        if self.first_order_only:  # gather: ≈1.4× cheaper forward + backward, but a slower double backward
+            index = pair_type[:, None, None].expand(-1, 1, self.n_radial)
+            return torch.gather(every, 1, index)[:, 0]
         onehot = torch.nn.functional.one_hot(pair_type, n_types).to(phi.dtype)  # (P, T)
         return (every * onehot[:, :, None]).sum(1)
 

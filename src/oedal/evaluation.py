@@ -21,9 +21,17 @@ class Prediction(NamedTuple):
     forces: np.ndarray  # (n_atoms_total, 3) float64 eV/Å
 
 
+# Inference runs fastest in batches of ~1,000-2,500 atoms (CPU, 1-2 threads: the per-atom
+# intermediates stay in cache; 250 ethanol structures are ≈1.25× faster per structure than 1,000)
+INFER_ATOMS_PER_BATCH = 2304
+
+
 def predict(model: GMNN, structures, batch_size: int = 1024, forces: bool = True) -> Prediction:
-    """Energies (and forces) of ``structures`` in their order, in batches of ``batch_size``."""
+    """Energies (and forces) of ``structures`` in their order, in batches of at most ``batch_size``
+    structures (fewer where that keeps a batch near INFER_ATOMS_PER_BATCH atoms; same results)."""
     device = next(model.parameters()).device
+    mean_atoms = float(np.mean(structures.n_atoms)) if len(structures.n_atoms) else 1.0
+    batch_size = max(1, min(batch_size, int(INFER_ATOMS_PER_BATCH // max(mean_atoms, 1.0))))
     loader = BatchLoader(structures, model.cutoff, model.species, batch_size, device=device, dtype=model.dtype)
     n_total = int(np.sum(structures.n_atoms))
     energy = np.zeros(loader.n_structures)
@@ -35,7 +43,7 @@ def predict(model: GMNN, structures, batch_size: int = 1024, forces: bool = True
             e, f = model.energy_and_forces(batch)
             force[loader.atom_offsets[start] : loader.atom_offsets[stop]] = f.detach().cpu().double().numpy()
         else:
-            with torch.no_grad():
+            with torch.inference_mode():
                 e = model.energy(batch)
         energy[start:stop] = e.detach().cpu().numpy()
     return Prediction(energy, force)

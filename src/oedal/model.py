@@ -91,9 +91,13 @@ class GMNN(nn.Module):
     def energy_and_forces(self, batch: Batch, create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """(energy (n_structures,) float64 eV, forces (n_atoms, 3) eV/Å in the model dtype)."""
         disp = batch.displacements().detach().to(self.dtype).requires_grad_(True)
-        with torch.enable_grad():
-            energy = self._total(batch, disp)
-            (grad,) = torch.autograd.grad(energy.sum(), disp, create_graph=create_graph)
+        self.descriptor.first_order_only = not create_graph
+        try:
+            with torch.enable_grad():
+                energy = self._total(batch, disp)
+                (grad,) = torch.autograd.grad(energy.sum(), disp, create_graph=create_graph)
+        finally:
+            self.descriptor.first_order_only = False
         # r_ij = R_j − R_i: F_i = Σ_j ∂E/∂r_ij, F_j −= ∂E/∂r_ij
         idx = torch.cat([batch.pair_i, batch.pair_j])
         forces = grad.new_zeros((batch.species.shape[0], 3)).index_add(0, idx, torch.cat([grad, -grad]))

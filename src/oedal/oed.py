@@ -16,7 +16,6 @@ import logging
 from typing import Literal, NamedTuple
 
 import numpy as np
-import torch
 
 from oedal.errors import InputError
 
@@ -78,6 +77,8 @@ def project(factor: FisherFactor, g: np.ndarray) -> np.ndarray:
     g = np.asarray(g, dtype=np.float64)
     if g.shape[0] == 0:
         return np.zeros_like(g)
+    import torch  # lazily: `oedal select` uses this module without ever projecting
+
     chol = torch.from_numpy(factor.chol)
     return torch.linalg.solve_triangular(chol, torch.from_numpy(np.ascontiguousarray(g.T)), upper=False).numpy().T
 

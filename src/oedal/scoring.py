@@ -13,19 +13,18 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 import h5py
 import numpy as np
 
 from oedal import oed
 from oedal.data.store import StoreReader, publish, read_store
-from oedal.device import resolve_device
 from oedal.errors import InputError
-from oedal.evaluation import predict
-from oedal.model import GMNN, load_model
-from oedal.sensitivities import all_sensitivities
 from oedal.settings import ScoreSettings
+
+if TYPE_CHECKING:  # torch-backed modules are imported where scoring needs them: `select` stays NumPy-only
+    from oedal.model import GMNN
 
 log = logging.getLogger(__name__)
 SCORES_FORMAT = "oedal-scores"
@@ -45,6 +44,8 @@ class _OedScorer:
     """Fisher factors from the training set; scores (and projected rows) for any structures."""
 
     def __init__(self, model: GMNN, train, settings: ScoreSettings):
+        from oedal.sensitivities import all_sensitivities
+
         self.model, self.s = model, settings
         self.need_e = settings.strategy in ("qs1", "qs3")
         self.need_f = settings.strategy in ("qs2", "qs3")
@@ -69,6 +70,8 @@ class _OedScorer:
         return out
 
     def chunk(self, structures) -> dict[str, np.ndarray]:
+        from oedal.sensitivities import all_sensitivities
+
         g_e, g_f = all_sensitivities(self.model, structures, forces=self.need_f)
         out = self._scores(g_e, g_f, np.asarray(structures.n_atoms))
         out["g_pool"] = g_e
@@ -85,6 +88,8 @@ class _QbcScorer:
         self.train_scores = self.chunk(train)["score"]
 
     def chunk(self, structures) -> dict[str, np.ndarray]:
+        from oedal.evaluation import predict
+
         preds = [predict(m, structures, batch_size=512) for m in self.models]
         energy = np.stack([p.energy for p in preds])  # (K, n) eV
         forces = np.stack([p.forces for p in preds])  # (K, n_atoms_total, 3) eV/Å
@@ -115,6 +120,9 @@ def score_pool(
     save_sensitivities: bool = False,
 ) -> ScoreSummary:
     """Score every pool structure (strategy qs1 | qs2 | qs3 | qbc) and write SCORES.h5 atomically."""
+    from oedal.device import resolve_device
+    from oedal.model import load_model
+
     settings = settings or ScoreSettings()
     if not model_paths:
         raise InputError("score: give at least one --model")
@@ -250,8 +258,31 @@ def _greedy_terms(scores: dict, path: Path) -> list:
     return terms
 
 
+def _select_random_unscored(pool_path, out_path, settings, *, n_train, exclude) -> SelectSummary:
+    """Method random without a scores file: ids from the pool store, exclusions from ``exclude``."""
+    from oedal import selection
+    from oedal.data.store import write_store
+
+    if settings.n is None and n_train is None:
+        raise InputError("select: random without --scores needs --n, or --fraction with --n-train")
+    m = selection.n_to_select(settings.n, settings.fraction, n_train)
+    excluded = _excluded_ids({}, exclude)
+    with StoreReader(pool_path) as reader:
+        ids = np.asarray(reader.ids, dtype=np.int64)
+        sel = selection.select_random(ids, m, settings.seed, excluded)
+        picked = reader.read(sel.indices).without_labels()
+    picked_ids = ids[sel.indices]
+    write_store(out_path, picked, attrs={
+        "selection_method": settings.method, "selection_seed": settings.seed,
+        "selected_ids": picked_ids.tolist(), "selected_scores": [float(x) for x in sel.scores],
+        "selected_informativeness": [float("nan")] * len(picked_ids),
+    })
+    log.info("selected %d structures (random, unscored) → %s", len(picked_ids), out_path)
+    return SelectSummary(Path(out_path), settings.method, picked_ids, sel.scores)
+
+
 def select_batch(
-    scores_path: str | Path,
+    scores_path: str | Path | None,
     pool_path: str | Path,
     out_path: str | Path,
     settings,
@@ -259,10 +290,18 @@ def select_batch(
     n_train: int | None = None,
     exclude: Sequence[str | Path] = (),
 ) -> SelectSummary:
-    """Pick m pool structures (top | greedy | random | qbc) and write them, unlabeled, to ``out_path``."""
+    """Pick m pool structures (top | greedy | random | qbc) and write them, unlabeled, to ``out_path``.
+
+    ``scores_path`` may be None for method random only: the pool ids then come from ``pool_path``,
+    the ids never picked only from the ``exclude`` stores (give the training set there), and N_train
+    for the fraction rule from ``n_train``."""
     from oedal import selection
     from oedal.data.store import write_store
 
+    if scores_path is None:
+        if settings.method != "random":
+            raise InputError(f"select: method {settings.method} needs a scores file (--scores); only random does without")
+        return _select_random_unscored(pool_path, out_path, settings, n_train=n_train, exclude=exclude)
     scores_path = Path(scores_path)
     sc = read_scores(scores_path)
     attrs = sc["attrs"]

@@ -20,7 +20,6 @@ import logging
 from typing import NamedTuple
 
 import numpy as np
-import torch
 
 from oedal.errors import InputError
 from oedal.oed import Reduction, offsets_from_counts, reduce_components, variance_change
@@ -91,7 +90,10 @@ def select_random(ids: np.ndarray, m: int, seed: int, exclude_ids: np.ndarray | 
 
 def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a @ b through torch, whose thread count select_greedy pins to 1: many small products per
-    pick, where a multi-threaded BLAS spends more time synchronising than multiplying."""
+    pick, where a multi-threaded BLAS spends more time synchronising than multiplying. (Only greedy
+    gets here, after select_greedy imported torch; top, random and qbc never import it.)"""
+    import torch
+
     return (torch.from_numpy(np.ascontiguousarray(a)) @ torch.from_numpy(np.ascontiguousarray(b))).numpy()
 
 
@@ -186,6 +188,8 @@ def select_greedy(
     sorted by their initial score (R); those pulled from it form the frontier F, whose stale upper
     bounds are refreshed in vectorised blocks until the best fresh score beats every other bound.
     """
+    import torch  # lazily (≈1.5 s): only greedy needs it, for _mm
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -128,9 +128,11 @@ def training_json(wildcards) -> str:
 
 
 def scoring_strategy(strategy: str) -> str:
-    """The score a run computes. Random selection ignores it, but `oedal select` takes the pool's
-    ids from a scores file, and the informativeness of random picks is worth keeping: QS1."""
-    return parse_strategy(strategy).score or "qs1"
+    """The score a run computes (random runs compute none: no score_pool job, see select_inputs)."""
+    score = parse_strategy(strategy).score
+    if score is None:
+        raise ValueError(f"strategy {strategy}: random selection scores nothing")
+    return score
 
 
 def score_json(wildcards) -> str:
@@ -149,6 +151,18 @@ def select_json(wildcards) -> str:
     seed = derive_seed(wildcards.campaign, wildcards.strategy, wildcards.seed, wildcards.iter, "select")
     method = parse_strategy(wildcards.strategy).method
     return settings_json("select", method=method, n=BATCHES[i], fraction=None, seed=seed)
+
+
+def select_inputs(wildcards) -> dict:
+    """The pool and its scores; random runs read no scores (`oedal select --method random` takes the
+    pool ids from pool.h5) and exclude the training set by ``--exclude train.h5`` instead."""
+    here = iter_dir(wildcards, iteration(wildcards))
+    files = {"pool": f"{here}/pool.h5"}
+    if parse_strategy(wildcards.strategy).score is None:
+        files["train"] = f"{here}/train.h5"
+    else:
+        files["scores"] = f"{here}/scores.h5"
+    return files
 
 
 def oracle_json(wildcards) -> str:

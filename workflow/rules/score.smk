@@ -1,4 +1,4 @@
-# OED scores of the pool (QS1/QS2/QS3, or committee disagreement for qbc; QS1 for random runs).
+# OED scores of the pool (QS1/QS2/QS3, or committee disagreement for qbc; random runs score nothing).
 
 
 rule score_pool:

@@ -1,11 +1,11 @@
 # Selection of the batch (greedy or top OED, random, qbc); m is planned per iteration (common.smk).
+# Random runs need no scores.h5 (no score_pool job): pool ids from pool.h5, training set excluded.
 
 
 rule select_batch:
     """m structures of the pool (unlabeled) to send to the oracle."""
     input:
-        pool=f"{ITER}/pool.h5",
-        scores=f"{ITER}/scores.h5",
+        unpack(select_inputs),
     output:
         f"{ITER}/selected.h5",
     log:
@@ -14,6 +14,8 @@ rule select_batch:
         f"{ITER}/benchmarks/select.tsv"
     params:
         settings=select_json,
+        scores=optional_flag("scores", "--scores"),
+        exclude=optional_flag("train", "--exclude"),
     threads: 1
     resources:
         mem_mb=4000,
@@ -21,5 +23,5 @@ rule select_batch:
     conda:
         ENV_CORE
     shell:
-        "oedal select --scores {input.scores} --pool {input.pool} --out {output}"
+        "oedal select {params.scores} {params.exclude} --pool {input.pool} --out {output}"
         " --settings {params.settings:q} > {log} 2>&1"

@@ -56,14 +56,16 @@ def register(sub) -> None:
     p.set_defaults(func=_score)
 
     p = sub.add_parser("select", help="select a batch of pool structures from a scores file")
-    p.add_argument("--scores", required=True)
+    p.add_argument("--scores", default=None,
+                   help="scores file (oedal score); optional for --method random (then give --exclude TRAIN.h5)")
     p.add_argument("--pool", required=True)
     p.add_argument("--out", required=True, help="selected (unlabeled) structures, HDF5 store")
     p.add_argument("--method", choices=["top", "greedy", "random", "qbc"], default=None)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--n", type=int, default=None, help="number to select")
     g.add_argument("--fraction", type=float, default=None, help="m = fraction · N_train")
-    p.add_argument("--n-train", type=int, default=None, help="N_train (default: the scores file's n_train)")
+    p.add_argument("--n-train", type=int, default=None,
+                   help="N_train for --fraction (default: the scores file's n_train; needed without --scores)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--exclude", action="append", help="store whose ids may not be picked (repeatable)")
     p.add_argument("--settings", default=None, help="SelectSettings as JSON string or file")
