@@ -256,11 +256,13 @@ class GaussianMoments(nn.Module):
         left2 = [x for c, x in (("c222", m2.reshape(a, 3 * n, 3)), ("c112", m1)) if c in want]
         if left2:  # step 2
             pq = torch.bmm(torch.cat(left2, 1), m2.transpose(1, 2).reshape(a, 3, 3 * n))
+            # split, not slices: its backward is one cat instead of zero-filled full-size grads
+            pq = dict(zip([c for c in ("c222", "c112") if c in want], torch.split(pq, [x.shape[1] for x in left2], 1)))
             if "c222" in want:
-                left3["c222"] = torch.index_select(pq[:, : 3 * n].reshape(a, -1), 1, self._sel_pg).reshape(
+                left3["c222"] = torch.index_select(pq["c222"].reshape(a, -1), 1, self._sel_pg).reshape(
                     a, self._n_pairs, 9)
             if "c112" in want:
-                q = pq[:, pq.shape[1] - n:].reshape(a, n * n, 3)  # rows (r, t)
+                q = pq["c112"].reshape(a, n * n, 3)  # rows (r, t)
         if "c321" in want:
             left3["h"] = m3  # rows (r, k)
         if self._parts3:  # step 3: (A, t, R3)
