@@ -12,8 +12,6 @@ totals are float64, so a total of 10⁴ eV keeps the digits that finite differen
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -25,6 +23,7 @@ from oedal import __version__
 from oedal.batching import Batch
 from oedal.descriptors import GaussianMoments
 from oedal.errors import InputError, SettingsError
+from oedal.files import atomic_path
 from oedal.settings import ModelSettings
 
 log = logging.getLogger(__name__)
@@ -140,14 +139,8 @@ def save_model(model: GMNN, path: str | Path, **meta) -> None:
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "meta": meta,
     }
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_model_file(path: str | Path) -> dict:

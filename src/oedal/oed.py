@@ -17,6 +17,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
+from oedal.data.structures import offsets_from_counts
 from oedal.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -93,13 +94,6 @@ def row_norms2(u: np.ndarray) -> np.ndarray:
     """s = |u|² per row, float64."""
     u = np.asarray(u, dtype=np.float64)
     return np.einsum("ij,ij->i", u, u)
-
-
-def offsets_from_counts(counts: np.ndarray) -> np.ndarray:
-    """``[0, cumsum(counts)]`` as int64."""
-    out = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=out[1:])
-    return out
 
 
 def reduce_components(

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Sequence
 
@@ -19,8 +17,9 @@ import h5py
 import numpy as np
 
 from oedal import oed
-from oedal.data.store import StoreReader, publish, read_store
+from oedal.data.store import StoreReader, read_store
 from oedal.errors import InputError
+from oedal.files import atomic_path
 from oedal.settings import ScoreSettings
 
 if TYPE_CHECKING:  # torch-backed modules are imported where scoring needs them: `select` stays NumPy-only
@@ -143,67 +142,58 @@ def score_pool(
     log.info("%s: %d training structures, threshold (%s) %.6g", settings.strategy, len(train), settings.threshold, sigma_th)
 
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        with StoreReader(pool_path) as reader, h5py.File(tmp, "w") as h5:
-            n_pool, d = len(reader), models[0].d
-            n_atoms = np.asarray(reader.n_atoms, dtype=np.int64)
-            attrs = {
-                "format": SCORES_FORMAT, "format_version": SCORES_FORMAT_VERSION, "strategy": settings.strategy,
-                "threshold": sigma_th, "threshold_kind": settings.threshold, "n_train": len(train), "n_pool": n_pool,
-                "d": d, "beta": settings.beta, "qs2_reduction": settings.qs2_reduction, "jitter": settings.jitter,
-                "models": json.dumps([str(p) for p in model_paths]), "model": str(model_paths[0]),
-                "train": str(train_path), "pool": str(pool_path), "settings": settings.model_dump_json(),
-            }
-            for k, v in attrs.items():
-                h5.attrs[k] = v
-            h5.create_dataset("train_id", data=np.asarray(train.ids, dtype=np.int64))
-            h5.create_dataset("train_score", data=scorer.train_scores)
-            h5.create_dataset("n_atoms", data=n_atoms)
-            ds = {name: _dataset(h5, name, (n_pool,), np.float64) for name in ("score", "informativeness")}
-            ds["id"] = _dataset(h5, "id", (n_pool,), np.int64)
-            if isinstance(scorer, _OedScorer):
-                for name in (["score_qs1"] if scorer.need_e else []) + (["score_qs2"] if scorer.need_f else []):
-                    ds[name] = _dataset(h5, name, (n_pool,), np.float64)
-                if scorer.need_e:
-                    ds["u_energy"] = _dataset(h5, "u_energy", (n_pool, d), np.float32)
-                if scorer.need_f:
-                    ds["u_forces"] = _dataset(h5, "u_forces", (3 * int(n_atoms.sum()), d), np.float32)
-                    h5.create_dataset("u_forces_counts", data=3 * n_atoms)
-                if save_sensitivities:
-                    h5.create_dataset("g_train", data=scorer.g_train)
-                    ds["g_pool"] = _dataset(h5, "g_pool", (n_pool, d), np.float64)
-            else:
-                for name in ("energy_std", "force_std"):
-                    ds[name] = _dataset(h5, name, (n_pool,), np.float64)
-            bar = _progress(n_pool, f"score {settings.strategy}")
-            start, row = 0, 0
-            for chunk in reader.iter_chunks(settings.chunk_size):
-                res = scorer.chunk(chunk)
-                stop = start + len(chunk)
-                res["id"] = np.asarray(chunk.ids, dtype=np.int64)
-                res["informativeness"] = oed.informativeness(res["score"], sigma_th)
-                for name, dset in ds.items():
-                    if name == "u_forces":
-                        rows = res[name]
-                        dset[row : row + len(rows)] = rows
-                    else:
-                        dset[start:stop] = res[name]
-                row += 3 * int(np.sum(chunk.n_atoms))
-                start = stop
-                if bar is not None:
-                    bar.update(len(chunk))
-                log.debug("scored %d / %d pool structures", stop, n_pool)
+    with atomic_path(out_path) as tmp, StoreReader(pool_path) as reader, h5py.File(tmp, "w") as h5:
+        n_pool, d = len(reader), models[0].d
+        n_atoms = np.asarray(reader.n_atoms, dtype=np.int64)
+        attrs = {
+            "format": SCORES_FORMAT, "format_version": SCORES_FORMAT_VERSION, "strategy": settings.strategy,
+            "threshold": sigma_th, "threshold_kind": settings.threshold, "n_train": len(train), "n_pool": n_pool,
+            "d": d, "beta": settings.beta, "qs2_reduction": settings.qs2_reduction, "jitter": settings.jitter,
+            "models": json.dumps([str(p) for p in model_paths]), "model": str(model_paths[0]),
+            "train": str(train_path), "pool": str(pool_path), "settings": settings.model_dump_json(),
+        }
+        for k, v in attrs.items():
+            h5.attrs[k] = v
+        h5.create_dataset("train_id", data=np.asarray(train.ids, dtype=np.int64))
+        h5.create_dataset("train_score", data=scorer.train_scores)
+        h5.create_dataset("n_atoms", data=n_atoms)
+        ds = {name: _dataset(h5, name, (n_pool,), np.float64) for name in ("score", "informativeness")}
+        ds["id"] = _dataset(h5, "id", (n_pool,), np.int64)
+        if isinstance(scorer, _OedScorer):
+            for name in (["score_qs1"] if scorer.need_e else []) + (["score_qs2"] if scorer.need_f else []):
+                ds[name] = _dataset(h5, name, (n_pool,), np.float64)
+            if scorer.need_e:
+                ds["u_energy"] = _dataset(h5, "u_energy", (n_pool, d), np.float32)
+            if scorer.need_f:
+                ds["u_forces"] = _dataset(h5, "u_forces", (3 * int(n_atoms.sum()), d), np.float32)
+                h5.create_dataset("u_forces_counts", data=3 * n_atoms)
+            if save_sensitivities:
+                h5.create_dataset("g_train", data=scorer.g_train)
+                ds["g_pool"] = _dataset(h5, "g_pool", (n_pool, d), np.float64)
+        else:
+            for name in ("energy_std", "force_std"):
+                ds[name] = _dataset(h5, name, (n_pool,), np.float64)
+        bar = _progress(n_pool, f"score {settings.strategy}")
+        start, row = 0, 0
+        for chunk in reader.iter_chunks(settings.chunk_size):
+            res = scorer.chunk(chunk)
+            stop = start + len(chunk)
+            res["id"] = np.asarray(chunk.ids, dtype=np.int64)
+            res["informativeness"] = oed.informativeness(res["score"], sigma_th)
+            for name, dset in ds.items():
+                if name == "u_forces":
+                    rows = res[name]
+                    dset[row : row + len(rows)] = rows
+                else:
+                    dset[start:stop] = res[name]
+            row += 3 * int(np.sum(chunk.n_atoms))
+            start = stop
             if bar is not None:
-                bar.close()
-            n_inf = int(np.sum(h5["informativeness"][:] > 1.0))
-        publish(tmp, out_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+                bar.update(len(chunk))
+            log.debug("scored %d / %d pool structures", stop, n_pool)
+        if bar is not None:
+            bar.close()
+        n_inf = int(np.sum(h5["informativeness"][:] > 1.0))
     log.info("wrote %s: %d pool structures, %d with I > 1", out_path, n_pool, n_inf)
     return ScoreSummary(out_path, settings.strategy, n_pool, len(train), sigma_th, n_inf)
 

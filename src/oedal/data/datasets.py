@@ -10,13 +10,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from oedal.data.importers import import_file
-from oedal.data.store import publish
+from oedal.files import atomic_path
 from oedal.data.structures import Structures
 from oedal.errors import InputError
 
@@ -81,22 +80,15 @@ def download(url: str, dest: Path, sha256: str | None, timeout: float = 60.0) ->
 
     A mismatch or a broken transfer removes the temporary file and raises (nothing is left behind).
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
     h = hashlib.sha256()
     log.info("downloading %s", url)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+    with atomic_path(dest, suffix=".part") as tmp:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             while chunk := resp.read(1 << 20):
                 h.update(chunk)
                 out.write(chunk)
         if sha256 is not None and h.hexdigest() != sha256:
             raise InputError(f"{url}: downloaded file has sha256 {h.hexdigest()}, expected {sha256}; refused")
-        publish(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return dest
 
 

@@ -367,25 +367,14 @@ def export_file(structures: Structures, dest: str | Path, fmt: str | None = None
 
     Ids go to ``atoms.info['id']``; energies and forces, when present, as calculator results.
     """
-    import os
-    import tempfile
-
     import ase.io
     from ase.io.formats import filetype
 
-    from oedal.data.store import publish
+    from oedal.files import atomic_path
 
     dest = Path(dest)
     if fmt is None:
         fmt = "extxyz" if dest.suffix.lower() in (".xyz", ".extxyz") else filetype(dest, read=False)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=f".tmp{dest.suffix}", dir=dest.parent)
-    os.close(fd)
-    try:
-        os.unlink(tmp)  # some writers (ase.db) want to create the file themselves
+    with atomic_path(dest, suffix=f".tmp{dest.suffix}") as tmp:  # ase.db picks its backend by suffix
         ase.io.write(tmp, structures.to_atoms(), format=fmt)
-        publish(Path(tmp), dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return dest

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import numpy as np
 from oedal.data import keys
 from oedal.data.structures import Structures, atom_index, offsets_from_counts
 from oedal.errors import InputError
+from oedal.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +58,6 @@ def _write_datasets(h5: h5py.File, s: Structures, compression: str | None) -> No
             _create(h5, name, data, STRUCTURE_CHUNK, compression)
 
 
-def publish(tmp: Path, dest: Path) -> None:
-    """Give a finished temporary file the usual permissions (umask) and rename it onto ``dest``."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, dest)
-
-
 def write_store(
     path: str | Path,
     structures: Structures,
@@ -85,24 +76,15 @@ def write_store(
         raise FileExistsError(f"{path} exists; refusing to overwrite it")
     if int(structures.numbers.max(initial=0)) > 255 or int(structures.numbers.min(initial=1)) < 0:
         raise InputError(f"{path}: atomic numbers outside 0..255 cannot be stored")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        with h5py.File(tmp, "w") as h5:
-            h5.attrs[keys.ATTR_FORMAT] = keys.FORMAT_NAME
-            h5.attrs[keys.ATTR_FORMAT_VERSION] = keys.FORMAT_VERSION
-            h5.attrs[keys.ATTR_UNITS] = keys.UNITS
-            h5.attrs[keys.ATTR_N_STRUCTURES] = len(structures)
-            h5.attrs[keys.ATTR_N_ATOMS_TOTAL] = structures.n_atoms_total
-            for name, value in (attrs or {}).items():
-                h5.attrs[name] = _attr_value(value)
-            _write_datasets(h5, structures, compression)
-        publish(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        h5.attrs[keys.ATTR_FORMAT] = keys.FORMAT_NAME
+        h5.attrs[keys.ATTR_FORMAT_VERSION] = keys.FORMAT_VERSION
+        h5.attrs[keys.ATTR_UNITS] = keys.UNITS
+        h5.attrs[keys.ATTR_N_STRUCTURES] = len(structures)
+        h5.attrs[keys.ATTR_N_ATOMS_TOTAL] = structures.n_atoms_total
+        for name, value in (attrs or {}).items():
+            h5.attrs[name] = _attr_value(value)
+        _write_datasets(h5, structures, compression)
     log.debug("wrote %d structures to %s", len(structures), path)
     return path
 

@@ -29,6 +29,7 @@ import h5py
 import numpy as np
 
 from oedal.errors import InputError
+from oedal.files import atomic_path
 from oedal.oracles.base import ATTEMPTS, ID_KEY, REASON, Oracle, OracleFailure, get_oracle, structure_offsets
 from oedal.settings import OracleSettings
 
@@ -94,8 +95,7 @@ def _fingerprint(reader) -> str:
 
 
 def _write_checkpoint(path: Path, progress: _Progress, attrs: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path, fsync=True) as tmp, h5py.File(tmp, "w") as f:
         for key, value in attrs.items():
             f.attrs[key] = value
         f["index"] = np.array(progress.index, dtype=np.int64)
@@ -106,9 +106,6 @@ def _write_checkpoint(path: Path, progress: _Progress, attrs: dict) -> None:
         f["forces"] = np.concatenate(progress.forces) if progress.forces else np.zeros((0, 3))
         f[REASON] = np.array(progress.reason, dtype=h5py.string_dtype())
         f[ATTEMPTS] = np.array(progress.attempts, dtype=np.int64)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _read_checkpoint(path: Path, attrs: dict) -> _Progress:
@@ -192,12 +189,11 @@ def _write_outputs(reader, progress: _Progress, out: Path, failed: Path, attrs: 
 
     bad_rows = rows[~ok]
     bad = _read_unlabeled(reader, bad_rows)
-    tmp = failed.with_name(failed.name + ".tmp")
-    write_store(tmp, bad, attrs={**attrs, "content": "structures the oracle failed to label"}, overwrite=True)
-    with h5py.File(tmp, "a") as f:
-        f[REASON] = np.array([progress.reason[k] for k in order[~ok]], dtype=h5py.string_dtype())
-        f[ATTEMPTS] = np.array([progress.attempts[k] for k in order[~ok]], dtype=np.int64)
-    os.replace(tmp, failed)
+    with atomic_path(failed) as tmp:
+        write_store(tmp, bad, attrs={**attrs, "content": "structures the oracle failed to label"})
+        with h5py.File(tmp, "a") as f:
+            f[REASON] = np.array([progress.reason[k] for k in order[~ok]], dtype=h5py.string_dtype())
+            f[ATTEMPTS] = np.array([progress.attempts[k] for k in order[~ok]], dtype=np.int64)
 
     good_rows = rows[ok]
     good = _read_unlabeled(reader, good_rows)
