@@ -107,3 +107,127 @@ def test_functional_loss_equals_autograd_loss(ethanol):
     assert float(a) == pytest.approx(float(b), rel=1e-12)
     for x, y in zip(ga, gb):
         assert torch.allclose(x, y, rtol=1e-9, atol=1e-12)
+
+
+# --- checkpoints: nothing lost when a job dies ---------------------------------------------------
+
+def _tiny(structures, **ts):
+    train, valid = structures.subset(np.arange(40)), structures.subset(np.arange(40, 60))
+    ms = ModelSettings(descriptor=DescriptorSettings(n_radial=2, n_basis=4), hidden=[16, 8])
+    settings = dict(epochs=6, batch_size=8, patience=1000, seed=2, threads=1, device="cpu")
+    return train, valid, ms, TrainingSettings(**{**settings, **ts})
+
+
+def _same_result(a, b):
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], rtol=1e-12, atol=0)
+    strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
+    assert strip(a.history) == strip(b.history)
+    assert (a.epochs, a.best_epoch, a.best_valid_loss, a.stopped) == (b.epochs, b.best_epoch, b.best_valid_loss,
+                                                                      b.stopped)
+
+
+def _stop_after(k, action):
+    def callback(row):
+        if row["epoch"] == k:
+            action()
+    return callback
+
+
+def test_resume_after_a_crash_gives_the_same_model(ethanol_structures, tmp_path, caplog):
+    import os
+    import signal
+
+    from oedal.training import TrainingInterrupted
+
+    train, valid, ms, ts = _tiny(ethanol_structures)
+    straight = train_model(train, valid, ms, ts)
+    ck = tmp_path / "m.pt.ckpt"
+
+    def crash():
+        raise KeyboardInterrupt
+
+    # killed after epoch 3 (checkpoint at every epoch end), resumed
+    with pytest.raises(KeyboardInterrupt):
+        train_model(train, valid, ms, ts, checkpoint=ck, checkpoint_minutes=0, callback=_stop_after(3, crash))
+    assert ck.exists()
+    with caplog.at_level("INFO", logger="oedal.training"):
+        resumed = train_model(train, valid, ms, ts, checkpoint=ck)
+    assert "RESUMING training from checkpoint" in caplog.text and str(ck) in caplog.text
+    _same_result(straight, resumed)
+
+    # SIGTERM at the end of epoch 2: the checkpoint is written inside epoch 3 (after its first batch)
+    ck.unlink()
+    with pytest.raises(TrainingInterrupted, match="epoch 3"):
+        train_model(train, valid, ms, ts, checkpoint=ck, checkpoint_minutes=60,
+                    callback=_stop_after(2, lambda: os.kill(os.getpid(), signal.SIGTERM)))
+    assert torch.load(ck, weights_only=False)["partial"]["position"] == 8
+    _same_result(straight, train_model(train, valid, ms, ts, checkpoint=ck))
+
+
+def test_checkpoint_of_another_training_is_refused(ethanol_structures, tmp_path):
+    from oedal.training import CheckpointMismatch
+
+    train, valid, ms, ts = _tiny(ethanol_structures, epochs=3)
+    ck = tmp_path / "m.ckpt"
+
+    def crash():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_model(train, valid, ms, ts, checkpoint=ck, checkpoint_minutes=0, callback=_stop_after(1, crash))
+    with pytest.raises(CheckpointMismatch, match=f"{ck}.*training settings"):
+        train_model(train, valid, ms, ts.model_copy(update={"learning_rate": 1e-2}), checkpoint=ck)
+    with pytest.raises(CheckpointMismatch, match="training data"):
+        train_model(ethanol_structures.subset(np.arange(1, 41)), valid, ms, ts, checkpoint=ck)
+    assert ck.exists()
+    # more epochs may be asked for on a resume
+    assert train_model(train, valid, ms, ts.model_copy(update={"epochs": 4}), checkpoint=ck).epochs == 4
+    # restart: the checkpoint is removed and training starts from scratch
+    other = ts.model_copy(update={"learning_rate": 1e-2, "epochs": 2})
+    r = train_model(train, valid, ms, other, checkpoint=ck, restart=True)
+    _same_result(r, train_model(train, valid, ms, other))
+
+
+def test_cli_train_resumes_after_sigterm(ethanol_structures, tmp_path, caplog):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    train, valid, ms, ts = _tiny(ethanol_structures, epochs=20)
+    write_store(tmp_path / "train.h5", train)
+    write_store(tmp_path / "valid.h5", valid)
+    out, ck = tmp_path / "m.pt", tmp_path / "m.pt.ckpt"
+    args = ["train", "--train", str(tmp_path / "train.h5"), "--valid", str(tmp_path / "valid.h5"), "--out", str(out),
+            "--settings", ts.model_dump_json(), "--model-settings", ms.model_dump_json(), "--checkpoint-minutes", "0"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "oedal", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not ck.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        log_text = proc.communicate(timeout=60)[0]
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, log_text
+    assert "interrupted by SIGTERM" in log_text and ck.exists() and not out.exists()
+    # a checkpoint of other settings is refused (exit 2) unless --restart
+    assert main(args + ["--epochs", "2", "--seed", "9", "--no-checkpoint"]) == 0 and ck.exists()  # left alone
+    out.unlink()
+    assert main(args + ["--seed", "9"]) == 2 and ck.exists() and not out.exists()
+    with caplog.at_level("INFO", logger="oedal.training"):
+        assert main(args) == 0
+    assert "RESUMING training from checkpoint" in caplog.text
+    assert out.exists() and not ck.exists()  # the checkpoint is removed once the model is written
+    straight = train_model(train, valid, ms, ts)
+    model = load_model(out)
+    for k, v in straight.model.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v, rtol=1e-12, atol=0)
+    assert len(model.meta["history"]) == 20
+    assert main(args + ["--epochs", "2", "--restart"]) == 0 and not ck.exists()

@@ -4,15 +4,33 @@ Loss, eq. (4) of the paper, per structure and averaged over the batch:
     ℓ = w_E ΔE² + w_F/(3 N_at) Σ_i |ΔF_i|²
 with AMSGrad, lr 1e-3, batch 32; early stopping on the validation loss with ``patience`` epochs,
 the best weights restored; optional wall-clock limit and warm start from a model file.
+
+Checkpoints (``checkpoint=PATH``; ``oedal train`` uses OUT.ckpt beside the model): every
+``checkpoint_minutes`` (checked after every batch and at the end of every epoch; 0 = at the end of
+every epoch) and on SIGTERM (Slurm sends it before killing a job at its time limit) the whole training
+state is written atomically: weights, optimizer (AMSGrad) state, epoch and position in the epoch, best
+weights/epoch/loss, patience counter, history, shuffling and torch RNG states, seconds trained. On
+SIGTERM training then stops with :class:`TrainingInterrupted`. A later call with the same checkpoint
+resumes where it stopped and, on CPU, ends with the same model as an uninterrupted run. The checkpoint
+holds a fingerprint of the model settings, the training settings (except epochs, max_minutes, threads
+and device, which may change between runs), the initial model (seed or warm start) and both data sets
+(ids and a hash of numbers/positions/cells/energies/forces); a checkpoint of another training is
+refused (:class:`CheckpointMismatch`) unless ``restart=True``, which removes it and starts afresh.
+``max_minutes`` counts the seconds trained before the resume too. The checkpoint is left in place when
+training ends; the caller removes it once the model is saved.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import math
+import signal
 import sys
+import threading
 import time
+from typing import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,11 +39,29 @@ import torch
 
 from oedal.batching import Batch, BatchLoader
 from oedal.device import resolve_device, set_threads
-from oedal.errors import InputError
+from oedal.errors import InputError, OedalError
+from oedal.files import atomic_path
 from oedal.model import GMNN, load_model
 from oedal.settings import ModelSettings, TrainingSettings
 
 log = logging.getLogger(__name__)
+CHECKPOINT_FORMAT = "oedal-train-checkpoint-1"
+# runtime knobs that may change between a run and its resume; everything else must match
+_RESUMABLE_SETTINGS = {"epochs", "max_minutes", "threads", "device"}
+
+
+class CheckpointMismatch(OedalError):
+    """The checkpoint file belongs to another training (settings, data or initial model differ)."""
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on SIGTERM after writing its checkpoint; rerun with the same checkpoint to resume."""
+
+    def __init__(self, checkpoint: Path, epoch: int):
+        super().__init__(f"training interrupted by SIGTERM in epoch {epoch}; state saved in {checkpoint} "
+                         "(rerun the same command to resume)")
+        self.checkpoint = checkpoint
+        self.epoch = epoch
 
 
 @dataclass
@@ -88,6 +124,57 @@ def validate(model: GMNN, loader: BatchLoader, w_e: float, w_f: float) -> dict:
     return {"valid_loss": loss / n_s, "valid_energy_mae": e_abs / n_s, "valid_force_mae": f_abs / n_c}
 
 
+def _hash_arrays(*arrays) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        if a is None:
+            h.update(b"none")
+            continue
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _data_fingerprint(structures) -> dict:
+    return {"n": int(len(structures.n_atoms)), "ids": _hash_arrays(np.asarray(structures.ids)),
+            "values": _hash_arrays(structures.numbers, structures.n_atoms, structures.positions, structures.cell,
+                                   structures.pbc, structures.energy, structures.forces)}
+
+
+def _fingerprint(ms: ModelSettings, ts: TrainingSettings, train, valid, model: GMNN) -> dict:
+    """What a checkpoint must match to be resumed (DESIGN: resume gives the same model)."""
+    state = model.state_dict()
+    return {
+        "model settings": ms.model_dump(mode="json"),
+        "training settings": {k: v for k, v in ts.model_dump(mode="json").items() if k not in _RESUMABLE_SETTINGS},
+        "initial model": _hash_arrays(*(state[k].detach().cpu().numpy() for k in sorted(state))),
+        "training data": _data_fingerprint(train),
+        "validation data": _data_fingerprint(valid),
+    }
+
+
+def _cpu(state: dict) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+
+def _load_checkpoint(path: Path, fingerprint: dict) -> dict:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001
+        raise CheckpointMismatch(f"{path}: not a readable training checkpoint ({err}); remove it or restart "
+                                 "(oedal train --restart)") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointMismatch(f"{path}: not an oedal training checkpoint; remove it or restart "
+                                 "(oedal train --restart)")
+    stored = payload.get("fingerprint", {})
+    differ = [k for k in fingerprint if stored.get(k) != fingerprint[k]]
+    if differ:
+        raise CheckpointMismatch(f"checkpoint {path} belongs to another training ({', '.join(differ)} differ); "
+                                 "remove it or restart from scratch (oedal train --restart)")
+    return payload
+
+
 def _make_model(train, valid, model_settings: ModelSettings, warm_start) -> GMNN:
     species = _species_of(train, valid)
     if warm_start is None:
@@ -103,8 +190,17 @@ def _make_model(train, valid, model_settings: ModelSettings, warm_start) -> GMNN
 
 def train_model(train, valid, model_settings: ModelSettings | None = None,
                 training_settings: TrainingSettings | None = None, warm_start: str | Path | GMNN | None = None,
-                progress: bool | None = None) -> TrainResult:
-    """Train a GM-NN on ``train`` with early stopping on ``valid`` (both Structures with labels)."""
+                progress: bool | None = None, checkpoint: str | Path | None = None,
+                checkpoint_minutes: float = 5.0, restart: bool = False,
+                callback: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train a GM-NN on ``train`` with early stopping on ``valid`` (both Structures with labels).
+
+    ``checkpoint``: file for the training state (see the module docstring): resumed from when it exists
+    and matches this training (else :class:`CheckpointMismatch`, or with ``restart=True`` removed and
+    ignored); written every ``checkpoint_minutes`` (0: at the end of every epoch) and on SIGTERM, after
+    which :class:`TrainingInterrupted` is raised. ``callback(row)`` is called after every epoch with
+    its history row (after that epoch's checkpoint, if any).
+    """
     ms = model_settings or ModelSettings()
     ts = training_settings or TrainingSettings()
     _check_labels(train, "training")
@@ -125,56 +221,150 @@ def train_model(train, valid, model_settings: ModelSettings | None = None,
     optimizer = torch.optim.Adam(model.parameters(), lr=ts.learning_rate, amsgrad=True)
     w_e, w_f = ts.weight_energy, ts.weight_forces
     result = TrainResult(model=model)
-    best_state = copy.deepcopy(model.state_dict())
-    best = validate(model, valid_loader, w_e, w_f)
-    result.best_valid_loss = best["valid_loss"]
-    start = time.perf_counter()
+
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    fingerprint = _fingerprint(ms, ts, train, valid, model) if ckpt is not None else None
+    resumed = None
+    if ckpt is not None and ckpt.exists():
+        if restart:
+            log.warning("restart: ignoring and removing the checkpoint %s", ckpt)
+            ckpt.unlink()
+        else:
+            resumed = _load_checkpoint(ckpt, fingerprint)
+
+    since_best = 0
+    first_epoch = 1
+    elapsed = 0.0
+    pending = None  # (order, next position, loss sum, structures) of an epoch interrupted mid-way
+    if resumed is None:
+        best_state = copy.deepcopy(model.state_dict())
+        best = validate(model, valid_loader, w_e, w_f)
+        result.best_valid_loss = best["valid_loss"]
+    else:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        best_state = {k: v.to(device) for k, v in resumed["best_state"].items()}
+        result.best_valid_loss = resumed["best_valid_loss"]
+        result.best_epoch = resumed["best_epoch"]
+        result.history = list(resumed["history"])
+        result.epochs = len(result.history)
+        since_best = resumed["since_best"]
+        elapsed = resumed["seconds"]
+        train_loader._rng.bit_generator.state = resumed["shuffle_rng"]
+        torch.set_rng_state(resumed["torch_rng"])
+        if resumed.get("cuda_rng") is not None and device.type == "cuda":
+            torch.cuda.set_rng_state_all(resumed["cuda_rng"])
+        first_epoch = resumed["epoch"] + (0 if resumed["partial"] is not None else 1)
+        pending = resumed["partial"]
+        where = (f"inside epoch {resumed['epoch']} (batch {pending['position'] // ts.batch_size + 1})"
+                 if pending is not None else f"after epoch {resumed['epoch']}")
+        log.info("RESUMING training from checkpoint %s: %s, %.1f s trained before, best epoch %d "
+                 "(valid loss %.4g)", ckpt, where, elapsed, result.best_epoch, result.best_valid_loss)
+
+    def save_checkpoint(epoch: int, partial: dict | None) -> None:
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": fingerprint,
+            "epoch": epoch,  # the epoch in progress when ``partial`` is set, else the last one finished
+            "partial": partial,
+            "model": _cpu(model.state_dict()),
+            "optimizer": optimizer.state_dict(),
+            "best_state": _cpu(best_state),
+            "best_epoch": result.best_epoch,
+            "best_valid_loss": result.best_valid_loss,
+            "since_best": since_best,
+            "history": result.history,
+            "shuffle_rng": train_loader._rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+            "seconds": time.perf_counter() - start,
+            "time": time.time(),
+        }
+        with atomic_path(ckpt, fsync=True) as tmp:
+            torch.save(payload, tmp)
+        log.debug("checkpoint %s written (epoch %d%s)", ckpt, epoch, ", mid-epoch" if partial else "")
+
+    start = time.perf_counter() - elapsed
+    last_save = time.perf_counter()
+    interval = 60.0 * checkpoint_minutes
     deadline = start + 60.0 * ts.max_minutes if ts.max_minutes else math.inf
+    term = threading.Event()
+    old_handler = None
+    if ckpt is not None and threading.current_thread() is threading.main_thread():
+        def on_term(signum, frame):  # noqa: ARG001
+            term.set()
+
+        old_handler = signal.signal(signal.SIGTERM, on_term)
     show = sys.stderr.isatty() if progress is None else progress
     bar = None
     if show:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=ts.epochs, desc="train", unit="epoch", leave=False)
-    since_best = 0
-    for epoch in range(1, ts.epochs + 1):
-        model.train()
-        total, n = 0.0, 0
-        for batch in train_loader:
-            loss = loss_fn(model, batch, w_e, w_f)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * batch.n_structures
-            n += batch.n_structures
-            if time.perf_counter() > deadline:
+        bar = tqdm(total=ts.epochs, initial=min(result.epochs, ts.epochs), desc="train", unit="epoch", leave=False)
+    n_train = train_loader.n_structures
+    bs = ts.batch_size
+    try:
+        for epoch in range(first_epoch, ts.epochs + 1):
+            if pending is not None:
+                order, pos, total, n = pending["order"], pending["position"], pending["loss_sum"], pending["n"]
+                pending = None
+            else:
+                order, pos, total, n = train_loader.order(), 0, 0.0, 0
+            model.train()
+            while pos < n_train:
+                batch = train_loader.batch(order[pos : pos + bs])
+                loss = loss_fn(model, batch, w_e, w_f)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * batch.n_structures
+                n += batch.n_structures
+                pos += bs
+                if time.perf_counter() > deadline:
+                    break
+                if ckpt is not None and pos < n_train and (
+                        term.is_set() or (interval > 0 and time.perf_counter() - last_save >= interval)):
+                    save_checkpoint(epoch, {"order": order, "position": pos, "loss_sum": total, "n": n})
+                    last_save = time.perf_counter()
+                    if term.is_set():
+                        raise TrainingInterrupted(ckpt, epoch)
+            model.eval()
+            metrics = validate(model, valid_loader, w_e, w_f)
+            row = {"epoch": epoch, "train_loss": total / max(n, 1), **metrics,
+                   "seconds": round(time.perf_counter() - start, 3)}
+            result.history.append(row)
+            result.epochs = epoch
+            improved = metrics["valid_loss"] < result.best_valid_loss
+            if improved:
+                result.best_valid_loss, result.best_epoch = metrics["valid_loss"], epoch
+                best_state = copy.deepcopy(model.state_dict())
+                since_best = 0
+            else:
+                since_best += 1
+            log.info("epoch %d train_loss %.4g valid E_MAE %.4g eV F_MAE %.4g eV/Å%s", epoch, row["train_loss"],
+                     metrics["valid_energy_mae"], metrics["valid_force_mae"], " *" if improved else "")
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['train_loss']:.3g}", f_mae=f"{metrics['valid_force_mae']:.3g}")
+            if since_best >= ts.patience:
+                result.stopped = "patience"
+            elif time.perf_counter() > deadline:
+                result.stopped = "time"
+            elif ckpt is not None and epoch < ts.epochs and (
+                    term.is_set() or time.perf_counter() - last_save >= interval):
+                save_checkpoint(epoch, None)
+                last_save = time.perf_counter()
+                if term.is_set():
+                    raise TrainingInterrupted(ckpt, epoch)
+            if callback is not None:
+                callback(row)
+            if result.stopped != "epochs":
                 break
-        model.eval()
-        metrics = validate(model, valid_loader, w_e, w_f)
-        row = {"epoch": epoch, "train_loss": total / max(n, 1), **metrics,
-               "seconds": round(time.perf_counter() - start, 3)}
-        result.history.append(row)
-        result.epochs = epoch
-        improved = metrics["valid_loss"] < result.best_valid_loss
-        if improved:
-            result.best_valid_loss, result.best_epoch = metrics["valid_loss"], epoch
-            best_state = copy.deepcopy(model.state_dict())
-            since_best = 0
-        else:
-            since_best += 1
-        log.info("epoch %d train_loss %.4g valid E_MAE %.4g eV F_MAE %.4g eV/Å%s", epoch, row["train_loss"],
-                 metrics["valid_energy_mae"], metrics["valid_force_mae"], " *" if improved else "")
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['train_loss']:.3g}", f_mae=f"{metrics['valid_force_mae']:.3g}")
-        if since_best >= ts.patience:
-            result.stopped = "patience"
-            break
-        if time.perf_counter() > deadline:
-            result.stopped = "time"
-            break
-    if bar is not None:
-        bar.close()
+            bar.close()
     model.load_state_dict(best_state)
     result.seconds = time.perf_counter() - start
     log.info("training stopped (%s) after %d epochs, %.1f s; best epoch %d, valid loss %.4g", result.stopped,

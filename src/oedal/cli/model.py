@@ -16,19 +16,28 @@ def _train(args: argparse.Namespace) -> int:
     from oedal.data.store import read_store
     from oedal.model import save_model
     from oedal.settings import ModelSettings, TrainingSettings, load_settings
-    from oedal.training import train_model
+    from oedal.training import TrainingInterrupted, train_model
 
     ts = load_settings(TrainingSettings, args.settings, epochs=args.epochs, seed=args.seed, device=args.device,
                        threads=args.threads)
     ms = load_settings(ModelSettings, args.model_settings)
     train = read_store(args.train)
     valid = read_store(args.valid)
-    result = train_model(train, valid, ms, ts, warm_start=args.warm_start)
+    ckpt = None if args.no_checkpoint else (args.checkpoint or args.out.with_name(args.out.name + ".ckpt"))
+    try:
+        result = train_model(train, valid, ms, ts, warm_start=args.warm_start, checkpoint=ckpt,
+                             checkpoint_minutes=args.checkpoint_minutes, restart=args.restart)
+    except TrainingInterrupted as err:
+        log.warning("%s", err)
+        return 128 + 15  # as if killed by SIGTERM: the job failed, the checkpoint stays for the rerun
     save_model(result.model, args.out, history=result.history, best_epoch=result.best_epoch,
                best_valid_loss=result.best_valid_loss, stopped=result.stopped, seconds=result.seconds,
                training_settings=ts.model_dump(mode="json"), n_train=len(train.n_atoms),
                n_valid=len(valid.n_atoms), warm_start=str(args.warm_start) if args.warm_start else None)
     log.info("wrote %s (best epoch %d of %d)", args.out, result.best_epoch, result.epochs)
+    if ckpt is not None and ckpt.exists():
+        ckpt.unlink()
+        log.info("removed the checkpoint %s", ckpt)
     return 0
 
 
@@ -66,6 +75,13 @@ def register(sub) -> None:
     p.add_argument("--warm-start", type=Path, help="start from this model file (same model settings)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--checkpoint", type=Path,
+                   help="training-state file, resumed from if it exists (default: OUT.ckpt; removed at the end)")
+    p.add_argument("--no-checkpoint", action="store_true", help="write no checkpoint, resume from none")
+    p.add_argument("--checkpoint-minutes", type=float, default=5.0, metavar="M",
+                   help="write the checkpoint every M minutes (0: after every epoch) and on SIGTERM (default 5)")
+    p.add_argument("--restart", action="store_true",
+                   help="ignore and remove an existing checkpoint (needed when it belongs to other settings/data)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="error metrics of a model on a labeled store")
