@@ -27,8 +27,7 @@ from oedal.model import GMNN
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["auto", "manual", "forward", "reverse"]
-MANUAL_LAYOUT = "pairs"
+Mode = Literal["auto", "forward", "reverse"]
 TANGENT_BUDGET = 128 * 2**20  # bytes per vmapped intermediate (tangents × atoms × widest layer)
 ENERGY_BATCH = 1024  # structures per forward pass for QS1
 
@@ -82,13 +81,7 @@ def force_sensitivities_batch(model: GMNN, batch: Batch, mode: Mode = "auto") ->
         if disp.shape[0] == 0:
             y = f(disp)
             return BatchSensitivities(_per_structure(y, batch), y.new_zeros((n_atoms, 3, d)))
-        if mode == "manual":
-            with _frozen(model):
-                if MANUAL_LAYOUT == "pairs":
-                    y, c = _manual_pairs(model, batch, disp, sigma)
-                else:
-                    y, c = _manual_slots(model, batch, disp, sigma, slot, n_slots)
-        elif mode == "forward":
+        if mode == "forward":
             tangents = torch.zeros((n_slots, 3, disp.shape[0], 3), dtype=disp.dtype, device=disp.device)
             pairs = torch.arange(disp.shape[0], device=disp.device)
             for k in range(3):
@@ -108,95 +101,6 @@ def force_sensitivities_batch(model: GMNN, batch: Batch, mode: Mode = "auto") ->
                 (gr,) = torch.func.vmap(vjp)(eye[:, None, :].expand(d, n_atoms, d))  # (d, n_pairs, 3)
             c = gr.permute(1, 2, 0)  # (n_pairs, 3, d)
         return BatchSensitivities(_per_structure(y, batch), _scatter_pairs(c, batch, n_atoms))
-
-
-def _pair_terms_jacobian(desc, disp: torch.Tensor, pair_type: torch.Tensor) -> torch.Tensor:
-    """∂(R(r_p) ⊗ r̂_p^{⊗L})/∂(r_p)_k of every pair's own moment contribution: (3, n_pairs, S, 20).
-
-    Pairs are independent, so one forward-mode tangent e_k on every pair at once gives the
-    derivative of each pair's term wrt its own component k (three tangents in all)."""
-
-    def terms(x: torch.Tensor) -> torch.Tensor:
-        r = torch.linalg.vector_norm(x, dim=-1)
-        return desc.radial(r, pair_type)[:, :, None] * desc.angular(x / r[:, None])[:, None, :]
-
-    eye = torch.eye(3, dtype=disp.dtype, device=disp.device)
-
-    def one(e: torch.Tensor) -> torch.Tensor:
-        return torch.func.jvp(terms, (disp,), (e.expand_as(disp),))[1]
-
-    return torch.func.vmap(one)(eye)
-
-
-def _act_grad(act: torch.nn.Module, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(act(z), act'(z)) for the activations GMNN uses."""
-    if isinstance(act, torch.nn.SiLU):
-        s = torch.sigmoid(z)
-        return z * s, s * (1.0 + z * (1.0 - s))
-    if isinstance(act, torch.nn.Tanh):
-        t = torch.tanh(z)
-        return t, 1.0 - t * t
-    raise NotImplementedError(f"manual tangents: unsupported activation {type(act).__name__}")
-
-
-def _manual_pairs(model: GMNN, batch: Batch, disp: torch.Tensor, sigma: torch.Tensor):
-    """(σh (n_atoms, d), pair derivatives ∂(Σσh)/∂r_p (n_pairs, 3, d)) by hand-written tangents.
-
-    Primal once (moments, features, MLP); one tangent row per (pair p, component k), living on
-    p's centre atom i: δΨ_i is p's own moment term differentiated (exact), the contraction is
-    differentiated by one jvp over the 3·n_pairs rows, the MLP by plain GEMMs with act'(z_i).
-    """
-    desc = model.descriptor
-    n_atoms, n_pairs = batch.species.shape[0], disp.shape[0]
-    pair_i, pair_j, species = batch.pair_i, batch.pair_j, batch.species
-    psi = desc.moments(disp, species, pair_i, pair_j, n_atoms)  # (A, S, 20)
-    pair_type = species[pair_i] * desc.n_species + species[pair_j]
-    dterm = _pair_terms_jacobian(desc, disp, pair_type)  # (3, P, S, 20)
-    dpsi = dterm.transpose(0, 1).reshape(3 * n_pairs, desc.n_radial, 20)  # rows (p, k)
-    rows = pair_i.repeat_interleave(3)  # centre atom of every tangent row
-    feats, dfeats = torch.func.jvp(desc.contract, (psi.index_select(0, rows),), (dpsi,))
-    # primal features of the atoms (rows of an atom are identical; atoms without pairs need their own)
-    x = desc.contract(psi)
-    dx = dfeats
-    for layer in model.mlp:
-        if isinstance(layer, torch.nn.Linear):
-            x = layer(x)
-            dx = dx @ layer.weight.T
-        else:
-            x, g = _act_grad(layer, x)
-            dx = dx * g.index_select(0, rows)
-    y = sigma * x
-    c = (dx * sigma.index_select(0, rows)).reshape(n_pairs, 3, -1)
-    return y, c
-
-
-def _manual_slots(model: GMNN, batch: Batch, disp: torch.Tensor, sigma: torch.Tensor, slot, n_slots: int):
-    """As :func:`_manual_pairs`, tangents laid out as (slot t, component k) × atoms (zero-padded)."""
-    desc = model.descriptor
-    n_atoms, n_pairs = batch.species.shape[0], disp.shape[0]
-    pair_i, pair_j, species = batch.pair_i, batch.pair_j, batch.species
-    psi = desc.moments(disp, species, pair_i, pair_j, n_atoms)  # (A, S, 20)
-    pair_type = species[pair_i] * desc.n_species + species[pair_j]
-    dterm = _pair_terms_jacobian(desc, disp, pair_type).reshape(3, n_pairs, -1)  # (3, P, S·20)
-    dpsi = dterm.new_zeros((n_slots, 3, n_atoms, dterm.shape[2]))
-    dpsi[slot, :, pair_i] = dterm.transpose(0, 1)
-    dpsi = dpsi.reshape(3 * n_slots, n_atoms, desc.n_radial, 20)
-
-    def tangent(t: torch.Tensor) -> torch.Tensor:
-        return torch.func.jvp(desc.contract, (psi,), (t,))[1]
-
-    dx = torch.func.vmap(tangent)(dpsi)  # (3S, A, F)
-    x = desc.contract(psi)
-    for layer in model.mlp:
-        if isinstance(layer, torch.nn.Linear):
-            x = layer(x)
-            dx = dx @ layer.weight.T
-        else:
-            x, g = _act_grad(layer, x)
-            dx = dx * g
-    y = sigma * x
-    c = (dx * sigma).reshape(n_slots, 3, n_atoms, -1)[slot, :, pair_i, :]  # (P, 3, d)
-    return y, c
 
 
 class _frozen:
