@@ -8,7 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
+from matplotlib.ticker import LogFormatter, ScalarFormatter  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
@@ -42,7 +42,8 @@ def main(summary: str, out: str) -> None:
         ax.set_yscale("log")
         for axis in (ax.xaxis, ax.yaxis):
             axis.set_major_formatter(ScalarFormatter())
-            axis.set_minor_formatter(NullFormatter())
+            # label minor ticks too where the data span less than ~2 decades (else no y labels at all)
+            axis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
         ax.grid(alpha=0.3, which="both")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
