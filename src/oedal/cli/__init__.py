@@ -37,9 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning. On a busy node
-    # (other jobs, snakemake running several rules) spinning threads made a training epoch 4×
-    # slower on 2 cores; on an idle one the difference is within noise. Set it to override.
+    # Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning. Measured on 2 cores:
+    # on a busy node (snakemake running several rules, other torch jobs) spinning made training
+    # 1.25× (two busy loops beside it) to 4× (two torch jobs side by side) slower; on an idle node
+    # sleeping costs 8–12 %. Export OMP_WAIT_POLICY=ACTIVE for a node of your own.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
