@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Sequence
 
@@ -20,6 +19,7 @@ from oedal import oed
 from oedal.data.store import StoreReader, read_store
 from oedal.errors import InputError
 from oedal.files import atomic_path
+from oedal.progress import progress_bar
 from oedal.settings import ScoreSettings
 
 if TYPE_CHECKING:  # torch-backed modules are imported where scoring needs them: `select` stays NumPy-only
@@ -96,14 +96,6 @@ class _QbcScorer:
         return {"score": e_std, "energy_std": e_std, "force_std": oed.force_spread(forces, structures.n_atoms)}
 
 
-def _progress(total: int, desc: str):
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        return None
-    return tqdm(total=total, desc=desc, unit="structure", disable=not sys.stderr.isatty())
-
-
 def _dataset(h5: h5py.File, name: str, shape: tuple[int, ...], dtype) -> h5py.Dataset:
     chunks = (max(1, min(shape[0], 16384)),) + shape[1:] if shape[0] else None
     return h5.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks)
@@ -173,7 +165,7 @@ def score_pool(
         else:
             for name in ("energy_std", "force_std"):
                 ds[name] = _dataset(h5, name, (n_pool,), np.float64)
-        bar = _progress(n_pool, f"score {settings.strategy}")
+        bar = progress_bar(total=n_pool, desc=f"score {settings.strategy}", unit="structure")
         start, row = 0, 0
         for chunk in reader.iter_chunks(settings.chunk_size):
             res = scorer.chunk(chunk)
@@ -188,11 +180,9 @@ def score_pool(
                     dset[start:stop] = res[name]
             row += 3 * int(np.sum(chunk.n_atoms))
             start = stop
-            if bar is not None:
-                bar.update(len(chunk))
+            bar.update(len(chunk))
             log.debug("scored %d / %d pool structures", stop, n_pool)
-        if bar is not None:
-            bar.close()
+        bar.close()
         n_inf = int(np.sum(h5["informativeness"][:] > 1.0))
     log.info("wrote %s: %d pool structures, %d with I > 1", out_path, n_pool, n_inf)
     return ScoreSummary(out_path, settings.strategy, n_pool, len(train), sigma_th, n_inf)

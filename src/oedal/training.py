@@ -27,7 +27,6 @@ import hashlib
 import logging
 import math
 import signal
-import sys
 import threading
 import time
 from typing import Callable
@@ -42,6 +41,7 @@ from oedal.device import resolve_device, set_threads
 from oedal.errors import InputError, OedalError
 from oedal.files import atomic_path
 from oedal.model import GMNN, load_model
+from oedal.progress import progress_bar
 from oedal.settings import ModelSettings, TrainingSettings
 
 log = logging.getLogger(__name__)
@@ -295,12 +295,8 @@ def train_model(train, valid, model_settings: ModelSettings | None = None,
             term.set()
 
         old_handler = signal.signal(signal.SIGTERM, on_term)
-    show = sys.stderr.isatty() if progress is None else progress
-    bar = None
-    if show:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=ts.epochs, initial=min(result.epochs, ts.epochs), desc="train", unit="epoch", leave=False)
+    bar = progress_bar(total=ts.epochs, initial=min(result.epochs, ts.epochs), desc="train", unit="epoch",
+                       enabled=progress)
     n_train = train_loader.n_structures
     bs = ts.batch_size
     try:
@@ -343,9 +339,8 @@ def train_model(train, valid, model_settings: ModelSettings | None = None,
                 since_best += 1
             log.info("epoch %d train_loss %.4g valid E_MAE %.4g eV F_MAE %.4g eV/Å%s", epoch, row["train_loss"],
                      metrics["valid_energy_mae"], metrics["valid_force_mae"], " *" if improved else "")
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{row['train_loss']:.3g}", f_mae=f"{metrics['valid_force_mae']:.3g}")
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['train_loss']:.3g}", f_mae=f"{metrics['valid_force_mae']:.3g}")
             if since_best >= ts.patience:
                 result.stopped = "patience"
             elif time.perf_counter() > deadline:
@@ -363,8 +358,7 @@ def train_model(train, valid, model_settings: ModelSettings | None = None,
     finally:
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)
-        if bar is not None:
-            bar.close()
+        bar.close()
     model.load_state_dict(best_state)
     result.seconds = time.perf_counter() - start
     log.info("training stopped (%s) after %d epochs, %.1f s; best epoch %d, valid loss %.4g", result.stopped,

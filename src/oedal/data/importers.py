@@ -11,7 +11,6 @@ import csv
 import importlib.util
 import json
 import logging
-import sys
 import tarfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,6 +22,7 @@ from ase.data import atomic_numbers
 from oedal.data.structures import Structures
 from oedal.data.validate import validate_structures
 from oedal.errors import InputError
+from oedal.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +32,6 @@ FORMATS = ("auto", "gmnn-npz", "rmd17-npz", "ase", "qm9", "wbe", "store")
 QM9_FILES = ("qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv")
 QM9_COLUMNS = ("N_atoms", "Elements", "XYZ_Ang", "InternalEnergy_0K_au")
 QM9_N = 130_831
-
-
-def _progress(iterable: Iterable, total: int | None, desc: str) -> Iterable:
-    """tqdm progress bar when stderr is a terminal, the plain iterable otherwise."""
-    if not sys.stderr.isatty():
-        return iterable
-    from tqdm import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, leave=False)
 
 
 def _molecules(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -286,7 +277,7 @@ def read_wbe(path: Path, limit: int | None = None) -> Structures:
     with tarfile.open(path) as tar:
         members = [m for m in tar.getmembers() if m.isfile() and m.name.endswith(".json")]
         wanted = {m.name for m in sorted(members, key=lambda m: m.name)[:limit]}
-        for m in _progress(members, len(members), "W-Be"):
+        for m in progress_bar(members, total=len(members), desc="W-Be", unit="structure"):
             if m.name in wanted:
                 records[m.name] = tar.extractfile(m).read().decode()  # type: ignore[union-attr,assignment]
     names = sorted(records)
