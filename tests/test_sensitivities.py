@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from ase import Atoms
+
+from oedal import feature_tangents as FT
 from oedal import sensitivities as S
 from oedal.batching import make_batch
+from oedal.data.structures import Structures
 from oedal.model import GMNN
 from oedal.settings import ModelSettings
 
@@ -35,14 +39,35 @@ def test_pair_slots():
     assert n == 3 and slot.tolist() == [0, 0, 1, 0, 1, 2]
 
 
-@pytest.mark.parametrize("mode", ["forward", "reverse"])
-def test_force_sensitivities_equal_autograd_jacobian(model_and_batch, mode):
-    model, _, batch = model_and_batch
-    res = S.force_sensitivities_batch(model, batch, mode)
+def _autograd_forces(model, batch) -> torch.Tensor:
+    """−∂(Σσh)/∂R by a full autograd Jacobian: (n_atoms, 3, d)."""
     J = torch.autograd.functional.jacobian(lambda p: _sum_sigma_h(model, batch, p), batch.positions)
     n_atoms = batch.positions.shape[0]
-    ref = -J[batch.structure, :, torch.arange(n_atoms), :].permute(0, 2, 1)  # (n_atoms, 3, d)
-    torch.testing.assert_close(res.forces, ref.detach(), rtol=1e-10, atol=1e-12)
+    return -J[batch.structure, :, torch.arange(n_atoms), :].permute(0, 2, 1).detach()
+
+
+def _use_kernel(monkeypatch, kernel: str) -> None:
+    """The structured mode's CPU kernel (numba), or its pure-torch path (GPUs, no numba)."""
+    if kernel == "torch":
+        monkeypatch.setattr(FT, "cpu_kernel", lambda: None)
+    else:
+        assert FT.cpu_kernel() is not None, "numba is a dependency"
+
+
+@pytest.fixture(params=["numba", "torch"])
+def kernel(request, monkeypatch):
+    _use_kernel(monkeypatch, request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("mode, kernel_name", [("structured", "numba"), ("structured", "torch"), ("forward", ""),
+                                               ("reverse", "")])
+def test_force_sensitivities_equal_autograd_jacobian(model_and_batch, mode, kernel_name, monkeypatch):
+    _use_kernel(monkeypatch, kernel_name)
+    model, _, batch = model_and_batch
+    assert int(torch.bincount(batch.pair_i).min()) < int(torch.bincount(batch.pair_i).max())  # padded slots
+    res = S.force_sensitivities_batch(model, batch, mode)
+    torch.testing.assert_close(res.forces, _autograd_forces(model, batch), rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(res.energy, _sum_sigma_h(model, batch, batch.positions).detach())
     # QS1 sensitivity is ∂E/∂w: compare with autograd on the output weight
     model.zero_grad()
@@ -50,9 +75,10 @@ def test_force_sensitivities_equal_autograd_jacobian(model_and_batch, mode):
     torch.testing.assert_close(res.energy.sum(0), model.output.weight.grad[0] * 1.0, rtol=1e-10, atol=1e-12)
 
 
-def test_force_sensitivities_equal_finite_differences(model_and_batch):
+@pytest.mark.parametrize("mode", ["structured", "forward"])
+def test_force_sensitivities_equal_finite_differences(model_and_batch, mode):
     model, sub, batch = model_and_batch
-    rows = S.force_sensitivities(model, sub, mode="forward")  # (3·n_atoms_total, d)
+    rows = S.force_sensitivities(model, sub, mode=mode)  # (3·n_atoms_total, d)
     h = 1e-5
     pos = batch.positions.detach().clone()
     rng = np.random.default_rng(0)
@@ -72,6 +98,51 @@ def test_forward_and_reverse_chunked_agree(model_and_batch, ethanol_structures):
     sub = ethanol_structures.subset(np.arange(10))
     e1, f1 = S.all_sensitivities(model, sub, mode="forward", batch_size=3)
     e2, f2 = S.all_sensitivities(model, sub, mode="reverse", batch_size=10)
+    e3, f3 = S.all_sensitivities(model, sub, batch_size=4)  # auto: structured, buffers reused across batches
     np.testing.assert_allclose(f1, f2, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(f3, f2, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(e1, S.energy_sensitivities(model, sub), rtol=1e-12)
     assert f1.shape == (3 * int(sub.n_atoms.sum()), model.d)
+
+
+def _periodic_batch(model):
+    """Two small periodic cells where pairs include periodic images of the centre atom itself."""
+    rng = np.random.default_rng(3)
+    frames = []
+    for n, a in ((4, 2.6), (3, 2.4)):
+        frac = rng.random((n, 3))
+        cell = np.diag([a, a * 1.1, a * 0.9]) + 0.2 * rng.random((3, 3))
+        frames.append(Atoms(numbers=rng.choice([1, 6, 8], n), scaled_positions=frac, cell=cell, pbc=True))
+    sub = Structures.from_atoms(frames)
+    return make_batch(sub, model.cutoff, model.species, dtype=model.dtype)
+
+
+@pytest.mark.parametrize(
+    "contractions, activation",
+    [(["c0", "c11", "c22", "c33", "c222", "c112", "c332", "c321"], "silu"), (["c0", "c321", "c222"], "tanh"),
+     (["c112", "c332"], "silu"), (["c11"], "tanh")],
+)
+def test_structured_mode_exact_for_any_contractions_cells_and_activation(contractions, activation, kernel):
+    """The closed-form feature tangents (every partner family) against autograd, in a periodic cell
+    whose pair lists hold several images of one neighbour and of the centre atom itself."""
+    ms = ModelSettings.model_validate({"dtype": "float64", "hidden": [16, 8], "activation": activation,
+                                       "descriptor": {"r_cut": 3.2, "n_radial": 3, "contractions": contractions}})
+    torch.manual_seed(1)
+    model = GMNN(ms, [1, 6, 8])
+    batch = _periodic_batch(model)
+    assert bool((batch.pair_i == batch.pair_j).any())  # self images
+    res = S.force_sensitivities_batch(model, batch, "structured")
+    torch.testing.assert_close(res.forces, _autograd_forces(model, batch), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(res.energy, _sum_sigma_h(model, batch, batch.positions).detach())
+
+
+def test_structured_mode_float32_matches_float64(ethanol_structures):
+    """The default float32 model: the kernel's single-precision sums stay within float32 rounding."""
+    torch.manual_seed(0)
+    m32 = GMNN(ModelSettings(), [1, 6, 8])
+    m64 = GMNN(ModelSettings.model_validate({"dtype": "float64"}), [1, 6, 8])
+    m64.load_state_dict({k: v.double() for k, v in m32.state_dict().items()})
+    sub = ethanol_structures.subset(np.arange(20))
+    f32 = S.force_sensitivities(m32, sub, mode="structured")
+    f64 = S.force_sensitivities(m64, sub, mode="reverse")
+    assert np.abs(f32 - f64).max() <= 2e-5 * np.abs(f64).max()

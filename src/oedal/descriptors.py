@@ -196,14 +196,16 @@ class GaussianMoments(nn.Module):
         t3 = t2.index_select(1, self._l3a) * unit.index_select(1, self._l3b)  # (P, 10)
         return torch.cat([torch.ones_like(unit[:, :1]), unit, t2, t3], dim=1)
 
+    def pair_terms(self, displacements, species, pair_i, pair_j) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every pair's radial functions R_s(r_ij) (P, n_radial) and angular terms r̂_ij^{⊗L} (P, 20)."""
+        r = torch.linalg.vector_norm(displacements, dim=-1)  # (P,) Å
+        pair_type = species[pair_i] * self.n_species + species[pair_j]
+        return self.radial(r, pair_type), self.angular(displacements / r[:, None])
+
     # ---- atom level -------------------------------------------------------------------------
     def moments(self, displacements, species, pair_i, pair_j, n_atoms: int) -> torch.Tensor:
         """Ψ_{i,L,s} by unique components: (n_atoms, n_radial, 20)."""
-        r = torch.linalg.vector_norm(displacements, dim=-1)  # (P,) Å
-        unit = displacements / r[:, None]
-        pair_type = species[pair_i] * self.n_species + species[pair_j]
-        rad = self.radial(r, pair_type)  # (P, n_radial)
-        ang = self.angular(unit)  # (P, 20)
+        rad, ang = self.pair_terms(displacements, species, pair_i, pair_j)  # (P, n_radial), (P, 20)
         layout = neighbor_layout(pair_i, n_atoms)
         if layout is None:  # pairs not grouped by centre atom: scatter the outer products
             per_pair = (rad[:, :, None] * ang[:, None, :]).reshape(rad.shape[0], -1)
