@@ -215,8 +215,8 @@ class GaussianMoments(nn.Module):
         # let one batched matmul do Σ_j R_s(r_ij) r̂_ij^{⊗L} (no (P, n_radial, 20) outer product)
         dense, n_slots = layout
         if dense is not None:
-            rad = rad.new_zeros((n_atoms * n_slots, self.n_radial)).index_add(0, dense, rad)
-            ang = ang.new_zeros((n_atoms * n_slots, 20)).index_add(0, dense, ang)
+            rad = rad.new_zeros((n_atoms * n_slots, self.n_radial)).index_copy(0, dense, rad)
+            ang = ang.new_zeros((n_atoms * n_slots, 20)).index_copy(0, dense, ang)
         return torch.bmm(rad.reshape(n_atoms, n_slots, self.n_radial).transpose(1, 2), ang.reshape(n_atoms, n_slots, 20))
 
     def contract(self, psi: torch.Tensor) -> torch.Tensor:

@@ -214,44 +214,8 @@ def cpu_kernel():
     Σ_q v[s_q] w[k_q], and the rotation to x, y, z, all in cache. PyTorch ops would write
     (A, 3F, 3S) gathered operands to memory and read them back: 10× slower on a CPU.
     """
-    try:  # imported here: numba costs ≈0.3 s of start-up that QS1 scoring does not need
-        import numba
-        from numba import njit, prange
+    try:  # imported here: numba costs ≈0.3 s of start-up
+        from oedal import kernels
     except ImportError:  # pragma: no cover - numba is a dependency; the torch path is the fallback
         return None
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-
-    @njit(fastmath=True, cache=True)
-    def project(w, offset, g, yt, first):  # pragma: no cover - compiled
-        for k in range(g.shape[0]):
-            for u in range(g.shape[1]):
-                gk = g[k, u]
-                for j in range(w.shape[1]):
-                    w[offset + k, j] += gk * yt[first + u, j]
-
-    @njit(parallel=True, fastmath=True, cache=True)
-    def kernel(v, yt, g1, g2, g3, frames, rads, cols, out):  # pragma: no cover - compiled
-        n_atoms, n_rows = v.shape[0], v.shape[2]
-        n_feat = rads.shape[1]
-        k1, k2, k3 = g1.shape[1], g2.shape[1], g3.shape[1]
-        for a in prange(n_atoms):
-            w = np.zeros((2 + k1 + k2 + k3, n_rows), dtype=out.dtype)  # [1 | G1 y | G2 y | G3 y | 0]
-            for j in range(n_rows):
-                w[0, j] = yt[a, 0, j]
-            project(w, 1, g1[a], yt[a], 1)
-            project(w, 1 + k1, g2[a], yt[a], 4)
-            project(w, 1 + k1 + k2, g3[a], yt[a], 10)
-            tmp = np.empty((n_feat, n_rows), dtype=out.dtype)
-            va = v[a]
-            for f in range(n_feat):
-                s0, s1, s2 = rads[0, f], rads[1, f], rads[2, f]
-                c0, c1, c2 = cols[0, f], cols[1, f], cols[2, f]
-                for j in range(n_rows):
-                    tmp[f, j] = va[s0, j] * w[c0, j] + va[s1, j] * w[c1, j] + va[s2, j] * w[c2, j]
-            for t in range(n_rows // 3):
-                for k in range(3):
-                    e0, e1, e2 = frames[a, t, 0, k], frames[a, t, 1, k], frames[a, t, 2, k]
-                    for f in range(n_feat):
-                        out[a, t, k, f] = e0 * tmp[f, 3 * t] + e1 * tmp[f, 3 * t + 1] + e2 * tmp[f, 3 * t + 2]
-
-    return kernel
+    return kernels.feature_tangents

@@ -22,6 +22,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 import torch
 
+from oedal import descriptor_kernel
 from oedal.batching import Batch, BatchLoader
 from oedal.feature_tangents import FeatureTangents
 from oedal.model import GMNN
@@ -53,8 +54,17 @@ def pair_slots(pair_i: torch.Tensor, n_atoms: int) -> tuple[torch.Tensor, int]:
 def energy_sensitivities_batch(model: GMNN, batch: Batch) -> torch.Tensor:
     """g = ∂E/∂w = Σ_i σ_{Z_i} h_i per structure: (n_structures, d) in the model dtype."""
     with torch.no_grad():
-        y = model.atomic_scale(batch)[:, None] * model.atomic_features(batch)  # (n_atoms, d)
+        y = model.atomic_scale(batch)[:, None] * _inference_features(model, batch)  # (n_atoms, d)
         return y.new_zeros((batch.n_structures, y.shape[1])).index_add_(0, batch.structure, y)
+
+
+def _inference_features(model: GMNN, batch: Batch) -> torch.Tensor:
+    """h (n_atoms, d) with no derivatives: the fused CPU descriptor kernel where it applies
+    (2× faster QM9 scoring), else the torch descriptor."""
+    disp = batch.displacements()
+    feats = descriptor_kernel.features(model.descriptor, disp, batch.species, batch.pair_i, batch.pair_j,
+                                       batch.species.shape[0])
+    return model.atomic_features(batch, disp) if feats is None else model.mlp(feats)
 
 
 def _scatter_pairs(c: torch.Tensor, batch: Batch, n_atoms: int) -> torch.Tensor:
