@@ -145,7 +145,7 @@ def _structured(model: GMNN, batch: Batch, disp: torch.Tensor, sigma: torch.Tens
 
     Each pair p is displaced along its own frame (r̂, e1, e2): along r̂ only R_s(r) changes, across
     it only r̂^{⊗L}, so each of the three tangent rows is one product v ⊗ y of a radial and an
-    angular factor (jvps of the radial and angular terms give them for all pairs at once). The rows are
+    angular factor (closed-form derivatives of the radial and angular terms, all pairs at once). The rows are
     laid out (atom, slot, axis); feature_tangents gives ∂D/∂r_p in x, y, z, and the MLP carries
     the 3·slots rows of every atom as two GEMMs with act'(z) of the atom in between.
     """
@@ -155,10 +155,10 @@ def _structured(model: GMNN, batch: Batch, disp: torch.Tensor, sigma: torch.Tens
 
     r = torch.linalg.vector_norm(disp, dim=-1)  # (P,) Å
     pair_type = batch.species[batch.pair_i] * desc.n_species + batch.species[batch.pair_j]
-    rad, drad = torch.func.jvp(lambda x: desc.radial(x, pair_type), (r,), (torch.ones_like(r),))  # R, ∂R/∂r
+    rad, drad = desc.radial_derivative(r, pair_type)  # R, ∂R/∂r
     ang = desc.angular(frames[:, 0])  # r̂^{⊗L}
     # across r̂ along a unit e ⊥ r̂: ∂r̂ = e / r
-    dang = [torch.func.jvp(desc.angular, (frames[:, 0],), (frames[:, e] / r[:, None],))[1] for e in (1, 2)]
+    dang = [desc.angular_derivative(frames[:, 0], frames[:, e] / r[:, None]) for e in (1, 2)]
     dense = n_pairs == n_atoms * n_slots  # pairs grouped by atom, every atom with n_slots of them
     where = None if dense else batch.pair_i * n_slots + slot  # (P,) flat (atom, slot)
 
