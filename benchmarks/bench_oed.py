@@ -123,6 +123,9 @@ def bench_ratio(a) -> None:
         times[fn] = min(times.get(fn, np.inf), time.perf_counter() - t)
     print(f"(2a) sensitivities only: QS1 {times['qs1']:.2f} s, QS2 {times['qs2']:.2f} s, "
           f"ratio {times['qs2'] / times['qs1']:.1f}  [paper 80; target ≤ 10]")
+    floor, rows = _tangent_gemm_seconds(model, pool)
+    print(f"     floor: the MLP GEMMs of the {rows:,} tangent rows (3 per atom and neighbour) alone take "
+          f"{floor:.2f} s = {floor / times['qs1']:.1f} × QS1; exact QS2 cannot go below this on this CPU")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         save_model(model, tmp / "m.pt")
@@ -133,16 +136,49 @@ def bench_ratio(a) -> None:
             t = time.perf_counter()
             score_pool([tmp / "m.pt"], tmp / "train.h5", tmp / "pool.h5", tmp / f"{fn}.h5", ScoreSettings(strategy=fn))
             e2e[fn] = time.perf_counter() - t
-        print(f"(2b) oedal score end to end: QS1 {e2e['qs1']:.2f} s, QS2 {e2e['qs2']:.2f} s, "
+        print(f"(2b) score_pool in this process: QS1 {e2e['qs1']:.2f} s, QS2 {e2e['qs2']:.2f} s, "
               f"ratio {e2e['qs2'] / e2e['qs1']:.1f}")
+        proc = {}
+        for fn in ("qs1", "qs2"):
+            args = ["--model", str(tmp / "m.pt"), "--train", str(tmp / "train.h5"), "--pool", str(tmp / "pool.h5"),
+                    "--out", str(tmp / f"{fn}_cli.h5"), "--strategy", fn, "--threads", str(a.threads)]
+            proc[fn] = _score_subprocess(args)
+        print(f"(2c) `oedal score` as a process (start-up included): QS1 {proc['qs1'][0]:.1f} s, {proc['qs1'][1]:.0f} MB; "
+              f"QS2 {proc['qs2'][0]:.1f} s, {proc['qs2'][1]:.0f} MB: time ×{proc['qs2'][0] / proc['qs1'][0]:.1f}, "
+              f"memory ×{proc['qs2'][1] / proc['qs1'][1]:.1f}  [paper: ≈80× time, ≈20× memory]")
     from oedal.sensitivities import force_sensitivities_batch
     from oedal.batching import make_batch
 
     b = make_batch(pool.subset(np.arange(256)), model.cutoff, model.species, dtype=model.dtype)
-    for mode in ("forward", "reverse"):
+    for mode in ("structured", "forward", "reverse"):
         t = time.perf_counter()
         force_sensitivities_batch(model, b, mode)
         print(f"     256 structures, {mode} mode: {time.perf_counter() - t:.3f} s")
+
+
+def _tangent_gemm_seconds(model, pool) -> tuple[float, int]:
+    """(best of three seconds, rows): the MLP GEMMs (F → hidden → d) of 3 rows per pair of the pool."""
+    import torch
+
+    from oedal.batching import BatchLoader
+
+    loader = BatchLoader(pool, model.cutoff, model.species, 1, dtype=model.dtype)
+    rows = 3 * int(loader.n_pairs.sum())
+    widths = [model.descriptor.n_features, *model.settings.hidden]
+    chunk = 200_000
+    x = torch.randn(chunk, widths[0])
+    outs = [torch.empty(chunk, w) for w in widths[1:]]
+    weights = [torch.randn(w_out, w_in) for w_in, w_out in zip(widths[:-1], widths[1:])]
+    best = np.inf
+    for _ in range(3):
+        t = time.perf_counter()
+        for start in range(0, rows, chunk):
+            n = min(chunk, rows - start)
+            h = x[:n]
+            for w, o in zip(weights, outs):
+                h = torch.mm(h, w.T, out=o[:n])
+        best = min(best, time.perf_counter() - t)
+    return best, rows
 
 
 def _aniso_u(rng, n: int, d: int) -> np.ndarray:

@@ -6,12 +6,18 @@ With E_i = σ_{Z_i} (w·h_i + b) + μ_{Z_i} only the output weights w (d = model
 * QS2, forces:  g_jk(x) = ∂F_jk/∂w = −∂(Σ_i σ_{Z_i} h_i)/∂R_jk — a d × 3N Jacobian per structure.
 
 The Jacobian is computed for a whole batch at once. h_i depends on the displacements r_p of atom
-i's own pairs only, so pairs get a *slot* (their rank among the pairs with the same centre atom)
-and one tangent (slot t, component k) — δr_p = e_k for every pair with slot t — gives, in one
-forward-mode pass, ∂(σ_i h_i)/∂(r_p)_k for the t-th pair of *every* atom of the batch. The
-3·max_slots tangents are vmapped through one ``torch.func.jvp``; the pair derivatives are then
-scattered to Cartesian atoms (r_p = R_j − R_i + shift: +to j, −to i). Reverse mode (d vmapped VJPs)
-is the alternative when 3·max_slots ≥ d; ``mode="auto"`` picks the cheaper.
+i's own pairs only, so pairs get a *slot* (their rank among the pairs with the same centre atom),
+and the derivatives ∂(σ_i h_i)/∂(r_p)_k are scattered to Cartesian atoms at the end
+(r_p = R_j − R_i + shift: +to j, −to i). Three modes give the same numbers (tests/test_sensitivities.py):
+
+* ``structured`` (the default): closed-form feature tangents (oedal.feature_tangents: partner tensors
+  of the contractions, each pair moved along its own frame) for the 3 rows of every (atom, slot),
+  then two GEMMs through the MLP. The GEMMs are the floor: 3·slots rows per atom against one for QS1.
+* ``forward``: one generic forward-mode tangent (slot t, component k) — δr_p = e_k for every pair
+  with slot t — vmapped through ``torch.func.jvp`` of the whole model (≈6× slower; the reference).
+* ``reverse``: d vmapped VJPs; ``auto`` takes it when 3·max_slots ≥ d (large neighbourhoods).
+
+QS1 alone (energy_sensitivities_batch) uses the fused CPU descriptor kernel (oedal.descriptor_kernel).
 """
 
 from __future__ import annotations
@@ -76,7 +82,7 @@ def _scatter_pairs(c: torch.Tensor, batch: Batch, n_atoms: int) -> torch.Tensor:
 
 
 def force_sensitivities_batch(model: GMNN, batch: Batch, mode: Mode = "auto") -> BatchSensitivities:
-    """Energy and force sensitivities of one batch (exact Jacobian; forward or reverse mode)."""
+    """Energy and force sensitivities of one batch (exact Jacobian; structured, forward or reverse mode)."""
     n_atoms = batch.species.shape[0]
     disp = batch.displacements().detach().to(model.dtype)  # (n_pairs, 3) Å
     sigma = model.atomic_scale(batch).detach()[:, None]  # (n_atoms, 1)
