@@ -23,3 +23,19 @@ def ethanol_structures(shared_data: Path):
     from oedal.data import load_dataset
 
     return load_dataset("ethanol_1000K", data_dir=shared_data, limit=300)
+
+
+@pytest.fixture(scope="session")
+def small_periodic_cells():
+    """Two random triclinic H/C/O cells (4 and 3 atoms, edges ≈ 2.5 Å): with r_c ≈ 3 Å a pair list
+    holds several images of one neighbour and of the centre atom itself."""
+    import numpy as np
+    from ase import Atoms
+
+    from oedal.data.structures import Structures
+
+    rng = np.random.default_rng(5)
+    frames = [Atoms(numbers=rng.choice([1, 6, 8], n), scaled_positions=rng.random((n, 3)),
+                    cell=np.diag([a, 1.1 * a, 0.9 * a]) + 0.2 * rng.random((3, 3)), pbc=True)
+              for n, a in ((4, 2.6), (3, 2.4))]
+    return Structures.from_atoms(frames)

@@ -21,14 +21,6 @@ def _model(contractions, dtype="float64", r_cut=3.2, n_radial=4):
     return GMNN(ms, [1, 6, 8])
 
 
-def _periodic():
-    rng = np.random.default_rng(5)
-    frames = [Atoms(numbers=rng.choice([1, 6, 8], n), scaled_positions=rng.random((n, 3)),
-                    cell=np.diag([a, 1.1 * a, 0.9 * a]) + 0.2 * rng.random((3, 3)), pbc=True)
-              for n, a in ((4, 2.6), (3, 2.4))]
-    return Structures.from_atoms(frames)
-
-
 def _both(model, structures):
     b = make_batch(structures, model.cutoff, model.species, dtype=model.dtype)
     args = (b.displacements(), b.species, b.pair_i, b.pair_j, b.species.shape[0])
@@ -38,9 +30,9 @@ def _both(model, structures):
 
 @pytest.mark.parametrize("contractions", [list(CONTRACTIONS), ["c321", "c0", "c222"], ["c332", "c112"], ["c33"],
                                           list(reversed(CONTRACTIONS))])
-def test_kernel_equals_torch_descriptor(contractions, ethanol_structures):
+def test_kernel_equals_torch_descriptor(contractions, ethanol_structures, small_periodic_cells):
     model = _model(contractions)
-    for structures in (ethanol_structures.subset(np.arange(5)), _periodic()):
+    for structures in (ethanol_structures.subset(np.arange(5)), small_periodic_cells):
         ref, got = _both(model, structures)
         assert got is not None and got.shape == ref.shape
         torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)

@@ -6,12 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from ase import Atoms
-
 from oedal import feature_tangents as FT
 from oedal import sensitivities as S
 from oedal.batching import make_batch
-from oedal.data.structures import Structures
 from oedal.model import GMNN
 from oedal.settings import ModelSettings
 
@@ -105,31 +102,20 @@ def test_forward_and_reverse_chunked_agree(model_and_batch, ethanol_structures):
     assert f1.shape == (3 * int(sub.n_atoms.sum()), model.d)
 
 
-def _periodic_batch(model):
-    """Two small periodic cells where pairs include periodic images of the centre atom itself."""
-    rng = np.random.default_rng(3)
-    frames = []
-    for n, a in ((4, 2.6), (3, 2.4)):
-        frac = rng.random((n, 3))
-        cell = np.diag([a, a * 1.1, a * 0.9]) + 0.2 * rng.random((3, 3))
-        frames.append(Atoms(numbers=rng.choice([1, 6, 8], n), scaled_positions=frac, cell=cell, pbc=True))
-    sub = Structures.from_atoms(frames)
-    return make_batch(sub, model.cutoff, model.species, dtype=model.dtype)
-
-
 @pytest.mark.parametrize(
     "contractions, activation",
     [(["c0", "c11", "c22", "c33", "c222", "c112", "c332", "c321"], "silu"), (["c0", "c321", "c222"], "tanh"),
      (["c112", "c332"], "silu"), (["c11"], "tanh")],
 )
-def test_structured_mode_exact_for_any_contractions_cells_and_activation(contractions, activation, kernel):
+def test_structured_mode_exact_for_any_contractions_cells_and_activation(contractions, activation, kernel,
+                                                                         small_periodic_cells):
     """The closed-form feature tangents (every partner family) against autograd, in a periodic cell
     whose pair lists hold several images of one neighbour and of the centre atom itself."""
     ms = ModelSettings.model_validate({"dtype": "float64", "hidden": [16, 8], "activation": activation,
                                        "descriptor": {"r_cut": 3.2, "n_radial": 3, "contractions": contractions}})
     torch.manual_seed(1)
     model = GMNN(ms, [1, 6, 8])
-    batch = _periodic_batch(model)
+    batch = make_batch(small_periodic_cells, model.cutoff, model.species, dtype=model.dtype)
     assert bool((batch.pair_i == batch.pair_j).any())  # self images
     res = S.force_sensitivities_batch(model, batch, "structured")
     torch.testing.assert_close(res.forces, _autograd_forces(model, batch), rtol=1e-10, atol=1e-12)
