@@ -100,7 +100,8 @@ def force_sensitivities_batch(model: GMNN, batch: Batch, mode: Mode = "auto") ->
             return BatchSensitivities(_per_structure(y, batch), y.new_zeros((n_atoms, 3, d)))
         if mode == "structured":
             with _frozen(model):
-                y, c = _structured(model, batch, disp, sigma, slot, n_slots)
+                y, forces = _structured(model, batch, disp, sigma, slot, n_slots)
+            return BatchSensitivities(_per_structure(y, batch), forces)
         elif mode == "forward":
             tangents = torch.zeros((n_slots, 3, disp.shape[0], 3), dtype=disp.dtype, device=disp.device)
             pairs = torch.arange(disp.shape[0], device=disp.device)
@@ -147,7 +148,7 @@ def local_frames(disp: torch.Tensor) -> torch.Tensor:
 
 def _structured(model: GMNN, batch: Batch, disp: torch.Tensor, sigma: torch.Tensor, slot: torch.Tensor,
                 n_slots: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(σh (A, d), pair derivatives ∂(σ_i h_i)/∂r_p (P, 3, d)) from closed-form feature tangents.
+    """(σh (A, d), force sensitivities −∂(Σσh)/∂R (A, 3, d)) from closed-form feature tangents.
 
     Each pair p is displaced along its own frame (r̂, e1, e2): along r̂ only R_s(r) changes, across
     it only r̂^{⊗L}, so each of the three tangent rows is one product v ⊗ y of a radial and an
@@ -194,8 +195,13 @@ def _structured(model: GMNN, batch: Batch, disp: torch.Tensor, sigma: torch.Tens
             if k == len(layers) - 1:
                 g = g * sigma  # σ_i folded into the last act'
             dx.reshape(n_atoms, 3 * n_slots, -1).mul_(g[:, None, :])
-    c = dx.reshape(n_atoms * n_slots, 3, -1)
-    return sigma * x, c if dense else c.index_select(0, where)
+    # scatter to atoms (F = −∂E/∂R, r_p = R_j − R_i + shift): +c to the centre atom i, a sum over its
+    # slots; −c to the neighbour j. Empty slots hold exact zeros, so their rows may go to atom 0.
+    c = dx.reshape(n_atoms, n_slots, 3, -1)
+    forces = c.sum(1)  # (A, 3, d)
+    j_of_slot = batch.pair_j if dense else batch.pair_j.new_zeros(n_atoms * n_slots).index_put_((where,), batch.pair_j)
+    forces.index_add_(0, j_of_slot, c.reshape(n_atoms * n_slots, 3, -1), alpha=-1)
+    return sigma * x, forces
 
 
 class _Workspace:
