@@ -75,31 +75,33 @@ def neighbor_list(positions: np.ndarray, n_atoms: np.ndarray, cell: np.ndarray, 
     offsets = np.concatenate([[0], np.cumsum(n_atoms)])
     pbc = np.asarray(pbc, dtype=bool).reshape(n_struct, 3)
     periodic = pbc.any(axis=1)
-    sids, iis, jjs, shs = [], [], [], []
+    parts = []  # (structure of every pair, i, j, shifts or None for molecules), each sorted by structure
     # molecules: grouped by size, vectorised
     mol = np.flatnonzero(~periodic)
     for n in np.unique(n_atoms[mol]):
         idx = mol[n_atoms[mol] == n]
         atom_idx = offsets[idx][:, None] + np.arange(n)[None, :]
         s, i, j = _molecule_pairs(positions[atom_idx], cutoff)  # positions (m, n, 3)
-        sids.append(idx[s])
-        iis.append(i)
-        jjs.append(j)
-        shs.append(np.zeros((len(i), 3)))
+        parts.append((idx[s], i, j, None))
     for sidx in np.flatnonzero(periodic):
         a, b = offsets[sidx], offsets[sidx + 1]
         i, j, sh = _periodic_pairs(positions[a:b], np.asarray(cell[sidx]), pbc[sidx], cutoff)
-        sids.append(np.full(len(i), sidx, np.int64))
-        iis.append(i)
-        jjs.append(j)
-        shs.append(sh)
-    if not sids:
-        empty = np.zeros(0, np.int64)
-        return NeighborList(empty, empty, np.zeros((0, 3)), np.zeros(n_struct, np.int64))
-    sid = np.concatenate(sids)
-    order = np.argsort(sid, kind="stable")
-    pair_i = np.concatenate(iis)[order]
-    pair_j = np.concatenate(jjs)[order]
-    shifts = np.concatenate(shs)[order]
-    counts = np.bincount(sid, minlength=n_struct).astype(np.int64)
-    return NeighborList(pair_i.astype(np.int64), pair_j.astype(np.int64), shifts, counts)
+        parts.append((np.full(len(i), sidx, np.int64), i, j, sh))
+    counts = np.zeros(n_struct, np.int64)
+    for sid, *_ in parts:
+        counts += np.bincount(sid, minlength=n_struct)
+    start = np.concatenate([[0], np.cumsum(counts)])
+    n_pairs = int(start[-1])
+    pair_i, pair_j = np.empty(n_pairs, np.int64), np.empty(n_pairs, np.int64)
+    shifts = np.zeros((n_pairs, 3))  # untouched (lazily zero) pages for molecules
+    for sid, i, j, sh in parts:  # scatter each part to its structures' slots: no global sort
+        if len(sid) == 0:
+            continue
+        first = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]])  # where each structure's run starts
+        rank = np.arange(len(sid)) - np.repeat(first, np.diff(np.r_[first, len(sid)]))
+        dest = start[sid] + rank
+        pair_i[dest] = i
+        pair_j[dest] = j
+        if sh is not None:
+            shifts[dest] = sh
+    return NeighborList(pair_i, pair_j, shifts, counts)
