@@ -147,3 +147,21 @@ def test_random_without_scores(tiny_campaign, tmp_path, capsys):
             f"rc = main(['select', '--method', 'random', '--n', '3', '--pool', {pool!r}, '--out', {str(tmp_path / 'f.h5')!r}]); "
             "assert rc == 0; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_no_projections_keeps_scores_and_top_but_greedy_says_why(tiny_campaign, tmp_path, capsys):
+    """--no-projections drops u_forces (the large QS2 rows) only: same scores, `top` works, greedy
+    stops with a message naming the missing dataset."""
+    root, models = tiny_campaign
+    full, lean = tmp_path / "full.h5", tmp_path / "lean.h5"
+    base = ["score", "--model", str(models[0]), "--train", str(root / "train.h5"), "--pool", str(root / "pool.h5"),
+            "--strategy", "qs2"]
+    assert main(base + ["--out", str(full)]) == 0
+    assert main(base + ["--out", str(lean), "--no-projections"]) == 0
+    (a, _), (b, _) = _scores(full), _scores(lean)
+    assert "u_forces" in a and "u_forces" not in b and "u_forces_counts" not in b
+    np.testing.assert_array_equal(a["score"], b["score"])
+    sel = ["select", "--scores", str(lean), "--pool", str(root / "pool.h5"), "--n", "3"]
+    assert main(sel + ["--out", str(tmp_path / "top.h5"), "--method", "top"]) == 0
+    assert main(sel + ["--out", str(tmp_path / "greedy.h5"), "--method", "greedy"]) == 2
+    assert "u_forces" in capsys.readouterr().err

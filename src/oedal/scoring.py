@@ -154,9 +154,9 @@ def score_pool(
         if isinstance(scorer, _OedScorer):
             for name in (["score_qs1"] if scorer.need_e else []) + (["score_qs2"] if scorer.need_f else []):
                 ds[name] = _dataset(h5, name, (n_pool,), np.float64)
-            if scorer.need_e:
+            if scorer.need_e and settings.projections:
                 ds["u_energy"] = _dataset(h5, "u_energy", (n_pool, d), np.float32)
-            if scorer.need_f:
+            if scorer.need_f and settings.projections:
                 ds["u_forces"] = _dataset(h5, "u_forces", (3 * int(n_atoms.sum()), d), np.float32)
                 h5.create_dataset("u_forces_counts", data=3 * n_atoms)
             if save_sensitivities:
@@ -226,11 +226,11 @@ def _greedy_terms(scores: dict, path: Path) -> list:
     terms = []
     if strategy in ("qs1", "qs3"):
         if "u_energy" not in scores:
-            raise InputError(f"{path}: greedy needs dataset u_energy")
+            raise InputError(f"{path}: greedy needs dataset u_energy (scored with projections off?)")
         terms.append(Term(scores["u_energy"], np.ones(len(scores["id"]), dtype=np.int64)))
     if strategy in ("qs2", "qs3"):
         if "u_forces" not in scores:
-            raise InputError(f"{path}: greedy needs datasets u_forces and u_forces_counts")
+            raise InputError(f"{path}: greedy needs datasets u_forces and u_forces_counts (scored with projections off?)")
         weight = float(attrs["beta"]) if strategy == "qs3" else 1.0
         terms.append(Term(scores["u_forces"], scores["u_forces_counts"], weight, str(attrs["qs2_reduction"])))
     if not terms:

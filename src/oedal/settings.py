@@ -76,6 +76,9 @@ class ScoreSettings(Settings):
     threshold: Literal["median", "mean"] = Field("median", description="σ_th over training scores (sec. 3.3)")
     jitter: float = Field(1e-8, ge=0, description="relative diagonal jitter for a singular Fisher matrix")
     chunk_size: int = Field(2048, ge=1, description="pool structures scored per chunk")
+    projections: bool = Field(True, description="store the projected sensitivities u_energy / u_forces that greedy "
+                              "selection reads (QS2: 3·N_atoms·d float32 per structure, ≈3.6 GB for all of QM9); "
+                              "the workflow sets it from the strategy: on for -greedy only")
     device: str = "auto"
 
 

@@ -136,7 +136,9 @@ def scoring_strategy(strategy: str) -> str:
 
 
 def score_json(wildcards) -> str:
-    return settings_json("score", strategy=scoring_strategy(wildcards.strategy))
+    """Only greedy selection reads the projected sensitivities; other methods skip writing them."""
+    greedy = parse_strategy(wildcards.strategy).method == "greedy"
+    return settings_json("score", strategy=scoring_strategy(wildcards.strategy), projections=greedy)
 
 
 def model_flags(wildcards, input) -> str:

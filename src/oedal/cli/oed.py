@@ -14,7 +14,8 @@ def _score(args: argparse.Namespace) -> int:
     from oedal.settings import ScoreSettings, load_settings
 
     settings = load_settings(ScoreSettings, args.settings, strategy=args.strategy, beta=args.beta,
-                             threshold=args.threshold, qs2_reduction=args.reduction, device=args.device)
+                             threshold=args.threshold, qs2_reduction=args.reduction, device=args.device,
+                             projections=False if args.no_projections else None)
     set_threads(args.threads)
     summary = score_pool(args.model, args.train, args.pool, args.out, settings,
                          save_sensitivities=args.save_sensitivities)
@@ -50,6 +51,8 @@ def register(sub) -> None:
     p.add_argument("--threshold", choices=["median", "mean"], default=None)
     p.add_argument("--reduction", choices=["mean", "max"], default=None, help="QS2: eq. 21 mean or per-atom max")
     p.add_argument("--save-sensitivities", action="store_true", help="also store g_train and g_pool (QS1)")
+    p.add_argument("--no-projections", action="store_true",
+                   help="do not store u_energy / u_forces (only greedy selection reads them; QS2 rows are large)")
     p.add_argument("--settings", default=None, help="ScoreSettings as JSON string or file")
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, default=None)
