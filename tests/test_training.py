@@ -104,7 +104,7 @@ def test_functional_loss_equals_autograd_loss(ethanol):
     e, f = model.energy_and_forces(batch, create_graph=True)
     b = structure_loss(batch, e, f, 1.0, 100.0).mean()
     gb = torch.autograd.grad(b, list(model.parameters()))
-    assert float(a) == pytest.approx(float(b), rel=1e-12)
+    assert float(a.detach()) == pytest.approx(float(b.detach()), rel=1e-12)
     for x, y in zip(ga, gb):
         assert torch.allclose(x, y, rtol=1e-9, atol=1e-12)
 
