@@ -1,7 +1,7 @@
 """Gaussian-moment features for inference on a CPU: one fused numba loop per atom.
 
 The same features as :class:`oedal.descriptors.GaussianMoments` (tests/test_descriptor_kernel.py
-holds them equal), computed for scoring and evaluation, where no derivative is needed. The torch
+holds them equal), computed for QS1 scoring, where no derivative is needed. The torch
 module spends most of a QM9 scoring run on allocating, gathering and concatenating (atoms ×
 hundreds) intermediates of tiny per-atom matrix products; here each atom's moments Ψ_L[s] and
 their contractions stay in cache, and only the features are written.
@@ -46,7 +46,7 @@ def features(desc: GaussianMoments, displacements: torch.Tensor, species: torch.
     dtype = desc.beta.dtype
     start = torch.zeros(n_atoms + 1, dtype=torch.int64)
     start[1:] = torch.cumsum(torch.bincount(pair_i, minlength=n_atoms), 0)
-    pair_type = species[pair_i] * desc.n_species + species[pair_j]
+    pair_type = desc.pair_types(species, pair_i, pair_j)
     offsets = np.full(len(CONTRACTION_IDS), -1, np.int64)
     column = 0
     for c in desc.contractions:

@@ -220,11 +220,14 @@ class GaussianMoments(nn.Module):
         t3 = t2.index_select(1, self._l3a) * unit.index_select(1, self._l3b)  # (P, 10)
         return torch.cat([torch.ones_like(unit[:, :1]), unit, t2, t3], dim=1)
 
+    def pair_types(self, species: torch.Tensor, pair_i: torch.Tensor, pair_j: torch.Tensor) -> torch.Tensor:
+        """Row of every pair's species pair (Z_i, Z_j) in β: (P,) int64."""
+        return species[pair_i] * self.n_species + species[pair_j]
+
     def pair_terms(self, displacements, species, pair_i, pair_j) -> tuple[torch.Tensor, torch.Tensor]:
         """Every pair's radial functions R_s(r_ij) (P, n_radial) and angular terms r̂_ij^{⊗L} (P, 20)."""
         r = torch.linalg.vector_norm(displacements, dim=-1)  # (P,) Å
-        pair_type = species[pair_i] * self.n_species + species[pair_j]
-        return self.radial(r, pair_type), self.angular(displacements / r[:, None])
+        return self.radial(r, self.pair_types(species, pair_i, pair_j)), self.angular(displacements / r[:, None])
 
     # ---- atom level -------------------------------------------------------------------------
     def moments(self, displacements, species, pair_i, pair_j, n_atoms: int) -> torch.Tensor:

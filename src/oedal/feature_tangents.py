@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import torch
 
 from oedal.descriptors import GaussianMoments, _combos
@@ -88,7 +87,6 @@ class FeatureTangents:
             for f in self.families[L]:
                 for idx in self._indices(f, n):
                     column[(f, idx)], k = k, k + 1
-        self.n_partners = k
         zero = k  # a zero column for features with fewer than three factors
         cols, rads = [[], [], []], [[], [], []]
         for kind in desc.contractions:

@@ -161,7 +161,7 @@ def _structured(model: GMNN, batch: Batch, disp: torch.Tensor, sigma: torch.Tens
     frames = local_frames(disp)  # (P, 3, 3)
 
     r = torch.linalg.vector_norm(disp, dim=-1)  # (P,) Å
-    pair_type = batch.species[batch.pair_i] * desc.n_species + batch.species[batch.pair_j]
+    pair_type = desc.pair_types(batch.species, batch.pair_i, batch.pair_j)
     rad, drad = desc.radial_derivative(r, pair_type)  # R, ∂R/∂r
     ang = desc.angular(frames[:, 0])  # r̂^{⊗L}
     # across r̂ along a unit e ⊥ r̂: ∂r̂ = e / r
