@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from oedal import feature_tangents as FT
 from oedal import sensitivities as S
 from oedal.batching import make_batch
 from oedal.model import GMNN
@@ -44,11 +43,11 @@ def _autograd_forces(model, batch) -> torch.Tensor:
 
 
 def _use_kernel(monkeypatch, kernel: str) -> None:
-    """The structured mode's CPU kernel (numba), or its pure-torch path (GPUs, no numba)."""
+    """The structured mode's CPU kernels (numba, packed rows), or its pure-torch path (GPUs, no numba)."""
     if kernel == "torch":
-        monkeypatch.setattr(FT, "cpu_kernel", lambda: None)
+        monkeypatch.setattr(S, "_kernels", lambda: None)
     else:
-        assert FT.cpu_kernel() is not None, "numba is a dependency"
+        assert S._kernels() is not None, "numba is a dependency"
 
 
 @pytest.fixture(params=["numba", "torch"])
@@ -132,3 +131,96 @@ def test_structured_mode_float32_matches_float64(ethanol_structures):
     f32 = S.force_sensitivities(m32, sub, mode="structured")
     f64 = S.force_sensitivities(m64, sub, mode="reverse")
     assert np.abs(f32 - f64).max() <= 2e-5 * np.abs(f64).max()
+
+
+@pytest.fixture(scope="module")
+def awkward_molecules():
+    """Neighbourhoods where the rotational relations degenerate: linear molecules (CO2, HCN, C2H2:
+    every atom's neighbours on one line), nearly linear triatomics (179.5°: below ROTATION_TAU,
+    172°: above it), a lone H2 (one neighbour each) and an isolated atom (none), beside methanol."""
+    from ase import Atoms
+    from ase.build import molecule
+
+    from oedal.data.structures import Structures
+
+    def triatomic(degrees: float) -> Atoms:
+        bent = np.deg2rad(degrees)
+        return Atoms("OCO", positions=[[-1.16, 0, 0], [0, 0, 0], [-1.16 * np.cos(bent), 1.16 * np.sin(bent), 0]])
+
+    frames = [molecule("CO2"), molecule("HCN"), molecule("C2H2"), molecule("CH3OH"), triatomic(179.5),
+              Atoms("HHO", positions=[[0, 0, 0], [0.74, 0, 0], [9.0, 9.0, 9.0]]), triatomic(172.0)]
+    return Structures.from_atoms(frames)
+
+
+def test_rotational_rows_dropped_only_where_the_relations_hold(awkward_molecules):
+    """Three rows per atom with a non-collinear neighbourhood, two for a single neighbour or a line."""
+    from oedal import kernels
+
+    batch = make_batch(awkward_molecules, 3.0, [1, 6, 7, 8], dtype=torch.float64)
+    disp = batch.displacements()
+    frames = S.local_frames(disp).contiguous().numpy()
+    r = torch.linalg.vector_norm(disp, dim=-1).numpy()
+    counts = torch.bincount(batch.pair_i, minlength=batch.species.shape[0]).numpy()
+    pair_start = np.concatenate([[0], np.cumsum(counts)])
+    drop, rows = np.empty((len(counts), 3), np.int64), np.empty(len(counts), np.int64)
+    kernels.rotation_drops(frames, r, pair_start, S.ROTATION_TAU, drop, rows)
+    structure = batch.structure.numpy()
+    linear = np.isin(structure, [0, 1, 2])
+    assert np.all(rows[linear] == 3 * counts[linear] - 2)
+    methanol = (structure == 3) & (counts >= 2)
+    assert np.all(rows[methanol] == 3 * counts[methanol] - 3)
+    lone = (structure == 5) & (counts == 1)
+    assert lone.sum() == 2 and np.all(rows[lone] == 1)  # the H2 pair: its radial row only
+    isolated = (structure == 5) & (counts == 0)
+    assert isolated.sum() == 1 and np.all(rows[isolated] == 0)
+    centre = np.flatnonzero(structure == 4)[1], np.flatnonzero(structure == 6)[1]  # C of 179.5° and 172°
+    assert rows[centre[0]] == 3 * 2 - 2 and rows[centre[1]] == 3 * 2 - 3
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_structured_mode_exact_for_linear_lone_and_isolated_atoms(awkward_molecules, dtype, kernel):
+    settings = {"hidden": [16, 8], "descriptor": {"r_cut": 3.0}}
+    torch.manual_seed(2)
+    m32 = GMNN(ModelSettings.model_validate(settings), [1, 6, 7, 8])
+    m64 = GMNN(ModelSettings.model_validate({**settings, "dtype": "float64"}), [1, 6, 7, 8])
+    m64.load_state_dict({k: v.double() for k, v in m32.state_dict().items()})
+    expected = _autograd_forces(m64, make_batch(awkward_molecules, 3.0, m64.species, dtype=torch.float64))
+    model = m64 if dtype == torch.float64 else m32
+    batch = make_batch(awkward_molecules, model.cutoff, model.species, dtype=model.dtype)
+    res = S.force_sensitivities_batch(model, batch, "structured")
+    tol = 1e-10 if dtype == torch.float64 else 2e-5
+    assert (res.forces.double() - expected).abs().max() <= tol * expected.abs().max()
+
+
+def test_numba_moments_features_and_partners_equal_torch(model_and_batch):
+    """kernels.pair_rows and kernels.features_partners against the descriptor's torch route."""
+    from oedal import descriptor_kernel, kernels
+
+    model, _, batch = model_and_batch
+    desc, ft = model.descriptor, S._tangents_of(model.descriptor)
+    disp = batch.displacements().detach()
+    n_pairs, n_atoms = disp.shape[0], batch.species.shape[0]
+    frames, r = np.empty((n_pairs, 3, 3)), np.empty(n_pairs)
+    v, y = np.empty((n_pairs, 3, desc.n_radial)), np.empty((n_pairs, 3, 20))
+    pair_type = desc.pair_types(batch.species, batch.pair_i, batch.pair_j)
+    kernels.pair_rows(disp.numpy(), pair_type.numpy(), (desc.beta.detach() * desc.basis_norm).numpy(),
+                      desc.centres.numpy(), float(desc.gamma), float(desc.r_cut), S._L2, S._L3, frames, r, v, y)
+    torch_frames = S.local_frames(disp)
+    np.testing.assert_allclose(frames, torch_frames.numpy(), atol=1e-14)
+    rad, drad = desc.radial_derivative(torch.from_numpy(r), pair_type)
+    np.testing.assert_allclose(v[:, 0], drad.numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(v[:, 1], rad.numpy(), rtol=1e-12, atol=1e-14)
+    unit = torch_frames[:, 0]
+    for e in (1, 2):
+        dang = desc.angular_derivative(unit, torch_frames[:, e] / torch.from_numpy(r)[:, None])
+        np.testing.assert_allclose(y[:, e], dang.numpy(), rtol=1e-12, atol=1e-14)
+    pair_start = np.concatenate([[0], np.cumsum(torch.bincount(batch.pair_i, minlength=n_atoms).numpy())])
+    x = np.empty((n_atoms, desc.n_features))
+    g = [np.empty((n_atoms, k, n)) for k, n in zip(ft.n_partners, (3, 6, 10))]
+    kernels.features_partners(v, y, pair_start, descriptor_kernel.contraction_offsets(desc), ft.family_flags,
+                              descriptor_kernel.FULL2, descriptor_kernel.FULL3, x, *g)
+    psi = desc.moments(disp, batch.species, batch.pair_i, batch.pair_j, n_atoms)
+    np.testing.assert_allclose(x, desc.contract(psi).detach().numpy(), rtol=1e-10, atol=1e-12)
+    expected = ft.partners(psi.detach())
+    for L, got in zip((1, 2, 3), g):
+        np.testing.assert_allclose(got, expected[L].numpy(), rtol=1e-10, atol=1e-12)

@@ -29,8 +29,8 @@ import torch
 from oedal.descriptors import _L2, _L3, GaussianMoments, _full_index
 
 # position in descriptors.angular()'s 20 unique components of every full index of r̂^{⊗2}, r̂^{⊗3}
-_FULL2 = np.array(_full_index(_L2, 2), np.int64).reshape(3, 3) + 4
-_FULL3 = np.array(_full_index(_L3, 3), np.int64).reshape(3, 3, 3) + 10
+FULL2 = np.array(_full_index(_L2, 2), np.int64).reshape(3, 3) + 4
+FULL3 = np.array(_full_index(_L3, 3), np.int64).reshape(3, 3, 3) + 10
 CONTRACTION_IDS = ("c0", "c11", "c22", "c33", "c222", "c112", "c332", "c321")
 
 
@@ -47,16 +47,22 @@ def features(desc: GaussianMoments, displacements: torch.Tensor, species: torch.
     start = torch.zeros(n_atoms + 1, dtype=torch.int64)
     start[1:] = torch.cumsum(torch.bincount(pair_i, minlength=n_atoms), 0)
     pair_type = desc.pair_types(species, pair_i, pair_j)
+    offsets = contraction_offsets(desc)
+    out = torch.empty((n_atoms, desc.n_features), dtype=dtype)
+    beta = (desc.beta.detach() * desc.basis_norm).contiguous()
+    kernel(displacements.detach().to(dtype).contiguous().numpy(), pair_type.numpy(), start.numpy(), beta.numpy(),
+           desc.centres.double().numpy(), float(desc.gamma), float(desc.r_cut), offsets, out.numpy(), FULL2, FULL3)
+    return out
+
+
+def contraction_offsets(desc: GaussianMoments) -> np.ndarray:
+    """First feature column of every contraction in CONTRACTION_IDS order (−1: not used): (8,) int64."""
     offsets = np.full(len(CONTRACTION_IDS), -1, np.int64)
     column = 0
     for c in desc.contractions:
         offsets[CONTRACTION_IDS.index(c)] = column
         column += int(getattr(desc, f"_sel_{c}").numel())
-    out = torch.empty((n_atoms, column), dtype=dtype)
-    beta = (desc.beta.detach() * desc.basis_norm).contiguous()
-    kernel(displacements.detach().to(dtype).contiguous().numpy(), pair_type.numpy(), start.numpy(), beta.numpy(),
-           desc.centres.double().numpy(), float(desc.gamma), float(desc.r_cut), offsets, out.numpy(), _FULL2, _FULL3)
-    return out
+    return offsets
 
 
 @functools.cache

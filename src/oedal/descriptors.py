@@ -37,6 +37,10 @@ _L2 = [(0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)]
 _L3 = [(0, 0, 0), (1, 1, 1), (2, 2, 2), (0, 0, 1), (0, 0, 2), (0, 1, 1), (1, 1, 2), (0, 2, 2), (1, 2, 2), (0, 1, 2)]
 
 
+L2_INDEX = np.array(_L2, np.int64)  # (6, 2) for numba kernels
+L3_INDEX = np.array(_L3, np.int64)  # (10, 3)
+
+
 def _full_index(unique: list[tuple[int, ...]], rank: int) -> list[int]:
     """For every full tensor index (row-major, 3^rank), the position of its unique component."""
     lookup = {u: k for k, u in enumerate(unique)}

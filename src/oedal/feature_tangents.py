@@ -27,8 +27,7 @@ Y_full[idx] = y[u(idx)], ⟨G, Y⟩ = Σ_u y_u Σ_{idx→u} G[idx] = y · (G_ful
 
 from __future__ import annotations
 
-import functools
-
+import numpy as np
 import torch
 
 from oedal.descriptors import GaussianMoments, _combos
@@ -88,6 +87,8 @@ class FeatureTangents:
                 for idx in self._indices(f, n):
                     column[(f, idx)], k = k, k + 1
         zero = k  # a zero column for features with fewer than three factors
+        self.n_partners = tuple(sum(len(self._indices(f, n)) for f in self.families[L]) for L in (1, 2, 3))
+        self.family_flags = np.array([f in fams for f in _FAMILIES], np.int64)  # for kernels.features_partners
         cols, rads = [[], [], []], [[], [], []]
         for kind in desc.contractions:
             for combo in _combos(n, kind):
@@ -190,10 +191,6 @@ class FeatureTangents:
         g = [g.get(L, psi.new_zeros((a, 0, n))) for L, n in ((1, 3), (2, 6), (3, 10))]
         if out is None:
             out = psi.new_empty((a, n_slots, 3, self.rads.shape[1]))
-        kernel = cpu_kernel() if psi.device.type == "cpu" else None
-        if kernel is not None:
-            kernel(*(t.contiguous().numpy() for t in (v, y, *g, frames)), self.rads_np, self.cols_np, out.numpy())
-            return out
         w = [y[:, :1]]  # ⟨1, r̂^{⊗0}⟩ = 1 (and 0 for derivative rows)
         w += [torch.bmm(gl, y[:, _ANGULAR[L]]) for L, gl in zip((1, 2, 3), g)]
         w.append(y.new_zeros((a, 1, y.shape[2])))  # the zero partner of missing factors
@@ -203,17 +200,3 @@ class FeatureTangents:
         out.copy_(torch.einsum("asek,asef->askf", frames, local))
         return out
 
-
-@functools.cache
-def cpu_kernel():
-    """The CPU kernel of FeatureTangents.__call__ (numba), or None when numba is not installed.
-
-    Per atom: the partner projections w = G y of all its rows, the feature tangents
-    Σ_q v[s_q] w[k_q], and the rotation to x, y, z, all in cache. PyTorch ops would write
-    (A, 3F, 3S) gathered operands to memory and read them back: 10× slower on a CPU.
-    """
-    try:  # imported here: numba costs ≈0.3 s of start-up
-        from oedal import kernels
-    except ImportError:  # pragma: no cover - numba is a dependency; the torch path is the fallback
-        return None
-    return kernels.feature_tangents

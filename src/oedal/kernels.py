@@ -18,6 +18,7 @@ from numba import njit, prange
 # as many threads as torch uses (the CLI's --threads, OMP_NUM_THREADS), not every core of the node
 numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 BLOCK = 64  # atoms per parallel work item of gaussian_moments (scratch is allocated per block)
+SMALL_BLOCK = 8  # atoms per parallel work item of tangent_rows (called on ≈ 100 atoms at a time)
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -77,6 +78,14 @@ def _one_atom(atom, disp, pair_type, start, beta, centres, gamma, r_cut, o0, o11
         for s in range(n):
             for c in range(20):
                 mu[s, c] += rad[s] * ang[c]
+    _atom_features(mu, n, o0, o11, o22, o33, o222, o112, o332, o321, out[atom], m0, m1, m2, m3, pm, q, g, h, full2,
+                   full3)
+
+
+@njit(fastmath=True, cache=True)
+def _atom_features(mu, n, o0, o11, o22, o33, o222, o112, o332, o321, o, m0, m1, m2, m3, pm, q, g, h, full2,
+                   full3):  # pragma: no cover - compiled
+    """One atom's features o from its moments mu (n_radial, 20); m0..m3 receive the full tensors."""
     for s in range(n):  # full symmetric tensors from the unique components
         m0[s] = mu[s, 0]
         for i in range(3):
@@ -85,7 +94,6 @@ def _one_atom(atom, disp, pair_type, start, beta, centres, gamma, r_cut, o0, o11
                 m2[s, i, j] = mu[s, full2[i, j]]
                 for k in range(3):
                     m3[s, i, j, k] = mu[s, full3[i, j, k]]
-    o = out[atom]
     if o0 >= 0:
         for s in range(n):
             o[o0 + s] = m0[s]
@@ -181,35 +189,390 @@ def _one_atom(atom, disp, pair_type, start, beta, centres, gamma, r_cut, o0, o11
                     col += 1
 
 
+# ---- QS2 in packed rows (sensitivities._structured_packed): the three rotational modes of every atom ----
+# A pair's rows are r = 3·(its rank among the atom's pairs) + e, e = 0 along r̂, 1 along e1, 2 along e2.
+# A rotation ω moves every pair of atom i by ω × r_p, whose e1 and e2 components are r_p ω·e2_p and
+# −r_p ω·e1_p, and leaves D_i unchanged: Σ_p r_p [(ω·e2_p) T_{p,1} − (ω·e1_p) T_{p,2}] = 0 for every ω,
+# for the feature tangents T and so for their images O through the MLP. Three rows per atom follow
+# from the others (two for a single neighbour or a collinear neighbourhood).
+
+
 @njit(fastmath=True, cache=True)
-def project(w, offset, g, yt, first):  # pragma: no cover - compiled
-    for k in range(g.shape[0]):
-        for u in range(g.shape[1]):
-            gk = g[k, u]
-            for j in range(w.shape[1]):
-                w[offset + k, j] += gk * yt[first + u, j]
+def _kappa(u0, u1, u2, frames, r, p, e):  # pragma: no cover - compiled
+    """u·m_{p,e}: the rotational coefficient of row (p, e) along u, m_{p,1} = r_p e2_p, m_{p,2} = −r_p e1_p."""
+    if e == 1:
+        return r[p] * (u0 * frames[p, 2, 0] + u1 * frames[p, 2, 1] + u2 * frames[p, 2, 2])
+    return -r[p] * (u0 * frames[p, 1, 0] + u1 * frames[p, 1, 1] + u2 * frames[p, 1, 2])
+
+
+@njit(parallel=True, cache=True)
+def rotation_drops(frames, r, pair_start, tau, drop, counts):  # pragma: no cover - compiled
+    """Rows not computed, per atom (−1: none): the two transverse rows of the farthest pair p1, then
+    the transverse row with the largest coefficient along r̂_{p1}, if that is ≥ tau·r_{p1}. With p1
+    the farthest and the third row the largest, every coefficient in scatter_rows is ≤ 1 in size."""
+    for a in prange(pair_start.shape[0] - 1):
+        p0, n = pair_start[a], pair_start[a + 1] - pair_start[a]
+        drop[a, 0], drop[a, 1], drop[a, 2] = -1, -1, -1
+        counts[a] = 0
+        if n == 0:
+            continue
+        j1 = 0
+        for j in range(1, n):
+            if r[p0 + j] > r[p0 + j1]:
+                j1 = j
+        drop[a, 0], drop[a, 1] = 3 * j1 + 1, 3 * j1 + 2
+        p1 = p0 + j1
+        best, row = 0.0, -1
+        for j in range(n):
+            if j != j1:
+                for e in range(1, 3):
+                    k = abs(_kappa(frames[p1, 0, 0], frames[p1, 0, 1], frames[p1, 0, 2], frames, r, p0 + j, e))
+                    if k > best:
+                        best, row = k, 3 * j + e
+        if best >= tau * r[p1]:
+            drop[a, 2] = row
+        counts[a] = 3 * n - (2 if drop[a, 2] < 0 else 3)
+
 
 @njit(parallel=True, fastmath=True, cache=True)
-def feature_tangents(v, yt, g1, g2, g3, frames, rads, cols, out):  # pragma: no cover - compiled
-    n_atoms, n_rows = v.shape[0], v.shape[2]
-    n_feat = rads.shape[1]
+def tangent_rows(v, y, g1, g2, g3, rads, cols, pair_start, row_start, drop, max_pairs, first, last,
+                 out):  # pragma: no cover - compiled
+    """Feature tangents of the kept rows of atoms first..last−1, in the pairs' frames: out (rows, F),
+    atom a's from row row_start[a] − row_start[first].
+
+    v (P, 3, n_radial) and y (P, 3, 20): the radial and angular factor of each pair's three rows;
+    g1, g2, g3 (A, K_L, unique components): the partners; rads, cols (3, F): radial index and
+    partner column of the factors of every feature (FeatureTangents). Per atom the work runs along
+    its rows (the contiguous axis), then the kept rows are written out."""
+    n_feat, n_rad = rads.shape[1], v.shape[2]
     k1, k2, k3 = g1.shape[1], g2.shape[1], g3.shape[1]
-    for a in prange(n_atoms):
-        w = np.zeros((2 + k1 + k2 + k3, n_rows), dtype=out.dtype)  # [1 | G1 y | G2 y | G3 y | 0]
-        for j in range(n_rows):
-            w[0, j] = yt[a, 0, j]
-        project(w, 1, g1[a], yt[a], 1)
-        project(w, 1 + k1, g2[a], yt[a], 4)
-        project(w, 1 + k1 + k2, g3[a], yt[a], 10)
-        tmp = np.empty((n_feat, n_rows), dtype=out.dtype)
-        va = v[a]
-        for f in range(n_feat):
-            s0, s1, s2 = rads[0, f], rads[1, f], rads[2, f]
-            c0, c1, c2 = cols[0, f], cols[1, f], cols[2, f]
-            for j in range(n_rows):
-                tmp[f, j] = va[s0, j] * w[c0, j] + va[s1, j] * w[c1, j] + va[s2, j] * w[c2, j]
-        for t in range(n_rows // 3):
+    n_blocks = (last - first + SMALL_BLOCK - 1) // SMALL_BLOCK
+    for block in prange(n_blocks):
+        m = 3 * max_pairs
+        yt = np.empty((20, m), dtype=out.dtype)
+        vt = np.empty((n_rad, m), dtype=out.dtype)
+        w = np.zeros((2 + k1 + k2 + k3, m), dtype=out.dtype)  # [1 | G1 y | G2 y | G3 y | 0] by row
+        tmp = np.empty((n_feat, m), dtype=out.dtype)
+        for a in range(first + block * SMALL_BLOCK, min(last, first + (block + 1) * SMALL_BLOCK)):
+            p0, nr = pair_start[a], 3 * (pair_start[a + 1] - pair_start[a])
+            for j in range(nr):
+                for u in range(20):
+                    yt[u, j] = y[p0 + j // 3, j % 3, u]
+                for s in range(n_rad):
+                    vt[s, j] = v[p0 + j // 3, j % 3, s]
+            for j in range(nr):
+                w[0, j] = yt[0, j]
+            _project(w, 1, g1[a], yt, 1, nr)
+            _project(w, 1 + k1, g2[a], yt, 4, nr)
+            _project(w, 1 + k1 + k2, g3[a], yt, 10, nr)
+            for f in range(n_feat):
+                s0, s1, s2 = rads[0, f], rads[1, f], rads[2, f]
+                c0, c1, c2 = cols[0, f], cols[1, f], cols[2, f]
+                for j in range(nr):
+                    tmp[f, j] = vt[s0, j] * w[c0, j] + vt[s1, j] * w[c1, j] + vt[s2, j] * w[c2, j]
+            row = row_start[a] - row_start[first]
+            for j in range(nr):
+                if j != drop[a, 0] and j != drop[a, 1] and j != drop[a, 2]:
+                    o = out[row]
+                    for f in range(n_feat):
+                        o[f] = tmp[f, j]
+                    row += 1
+
+
+@njit(fastmath=True, cache=True)
+def _project(w, offset, g, yt, first, nr):  # pragma: no cover - compiled
+    """w[offset + k, j] = Σ_u g[k, u] yt[first + u, j]: the partners' inner products with the rows."""
+    for k in range(g.shape[0]):
+        for j in range(nr):
+            w[offset + k, j] = 0.0
+        for u in range(g.shape[1]):
+            gk = g[k, u]
+            for j in range(nr):
+                w[offset + k, j] += gk * yt[first + u, j]
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def scale_rows(z, g, row_start, first, last):  # pragma: no cover - compiled
+    """z[row] *= g[atom of row] for atoms first..last−1, in place: act'(z) between two layers,
+    (rows, width) by (A, width); z starts at atom ``first``'s rows."""
+    for a in prange(first, last):
+        ga = g[a]
+        for row in range(row_start[a] - row_start[first], row_start[a + 1] - row_start[first]):
+            zr = z[row]
+            for c in range(zr.shape[0]):
+                zr[c] *= ga[c]
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def scatter_rows(z, g, frames, r, pair_start, row_start, drop, pair_j, atom_start, max_pairs, first, last,
+                 out):  # pragma: no cover - compiled
+    """Force sensitivities of structures first..last−1 from the MLP images z (rows, d) of their kept
+    rows (z starts at the structure ``first``'s), added into out (A, 3, d) float64.
+
+    Per atom: the dropped rows from the rotational relations (the third first, as the other two
+    use it), the frame rotated back to x, y, z, times g = σ·act'(z_last), then +c to the centre
+    atom and −c to the neighbour (F = −∂E/∂R, r_p = R_j − R_i + shift). In parallel over
+    structures, so no two threads add to one atom."""
+    d = z.shape[1]
+    offset = row_start[atom_start[first]]
+    for s in prange(first, last):
+        o = np.empty((3 * max_pairs, d), z.dtype)  # the atom's rows, kept and rebuilt
+        xyz = np.empty((3, d), z.dtype)  # one pair's c in x, y, z
+        centre = np.empty((3, d), z.dtype)  # Σ over the atom's pairs
+        rec = np.empty((3, d), z.dtype)  # the rebuilt rows: third, then p1's along e1 and e2
+        a0 = atom_start[s]
+        acc = np.zeros((atom_start[s + 1] - a0, 3, d), z.dtype)  # the structure's sums, in cache
+        for a in range(atom_start[s], atom_start[s + 1]):
+            p0, n = pair_start[a], pair_start[a + 1] - pair_start[a]
+            if n == 0:
+                continue
+            row = row_start[a] - offset
+            for j in range(3 * n):
+                if j == drop[a, 0] or j == drop[a, 1] or j == drop[a, 2]:
+                    continue
+                for c in range(d):
+                    o[j, c] = z[row, c]
+                row += 1
+            j1 = drop[a, 0] // 3
+            p1 = p0 + j1
+            if drop[a, 2] >= 0:  # Σ (r̂1·m) O = 0; p1's own rows have r̂1·m = 0
+                u0, u1, u2 = frames[p1, 0, 0], frames[p1, 0, 1], frames[p1, 0, 2]
+                j3, e3 = drop[a, 2] // 3, drop[a, 2] % 3
+                inv = -1.0 / _kappa(u0, u1, u2, frames, r, p0 + j3, e3)
+                t = drop[a, 2]
+                for c in range(d):
+                    rec[0, c] = 0.0
+                for j in range(n):
+                    if j != j1:
+                        for e in range(1, 3):
+                            if 3 * j + e != t:
+                                k = inv * _kappa(u0, u1, u2, frames, r, p0 + j, e)
+                                for c in range(d):
+                                    rec[0, c] += k * o[3 * j + e, c]
+                for c in range(d):
+                    o[t, c] = rec[0, c]
+            # along e1 of p1: −r1 O_{p1,2} + Σ (e1·m) O = 0; along e2: r1 O_{p1,1} + Σ (e2·m) O = 0
+            for c in range(d):
+                rec[1, c] = 0.0
+                rec[2, c] = 0.0
+            for j in range(n):
+                if j != j1:
+                    for e in range(1, 3):
+                        k2 = _kappa(frames[p1, 1, 0], frames[p1, 1, 1], frames[p1, 1, 2], frames, r, p0 + j, e) / r[p1]
+                        k1 = -_kappa(frames[p1, 2, 0], frames[p1, 2, 1], frames[p1, 2, 2], frames, r, p0 + j, e) / r[p1]
+                        for c in range(d):
+                            rec[1, c] += k1 * o[3 * j + e, c]
+                            rec[2, c] += k2 * o[3 * j + e, c]
+            for c in range(d):  # separate sums, so that the loops above vectorise (no aliasing with o)
+                o[3 * j1 + 1, c] = rec[1, c]
+                o[3 * j1 + 2, c] = rec[2, c]
             for k in range(3):
-                e0, e1, e2 = frames[a, t, 0, k], frames[a, t, 1, k], frames[a, t, 2, k]
-                for f in range(n_feat):
-                    out[a, t, k, f] = e0 * tmp[f, 3 * t] + e1 * tmp[f, 3 * t + 1] + e2 * tmp[f, 3 * t + 2]
+                for c in range(d):
+                    centre[k, c] = 0.0
+            for j in range(n):
+                p = p0 + j
+                for k in range(3):
+                    f0, f1, f2 = frames[p, 0, k], frames[p, 1, k], frames[p, 2, k]
+                    for c in range(d):
+                        xyz[k, c] = g[a, c] * (f0 * o[3 * j, c] + f1 * o[3 * j + 1, c] + f2 * o[3 * j + 2, c])
+                        centre[k, c] += xyz[k, c]
+                b = pair_j[p] - a0
+                for k in range(3):
+                    for c in range(d):
+                        acc[b, k, c] -= xyz[k, c]
+            for k in range(3):
+                for c in range(d):
+                    acc[a - a0, k, c] += centre[k, c]
+        for a in range(acc.shape[0]):
+            for k in range(3):
+                for c in range(d):
+                    out[a0 + a, k, c] += acc[a, k, c]
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def features_partners(v, y, pair_start, offsets, families, full2, full3, x, g1, g2, g3):  # pragma: no cover
+    """Per atom from its pairs' R_s(r) = v[:, 1] and r̂^{⊗L} = y[:, 0] (pair_rows): the moments, the features
+    x (A, F) and the partners g1 (A, K1, 3), g2 (A, K2, 6), g3 (A, K3, 10) of FeatureTangents
+    (unique-component form; ``families``: which of its eleven families, in its order, are needed)."""
+    n_atoms, n = pair_start.shape[0] - 1, v.shape[2]
+    o0, o11, o22, o33, o222, o112, o332, o321 = (offsets[0], offsets[1], offsets[2], offsets[3], offsets[4],
+                                                 offsets[5], offsets[6], offsets[7])
+    n_blocks = (n_atoms + BLOCK - 1) // BLOCK
+    for block in prange(n_blocks):
+        dt = np.float64
+        m0, m1, m2 = np.empty(n, dt), np.empty((n, 3), dt), np.empty((n, 3, 3), dt)
+        m3, mu = np.empty((n, 3, 3, 3), dt), np.empty((n, 20), dt)
+        pm, q, g, h = np.empty((3, 3), dt), np.empty((n, n, 3), dt), np.empty((3, 3), dt), np.empty(3, dt)
+        t3 = np.empty((3, 3, 3), dt)
+        for a in range(block * BLOCK, min(n_atoms, (block + 1) * BLOCK)):
+            mu[:] = 0.0
+            for p in range(pair_start[a], pair_start[a + 1]):
+                for s in range(n):
+                    for c in range(20):
+                        mu[s, c] += v[p, 1, s] * y[p, 0, c]
+            _atom_features(mu, n, o0, o11, o22, o33, o222, o112, o332, o321, x[a], m0, m1, m2, m3, pm, q, g, h,
+                           full2, full3)
+            _atom_partners(n, m1, m2, m3, families, full2, full3, g1[a], g2[a], g3[a], pm, t3)
+
+
+@njit(fastmath=True, cache=True)
+def _fold2(t, full2, out):  # pragma: no cover - compiled
+    """Unique components of a rank-2 partner: out[u] = Σ_{idx → u} t[idx] (feature_tangents docstring)."""
+    out[:] = 0.0
+    for i in range(3):
+        for j in range(3):
+            out[full2[i, j] - 4] += t[i, j]
+
+
+@njit(fastmath=True, cache=True)
+def _fold3(t, full3, out):  # pragma: no cover - compiled
+    out[:] = 0.0
+    for i in range(3):
+        for j in range(3):
+            for k in range(3):
+                out[full3[i, j, k] - 10] += t[i, j, k]
+
+
+@njit(fastmath=True, cache=True)
+def _atom_partners(n, m1, m2, m3, families, full2, full3, g1, g2, g3, t2, t3):  # pragma: no cover - compiled
+    """The partner families of feature_tangents.FeatureTangents.partners, same order and layout."""
+    k = 0
+    if families[0]:  # psi1[s] = Ψ1[s]
+        for s in range(n):
+            for i in range(3):
+                g1[k, i] = m1[s, i]
+            k += 1
+    if families[1]:  # qv[t, b] = Ψ2[t] Ψ1[b]
+        for t in range(n):
+            for b in range(n):
+                for i in range(3):
+                    g1[k, i] = m2[t, i, 0] * m1[b, 0] + m2[t, i, 1] * m1[b, 1] + m2[t, i, 2] * m1[b, 2]
+                k += 1
+    if families[2]:  # h[a, b]_k = Σ_ij Ψ3[a]_ijk Ψ2[b]_ij
+        for a in range(n):
+            for b in range(n):
+                for kk in range(3):
+                    acc = 0.0
+                    for i in range(3):
+                        for j in range(3):
+                            acc += m3[a, i, j, kk] * m2[b, i, j]
+                    g1[k, kk] = acc
+                k += 1
+    k = 0
+    if families[3]:  # psi2[s] = Ψ2[s]
+        for s in range(n):
+            _fold2(m2[s], full2, g2[k])
+            k += 1
+    if families[4]:  # p[x, y] = Ψ2[x] Ψ2[y], x ≤ y
+        for x in range(n):
+            for y in range(x, n):
+                for i in range(3):
+                    for j in range(3):
+                        t2[i, j] = m2[x, i, 0] * m2[y, 0, j] + m2[x, i, 1] * m2[y, 1, j] + m2[x, i, 2] * m2[y, 2, j]
+                _fold2(t2, full2, g2[k])
+                k += 1
+    if families[5]:  # o[x, y] = Ψ1[x] ⊗ Ψ1[y], x ≤ y
+        for x in range(n):
+            for y in range(x, n):
+                for i in range(3):
+                    for j in range(3):
+                        t2[i, j] = m1[x, i] * m1[y, j]
+                _fold2(t2, full2, g2[k])
+                k += 1
+    if families[6]:  # gm[x, y]_kl = Σ_ij Ψ3[x]_ijk Ψ3[y]_ijl, x ≤ y
+        for x in range(n):
+            for y in range(x, n):
+                for kk in range(3):
+                    for ll in range(3):
+                        acc = 0.0
+                        for i in range(3):
+                            for j in range(3):
+                                acc += m3[x, i, j, kk] * m3[y, i, j, ll]
+                        t2[kk, ll] = acc
+                _fold2(t2, full2, g2[k])
+                k += 1
+    if families[7]:  # v[a, t]_ij = Σ_k Ψ3[a]_ijk Ψ1[t]_k
+        for a in range(n):
+            for t in range(n):
+                for i in range(3):
+                    for j in range(3):
+                        t2[i, j] = m3[a, i, j, 0] * m1[t, 0] + m3[a, i, j, 1] * m1[t, 1] + m3[a, i, j, 2] * m1[t, 2]
+                _fold2(t2, full2, g2[k])
+                k += 1
+    k = 0
+    if families[8]:  # psi3[s] = Ψ3[s]
+        for s in range(n):
+            _fold3(m3[s], full3, g3[k])
+            k += 1
+    if families[9]:  # t[b, t]_ijk = Σ_l Ψ3[b]_ijl Ψ2[t]_lk
+        for b in range(n):
+            for t in range(n):
+                for i in range(3):
+                    for j in range(3):
+                        for kk in range(3):
+                            t3[i, j, kk] = (m3[b, i, j, 0] * m2[t, 0, kk] + m3[b, i, j, 1] * m2[t, 1, kk]
+                                            + m3[b, i, j, 2] * m2[t, 2, kk])
+                _fold3(t3, full3, g3[k])
+                k += 1
+    if families[10]:  # w[b, t]_ijk = Ψ2[b]_ij Ψ1[t]_k
+        for b in range(n):
+            for t in range(n):
+                for i in range(3):
+                    for j in range(3):
+                        for kk in range(3):
+                            t3[i, j, kk] = m2[b, i, j] * m1[t, kk]
+                _fold3(t3, full3, g3[k])
+                k += 1
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def pair_rows(disp, pair_type, beta, centres, gamma, r_cut, l2, l3, frames, r, v, y):  # pragma: no cover
+    """Per pair p: its frame (r̂, e1, e2) as rows of frames (P, 3, 3) (sensitivities.local_frames), r
+    (P,) Å, and the radial and angular factor of its three rows: v[p, 0] = ∂R_s/∂r, v[p, 1:] = R_s
+    (P, 3, n_radial); y[p, 0] = r̂^{⊗L}, y[p, e] = ∂_e r̂^{⊗L} along δr̂ = e/r (P, 3, 20), the unique
+    components of GaussianMoments.angular (l2 (6, 2), l3 (10, 3): their indices)."""
+    n, n_basis = beta.shape[1], beta.shape[2]
+    for p in prange(disp.shape[0]):
+        dx, dy, dz = float(disp[p, 0]), float(disp[p, 1]), float(disp[p, 2])
+        rp = math.sqrt(dx * dx + dy * dy + dz * dz)
+        u = (dx / rp, dy / rp, dz / rp)
+        ref = (0.0, 1.0, 0.0) if abs(u[0]) > 0.9 else (1.0, 0.0, 0.0)
+        c0, c1, c2 = ref[1] * u[2] - ref[2] * u[1], ref[2] * u[0] - ref[0] * u[2], ref[0] * u[1] - ref[1] * u[0]
+        norm = math.sqrt(c0 * c0 + c1 * c1 + c2 * c2)
+        e1 = (c0 / norm, c1 / norm, c2 / norm)
+        e2 = (u[1] * e1[2] - u[2] * e1[1], u[2] * e1[0] - u[0] * e1[2], u[0] * e1[1] - u[1] * e1[0])
+        for k in range(3):
+            frames[p, 0, k], frames[p, 1, k], frames[p, 2, k] = u[k], e1[k], e2[k]
+        r[p] = rp
+        # R_s = Σ_k β φ_k f_c and R_s' = Σ_k β φ_k (f_c' − 2γ(r − c_k) f_c), as descriptors.radial_derivative
+        if rp < r_cut:
+            fc = 0.5 * (math.cos(rp * (math.pi / r_cut)) + 1.0)
+            dfc = -0.5 * math.pi / r_cut * math.sin(rp * (math.pi / r_cut))
+        else:
+            fc, dfc = 0.0, 0.0
+        t = pair_type[p]
+        for s in range(n):
+            v[p, 0, s] = 0.0
+            v[p, 1, s] = 0.0
+        for k in range(n_basis):
+            x = rp - centres[k]
+            gauss = math.exp(-gamma * x * x)
+            phi, dphi = gauss * fc, gauss * (dfc - 2.0 * gamma * x * fc)
+            for s in range(n):
+                v[p, 0, s] += beta[t, s, k] * dphi
+                v[p, 1, s] += beta[t, s, k] * phi
+        for s in range(n):
+            v[p, 2, s] = v[p, 1, s]
+        y[p, 0, 0], y[p, 1, 0], y[p, 2, 0] = 1.0, 0.0, 0.0
+        for i in range(3):
+            y[p, 0, 1 + i], y[p, 1, 1 + i], y[p, 2, 1 + i] = u[i], e1[i] / rp, e2[i] / rp
+        for c in range(6):
+            i, j = l2[c, 0], l2[c, 1]
+            y[p, 0, 4 + c] = u[i] * u[j]
+            y[p, 1, 4 + c] = (e1[i] * u[j] + u[i] * e1[j]) / rp
+            y[p, 2, 4 + c] = (e2[i] * u[j] + u[i] * e2[j]) / rp
+        for c in range(10):
+            i, j, k = l3[c, 0], l3[c, 1], l3[c, 2]
+            y[p, 0, 10 + c] = u[i] * u[j] * u[k]
+            y[p, 1, 10 + c] = (e1[i] * u[j] * u[k] + u[i] * e1[j] * u[k] + u[i] * u[j] * e1[k]) / rp
+            y[p, 2, 10 + c] = (e2[i] * u[j] * u[k] + u[i] * e2[j] * u[k] + u[i] * u[j] * e2[k]) / rp

@@ -22,6 +22,7 @@ QS1 alone (energy_sensitivities_batch) uses the fused CPU descriptor kernel (oed
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Literal, NamedTuple
 
@@ -30,6 +31,7 @@ import torch
 
 from oedal import descriptor_kernel
 from oedal.batching import Batch, BatchLoader
+from oedal.descriptors import L2_INDEX as _L2, L3_INDEX as _L3
 from oedal.feature_tangents import FeatureTangents
 from oedal.model import GMNN
 
@@ -81,8 +83,20 @@ def _scatter_pairs(c: torch.Tensor, batch: Batch, n_atoms: int) -> torch.Tensor:
     return out
 
 
-def force_sensitivities_batch(model: GMNN, batch: Batch, mode: Mode = "auto") -> BatchSensitivities:
-    """Energy and force sensitivities of one batch (exact Jacobian; structured, forward or reverse mode)."""
+def force_sensitivities_batch(model: GMNN, batch: Batch, mode: Mode = "auto",
+                              out: np.ndarray | None = None) -> BatchSensitivities:
+    """Energy and force sensitivities of one batch (exact Jacobian; structured, forward or reverse mode).
+
+    ``out``: a zeroed float64 array (n_atoms, 3, d) to write the force sensitivities into (the CPU
+    kernel writes float64 directly); ``forces`` of the result is then a view of it."""
+    res = _force_sensitivities_batch(model, batch, mode, out)
+    if out is not None and res.forces.data_ptr() != out.ctypes.data:
+        out[...] = res.forces.double().cpu().numpy()
+        res = res._replace(forces=torch.from_numpy(out))
+    return res
+
+
+def _force_sensitivities_batch(model: GMNN, batch: Batch, mode: Mode, out: np.ndarray | None) -> BatchSensitivities:
     n_atoms = batch.species.shape[0]
     disp = batch.displacements().detach().to(model.dtype)  # (n_pairs, 3) Å
     sigma = model.atomic_scale(batch).detach()[:, None]  # (n_atoms, 1)
@@ -100,7 +114,8 @@ def force_sensitivities_batch(model: GMNN, batch: Batch, mode: Mode = "auto") ->
             return BatchSensitivities(_per_structure(y, batch), y.new_zeros((n_atoms, 3, d)))
         if mode == "structured":
             with _frozen(model):
-                y, forces = _structured(model, batch, disp, sigma, slot, n_slots)
+                packed = _structured_packed(model, batch, disp, sigma, out)
+                y, forces = packed if packed is not None else _structured(model, batch, disp, sigma, slot, n_slots)
             return BatchSensitivities(_per_structure(y, batch), forces)
         elif mode == "forward":
             tangents = torch.zeros((n_slots, 3, disp.shape[0], 3), dtype=disp.dtype, device=disp.device)
@@ -204,6 +219,101 @@ def _structured(model: GMNN, batch: Batch, disp: torch.Tensor, sigma: torch.Tens
     return sigma * x, forces
 
 
+def _structured_packed(model: GMNN, batch: Batch, disp: torch.Tensor, sigma: torch.Tensor,
+                       out: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``_structured`` on a CPU with the numba kernels, in packed rows: (σh (A, d), forces (A, 3, d)
+    float64), or None where the kernels do not apply (no numba, not a CPU, pairs not grouped by atom).
+
+    Only 3·n_i − 3 rows of atom i go through the MLP: the three rotational modes follow from the
+    others (oedal.kernels, "QS2 in packed rows"). Rows stay in the pairs' frames until after the
+    MLP, so the rotation to x, y, z, the σ·act' of the last layer and the scatter to atoms are one
+    pass over d-wide rows (kernels.scatter_rows), written straight into float64.
+    """
+    kernels = _kernels()
+    pair_i = batch.pair_i
+    if kernels is None or disp.device.type != "cpu" or bool((pair_i[1:] < pair_i[:-1]).any()):
+        return None
+    desc, ft = model.descriptor, _tangents_of(model.descriptor)
+    n_atoms, d = batch.species.shape[0], model.d
+    pair_start = torch.zeros(n_atoms + 1, dtype=torch.int64)
+    pair_start[1:] = torch.cumsum(torch.bincount(pair_i, minlength=n_atoms), 0)
+    atom_start = torch.zeros(batch.n_structures + 1, dtype=torch.int64)
+    atom_start[1:] = torch.cumsum(batch.n_atoms, 0)
+    max_pairs = int((pair_start[1:] - pair_start[:-1]).max())
+
+    n_pairs, dtype = disp.shape[0], disp.dtype
+    frames, r = torch.empty((n_pairs, 3, 3), dtype=dtype), torch.empty(n_pairs, dtype=dtype)
+    v = torch.empty((n_pairs, 3, desc.n_radial), dtype=dtype)  # ∂R/∂r along r̂; R across
+    y = torch.empty((n_pairs, 3, 20), dtype=dtype)  # r̂^{⊗L} along r̂; ∂_e r̂^{⊗L} across
+    kernels.pair_rows(disp.contiguous().numpy(), desc.pair_types(batch.species, pair_i, batch.pair_j).numpy(),
+                      (desc.beta.detach() * desc.basis_norm).double().numpy(), desc.centres.double().numpy(),
+                      float(desc.gamma), float(desc.r_cut), _L2, _L3, frames.numpy(), r.numpy(), v.numpy(), y.numpy())
+    x = v.new_empty((n_atoms, desc.n_features))  # (A, F) features
+    g = [np.empty((n_atoms, k, n), x.numpy().dtype) for k, n in zip(ft.n_partners, (3, 6, 10))]  # partners
+    kernels.features_partners(v.numpy(), y.numpy(), pair_start.numpy(), descriptor_kernel.contraction_offsets(desc),
+                              ft.family_flags, descriptor_kernel.FULL2, descriptor_kernel.FULL3, x.numpy(), *g)
+
+    np_ = {k: t.contiguous().numpy() for k, t in
+           {"frames": frames, "r": r, "pair_start": pair_start, "atom_start": atom_start, "pair_j": batch.pair_j}.items()}
+    drop = np.empty((n_atoms, 3), np.int64)
+    counts = np.empty(n_atoms, np.int64)
+    kernels.rotation_drops(np_["frames"], np_["r"], np_["pair_start"], ROTATION_TAU, drop, counts)
+    row_start = np.zeros(n_atoms + 1, np.int64)
+    np.cumsum(counts, out=row_start[1:])
+    layers = list(model.mlp)
+    linear = [k for k, layer in enumerate(layers) if isinstance(layer, torch.nn.Linear)]
+    acts, last = {}, sigma.expand(n_atoms, d)
+    for k, layer in enumerate(layers):  # the primal pass: act'(z) of every atom and layer
+        if k in linear:
+            x = layer(x)
+        else:
+            x, act = _act_grad(layer, x)  # (A, width)
+            acts[k] = act.contiguous().numpy()
+            if k == len(layers) - 1:
+                last = act * sigma  # σ_i folded into the last act', applied in scatter_rows
+    last = last.contiguous().numpy()
+    if out is None:
+        out = np.zeros((n_atoms, 3, d))
+    v, y = v.numpy(), y.numpy()
+    # chunks of whole structures of ≈ CHUNK_ROWS rows, so that every GEMM operand stays in cache
+    struct_rows = row_start[np_["atom_start"]]  # (n_structures + 1,) first row of every structure
+    bounds = [0]
+    while bounds[-1] < batch.n_structures:
+        s1 = int(np.searchsorted(struct_rows, struct_rows[bounds[-1]] + CHUNK_ROWS, side="right")) - 1
+        bounds.append(min(max(s1, bounds[-1] + 1), batch.n_structures))
+    max_rows = int(np.max(np.diff(struct_rows[bounds])))
+    buffers = [_WORK.get("features", (max_rows, desc.n_features), sigma)]
+    buffers += [_WORK.get(f"layer{k}", (max_rows, layers[k].out_features), sigma) for k in linear]
+    weights = [layers[k].weight.T for k in linear]
+    for s0, s1 in zip(bounds[:-1], bounds[1:]):
+        a0, a1 = int(np_["atom_start"][s0]), int(np_["atom_start"][s1])
+        rows = int(row_start[a1] - row_start[a0])
+        dx = buffers[0][:rows]
+        kernels.tangent_rows(v, y, *g, ft.rads_np, ft.cols_np, np_["pair_start"], row_start, drop, max_pairs, a0, a1,
+                             dx.numpy())
+        for n, k in enumerate(linear):
+            dx = torch.mm(dx, weights[n], out=buffers[n + 1][:rows])
+            if k + 1 in acts and k + 1 < len(layers) - 1:  # an activation, not the last one
+                kernels.scale_rows(dx.numpy(), acts[k + 1], row_start, a0, a1)
+        kernels.scatter_rows(dx.numpy(), last, np_["frames"], np_["r"], np_["pair_start"], row_start, drop,
+                             np_["pair_j"], np_["atom_start"], max_pairs, s0, s1, out)
+    return sigma * x, torch.from_numpy(out)
+
+
+CHUNK_ROWS = 2048  # tangent rows per GEMM: (2048, F) and (2048, width) stay in cache (≈ 1.2× the GEMM rate)
+ROTATION_TAU = 0.05  # a third row is dropped only if its rotational coefficient is ≥ 0.05·r (kernels.rotation_drops)
+
+
+@functools.cache
+def _kernels():
+    """oedal.kernels, or None without numba (imported here: numba costs ≈0.3 s of start-up)."""
+    try:
+        from oedal import kernels
+    except ImportError:  # pragma: no cover - numba is a dependency; the torch path is the fallback
+        return None
+    return kernels
+
+
 class _Workspace:
     """Reusable CPU buffers for the per-batch GEMM outputs: fresh multi-MB tensors cost page
     faults on every batch (measured 1.25× on the MLP step). A buffer is only read before the next
@@ -213,6 +323,7 @@ class _Workspace:
         self.buffers: dict[str, torch.Tensor] = {}
 
     def get(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor | None:
+        """A (shape) view of buffer ``name`` with the dtype of ``like``; None off the CPU."""
         if like.device.type != "cpu":
             return None
         n = int(np.prod(shape))
@@ -282,17 +393,19 @@ def all_sensitivities(
     model.eval()
     loader = _loader(model, structures, 1)
     loader.batch_size = batch_size or (_structures_per_batch(model, loader) if forces else ENERGY_BATCH)
-    g_e, g_f = [], []
+    g_e = []
+    g_f = np.zeros((int(np.sum(loader.n_atoms)), 3, model.d)) if forces else None
+    first = 0  # first atom of the batch
     for b in loader:
         if forces:
-            sens = force_sensitivities_batch(model, b, mode)
-            g_f.append(sens.forces.reshape(-1, model.d).double().cpu().numpy())
+            n_atoms = b.species.shape[0]
+            sens = force_sensitivities_batch(model, b, mode, out=g_f[first:first + n_atoms])
+            first += n_atoms
         else:
             sens = BatchSensitivities(energy_sensitivities_batch(model, b), None)
         g_e.append(sens.energy.double().cpu().numpy())
     e = np.concatenate(g_e) if g_e else np.zeros((0, model.d))
-    f = (np.concatenate(g_f) if g_f else np.zeros((0, model.d))) if forces else None
-    return e, f
+    return e, (g_f.reshape(-1, model.d) if forces else None)
 
 
 def force_sensitivities(model: GMNN, structures, mode: Mode = "auto", batch_size: int | None = None) -> np.ndarray:
