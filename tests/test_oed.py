@@ -30,6 +30,17 @@ def test_eq14_equals_bruteforce_average_variance_change():
     assert np.all(scores >= 0) and np.all(scores < 1)
 
 
+def test_projection_in_place_equals_explicit_inverse():
+    g_train, g_pool = _problem()
+    factor = oed.factor_from_sensitivities(g_train, jitter=0.0)
+    expected = g_pool @ np.linalg.inv(factor.chol).T  # rows u = C⁻¹ g
+    np.testing.assert_allclose(oed.project(factor, g_pool), expected, rtol=1e-12)
+    rows = g_pool.copy()
+    u = oed.project(factor, rows, overwrite=True)
+    np.testing.assert_allclose(u, expected, rtol=1e-12)
+    assert np.shares_memory(u, rows)  # no second array of the size of the pool's rows
+
+
 def test_qs2_mean_and_max_reductions_and_qs3():
     rng = np.random.default_rng(1)
     d = 5

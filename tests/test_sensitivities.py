@@ -217,8 +217,8 @@ def test_numba_moments_features_and_partners_equal_torch(model_and_batch):
     pair_start = np.concatenate([[0], np.cumsum(torch.bincount(batch.pair_i, minlength=n_atoms).numpy())])
     x = np.empty((n_atoms, desc.n_features))
     g = [np.empty((n_atoms, k, n)) for k, n in zip(ft.n_partners, (3, 6, 10))]
-    kernels.features_partners(v, y, pair_start, descriptor_kernel.contraction_offsets(desc), ft.family_flags,
-                              descriptor_kernel.FULL2, descriptor_kernel.FULL3, x, *g)
+    kernels.features_partners(v, y, pair_start, ft.rads_np, ft.cols_np, ft.family_flags, descriptor_kernel.FULL2,
+                              descriptor_kernel.FULL3, x, *g)
     psi = desc.moments(disp, batch.species, batch.pair_i, batch.pair_j, n_atoms)
     np.testing.assert_allclose(x, desc.contract(psi).detach().numpy(), rtol=1e-10, atol=1e-12)
     expected = ft.partners(psi.detach())

@@ -18,7 +18,9 @@ direction, so (∂_e = derivative along axis e of the frame)
 i.e. every tangent row is Σ_q v[s_q] w[k_q] for a radial vector v and the projections w of all
 partners on one angular tensor. Per atom, the projections of its rows are a small matmul
 (partners × unique components) @ (unique components × 3·slots); each feature then needs three
-products per row, and the frame is rotated back to x, y, z. The generic forward-mode route instead
+products per row. This module is the torch route (GPUs), which rotates the frame back to x, y, z
+here; the CPU route (oedal.kernels: features_partners, tangent_rows) keeps the rows in the frames
+until after the MLP. The generic forward-mode route instead
 repeats the whole contraction for each of the 3·slots tangents (≈15× slower here).
 
 Inner products with a symmetric tensor use its unique components (descriptors._L2, _L3): with

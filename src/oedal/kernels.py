@@ -2,8 +2,10 @@
 
 Top-level functions, so that ``cache=True`` keeps the compiled code between processes (closures
 recompile every time, ≈3 s per kernel). The callers and the maths are in
-:mod:`oedal.descriptor_kernel` (Gaussian moments for inference) and :mod:`oedal.feature_tangents`
-(QS2 feature tangents); tests compare both with the torch implementations.
+:mod:`oedal.descriptor_kernel` (Gaussian moments for inference) and
+:func:`oedal.sensitivities._structured_packed` with :mod:`oedal.feature_tangents` (QS2: pair
+terms, features and partners, tangent rows, the scatter to atoms); tests compare them with the
+torch implementations and with autograd.
 """
 
 from __future__ import annotations
@@ -390,29 +392,53 @@ def scatter_rows(z, g, frames, r, pair_start, row_start, drop, pair_j, atom_star
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def features_partners(v, y, pair_start, offsets, families, full2, full3, x, g1, g2, g3):  # pragma: no cover
-    """Per atom from its pairs' R_s(r) = v[:, 1] and r̂^{⊗L} = y[:, 0] (pair_rows): the moments, the features
-    x (A, F) and the partners g1 (A, K1, 3), g2 (A, K2, 6), g3 (A, K3, 10) of FeatureTangents
-    (unique-component form; ``families``: which of its eleven families, in its order, are needed)."""
+def features_partners(v, y, pair_start, rads, cols, families, full2, full3, x, g1, g2, g3):  # pragma: no cover
+    """Per atom from its pairs' R_s(r) = v[:, 1] and r̂^{⊗L} = y[:, 0] (pair_rows): the moments, the
+    partners g1 (A, K1, 3), g2 (A, K2, 6), g3 (A, K3, 10) of FeatureTangents (unique-component form;
+    ``families``: which of its eleven families, in its order, are needed) and the features x (A, F).
+
+    A feature is linear in each of its factors, so it is its first factor's inner product with
+    that factor's partner: D_f = ⟨G_{f,0}, Ψ_{L_0}[s_0]⟩ (rads, cols: FeatureTangents; column 0
+    is the constant partner of Ψ0)."""
     n_atoms, n = pair_start.shape[0] - 1, v.shape[2]
-    o0, o11, o22, o33, o222, o112, o332, o321 = (offsets[0], offsets[1], offsets[2], offsets[3], offsets[4],
-                                                 offsets[5], offsets[6], offsets[7])
+    k1, k2 = g1.shape[1], g2.shape[1]
     n_blocks = (n_atoms + BLOCK - 1) // BLOCK
     for block in prange(n_blocks):
         dt = np.float64
-        m0, m1, m2 = np.empty(n, dt), np.empty((n, 3), dt), np.empty((n, 3, 3), dt)
+        m1, m2 = np.empty((n, 3), dt), np.empty((n, 3, 3), dt)
         m3, mu = np.empty((n, 3, 3, 3), dt), np.empty((n, 20), dt)
-        pm, q, g, h = np.empty((3, 3), dt), np.empty((n, n, 3), dt), np.empty((3, 3), dt), np.empty(3, dt)
-        t3 = np.empty((3, 3, 3), dt)
+        t2, t3 = np.empty((3, 3), dt), np.empty((3, 3, 3), dt)
         for a in range(block * BLOCK, min(n_atoms, (block + 1) * BLOCK)):
             mu[:] = 0.0
             for p in range(pair_start[a], pair_start[a + 1]):
                 for s in range(n):
                     for c in range(20):
                         mu[s, c] += v[p, 1, s] * y[p, 0, c]
-            _atom_features(mu, n, o0, o11, o22, o33, o222, o112, o332, o321, x[a], m0, m1, m2, m3, pm, q, g, h,
-                           full2, full3)
-            _atom_partners(n, m1, m2, m3, families, full2, full3, g1[a], g2[a], g3[a], pm, t3)
+            for s in range(n):  # full symmetric tensors from the unique components
+                for i in range(3):
+                    m1[s, i] = mu[s, 1 + i]
+                    for j in range(3):
+                        m2[s, i, j] = mu[s, full2[i, j]]
+                        for k in range(3):
+                            m3[s, i, j, k] = mu[s, full3[i, j, k]]
+            ga1, ga2, ga3 = g1[a], g2[a], g3[a]
+            _atom_partners(n, m1, m2, m3, families, full2, full3, ga1, ga2, ga3, t2, t3)
+            xa = x[a]
+            for f in range(x.shape[1]):
+                s, c = rads[0, f], cols[0, f]
+                if c == 0:
+                    acc = mu[s, 0]
+                elif c <= k1:
+                    acc = ga1[c - 1, 0] * mu[s, 1] + ga1[c - 1, 1] * mu[s, 2] + ga1[c - 1, 2] * mu[s, 3]
+                elif c <= k1 + k2:
+                    acc = 0.0
+                    for u in range(6):
+                        acc += ga2[c - 1 - k1, u] * mu[s, 4 + u]
+                else:
+                    acc = 0.0
+                    for u in range(10):
+                        acc += ga3[c - 1 - k1 - k2, u] * mu[s, 10 + u]
+                xa[f] = acc
 
 
 @njit(fastmath=True, cache=True)

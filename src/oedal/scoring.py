@@ -59,7 +59,8 @@ class _OedScorer:
         if self.need_e:
             out["score_qs1"], out["u_energy"] = oed.qs1_scores(self.f_e, g_e)
         if self.need_f:
-            out["score_qs2"], out["u_forces"] = oed.qs2_scores(self.f_f, g_f, 3 * n_atoms, self.s.qs2_reduction)
+            out["score_qs2"], out["u_forces"] = oed.qs2_scores(self.f_f, g_f, 3 * n_atoms, self.s.qs2_reduction,
+                                                               overwrite=True)  # g_f is not used again
         if self.s.strategy == "qs1":
             out["score"] = out["score_qs1"]
         elif self.s.strategy == "qs2":

@@ -11,8 +11,12 @@ and the derivatives ∂(σ_i h_i)/∂(r_p)_k are scattered to Cartesian atoms at
 (r_p = R_j − R_i + shift: +to j, −to i). Three modes give the same numbers (tests/test_sensitivities.py):
 
 * ``structured`` (the default): closed-form feature tangents (oedal.feature_tangents: partner tensors
-  of the contractions, each pair moved along its own frame) for the 3 rows of every (atom, slot),
-  then two GEMMs through the MLP. The GEMMs are the floor: 3·slots rows per atom against one for QS1.
+  of the contractions, each pair moved along its own frame), three rows per pair, then the GEMMs
+  through the MLP. The GEMMs are the floor: ≈ 3·(neighbours) rows per atom against one for QS1.
+  On a CPU (numba) the rows are packed per atom and the three rotational modes of every atom are
+  not computed but rebuilt after the MLP (3n − 3 rows for n neighbours: the descriptor is
+  rotation invariant, kernels "QS2 in packed rows"), in chunks of CHUNK_ROWS rows that stay in
+  cache; elsewhere (GPU) the pure-torch route pads every atom to the same number of slots.
 * ``forward``: one generic forward-mode tangent (slot t, component k) — δr_p = e_k for every pair
   with slot t — vmapped through ``torch.func.jvp`` of the whole model (≈6× slower; the reference).
 * ``reverse``: d vmapped VJPs; ``auto`` takes it when 3·max_slots ≥ d (large neighbourhoods).
@@ -250,8 +254,8 @@ def _structured_packed(model: GMNN, batch: Batch, disp: torch.Tensor, sigma: tor
                       float(desc.gamma), float(desc.r_cut), _L2, _L3, frames.numpy(), r.numpy(), v.numpy(), y.numpy())
     x = v.new_empty((n_atoms, desc.n_features))  # (A, F) features
     g = [np.empty((n_atoms, k, n), x.numpy().dtype) for k, n in zip(ft.n_partners, (3, 6, 10))]  # partners
-    kernels.features_partners(v.numpy(), y.numpy(), pair_start.numpy(), descriptor_kernel.contraction_offsets(desc),
-                              ft.family_flags, descriptor_kernel.FULL2, descriptor_kernel.FULL3, x.numpy(), *g)
+    kernels.features_partners(v.numpy(), y.numpy(), pair_start.numpy(), ft.rads_np, ft.cols_np, ft.family_flags,
+                              descriptor_kernel.FULL2, descriptor_kernel.FULL3, x.numpy(), *g)
 
     np_ = {k: t.contiguous().numpy() for k, t in
            {"frames": frames, "r": r, "pair_start": pair_start, "atom_start": atom_start, "pair_j": batch.pair_j}.items()}
