@@ -264,9 +264,9 @@ def tangent_rows(v, y, g1, g2, g3, rads, cols, pair_start, row_start, drop, max_
                     vt[s, j] = v[p0 + j // 3, j % 3, s]
             for j in range(nr):
                 w[0, j] = yt[0, j]
-            _project(w, 1, g1[a], yt, 1, nr)
-            _project(w, 1 + k1, g2[a], yt, 4, nr)
-            _project(w, 1 + k1 + k2, g3[a], yt, 10, nr)
+            _project1(w, 1, g1[a], yt, nr)
+            _project2(w, 1 + k1, g2[a], yt, nr)
+            _project3(w, 1 + k1 + k2, g3[a], yt, nr)
             for f in range(n_feat):
                 s0, s1, s2 = rads[0, f], rads[1, f], rads[2, f]
                 c0, c1, c2 = cols[0, f], cols[1, f], cols[2, f]
@@ -282,15 +282,34 @@ def tangent_rows(v, y, g1, g2, g3, rads, cols, pair_start, row_start, drop, max_
 
 
 @njit(fastmath=True, cache=True)
-def _project(w, offset, g, yt, first, nr):  # pragma: no cover - compiled
-    """w[offset + k, j] = Σ_u g[k, u] yt[first + u, j]: the partners' inner products with the rows."""
+def _project1(w, offset, g, yt, nr):  # pragma: no cover - compiled
+    """w[offset + k, j] = Σ_u g[k, u] yt[1 + u, j]: the rank-1 partners' inner products with the rows
+    (one expression per row vector: no read-modify-write of w per component)."""
     for k in range(g.shape[0]):
+        a0, a1, a2 = g[k, 0], g[k, 1], g[k, 2]
         for j in range(nr):
-            w[offset + k, j] = 0.0
-        for u in range(g.shape[1]):
-            gk = g[k, u]
-            for j in range(nr):
-                w[offset + k, j] += gk * yt[first + u, j]
+            w[offset + k, j] = a0 * yt[1, j] + a1 * yt[2, j] + a2 * yt[3, j]
+
+
+@njit(fastmath=True, cache=True)
+def _project2(w, offset, g, yt, nr):  # pragma: no cover - compiled
+    """The same for rank 2 (unique components 4..9 of the rows)."""
+    for k in range(g.shape[0]):
+        a0, a1, a2, a3, a4, a5 = g[k, 0], g[k, 1], g[k, 2], g[k, 3], g[k, 4], g[k, 5]
+        for j in range(nr):
+            w[offset + k, j] = (a0 * yt[4, j] + a1 * yt[5, j] + a2 * yt[6, j] + a3 * yt[7, j] + a4 * yt[8, j]
+                                + a5 * yt[9, j])
+
+
+@njit(fastmath=True, cache=True)
+def _project3(w, offset, g, yt, nr):  # pragma: no cover - compiled
+    """The same for rank 3 (unique components 10..19)."""
+    for k in range(g.shape[0]):
+        a0, a1, a2, a3, a4 = g[k, 0], g[k, 1], g[k, 2], g[k, 3], g[k, 4]
+        a5, a6, a7, a8, a9 = g[k, 5], g[k, 6], g[k, 7], g[k, 8], g[k, 9]
+        for j in range(nr):
+            w[offset + k, j] = (a0 * yt[10, j] + a1 * yt[11, j] + a2 * yt[12, j] + a3 * yt[13, j] + a4 * yt[14, j]
+                                + a5 * yt[15, j] + a6 * yt[16, j] + a7 * yt[17, j] + a8 * yt[18, j] + a9 * yt[19, j])
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -422,7 +441,7 @@ def features_partners(v, y, pair_start, rads, cols, families, full2, full3, x, g
                         for k in range(3):
                             m3[s, i, j, k] = mu[s, full3[i, j, k]]
             ga1, ga2, ga3 = g1[a], g2[a], g3[a]
-            _atom_partners(n, m1, m2, m3, families, full2, full3, ga1, ga2, ga3, t2, t3)
+            _atom_partners(n, m1, m2, m3, families, ga1, ga2, ga3, t2, t3)
             xa = x[a]
             for f in range(x.shape[1]):
                 s, c = rads[0, f], cols[0, f]
@@ -442,25 +461,28 @@ def features_partners(v, y, pair_start, rads, cols, families, full2, full3, x, g
 
 
 @njit(fastmath=True, cache=True)
-def _fold2(t, full2, out):  # pragma: no cover - compiled
-    """Unique components of a rank-2 partner: out[u] = Σ_{idx → u} t[idx] (feature_tangents docstring)."""
-    out[:] = 0.0
-    for i in range(3):
-        for j in range(3):
-            out[full2[i, j] - 4] += t[i, j]
+def _fold2(t, out):  # pragma: no cover - compiled
+    """Unique components of a rank-2 partner: out[u] = Σ_{idx → u} t[idx] (feature_tangents
+    docstring), summed in registers (indices in the order of descriptors._L2)."""
+    out[0], out[1], out[2] = t[0, 0], t[1, 1], t[2, 2]
+    out[3], out[4], out[5] = t[0, 1] + t[1, 0], t[0, 2] + t[2, 0], t[1, 2] + t[2, 1]
 
 
 @njit(fastmath=True, cache=True)
-def _fold3(t, full3, out):  # pragma: no cover - compiled
-    out[:] = 0.0
-    for i in range(3):
-        for j in range(3):
-            for k in range(3):
-                out[full3[i, j, k] - 10] += t[i, j, k]
+def _fold3(t, out):  # pragma: no cover - compiled
+    """The same for rank 3, in the order of descriptors._L3 (xxx yyy zzz xxy xxz xyy yyz xzz yzz xyz)."""
+    out[0], out[1], out[2] = t[0, 0, 0], t[1, 1, 1], t[2, 2, 2]
+    out[3] = t[0, 0, 1] + t[0, 1, 0] + t[1, 0, 0]
+    out[4] = t[0, 0, 2] + t[0, 2, 0] + t[2, 0, 0]
+    out[5] = t[0, 1, 1] + t[1, 0, 1] + t[1, 1, 0]
+    out[6] = t[1, 1, 2] + t[1, 2, 1] + t[2, 1, 1]
+    out[7] = t[0, 2, 2] + t[2, 0, 2] + t[2, 2, 0]
+    out[8] = t[1, 2, 2] + t[2, 1, 2] + t[2, 2, 1]
+    out[9] = t[0, 1, 2] + t[0, 2, 1] + t[1, 0, 2] + t[1, 2, 0] + t[2, 0, 1] + t[2, 1, 0]
 
 
 @njit(fastmath=True, cache=True)
-def _atom_partners(n, m1, m2, m3, families, full2, full3, g1, g2, g3, t2, t3):  # pragma: no cover - compiled
+def _atom_partners(n, m1, m2, m3, families, g1, g2, g3, t2, t3):  # pragma: no cover - compiled
     """The partner families of feature_tangents.FeatureTangents.partners, same order and layout."""
     k = 0
     if families[0]:  # psi1[s] = Ψ1[s]
@@ -487,7 +509,7 @@ def _atom_partners(n, m1, m2, m3, families, full2, full3, g1, g2, g3, t2, t3):  
     k = 0
     if families[3]:  # psi2[s] = Ψ2[s]
         for s in range(n):
-            _fold2(m2[s], full2, g2[k])
+            _fold2(m2[s], g2[k])
             k += 1
     if families[4]:  # p[x, y] = Ψ2[x] Ψ2[y], x ≤ y
         for x in range(n):
@@ -495,7 +517,7 @@ def _atom_partners(n, m1, m2, m3, families, full2, full3, g1, g2, g3, t2, t3):  
                 for i in range(3):
                     for j in range(3):
                         t2[i, j] = m2[x, i, 0] * m2[y, 0, j] + m2[x, i, 1] * m2[y, 1, j] + m2[x, i, 2] * m2[y, 2, j]
-                _fold2(t2, full2, g2[k])
+                _fold2(t2, g2[k])
                 k += 1
     if families[5]:  # o[x, y] = Ψ1[x] ⊗ Ψ1[y], x ≤ y
         for x in range(n):
@@ -503,7 +525,7 @@ def _atom_partners(n, m1, m2, m3, families, full2, full3, g1, g2, g3, t2, t3):  
                 for i in range(3):
                     for j in range(3):
                         t2[i, j] = m1[x, i] * m1[y, j]
-                _fold2(t2, full2, g2[k])
+                _fold2(t2, g2[k])
                 k += 1
     if families[6]:  # gm[x, y]_kl = Σ_ij Ψ3[x]_ijk Ψ3[y]_ijl, x ≤ y
         for x in range(n):
@@ -515,7 +537,7 @@ def _atom_partners(n, m1, m2, m3, families, full2, full3, g1, g2, g3, t2, t3):  
                             for j in range(3):
                                 acc += m3[x, i, j, kk] * m3[y, i, j, ll]
                         t2[kk, ll] = acc
-                _fold2(t2, full2, g2[k])
+                _fold2(t2, g2[k])
                 k += 1
     if families[7]:  # v[a, t]_ij = Σ_k Ψ3[a]_ijk Ψ1[t]_k
         for a in range(n):
@@ -523,12 +545,12 @@ def _atom_partners(n, m1, m2, m3, families, full2, full3, g1, g2, g3, t2, t3):  
                 for i in range(3):
                     for j in range(3):
                         t2[i, j] = m3[a, i, j, 0] * m1[t, 0] + m3[a, i, j, 1] * m1[t, 1] + m3[a, i, j, 2] * m1[t, 2]
-                _fold2(t2, full2, g2[k])
+                _fold2(t2, g2[k])
                 k += 1
     k = 0
     if families[8]:  # psi3[s] = Ψ3[s]
         for s in range(n):
-            _fold3(m3[s], full3, g3[k])
+            _fold3(m3[s], g3[k])
             k += 1
     if families[9]:  # t[b, t]_ijk = Σ_l Ψ3[b]_ijl Ψ2[t]_lk
         for b in range(n):
@@ -538,7 +560,7 @@ def _atom_partners(n, m1, m2, m3, families, full2, full3, g1, g2, g3, t2, t3):  
                         for kk in range(3):
                             t3[i, j, kk] = (m3[b, i, j, 0] * m2[t, 0, kk] + m3[b, i, j, 1] * m2[t, 1, kk]
                                             + m3[b, i, j, 2] * m2[t, 2, kk])
-                _fold3(t3, full3, g3[k])
+                _fold3(t3, g3[k])
                 k += 1
     if families[10]:  # w[b, t]_ijk = Ψ2[b]_ij Ψ1[t]_k
         for b in range(n):
@@ -547,7 +569,7 @@ def _atom_partners(n, m1, m2, m3, families, full2, full3, g1, g2, g3, t2, t3):  
                     for j in range(3):
                         for kk in range(3):
                             t3[i, j, kk] = m2[b, i, j] * m1[t, kk]
-                _fold3(t3, full3, g3[k])
+                _fold3(t3, g3[k])
                 k += 1
 
 
