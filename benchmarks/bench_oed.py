@@ -117,14 +117,14 @@ def bench_ratio(a) -> None:
     for fn in ("qs1", "qs2"):
         all_sensitivities(model, pool.subset(np.arange(50)), forces=fn == "qs2")  # warm up
     times = {}
-    for fn in ("qs1", "qs2", "qs1", "qs2"):
+    for fn in ("qs1", "qs2") * 3:  # alternating, best of three: the machine is shared and noisy
         t = time.perf_counter()
         all_sensitivities(model, pool, forces=fn == "qs2")
         times[fn] = min(times.get(fn, np.inf), time.perf_counter() - t)
-    print(f"(2a) sensitivities only: QS1 {times['qs1']:.2f} s, QS2 {times['qs2']:.2f} s, "
+    print(f"(2a) sensitivities only: QS1 {times['qs1']:.3f} s, QS2 {times['qs2']:.3f} s, "
           f"ratio {times['qs2'] / times['qs1']:.1f}  [paper 80; target ≤ 10]")
     floor, rows = _tangent_gemm_seconds(model, pool)
-    print(f"     floor: the MLP GEMMs of the {rows:,} tangent rows (3 per atom and neighbour) alone take "
+    print(f"     floor: the MLP GEMMs of the {rows:,} tangent rows (3n − 3 per atom with n neighbours) alone take "
           f"{floor:.2f} s = {floor / times['qs1']:.1f} × QS1; exact QS2 cannot go below this on this CPU")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -132,11 +132,11 @@ def bench_ratio(a) -> None:
         write_store(tmp / "train.h5", train)
         write_store(tmp / "pool.h5", pool.without_labels())
         e2e = {}
-        for fn in ("qs1", "qs2"):
+        for fn in ("qs1", "qs2") * 3:
             t = time.perf_counter()
             score_pool([tmp / "m.pt"], tmp / "train.h5", tmp / "pool.h5", tmp / f"{fn}.h5", ScoreSettings(strategy=fn))
-            e2e[fn] = time.perf_counter() - t
-        print(f"(2b) score_pool in this process: QS1 {e2e['qs1']:.2f} s, QS2 {e2e['qs2']:.2f} s, "
+            e2e[fn] = min(e2e.get(fn, np.inf), time.perf_counter() - t)
+        print(f"(2b) score_pool in this process (scores, u rows and the HDF5 file): QS1 {e2e['qs1']:.3f} s, QS2 {e2e['qs2']:.3f} s, "
               f"ratio {e2e['qs2'] / e2e['qs1']:.1f}")
         proc = {}
         for fn in ("qs1", "qs2"):
@@ -157,26 +157,37 @@ def bench_ratio(a) -> None:
 
 
 def _tangent_gemm_seconds(model, pool) -> tuple[float, int]:
-    """(best of three seconds, rows): the MLP GEMMs (F → hidden → d) of 3 rows per pair of the pool."""
+    """(best of three seconds, rows): the MLP GEMMs (F → hidden → d) of the rows QS2 pushes
+    through the MLP, 3n − 3 per atom with n neighbours (kernels.rotation_drops counts them), in
+    chunks of sensitivities.CHUNK_ROWS streamed from one large (rows, F) array, as in the real run."""
     import torch
 
+    from oedal import kernels
     from oedal.batching import BatchLoader
+    from oedal.sensitivities import CHUNK_ROWS, ROTATION_TAU, local_frames
 
-    loader = BatchLoader(pool, model.cutoff, model.species, 1, dtype=model.dtype)
-    rows = 3 * int(loader.n_pairs.sum())
+    loader = BatchLoader(pool, model.cutoff, model.species, 512, dtype=torch.float64)
+    rows = 0
+    for b in loader:
+        disp = b.displacements()
+        counts = torch.bincount(b.pair_i, minlength=b.species.shape[0]).numpy()
+        drop, n_rows = np.empty((len(counts), 3), np.int64), np.empty(len(counts), np.int64)
+        kernels.rotation_drops(local_frames(disp).contiguous().numpy(), torch.linalg.vector_norm(disp, dim=-1).numpy(),
+                               np.concatenate([[0], np.cumsum(counts)]), ROTATION_TAU, drop, n_rows)
+        rows += int(n_rows.sum())
     widths = [model.descriptor.n_features, *model.settings.hidden]
-    chunk = 200_000
-    x = torch.randn(chunk, widths[0])
-    outs = [torch.empty(chunk, w) for w in widths[1:]]
-    weights = [torch.randn(w_out, w_in) for w_in, w_out in zip(widths[:-1], widths[1:])]
+    block = min(rows, 100_000)  # the operand streamed from memory, as the tangent kernel leaves it
+    x = torch.randn(block, widths[0])
+    outs = [torch.empty(CHUNK_ROWS, w) for w in widths[1:]]
+    weights = [torch.randn(w_out, w_in).T for w_in, w_out in zip(widths[:-1], widths[1:])]
     best = np.inf
     for _ in range(3):
         t = time.perf_counter()
-        for start in range(0, rows, chunk):
-            n = min(chunk, rows - start)
-            h = x[:n]
+        for start in range(0, rows, CHUNK_ROWS):
+            n = min(CHUNK_ROWS, rows - start)
+            h = x[start % (block - CHUNK_ROWS + 1):][:n] if block > CHUNK_ROWS else x[:n]
             for w, o in zip(weights, outs):
-                h = torch.mm(h, w.T, out=o[:n])
+                h = torch.mm(h, w, out=o[:n])
         best = min(best, time.perf_counter() - t)
     return best, rows
 

@@ -94,7 +94,9 @@ def force_sensitivities_batch(model: GMNN, batch: Batch, mode: Mode = "auto",
     ``out``: a zeroed float64 array (n_atoms, 3, d) to write the force sensitivities into (the CPU
     kernel writes float64 directly); ``forces`` of the result is then a view of it."""
     res = _force_sensitivities_batch(model, batch, mode, out)
-    if out is not None and res.forces.data_ptr() != out.ctypes.data:
+    if out is None:
+        return res._replace(forces=res.forces.to(model.dtype))
+    if res.forces.data_ptr() != out.ctypes.data:
         out[...] = res.forces.double().cpu().numpy()
         res = res._replace(forces=torch.from_numpy(out))
     return res
@@ -237,74 +239,98 @@ def _structured_packed(model: GMNN, batch: Batch, disp: torch.Tensor, sigma: tor
     pair_i = batch.pair_i
     if kernels is None or disp.device.type != "cpu" or bool((pair_i[1:] < pair_i[:-1]).any()):
         return None
-    desc, ft = model.descriptor, _tangents_of(model.descriptor)
-    n_atoms, d = batch.species.shape[0], model.d
-    pair_start = torch.zeros(n_atoms + 1, dtype=torch.int64)
-    pair_start[1:] = torch.cumsum(torch.bincount(pair_i, minlength=n_atoms), 0)
-    atom_start = torch.zeros(batch.n_structures + 1, dtype=torch.int64)
-    atom_start[1:] = torch.cumsum(batch.n_atoms, 0)
-    max_pairs = int((pair_start[1:] - pair_start[:-1]).max())
+    n_atoms = batch.species.shape[0]
+    pair_start = np.zeros(n_atoms + 1, np.int64)
+    np.cumsum(torch.bincount(pair_i, minlength=n_atoms).numpy(), out=pair_start[1:])
+    atom_start = np.zeros(batch.n_structures + 1, np.int64)
+    np.cumsum(batch.n_atoms.numpy(), out=atom_start[1:])
+    pairs = _PackedPairs(model, batch, disp, pair_start, atom_start)
+    h, acts, last = _primal(model, pairs.features, sigma)
+    if out is None:
+        out = np.zeros((n_atoms, 3, model.d))
+    for s0, s1 in _chunks(pairs.row_start[atom_start], CHUNK_ROWS):
+        pairs.push_through(model, acts, last, s0, s1, out)
+    return sigma * h, torch.from_numpy(out)
 
-    n_pairs, dtype = disp.shape[0], disp.dtype
-    frames, r = torch.empty((n_pairs, 3, 3), dtype=dtype), torch.empty(n_pairs, dtype=dtype)
-    v = torch.empty((n_pairs, 3, desc.n_radial), dtype=dtype)  # ∂R/∂r along r̂; R across
-    y = torch.empty((n_pairs, 3, 20), dtype=dtype)  # r̂^{⊗L} along r̂; ∂_e r̂^{⊗L} across
-    kernels.pair_rows(disp.contiguous().numpy(), desc.pair_types(batch.species, pair_i, batch.pair_j).numpy(),
-                      (desc.beta.detach() * desc.basis_norm).double().numpy(), desc.centres.double().numpy(),
-                      float(desc.gamma), float(desc.r_cut), _L2, _L3, frames.numpy(), r.numpy(), v.numpy(), y.numpy())
-    x = v.new_empty((n_atoms, desc.n_features))  # (A, F) features
-    g = [np.empty((n_atoms, k, n), x.numpy().dtype) for k, n in zip(ft.n_partners, (3, 6, 10))]  # partners
-    kernels.features_partners(v.numpy(), y.numpy(), pair_start.numpy(), ft.rads_np, ft.cols_np, ft.family_flags,
-                              descriptor_kernel.FULL2, descriptor_kernel.FULL3, x.numpy(), *g)
 
-    np_ = {k: t.contiguous().numpy() for k, t in
-           {"frames": frames, "r": r, "pair_start": pair_start, "atom_start": atom_start, "pair_j": batch.pair_j}.items()}
-    drop = np.empty((n_atoms, 3), np.int64)
-    counts = np.empty(n_atoms, np.int64)
-    kernels.rotation_drops(np_["frames"], np_["r"], np_["pair_start"], ROTATION_TAU, drop, counts)
-    row_start = np.zeros(n_atoms + 1, np.int64)
-    np.cumsum(counts, out=row_start[1:])
+class _PackedPairs:
+    """One batch's pair terms and packed rows for ``_structured_packed`` (numpy arrays for the kernels).
+
+    frames (P, 3, 3), r (P,), v (P, 3, n_radial), y (P, 3, 20): kernels.pair_rows; features (A, F)
+    and partners [(A, K_L, unique)]: kernels.features_partners; drop (A, 3), row_start (A + 1,):
+    the rows not computed per atom (kernels.rotation_drops) and where each atom's rows start."""
+
+    def __init__(self, model: GMNN, batch: Batch, disp: torch.Tensor, pair_start: np.ndarray, atom_start: np.ndarray):
+        kernels, desc = _kernels(), model.descriptor
+        self.ft = _tangents_of(desc)
+        n_pairs, n_atoms, dtype = disp.shape[0], batch.species.shape[0], model.dtype
+        self.pair_start, self.atom_start = pair_start, atom_start
+        self.pair_j = batch.pair_j.numpy()
+        self.max_pairs = int(np.max(np.diff(pair_start)))
+        self.frames, self.r = torch.empty((n_pairs, 3, 3), dtype=dtype), torch.empty(n_pairs, dtype=dtype)
+        self.v = torch.empty((n_pairs, 3, desc.n_radial), dtype=dtype)  # ∂R/∂r along r̂; R across
+        self.y = torch.empty((n_pairs, 3, 20), dtype=dtype)  # r̂^{⊗L} along r̂; ∂_e r̂^{⊗L} across
+        self.frames, self.r, self.v, self.y = (t.numpy() for t in (self.frames, self.r, self.v, self.y))
+        kernels.pair_rows(disp.contiguous().numpy(), desc.pair_types(batch.species, batch.pair_i, batch.pair_j).numpy(),
+                          (desc.beta.detach() * desc.basis_norm).double().numpy(), desc.centres.double().numpy(),
+                          float(desc.gamma), float(desc.r_cut), _L2, _L3, self.frames, self.r, self.v, self.y)
+        self.features = torch.empty((n_atoms, desc.n_features), dtype=dtype)
+        self.partners = [np.empty((n_atoms, k, n), self.v.dtype) for k, n in zip(self.ft.n_partners, (3, 6, 10))]
+        kernels.features_partners(self.v, self.y, pair_start, self.ft.rads_np, self.ft.cols_np, self.ft.family_flags,
+                                  descriptor_kernel.FULL2, descriptor_kernel.FULL3, self.features.numpy(), *self.partners)
+        self.drop, counts = np.empty((n_atoms, 3), np.int64), np.empty(n_atoms, np.int64)
+        kernels.rotation_drops(self.frames, self.r, pair_start, ROTATION_TAU, self.drop, counts)
+        self.row_start = np.zeros(n_atoms + 1, np.int64)
+        np.cumsum(counts, out=self.row_start[1:])
+
+    def push_through(self, model: GMNN, acts: dict[int, np.ndarray], last: np.ndarray, s0: int, s1: int,
+                     out: np.ndarray) -> None:
+        """Tangent rows of structures s0..s1−1 through the MLP, and their force sensitivities into ``out``."""
+        kernels, ft = _kernels(), self.ft
+        a0, a1 = int(self.atom_start[s0]), int(self.atom_start[s1])
+        rows = int(self.row_start[a1] - self.row_start[a0])
+        like = torch.from_numpy(self.v[:0])
+        dx = _WORK.get("features", (rows, model.descriptor.n_features), like)
+        kernels.tangent_rows(self.v, self.y, *self.partners, ft.rads_np, ft.cols_np, self.pair_start, self.row_start,
+                             self.drop, self.max_pairs, a0, a1, dx.numpy())
+        layers = list(model.mlp)
+        for k, layer in enumerate(layers):
+            if isinstance(layer, torch.nn.Linear):
+                dx = torch.mm(dx, layer.weight.T, out=_WORK.get(f"layer{k}", (rows, layer.out_features), like))
+            elif k < len(layers) - 1:  # act'(z) of the row's atom; the last one is applied in scatter_rows
+                kernels.scale_rows(dx.numpy(), acts[k], self.row_start, a0, a1)
+        kernels.scatter_rows(dx.numpy(), last, self.frames, self.r, self.pair_start, self.row_start, self.drop,
+                             self.pair_j, self.atom_start, self.max_pairs, s0, s1, out)
+
+
+def _primal(model: GMNN, x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, dict[int, np.ndarray], np.ndarray]:
+    """The MLP on the features x (A, F): (h (A, d), act'(z) (A, width) by layer index, and
+    σ·act'(z) of the last layer (A, d), or σ where the MLP ends in a linear layer)."""
     layers = list(model.mlp)
-    linear = [k for k, layer in enumerate(layers) if isinstance(layer, torch.nn.Linear)]
-    acts, last = {}, sigma.expand(n_atoms, d)
-    for k, layer in enumerate(layers):  # the primal pass: act'(z) of every atom and layer
-        if k in linear:
+    acts, last = {}, sigma.expand(x.shape[0], model.d)
+    for k, layer in enumerate(layers):
+        if isinstance(layer, torch.nn.Linear):
             x = layer(x)
         else:
-            x, act = _act_grad(layer, x)  # (A, width)
+            x, act = _act_grad(layer, x)
             acts[k] = act.contiguous().numpy()
             if k == len(layers) - 1:
-                last = act * sigma  # σ_i folded into the last act', applied in scatter_rows
-    last = last.contiguous().numpy()
-    if out is None:
-        out = np.zeros((n_atoms, 3, d))
-    v, y = v.numpy(), y.numpy()
-    # chunks of whole structures of ≈ CHUNK_ROWS rows, so that every GEMM operand stays in cache
-    struct_rows = row_start[np_["atom_start"]]  # (n_structures + 1,) first row of every structure
+                last = act * sigma  # σ_i folded into the last act'
+    return x, acts, last.contiguous().numpy()
+
+
+def _chunks(struct_rows: np.ndarray, size: int) -> list[tuple[int, int]]:
+    """Ranges (s0, s1) of whole structures of ≈ ``size`` rows (at least one structure each), from
+    the first row of every structure and the end (n_structures + 1,): GEMM operands that stay in cache."""
     bounds = [0]
-    while bounds[-1] < batch.n_structures:
-        s1 = int(np.searchsorted(struct_rows, struct_rows[bounds[-1]] + CHUNK_ROWS, side="right")) - 1
-        bounds.append(min(max(s1, bounds[-1] + 1), batch.n_structures))
-    max_rows = int(np.max(np.diff(struct_rows[bounds])))
-    buffers = [_WORK.get("features", (max_rows, desc.n_features), sigma)]
-    buffers += [_WORK.get(f"layer{k}", (max_rows, layers[k].out_features), sigma) for k in linear]
-    weights = [layers[k].weight.T for k in linear]
-    for s0, s1 in zip(bounds[:-1], bounds[1:]):
-        a0, a1 = int(np_["atom_start"][s0]), int(np_["atom_start"][s1])
-        rows = int(row_start[a1] - row_start[a0])
-        dx = buffers[0][:rows]
-        kernels.tangent_rows(v, y, *g, ft.rads_np, ft.cols_np, np_["pair_start"], row_start, drop, max_pairs, a0, a1,
-                             dx.numpy())
-        for n, k in enumerate(linear):
-            dx = torch.mm(dx, weights[n], out=buffers[n + 1][:rows])
-            if k + 1 in acts and k + 1 < len(layers) - 1:  # an activation, not the last one
-                kernels.scale_rows(dx.numpy(), acts[k + 1], row_start, a0, a1)
-        kernels.scatter_rows(dx.numpy(), last, np_["frames"], np_["r"], np_["pair_start"], row_start, drop,
-                             np_["pair_j"], np_["atom_start"], max_pairs, s0, s1, out)
-    return sigma * x, torch.from_numpy(out)
+    n = len(struct_rows) - 1
+    while bounds[-1] < n:
+        s1 = int(np.searchsorted(struct_rows, struct_rows[bounds[-1]] + size, side="right")) - 1
+        bounds.append(min(max(s1, bounds[-1] + 1), n))
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
-CHUNK_ROWS = 2048  # tangent rows per GEMM: (2048, F) and (2048, width) stay in cache (≈ 1.2× the GEMM rate)
+CHUNK_ROWS = 4096  # tangent rows per GEMM: (4096, F) and (4096, width) stay in cache (≈ 1.2× the GEMM rate)
 ROTATION_TAU = 0.05  # a third row is dropped only if its rotational coefficient is ≥ 0.05·r (kernels.rotation_drops)
 
 
