@@ -89,14 +89,25 @@ def test_force_sensitivities_equal_finite_differences(model_and_batch, mode):
             np.testing.assert_allclose(rows[3 * atom + k], fd[s].numpy(), rtol=1e-6, atol=1e-8)
 
 
-def test_forward_and_reverse_chunked_agree(model_and_batch, ethanol_structures):
+@pytest.mark.parametrize("size", [1, 7, 40, 1000])
+def test_chunks_cover_every_structure_once(size):
+    rows = np.array([0, 5, 9, 30, 31, 31, 60])  # first row of each of 6 structures, one empty, one of 29 rows
+    chunks = S._chunks(rows, size)
+    assert [s for s0, s1 in chunks for s in range(s0, s1)] == list(range(6))
+    assert all(rows[s1] - rows[s0] <= size or s1 == s0 + 1 for s0, s1 in chunks)  # a larger chunk is one structure
+
+
+def test_forward_and_reverse_chunked_agree(model_and_batch, ethanol_structures, monkeypatch):
     model = model_and_batch[0]
     sub = ethanol_structures.subset(np.arange(10))
     e1, f1 = S.all_sensitivities(model, sub, mode="forward", batch_size=3)
     e2, f2 = S.all_sensitivities(model, sub, mode="reverse", batch_size=10)
     e3, f3 = S.all_sensitivities(model, sub, batch_size=4)  # auto: structured, buffers reused across batches
+    monkeypatch.setattr(S, "CHUNK_ROWS", 50)  # several GEMM chunks per batch, each of one or two structures
+    _, f4 = S.all_sensitivities(model, sub, batch_size=10)
     np.testing.assert_allclose(f1, f2, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(f3, f2, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(f4, f2, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(e1, S.energy_sensitivities(model, sub), rtol=1e-12)
     assert f1.shape == (3 * int(sub.n_atoms.sum()), model.d)
 
