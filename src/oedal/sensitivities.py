@@ -248,7 +248,10 @@ def _structured_packed(model: GMNN, batch: Batch, disp: torch.Tensor, sigma: tor
     h, acts, last = _primal(model, pairs.features, sigma)
     if out is None:
         out = np.zeros((n_atoms, 3, model.d))
-    for s0, s1 in _chunks(pairs.row_start[atom_start], CHUNK_ROWS):
+    struct_rows = pairs.row_start[atom_start]  # (n_structures + 1,) first row of every structure
+    chunks = _chunks(struct_rows, CHUNK_ROWS)
+    pairs.reserve(model, max(int(struct_rows[s1] - struct_rows[s0]) for s0, s1 in chunks))
+    for s0, s1 in chunks:
         pairs.push_through(model, acts, last, s0, s1, out)
     return sigma * h, torch.from_numpy(out)
 
@@ -289,18 +292,25 @@ class _PackedPairs:
         kernels, ft = _kernels(), self.ft
         a0, a1 = int(self.atom_start[s0]), int(self.atom_start[s1])
         rows = int(self.row_start[a1] - self.row_start[a0])
-        like = torch.from_numpy(self.v[:0])
-        dx = _WORK.get("features", (rows, model.descriptor.n_features), like)
+        dx = self.buffers[0][:rows]
         kernels.tangent_rows(self.v, self.y, *self.partners, ft.rads_np, ft.cols_np, self.pair_start, self.row_start,
                              self.drop, self.max_pairs, a0, a1, dx.numpy())
-        layers = list(model.mlp)
-        for k, layer in enumerate(layers):
-            if isinstance(layer, torch.nn.Linear):
-                dx = torch.mm(dx, layer.weight.T, out=_WORK.get(f"layer{k}", (rows, layer.out_features), like))
-            elif k < len(layers) - 1:  # act'(z) of the row's atom; the last one is applied in scatter_rows
-                kernels.scale_rows(dx.numpy(), acts[k], self.row_start, a0, a1)
+        for k, weight, buffer in zip(self.linear, self.weights, self.buffers[1:]):
+            dx = torch.mm(dx, weight, out=buffer[:rows])
+            if k + 1 in acts and k + 1 < self.n_layers - 1:  # act'(z) of the row's atom; the last in scatter_rows
+                kernels.scale_rows(dx.numpy(), acts[k + 1], self.row_start, a0, a1)
         kernels.scatter_rows(dx.numpy(), last, self.frames, self.r, self.pair_start, self.row_start, self.drop,
                              self.pair_j, self.atom_start, self.max_pairs, s0, s1, out)
+
+    def reserve(self, model: GMNN, max_rows: int) -> None:
+        """Buffers for chunks of up to ``max_rows`` rows, and the MLP's linear layers (once per batch)."""
+        layers = list(model.mlp)
+        like = torch.from_numpy(self.v[:0])
+        self.n_layers = len(layers)
+        self.linear = [k for k, layer in enumerate(layers) if isinstance(layer, torch.nn.Linear)]
+        self.weights = [layers[k].weight.T for k in self.linear]
+        self.buffers = [_WORK.get("features", (max_rows, model.descriptor.n_features), like)]
+        self.buffers += [_WORK.get(f"layer{k}", (max_rows, layers[k].out_features), like) for k in self.linear]
 
 
 def _primal(model: GMNN, x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, dict[int, np.ndarray], np.ndarray]:
