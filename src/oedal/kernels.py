@@ -20,7 +20,7 @@ from numba import njit, prange
 # as many threads as torch uses (the CLI's --threads, OMP_NUM_THREADS), not every core of the node
 numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 BLOCK = 64  # atoms per parallel work item of gaussian_moments (scratch is allocated per block)
-SMALL_BLOCK = 8  # atoms per parallel work item of tangent_rows (called on ≈ 100 atoms at a time)
+SMALL_BLOCK = 8  # atoms per parallel work item of tangent_rows (called on ≈ 200 atoms at a time)
 
 
 @njit(parallel=True, fastmath=True, cache=True)
