@@ -37,7 +37,6 @@ def gaussian_moments(disp, pair_type, start, beta, centres, gamma, r_cut, offset
         decay[k] = math.exp(-gamma * spacing * spacing * (2 * k - 1))
     n_blocks = (n_atoms + BLOCK - 1) // BLOCK
     for block in prange(n_blocks):  # scratch allocated once per block of atoms, not per atom
-        m0 = np.empty(n, dt)
         m1 = np.empty((n, 3), dt)
         m2 = np.empty((n, 3, 3), dt)
         m3 = np.empty((n, 3, 3, 3), dt)
@@ -50,11 +49,11 @@ def gaussian_moments(disp, pair_type, start, beta, centres, gamma, r_cut, offset
         h = np.empty(3, dt)
         for atom in range(block * BLOCK, min(n_atoms, (block + 1) * BLOCK)):
             _one_atom(atom, disp, pair_type, start, beta, centres, gamma, r_cut, o0, o11, o22, o33, o222, o112,
-                      o332, o321, out, m0, m1, m2, m3, mu, ang, rad, pm, q, g, h, spacing, decay, full2, full3)
+                      o332, o321, out, m1, m2, m3, mu, ang, rad, pm, q, g, h, spacing, decay, full2, full3)
 
 @njit(fastmath=True, cache=True)
 def _one_atom(atom, disp, pair_type, start, beta, centres, gamma, r_cut, o0, o11, o22, o33, o222, o112, o332,
-              o321, out, m0, m1, m2, m3, mu, ang, rad, pm, q, g, h, spacing, decay, full2, full3):  # pragma: no cover
+              o321, out, m1, m2, m3, mu, ang, rad, pm, q, g, h, spacing, decay, full2, full3):  # pragma: no cover
     n, n_basis = beta.shape[1], beta.shape[2]
     mu[:] = 0.0
     for p in range(start[atom], start[atom + 1]):
@@ -80,25 +79,18 @@ def _one_atom(atom, disp, pair_type, start, beta, centres, gamma, r_cut, o0, o11
         for s in range(n):
             for c in range(20):
                 mu[s, c] += rad[s] * ang[c]
-    _atom_features(mu, n, o0, o11, o22, o33, o222, o112, o332, o321, out[atom], m0, m1, m2, m3, pm, q, g, h, full2,
+    _atom_features(mu, n, o0, o11, o22, o33, o222, o112, o332, o321, out[atom], m1, m2, m3, pm, q, g, h, full2,
                    full3)
 
 
 @njit(fastmath=True, cache=True)
-def _atom_features(mu, n, o0, o11, o22, o33, o222, o112, o332, o321, o, m0, m1, m2, m3, pm, q, g, h, full2,
+def _atom_features(mu, n, o0, o11, o22, o33, o222, o112, o332, o321, o, m1, m2, m3, pm, q, g, h, full2,
                    full3):  # pragma: no cover - compiled
-    """One atom's features o from its moments mu (n_radial, 20); m0..m3 receive the full tensors."""
-    for s in range(n):  # full symmetric tensors from the unique components
-        m0[s] = mu[s, 0]
-        for i in range(3):
-            m1[s, i] = mu[s, 1 + i]
-            for j in range(3):
-                m2[s, i, j] = mu[s, full2[i, j]]
-                for k in range(3):
-                    m3[s, i, j, k] = mu[s, full3[i, j, k]]
+    """One atom's features o from its moments mu (n_radial, 20); m1..m3 receive the full tensors."""
+    _full_tensors(mu, n, full2, full3, m1, m2, m3)
     if o0 >= 0:
         for s in range(n):
-            o[o0 + s] = m0[s]
+            o[o0 + s] = mu[s, 0]
     col11, col22, col33 = o11, o22, o33
     for a in range(n):
         for b in range(a, n):
@@ -127,12 +119,7 @@ def _atom_features(mu, n, o0, o11, o22, o33, o222, o112, o332, o321, o, m0, m1, 
         col = o222
         for a in range(n):
             for b in range(a, n):
-                for i in range(3):
-                    for k in range(3):
-                        acc = 0.0
-                        for j in range(3):
-                            acc += m2[a, i, j] * m2[b, j, k]
-                        pm[i, k] = acc
+                _matmul3(m2[a], m2[b], pm)
                 for c in range(b, n):
                     acc = 0.0
                     for i in range(3):
@@ -162,13 +149,7 @@ def _atom_features(mu, n, o0, o11, o22, o33, o222, o112, o332, o321, o, m0, m1, 
         col = o332
         for a in range(n):
             for b in range(a, n):
-                for k in range(3):
-                    for l in range(3):
-                        acc = 0.0
-                        for i in range(3):
-                            for j in range(3):
-                                acc += m3[a, i, j, k] * m3[b, i, j, l]
-                        g[k, l] = acc
+                _gram3(m3[a], m3[b], g)
                 for t in range(n):
                     acc = 0.0
                     for k in range(3):
@@ -180,15 +161,53 @@ def _atom_features(mu, n, o0, o11, o22, o33, o222, o112, o332, o321, o, m0, m1, 
         col = o321
         for a in range(n):
             for b in range(n):
-                for k in range(3):
-                    acc = 0.0
-                    for i in range(3):
-                        for j in range(3):
-                            acc += m3[a, i, j, k] * m2[b, i, j]
-                    h[k] = acc
+                _contract32(m3[a], m2[b], h)
                 for t in range(n):
                     o[col] = h[0] * m1[t, 0] + h[1] * m1[t, 1] + h[2] * m1[t, 2]
                     col += 1
+
+
+@njit(fastmath=True, cache=True)
+def _full_tensors(mu, n, full2, full3, m1, m2, m3):  # pragma: no cover - compiled
+    """Full symmetric Ψ1[s], Ψ2[s], Ψ3[s] from the unique components mu (n_radial, 20)."""
+    for s in range(n):
+        for i in range(3):
+            m1[s, i] = mu[s, 1 + i]
+            for j in range(3):
+                m2[s, i, j] = mu[s, full2[i, j]]
+                for k in range(3):
+                    m3[s, i, j, k] = mu[s, full3[i, j, k]]
+
+
+@njit(fastmath=True, cache=True)
+def _matmul3(x, y, out):  # pragma: no cover - compiled
+    """out = x y for 3 × 3 matrices (Ψ2[a] Ψ2[b])."""
+    for i in range(3):
+        for k in range(3):
+            out[i, k] = x[i, 0] * y[0, k] + x[i, 1] * y[1, k] + x[i, 2] * y[2, k]
+
+
+@njit(fastmath=True, cache=True)
+def _gram3(x, y, out):  # pragma: no cover - compiled
+    """out[k, l] = Σ_ij x_ijk y_ijl (Ψ3[a]:Ψ3[b], a 3 × 3 matrix)."""
+    for k in range(3):
+        for l in range(3):
+            acc = 0.0
+            for i in range(3):
+                for j in range(3):
+                    acc += x[i, j, k] * y[i, j, l]
+            out[k, l] = acc
+
+
+@njit(fastmath=True, cache=True)
+def _contract32(x, y, out):  # pragma: no cover - compiled
+    """out[k] = Σ_ij x_ijk y_ij (Ψ3[a]:Ψ2[b], a vector)."""
+    for k in range(3):
+        acc = 0.0
+        for i in range(3):
+            for j in range(3):
+                acc += x[i, j, k] * y[i, j]
+        out[k] = acc
 
 
 # ---- QS2 in packed rows (sensitivities._structured_packed): the three rotational modes of every atom ----
@@ -433,13 +452,7 @@ def features_partners(v, y, pair_start, rads, cols, families, full2, full3, x, g
                 for s in range(n):
                     for c in range(20):
                         mu[s, c] += v[p, 1, s] * y[p, 0, c]
-            for s in range(n):  # full symmetric tensors from the unique components
-                for i in range(3):
-                    m1[s, i] = mu[s, 1 + i]
-                    for j in range(3):
-                        m2[s, i, j] = mu[s, full2[i, j]]
-                        for k in range(3):
-                            m3[s, i, j, k] = mu[s, full3[i, j, k]]
+            _full_tensors(mu, n, full2, full3, m1, m2, m3)
             ga1, ga2, ga3 = g1[a], g2[a], g3[a]
             _atom_partners(n, m1, m2, m3, families, ga1, ga2, ga3, t2, t3)
             xa = x[a]
@@ -499,12 +512,7 @@ def _atom_partners(n, m1, m2, m3, families, g1, g2, g3, t2, t3):  # pragma: no c
     if families[2]:  # h[a, b]_k = Σ_ij Ψ3[a]_ijk Ψ2[b]_ij
         for a in range(n):
             for b in range(n):
-                for kk in range(3):
-                    acc = 0.0
-                    for i in range(3):
-                        for j in range(3):
-                            acc += m3[a, i, j, kk] * m2[b, i, j]
-                    g1[k, kk] = acc
+                _contract32(m3[a], m2[b], g1[k])
                 k += 1
     k = 0
     if families[3]:  # psi2[s] = Ψ2[s]
@@ -514,9 +522,7 @@ def _atom_partners(n, m1, m2, m3, families, g1, g2, g3, t2, t3):  # pragma: no c
     if families[4]:  # p[x, y] = Ψ2[x] Ψ2[y], x ≤ y
         for x in range(n):
             for y in range(x, n):
-                for i in range(3):
-                    for j in range(3):
-                        t2[i, j] = m2[x, i, 0] * m2[y, 0, j] + m2[x, i, 1] * m2[y, 1, j] + m2[x, i, 2] * m2[y, 2, j]
+                _matmul3(m2[x], m2[y], t2)
                 _fold2(t2, g2[k])
                 k += 1
     if families[5]:  # o[x, y] = Ψ1[x] ⊗ Ψ1[y], x ≤ y
@@ -530,13 +536,7 @@ def _atom_partners(n, m1, m2, m3, families, g1, g2, g3, t2, t3):  # pragma: no c
     if families[6]:  # gm[x, y]_kl = Σ_ij Ψ3[x]_ijk Ψ3[y]_ijl, x ≤ y
         for x in range(n):
             for y in range(x, n):
-                for kk in range(3):
-                    for ll in range(3):
-                        acc = 0.0
-                        for i in range(3):
-                            for j in range(3):
-                                acc += m3[x, i, j, kk] * m3[y, i, j, ll]
-                        t2[kk, ll] = acc
+                _gram3(m3[x], m3[y], t2)
                 _fold2(t2, g2[k])
                 k += 1
     if families[7]:  # v[a, t]_ij = Σ_k Ψ3[a]_ijk Ψ1[t]_k

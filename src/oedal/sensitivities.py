@@ -107,7 +107,7 @@ def _force_sensitivities_batch(model: GMNN, batch: Batch, mode: Mode, out: np.nd
     disp = batch.displacements().detach().to(model.dtype)  # (n_pairs, 3) Å
     sigma = model.atomic_scale(batch).detach()[:, None]  # (n_atoms, 1)
     d = model.d
-    slot, n_slots = pair_slots(batch.pair_i, n_atoms)
+    n_slots = int(torch.bincount(batch.pair_i, minlength=n_atoms).max()) if disp.shape[0] else 0
     if mode == "auto":
         mode = "structured" if 3 * n_slots < d else "reverse"
 
@@ -121,9 +121,10 @@ def _force_sensitivities_batch(model: GMNN, batch: Batch, mode: Mode, out: np.nd
         if mode == "structured":
             with _frozen(model):
                 packed = _structured_packed(model, batch, disp, sigma, out)
-                y, forces = packed if packed is not None else _structured(model, batch, disp, sigma, slot, n_slots)
+                y, forces = packed if packed is not None else _structured(model, batch, disp, sigma)
             return BatchSensitivities(_per_structure(y, batch), forces)
         elif mode == "forward":
+            slot, n_slots = pair_slots(batch.pair_i, n_atoms)
             tangents = torch.zeros((n_slots, 3, disp.shape[0], 3), dtype=disp.dtype, device=disp.device)
             pairs = torch.arange(disp.shape[0], device=disp.device)
             for k in range(3):
@@ -167,8 +168,7 @@ def local_frames(disp: torch.Tensor) -> torch.Tensor:
     return torch.stack([u, e1, torch.linalg.cross(u, e1)], 1)
 
 
-def _structured(model: GMNN, batch: Batch, disp: torch.Tensor, sigma: torch.Tensor, slot: torch.Tensor,
-                n_slots: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _structured(model: GMNN, batch: Batch, disp: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(σh (A, d), force sensitivities −∂(Σσh)/∂R (A, 3, d)) from closed-form feature tangents.
 
     Each pair p is displaced along its own frame (r̂, e1, e2): along r̂ only R_s(r) changes, across
@@ -179,6 +179,7 @@ def _structured(model: GMNN, batch: Batch, disp: torch.Tensor, sigma: torch.Tens
     """
     desc = model.descriptor
     n_atoms, n_pairs = batch.species.shape[0], disp.shape[0]
+    slot, n_slots = pair_slots(batch.pair_i, n_atoms)
     frames = local_frames(disp)  # (P, 3, 3)
 
     r = torch.linalg.vector_norm(disp, dim=-1)  # (P,) Å
@@ -266,19 +267,19 @@ class _PackedPairs:
     def __init__(self, model: GMNN, batch: Batch, disp: torch.Tensor, pair_start: np.ndarray, atom_start: np.ndarray):
         kernels, desc = _kernels(), model.descriptor
         self.ft = _tangents_of(desc)
-        n_pairs, n_atoms, dtype = disp.shape[0], batch.species.shape[0], model.dtype
+        disp = disp.contiguous().numpy()
+        n_pairs, n_atoms, dtype = disp.shape[0], batch.species.shape[0], disp.dtype
         self.pair_start, self.atom_start = pair_start, atom_start
         self.pair_j = batch.pair_j.numpy()
         self.max_pairs = int(np.max(np.diff(pair_start)))
-        self.frames, self.r = torch.empty((n_pairs, 3, 3), dtype=dtype), torch.empty(n_pairs, dtype=dtype)
-        self.v = torch.empty((n_pairs, 3, desc.n_radial), dtype=dtype)  # ∂R/∂r along r̂; R across
-        self.y = torch.empty((n_pairs, 3, 20), dtype=dtype)  # r̂^{⊗L} along r̂; ∂_e r̂^{⊗L} across
-        self.frames, self.r, self.v, self.y = (t.numpy() for t in (self.frames, self.r, self.v, self.y))
-        kernels.pair_rows(disp.contiguous().numpy(), desc.pair_types(batch.species, batch.pair_i, batch.pair_j).numpy(),
+        self.frames, self.r = np.empty((n_pairs, 3, 3), dtype), np.empty(n_pairs, dtype)
+        self.v = np.empty((n_pairs, 3, desc.n_radial), dtype)  # ∂R/∂r along r̂; R across
+        self.y = np.empty((n_pairs, 3, 20), dtype)  # r̂^{⊗L} along r̂; ∂_e r̂^{⊗L} across
+        kernels.pair_rows(disp, desc.pair_types(batch.species, batch.pair_i, batch.pair_j).numpy(),
                           (desc.beta.detach() * desc.basis_norm).double().numpy(), desc.centres.double().numpy(),
                           float(desc.gamma), float(desc.r_cut), _L2, _L3, self.frames, self.r, self.v, self.y)
-        self.features = torch.empty((n_atoms, desc.n_features), dtype=dtype)
-        self.partners = [np.empty((n_atoms, k, n), self.v.dtype) for k, n in zip(self.ft.n_partners, (3, 6, 10))]
+        self.features = torch.empty((n_atoms, desc.n_features), dtype=model.dtype)
+        self.partners = [np.empty((n_atoms, k, n), dtype) for k, n in zip(self.ft.n_partners, (3, 6, 10))]
         kernels.features_partners(self.v, self.y, pair_start, self.ft.rads_np, self.ft.cols_np, self.ft.family_flags,
                                   descriptor_kernel.FULL2, descriptor_kernel.FULL3, self.features.numpy(), *self.partners)
         self.drop, counts = np.empty((n_atoms, 3), np.int64), np.empty(n_atoms, np.int64)
