@@ -159,12 +159,13 @@ def bench_ratio(a) -> None:
 def _tangent_gemm_seconds(model, pool) -> tuple[float, int]:
     """(best of three seconds, rows): the MLP GEMMs (F → hidden → d) of the rows QS2 pushes
     through the MLP, 3n − 3 per atom with n neighbours (kernels.rotation_drops counts them), in
-    chunks of sensitivities.CHUNK_ROWS streamed from one large (rows, F) array, as in the real run."""
+    chunks of sensitivities.CHUNK_ROWS streamed from one large (rows, F) array, one thread per
+    batch of rows (sensitivities.batch_threads), as in the real run."""
     import torch
 
     from oedal import kernels
     from oedal.batching import BatchLoader
-    from oedal.sensitivities import CHUNK_ROWS, ROTATION_TAU, local_frames
+    from oedal.sensitivities import CHUNK_ROWS, ROTATION_TAU, batch_threads, batch_workers, local_frames
 
     loader = BatchLoader(pool, model.cutoff, model.species, 512, dtype=torch.float64)
     rows = 0
@@ -178,16 +179,22 @@ def _tangent_gemm_seconds(model, pool) -> tuple[float, int]:
     widths = [model.descriptor.n_features, *model.settings.hidden]
     block = min(rows, 100_000)  # the operand streamed from memory, as the tangent kernel leaves it
     x = torch.randn(block, widths[0])
-    outs = [torch.empty(CHUNK_ROWS, w) for w in widths[1:]]
     weights = [torch.randn(w_out, w_in).T for w_in, w_out in zip(widths[:-1], widths[1:])]
-    best = np.inf
-    for _ in range(3):
-        t = time.perf_counter()
-        for start in range(0, rows, CHUNK_ROWS):
+    per_batch = 40 * CHUNK_ROWS  # ≈ the rows of one batch, which one thread runs (batch_threads)
+
+    def gemms(first: int) -> None:
+        outs = [torch.empty(CHUNK_ROWS, w) for w in widths[1:]]
+        for start in range(first, min(rows, first + per_batch), CHUNK_ROWS):
             n = min(CHUNK_ROWS, rows - start)
             h = x[start % (block - CHUNK_ROWS + 1):][:n] if block > CHUNK_ROWS else x[:n]
             for w, o in zip(weights, outs):
                 h = torch.mm(h, w, out=o[:n])
+
+    best = np.inf
+    for _ in range(3):
+        t = time.perf_counter()
+        with batch_threads(batch_workers(model)) as run:
+            run(gemms, [(first,) for first in range(0, rows, per_batch)])
         best = min(best, time.perf_counter() - t)
     return best, rows
 

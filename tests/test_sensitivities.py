@@ -112,6 +112,41 @@ def test_forward_and_reverse_chunked_agree(model_and_batch, ethanol_structures, 
     assert f1.shape == (3 * int(sub.n_atoms.sum()), model.d)
 
 
+@pytest.mark.parametrize("forces", [False, True])
+def test_batches_on_threads_equal_one_thread(model_and_batch, ethanol_structures, monkeypatch, forces):
+    """One thread per batch (batch_threads) gives the sequential loop's numbers, in order, and
+    leaves torch's thread count and the parameters' requires_grad as they were."""
+    model = model_and_batch[0]
+    sub = ethanol_structures.subset(np.arange(23))  # 12 batches of 2 (one of 1), more than 2·workers in flight
+    monkeypatch.setattr(S, "batch_workers", lambda m: 1)
+    e1, f1 = S.all_sensitivities(model, sub, forces=forces, batch_size=2)
+    monkeypatch.setattr(S, "batch_workers", lambda m: 3)
+    n_threads = torch.get_num_threads()
+    e3, f3 = S.all_sensitivities(model, sub, forces=forces, batch_size=2)
+    assert torch.get_num_threads() == n_threads
+    assert all(p.requires_grad for p in model.parameters())
+    np.testing.assert_allclose(e3, e1, rtol=1e-12, atol=1e-14)
+    assert not np.array_equal(e1[0], e1[1])  # the structures differ, so a shuffled order would show
+    if forces:
+        np.testing.assert_allclose(f3, f1, rtol=1e-12, atol=1e-14)
+
+
+def test_batch_threads_keep_order_and_raise_what_a_batch_raised():
+    n_threads = torch.get_num_threads()
+
+    def square_or_fail(k: int) -> int:
+        if k == 13:
+            raise ValueError("batch 13")
+        return k * k
+
+    with S.batch_threads(2) as run:
+        assert run(square_or_fail, [(k,) for k in range(13)]) == [k * k for k in range(13)]
+        assert torch.get_num_threads() == 1  # torch single-threaded inside the workers
+    with pytest.raises(ValueError, match="batch 13"), S.batch_threads(2) as run:
+        run(square_or_fail, [(k,) for k in range(20)])
+    assert torch.get_num_threads() == n_threads
+
+
 @pytest.mark.parametrize(
     "contractions, activation",
     [(["c0", "c11", "c22", "c33", "c222", "c112", "c332", "c321"], "silu"), (["c0", "c321", "c222"], "tanh"),

@@ -26,8 +26,12 @@ QS1 alone (energy_sensitivities_batch) uses the fused CPU descriptor kernel (oed
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import functools
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -341,7 +345,7 @@ def _chunks(struct_rows: np.ndarray, size: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-CHUNK_ROWS = 4096  # tangent rows per GEMM: (4096, F) and (4096, width) stay in cache (≈ 1.2× the GEMM rate)
+CHUNK_ROWS = 1024  # tangent rows per GEMM on one thread: (1024, F) and (1024, width) stay in its core's cache
 ROTATION_TAU = 0.05  # a third row is dropped only if its rotational coefficient is ≥ 0.05·r (kernels.rotation_drops)
 
 
@@ -355,8 +359,8 @@ def _kernels():
     return kernels
 
 
-class _Workspace:
-    """Reusable CPU buffers for the per-batch GEMM outputs: fresh multi-MB tensors cost page
+class _Workspace(threading.local):
+    """Reusable CPU buffers, one set per thread for the per-batch GEMM outputs: fresh multi-MB tensors cost page
     faults on every batch (measured 1.25× on the MLP step). A buffer is only read before the next
     batch asks for it again, and what callers keep is copied out of it (scatter, float64)."""
 
@@ -410,12 +414,9 @@ def _loader(model: GMNN, structures, batch_size: int) -> BatchLoader:
     return BatchLoader(structures, model.cutoff, model.species, batch_size, device=device, dtype=model.dtype)
 
 
-def energy_sensitivities(model: GMNN, structures, batch_size: int = 1024) -> np.ndarray:
+def energy_sensitivities(model: GMNN, structures, batch_size: int | None = None) -> np.ndarray:
     """QS1 sensitivities of every structure, in order: (n, d) float64."""
-    model.eval()
-    loader = _loader(model, structures, batch_size)
-    out = [energy_sensitivities_batch(model, b).double().cpu().numpy() for b in loader]
-    return np.concatenate(out) if out else np.zeros((0, model.d))
+    return all_sensitivities(model, structures, forces=False, batch_size=batch_size)[0]
 
 
 def _structures_per_batch(model: GMNN, loader: BatchLoader) -> int:
@@ -430,23 +431,91 @@ def _structures_per_batch(model: GMNN, loader: BatchLoader) -> int:
 def all_sensitivities(
     model: GMNN, structures, *, forces: bool = True, mode: Mode = "auto", batch_size: int | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(QS1 g (n, d), QS2 rows (3·n_atoms_total, d) or None) in float64, rows atom-major then x/y/z."""
+    """(QS1 g (n, d), QS2 rows (3·n_atoms_total, d) or None) in float64, rows atom-major then x/y/z.
+
+    On a CPU, groups of GROUP structures run in parallel, one thread each (``batch_threads``):
+    the group's neighbour lists, then its batches."""
     model.eval()
-    loader = _loader(model, structures, 1)
-    loader.batch_size = batch_size or (_structures_per_batch(model, loader) if forces else ENERGY_BATCH)
-    g_e = []
-    g_f = np.zeros((int(np.sum(loader.n_atoms)), 3, model.d)) if forces else None
-    first = 0  # first atom of the batch
-    for b in loader:
-        if forces:
-            n_atoms = b.species.shape[0]
-            sens = force_sensitivities_batch(model, b, mode, out=g_f[first:first + n_atoms])
-            first += n_atoms
-        else:
-            sens = BatchSensitivities(energy_sensitivities_batch(model, b), None)
-        g_e.append(sens.energy.double().cpu().numpy())
+    workers, n = batch_workers(model), len(structures.n_atoms)
+    first_atom = np.concatenate([[0], np.cumsum(structures.n_atoms)]).astype(np.int64)
+    g_f = np.zeros((int(first_atom[-1]), 3, model.d)) if forces else None
+    if forces:
+        _tangents_of(model.descriptor)  # built once, before the threads
+
+    def group(s0: int, s1: int) -> list[np.ndarray]:
+        loader = _loader(model, structures.subset(np.arange(s0, s1)), 1)
+        loader.batch_size = batch_size or _batch_size(model, loader, forces)
+        out, a0 = [], int(first_atom[s0])
+        for b in loader:
+            if forces:
+                n_atoms = b.species.shape[0]
+                sens = force_sensitivities_batch(model, b, mode, out=g_f[a0:a0 + n_atoms])
+                a0 += n_atoms
+            else:
+                sens = BatchSensitivities(energy_sensitivities_batch(model, b), None)
+            out.append(sens.energy.double().cpu().numpy())
+        return out
+
+    groups = [(0, n)] if workers == 1 else [(s0, min(n, s0 + GROUP)) for s0 in range(0, n, GROUP)]
+    with _frozen(model), batch_threads(workers) as run:
+        g_e = [e for part in run(group, groups) for e in part]
     e = np.concatenate(g_e) if g_e else np.zeros((0, model.d))
     return e, (g_f.reshape(-1, model.d) if forces else None)
+
+
+GROUP = 256  # structures per work item of one thread (neighbour lists and batches): QM9 has 511, ethanol 20
+
+
+def _batch_size(model: GMNN, loader: BatchLoader, forces: bool) -> int:
+    """Structures per batch: ENERGY_BATCH for QS1; for QS2 under TANGENT_BUDGET, as even as it can be."""
+    if not forces:
+        return ENERGY_BATCH
+    most = _structures_per_batch(model, loader)
+    n_batches = -(-loader.n_structures // most)
+    return max(1, -(-loader.n_structures // n_batches))
+
+
+def batch_workers(model: GMNN) -> int:
+    """Threads that each run whole batches: torch's thread count on a CPU, one elsewhere (a GPU
+    parallelises within the batch)."""
+    return torch.get_num_threads() if next(model.parameters()).device.type == "cpu" else 1
+
+
+@contextlib.contextmanager
+def batch_threads(workers: int):
+    """``run(fn, items)`` → [fn(*item) in order], on ``workers`` threads that each run whole
+    items (groups of structures), with torch and the numba kernels single-threaded inside them
+    (restored after).
+
+    One thread per group beats two threads per operation here: the neighbour lists of one group
+    overlap the other's arithmetic, the tangent rows, both GEMMs and the scatter stay in one
+    core's cache, and the fork-joins around every kernel and GEMM disappear (benchmarks/bench_oed.py).
+    At most 2·workers + 1 items are in flight, so memory stays bounded."""
+    if workers <= 1:
+        yield lambda fn, items: [fn(*item) for item in items]
+        return
+    n_torch = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers, initializer=_serial_kernels) as pool:
+            def run(fn, items):
+                pending, done = collections.deque(), []
+                for item in items:
+                    pending.append(pool.submit(fn, *item))
+                    while len(pending) > 2 * workers:
+                        done.append(pending.popleft().result())
+                return done + [f.result() for f in pending]
+            yield run
+    finally:
+        torch.set_num_threads(n_torch)
+
+
+def _serial_kernels() -> None:
+    """Worker-thread initialiser: the numba kernels on this thread only (numba's count is per thread)."""
+    if _kernels() is not None:
+        import numba
+
+        numba.set_num_threads(1)
 
 
 def force_sensitivities(model: GMNN, structures, mode: Mode = "auto", batch_size: int | None = None) -> np.ndarray:
