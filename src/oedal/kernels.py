@@ -631,3 +631,32 @@ def pair_rows(disp, pair_type, beta, centres, gamma, r_cut, l2, l3, frames, r, v
             y[p, 0, 10 + c] = u[i] * u[j] * u[k]
             y[p, 1, 10 + c] = (e1[i] * u[j] * u[k] + u[i] * e1[j] * u[k] + u[i] * u[j] * e1[k]) / rp
             y[p, 2, 10 + c] = (e2[i] * u[j] * u[k] + u[i] * e2[j] * u[k] + u[i] * u[j] * e2[k]) / rp
+
+
+# ---- neighbour lists of molecules (oedal.neighbors) ----
+
+
+@njit(cache=True, nogil=True)
+def molecule_pairs(positions, offsets, molecules, cutoff):  # pragma: no cover - compiled
+    """All pairs (i ≠ j) within ``cutoff`` (Å) of the non-periodic structures ``molecules``, ordered by
+    structure, then i, then j: (structure, i, j), atom indices local to the structure. Two passes
+    (count, fill) over every molecule's n² distances; positions (atoms, 3) Å, offsets (structures + 1,)."""
+    c2 = cutoff * cutoff
+    total = 0
+    for pass_ in range(2):
+        if pass_ == 1:
+            sid, pi, pj = np.empty(total, np.int64), np.empty(total, np.int64), np.empty(total, np.int64)
+        p = 0
+        for s in molecules:
+            a0, a1 = offsets[s], offsets[s + 1]
+            for i in range(a0, a1):
+                for j in range(a0, a1):
+                    dx = positions[j, 0] - positions[i, 0]
+                    dy = positions[j, 1] - positions[i, 1]
+                    dz = positions[j, 2] - positions[i, 2]
+                    if i != j and dx * dx + dy * dy + dz * dz < c2:
+                        if pass_ == 1:
+                            sid[p], pi[p], pj[p] = s, i - a0, j - a0
+                        p += 1
+        total = p
+    return sid, pi, pj
