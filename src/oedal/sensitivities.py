@@ -443,7 +443,7 @@ def all_sensitivities(
         _tangents_of(model.descriptor)  # built once, before the threads
 
     def group(s0: int, s1: int) -> list[np.ndarray]:
-        loader = _loader(model, structures.subset(np.arange(s0, s1)), 1)
+        loader = _loader(model, structures if (s0, s1) == (0, n) else structures.subset(np.arange(s0, s1)), 1)
         loader.batch_size = batch_size or _batch_size(model, loader, forces)
         out, a0 = [], int(first_atom[s0])
         for b in loader:
@@ -471,7 +471,7 @@ def _batch_size(model: GMNN, loader: BatchLoader, forces: bool) -> int:
     if not forces:
         return ENERGY_BATCH
     most = _structures_per_batch(model, loader)
-    n_batches = -(-loader.n_structures // most)
+    n_batches = max(1, -(-loader.n_structures // most))
     return max(1, -(-loader.n_structures // n_batches))
 
 
@@ -494,6 +494,7 @@ def batch_threads(workers: int):
     if workers <= 1:
         yield lambda fn, items: [fn(*item) for item in items]
         return
+    _kernels()  # imported on this thread, so that numba follows torch's thread count here (oedal.kernels)
     n_torch = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
