@@ -21,12 +21,11 @@ per atom at n_radial = 5).
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import torch
 
 from oedal.descriptors import _L2, _L3, GaussianMoments, _full_index
+from oedal.jit import kernels as _kernels
 
 # position in descriptors.angular()'s 20 unique components of every full index of r̂^{⊗2}, r̂^{⊗3}
 FULL2 = np.array(_full_index(_L2, 2), np.int64).reshape(3, 3) + 4
@@ -38,8 +37,8 @@ def features(desc: GaussianMoments, displacements: torch.Tensor, species: torch.
              pair_j: torch.Tensor, n_atoms: int) -> torch.Tensor | None:
     """Features (n_atoms, n_features) as ``desc(...)``, or None where this kernel does not apply
     (numba missing, not a CPU tensor, pairs not grouped by centre atom)."""
-    kernel = _kernel()
-    if kernel is None or displacements.device.type != "cpu":
+    kernels = _kernels()
+    if kernels is None or displacements.device.type != "cpu":
         return None
     if pair_i.numel() and bool((pair_i[1:] < pair_i[:-1]).any()):
         return None
@@ -50,8 +49,9 @@ def features(desc: GaussianMoments, displacements: torch.Tensor, species: torch.
     offsets = contraction_offsets(desc)
     out = torch.empty((n_atoms, desc.n_features), dtype=dtype)
     beta = (desc.beta.detach() * desc.basis_norm).contiguous()
-    kernel(displacements.detach().to(dtype).contiguous().numpy(), pair_type.numpy(), start.numpy(), beta.numpy(),
-           desc.centres.double().numpy(), float(desc.gamma), float(desc.r_cut), offsets, out.numpy(), FULL2, FULL3)
+    kernels.gaussian_moments(displacements.detach().to(dtype).contiguous().numpy(), pair_type.numpy(), start.numpy(),
+                             beta.numpy(), desc.centres.double().numpy(), float(desc.gamma), float(desc.r_cut), offsets,
+                             out.numpy(), FULL2, FULL3)
     return out
 
 
@@ -63,12 +63,3 @@ def contraction_offsets(desc: GaussianMoments) -> np.ndarray:
         offsets[CONTRACTION_IDS.index(c)] = column
         column += int(getattr(desc, f"_sel_{c}").numel())
     return offsets
-
-
-@functools.cache
-def _kernel():
-    try:
-        from oedal import kernels
-    except ImportError:  # pragma: no cover - numba is a dependency; the torch module is the fallback
-        return None
-    return kernels.gaussian_moments

@@ -1,8 +1,9 @@
-"""Numba CPU kernels (imported lazily: numba adds ≈0.3 s of start-up that not every command needs).
+"""Numba CPU kernels (loaded through :func:`oedal.jit.kernels` on first use: numba adds ≈0.3 s of
+start-up that not every command needs).
 
 Top-level functions, so that ``cache=True`` keeps the compiled code between processes (closures
 recompile every time, ≈3 s per kernel). The callers and the maths are in
-:mod:`oedal.descriptor_kernel` (Gaussian moments for inference) and
+:mod:`oedal.neighbors` (pairs of molecules), :mod:`oedal.descriptor_kernel` (Gaussian moments for inference) and
 :func:`oedal.sensitivities._structured_packed` with :mod:`oedal.feature_tangents` (QS2: pair
 terms, features and partners, tangent rows, the scatter to atoms); tests compare them with the
 torch implementations and with autograd.

@@ -14,10 +14,11 @@ shifts in torch, so forces flow through them.
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import numpy as np
+
+from oedal.jit import kernels as _kernels
 
 
 class NeighborList(NamedTuple):
@@ -67,16 +68,6 @@ def _periodic_pairs(pos: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: 
     i, j, s = nl.compute(points=pos, box=cell, periodic=[bool(p) for p in pbc], quantities="ijS")
     shifts = s.astype(np.float64) @ cell  # (n_pairs, 3) Å
     return i.astype(np.int64), j.astype(np.int64), shifts
-
-
-@functools.cache
-def _kernels():
-    """oedal.kernels, or None without numba (imported on first use: numba costs ≈ 0.3 s of start-up)."""
-    try:
-        from oedal import kernels
-    except ImportError:  # pragma: no cover - numba is a dependency; NumPy is the fallback
-        return None
-    return kernels
 
 
 def neighbor_list(positions: np.ndarray, n_atoms: np.ndarray, cell: np.ndarray, pbc: np.ndarray,

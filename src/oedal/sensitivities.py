@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import functools
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +40,7 @@ from oedal import descriptor_kernel
 from oedal.batching import Batch, BatchLoader
 from oedal.descriptors import L2_INDEX as _L2, L3_INDEX as _L3
 from oedal.feature_tangents import FeatureTangents
+from oedal.jit import kernels as _kernels
 from oedal.model import GMNN
 
 log = logging.getLogger(__name__)
@@ -347,16 +347,6 @@ def _chunks(struct_rows: np.ndarray, size: int) -> list[tuple[int, int]]:
 
 CHUNK_ROWS = 1024  # tangent rows per GEMM on one thread: (1024, F) and (1024, width) stay in its core's cache
 ROTATION_TAU = 0.05  # a third row is dropped only if its rotational coefficient is ≥ 0.05·r (kernels.rotation_drops)
-
-
-@functools.cache
-def _kernels():
-    """oedal.kernels, or None without numba (imported here: numba costs ≈0.3 s of start-up)."""
-    try:
-        from oedal import kernels
-    except ImportError:  # pragma: no cover - numba is a dependency; the torch path is the fallback
-        return None
-    return kernels
 
 
 class _Workspace(threading.local):
