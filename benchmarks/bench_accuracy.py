@@ -33,9 +33,9 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     from oedal.data.datasets import load_dataset
-    from oedal.evaluation import error_metrics
+    from oedal.gmnn.evaluation import error_metrics
     from oedal.settings import DescriptorSettings, ModelSettings, TrainingSettings
-    from oedal.training import train_model
+    from oedal.gmnn.training import train_model
 
     data = load_dataset(args.data)
     idx = np.random.default_rng(args.seed).permutation(len(data))

@@ -31,7 +31,7 @@ def use_baseline_descriptor() -> None:
     batched matmul, full moment tensors by index gathers, contractions as 3-operand einsums."""
     import torch
 
-    from oedal.descriptors import GaussianMoments, _L2, _L3, _combos, _full_index, cosine_cutoff
+    from oedal.gmnn.descriptors import GaussianMoments, _L2, _L3, _combos, _full_index, cosine_cutoff
 
     full2, full3 = torch.tensor(_full_index(_L2, 2)), torch.tensor(_full_index(_L3, 3))
 
@@ -75,11 +75,11 @@ def run_one(model_json: str, data: str, threads: int, steps: int, infer_batch: i
     import numpy as np
     import torch
 
-    from oedal.batching import BatchLoader
+    from oedal.gmnn.batching import BatchLoader
     from oedal.data.datasets import load_dataset
-    from oedal.model import GMNN
+    from oedal.gmnn.model import GMNN
     from oedal.settings import ModelSettings
-    from oedal.training import batch_loss
+    from oedal.gmnn.training import batch_loss
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

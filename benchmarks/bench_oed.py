@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from oedal import oed, selection
+from oedal.oed import fisher, selection
 from oedal.data import load_dataset
 from oedal.data.store import write_store
-from oedal.model import save_model
+from oedal.gmnn.model import save_model
 from oedal.settings import ModelSettings, ScoreSettings, TrainingSettings
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -38,7 +38,7 @@ def _data_dir() -> Path:
 
 
 def _train(train, valid, r_cut: float, epochs: int, minutes: float, seed: int = 0):
-    from oedal.training import train_model
+    from oedal.gmnn.training import train_model
 
     ms = ModelSettings.model_validate({"descriptor": {"r_cut": r_cut}})
     ts = TrainingSettings(epochs=epochs, max_minutes=minutes, seed=seed, device="cpu", patience=max(epochs, 1))
@@ -88,7 +88,7 @@ def bench_qm9(a) -> None:
     train, valid = (dataclasses.replace(x, forces=np.zeros_like(x.positions))  # QM9 has no forces (w_F = 0)
                     for x in (s.subset(perm[:5000]), s.subset(perm[5000:5500])))
     ms = ModelSettings.model_validate({"descriptor": {"r_cut": 3.0}})
-    from oedal.training import train_model
+    from oedal.gmnn.training import train_model
 
     t = time.perf_counter()
     ts = TrainingSettings(epochs=a.epochs, max_minutes=a.train_minutes, device="cpu", weight_forces=0.0,
@@ -108,8 +108,8 @@ def bench_qm9(a) -> None:
 
 
 def bench_ratio(a) -> None:
-    from oedal.scoring import score_pool
-    from oedal.sensitivities import all_sensitivities
+    from oedal.oed.scoring import score_pool
+    from oedal.oed.sensitivities import all_sensitivities
 
     train, valid, pool = _ethanol(100, 200)
     model, t_train = _train(train, valid, a.r_cut, a.epochs, a.train_minutes)
@@ -146,8 +146,8 @@ def bench_ratio(a) -> None:
         print(f"(2c) `oedal score` as a process (start-up included): QS1 {proc['qs1'][0]:.1f} s, {proc['qs1'][1]:.0f} MB; "
               f"QS2 {proc['qs2'][0]:.1f} s, {proc['qs2'][1]:.0f} MB: time ×{proc['qs2'][0] / proc['qs1'][0]:.1f}, "
               f"memory ×{proc['qs2'][1] / proc['qs1'][1]:.1f}  [paper: ≈80× time, ≈20× memory]")
-    from oedal.sensitivities import force_sensitivities_batch
-    from oedal.batching import make_batch
+    from oedal.oed.sensitivities import force_sensitivities_batch
+    from oedal.gmnn.batching import make_batch
 
     b = make_batch(pool.subset(np.arange(256)), model.cutoff, model.species, dtype=model.dtype)
     for mode in ("structured", "forward", "reverse"):
@@ -163,9 +163,9 @@ def _tangent_gemm_seconds(model, pool) -> tuple[float, int]:
     batch of rows (sensitivities.batch_threads), as in the real run."""
     import torch
 
-    from oedal import kernels
-    from oedal.batching import BatchLoader
-    from oedal.sensitivities import CHUNK_ROWS, ROTATION_TAU, batch_threads, batch_workers, local_frames
+    from oedal.gmnn import kernels
+    from oedal.gmnn.batching import BatchLoader
+    from oedal.oed.sensitivities import CHUNK_ROWS, ROTATION_TAU, batch_threads, batch_workers, local_frames
 
     loader = BatchLoader(pool, model.cutoff, model.species, 512, dtype=torch.float64)
     rows = 0
@@ -209,7 +209,7 @@ def bench_greedy(a) -> None:
     ids = np.arange(a.n_pool)
     for name, u in (("isotropic N(0, I)", rng.normal(size=(a.n_pool, a.d)).astype(np.float32)),
                     ("decaying spectrum 1/k", _aniso_u(rng, a.n_pool, a.d))):
-        scores = oed.variance_change(oed.row_norms2(u))
+        scores = fisher.variance_change(fisher.row_norms2(u))
         t = time.perf_counter()
         top = selection.select_top(scores, ids, a.m)
         t_top = time.perf_counter() - t
@@ -223,8 +223,8 @@ def bench_greedy(a) -> None:
 
 
 def bench_corr(a) -> None:
-    from oedal.evaluation import predict
-    from oedal.sensitivities import all_sensitivities
+    from oedal.gmnn.evaluation import predict
+    from oedal.oed.sensitivities import all_sensitivities
 
     train, valid, pool = _ethanol(100, 200)
     model, t_train = _train(train, valid, a.r_cut, a.epochs, a.train_minutes)
@@ -233,16 +233,16 @@ def bench_corr(a) -> None:
     mae = np.add.reduceat(per_atom, pool.offsets[:-1]) / pool.n_atoms  # per-structure force MAE
     g_tr_e, g_tr_f = all_sensitivities(model, train)
     g_e, g_f = all_sensitivities(model, pool)
-    f1 = oed.factor_from_sensitivities(g_tr_e)
-    f2 = oed.factor_from_sensitivities(g_tr_f)
-    u1 = oed.project(f1, g_e)
-    s1 = oed.row_norms2(u1)
-    q2 = oed.qs2_scores(f2, g_f, 3 * pool.n_atoms)[0]
-    q2max = oed.qs2_scores(f2, g_f, 3 * pool.n_atoms, "max")[0]
+    f1 = fisher.factor_from_sensitivities(g_tr_e)
+    f2 = fisher.factor_from_sensitivities(g_tr_f)
+    u1 = fisher.project(f1, g_e)
+    s1 = fisher.row_norms2(u1)
+    q2 = fisher.qs2_scores(f2, g_f, 3 * pool.n_atoms)[0]
+    q2max = fisher.qs2_scores(f2, g_f, 3 * pool.n_atoms, "max")[0]
     r = lambda x: float(np.corrcoef(x, mae)[0, 1])  # noqa: E731
     print(f"(4) ethanol_1000K, model on 100 (training {t_train:.0f} s, force MAE {mae.mean():.3f} eV/Å), "
           f"pool {len(pool)}: Pearson r with per-structure force MAE: QS1 numerator s {r(s1):.2f}, "
-          f"QS1 s/(1+s) {r(oed.variance_change(s1)):.2f}, QS2 mean {r(q2):.2f}, QS2 per-atom max {r(q2max):.2f}  "
+          f"QS1 s/(1+s) {r(fisher.variance_change(s1)):.2f}, QS2 mean {r(q2):.2f}, QS2 per-atom max {r(q2max):.2f}  "
           f"[paper: 0.53 (QS1, numerator), 0.60 (QS2)]")
 
 

@@ -9,9 +9,9 @@ from ase import units
 from ase.build import bulk, molecule
 from ase.md.verlet import VelocityVerlet
 
-from oedal.calculator import GMNNCalculator
+from oedal.gmnn.calculator import GMNNCalculator
 from oedal.errors import InputError
-from oedal.model import GMNN, save_model
+from oedal.gmnn.model import GMNN, save_model
 from oedal.settings import DescriptorSettings, ModelSettings
 
 

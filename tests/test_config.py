@@ -14,7 +14,7 @@ import yaml
 
 from oedal.errors import SettingsError
 from oedal.settings import CampaignSettings
-from oedal.steps import plan_batches, validate_campaign
+from oedal.campaign.steps import plan_batches, validate_campaign
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((ROOT / "config").glob("*.yaml"))

@@ -7,10 +7,10 @@ import pytest
 import torch
 from ase import Atoms
 
-from oedal import descriptor_kernel
-from oedal.batching import make_batch
+from oedal.gmnn import descriptor_kernel
+from oedal.gmnn.batching import make_batch
 from oedal.data.structures import Structures
-from oedal.model import GMNN
+from oedal.gmnn.model import GMNN
 from oedal.settings import CONTRACTIONS, ModelSettings
 
 

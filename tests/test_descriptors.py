@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from oedal.descriptors import GaussianMoments, n_features
+from oedal.gmnn.descriptors import GaussianMoments, n_features
 from oedal.settings import CONTRACTIONS, DescriptorSettings
 
 FULL_EINSUM = {

@@ -9,11 +9,11 @@ import pytest
 import torch
 from ase.build import bulk
 
-from oedal.batching import BatchLoader, make_batch
-from oedal.calculator import atoms_as_structures
+from oedal.gmnn.batching import BatchLoader, make_batch
+from oedal.gmnn.calculator import atoms_as_structures
 from oedal.data.datasets import load_dataset
 from oedal.errors import InputError, SettingsError
-from oedal.model import GMNN, load_model, save_model
+from oedal.gmnn.model import GMNN, load_model, save_model
 from oedal.settings import DescriptorSettings, ModelSettings
 
 ETHANOL = Path(__file__).resolve().parents[2] / "shared" / "data" / "gmnn_ethanol" / "ethanol_1000K.npz"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from ase.neighborlist import neighbor_list as ase_neighbor_list
 
-from oedal.neighbors import neighbor_list
+from oedal.gmnn.neighbors import neighbor_list
 
 
 def test_neighbor_list_equals_ase_for_mixed_molecules_and_cells(ethanol_structures, small_periodic_cells):
@@ -36,7 +36,7 @@ def test_numba_molecule_pairs_equal_numpy_and_ase(monkeypatch):
     pairs, for sizes 1 to 12 interleaved, a lone atom and a pair beyond the cut-off among them."""
     from ase import Atoms
 
-    from oedal import neighbors
+    from oedal.gmnn import neighbors
     from oedal.data.structures import Structures
 
     rng = np.random.default_rng(3)

@@ -7,7 +7,7 @@ import pytest
 
 from oedal.data.store import StoreReader, read_store
 from oedal.errors import InputError
-from oedal.sampling import run_md, sample_pool, starting_geometry
+from oedal.campaign.sampling import run_md, sample_pool, starting_geometry
 from oedal.settings import SamplingSettings
 
 pytest.importorskip("tblite")

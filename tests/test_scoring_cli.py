@@ -12,9 +12,9 @@ from oedal.data.store import read_store, write_store
 
 @pytest.fixture(scope="session")
 def tiny_campaign(tmp_path_factory, ethanol_structures):
-    from oedal.model import save_model
+    from oedal.gmnn.model import save_model
     from oedal.settings import ModelSettings, TrainingSettings
-    from oedal.training import train_model
+    from oedal.gmnn.training import train_model
 
     root = tmp_path_factory.mktemp("oed_cli")
     s = ethanol_structures

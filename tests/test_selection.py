@@ -5,18 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from oedal import oed, selection
-from oedal.selection import Term
+from oedal.oed import fisher, selection
+from oedal.oed.selection import Term
 
 
 def _bruteforce_greedy(A, g_rows, counts, ids, m, reduction="mean", exclude=()):
     """Re-factor A + Σ g gᵀ after every pick and rescore the whole pool from scratch."""
-    off = oed.offsets_from_counts(counts)
+    off = fisher.offsets_from_counts(counts)
     A = A.copy()
     picks = []
     for _ in range(m):
-        factor = oed.fisher_factor(A, n_rows=10**9, jitter=0.0)
-        scores, _ = oed.qs2_scores(factor, g_rows, counts, reduction)
+        factor = fisher.fisher_factor(A, n_rows=10**9, jitter=0.0)
+        scores, _ = fisher.qs2_scores(factor, g_rows, counts, reduction)
         best = None
         for p in np.lexsort((ids, -scores)):
             if p not in picks and ids[p] not in exclude:
@@ -41,8 +41,8 @@ def _pool(n=60, d=6, seed=0, rows_per=1):
 def test_greedy_equals_recomputation_from_scratch(rows_per, reduction):
     g_train, g, counts, ids = _pool(rows_per=rows_per)
     A = g_train.T @ g_train
-    factor = oed.fisher_factor(A, n_rows=len(g_train), jitter=0.0)
-    u = oed.project(factor, g)
+    factor = fisher.fisher_factor(A, n_rows=len(g_train), jitter=0.0)
+    u = fisher.project(factor, g)
     exclude = ids[:5]
     got = selection.select_greedy([Term(u, counts, 1.0, reduction)], ids, 15, exclude, block=4)
     ref = _bruteforce_greedy(A, g, counts, ids, 15, reduction, exclude=set(exclude.tolist()))
@@ -59,15 +59,15 @@ def test_greedy_qs3_two_terms_equals_bruteforce():
     g2_train, g2 = rng.normal(size=(20, d)), rng.normal(size=(6 * n, d))
     ids = np.arange(n)
     A1, A2 = g1_train.T @ g1_train, g2_train.T @ g2_train
-    f1, f2 = oed.fisher_factor(A1, n_rows=8), oed.fisher_factor(A2, n_rows=20)
-    terms = [Term(oed.project(f1, g1), np.ones(n, int)), Term(oed.project(f2, g2), counts2, 1.5)]
+    f1, f2 = fisher.fisher_factor(A1, n_rows=8), fisher.fisher_factor(A2, n_rows=20)
+    terms = [Term(fisher.project(f1, g1), np.ones(n, int)), Term(fisher.project(f2, g2), counts2, 1.5)]
     got = selection.select_greedy(terms, ids, 8).indices
     picks = []
-    off = oed.offsets_from_counts(counts2)
+    off = fisher.offsets_from_counts(counts2)
     for _ in range(8):
-        s1 = oed.qs1_scores(oed.fisher_factor(A1, n_rows=99), g1)[0]
-        s2 = oed.qs2_scores(oed.fisher_factor(A2, n_rows=99), g2, counts2)[0]
-        total = oed.qs3_scores(s1, s2, 1.5)
+        s1 = fisher.qs1_scores(fisher.fisher_factor(A1, n_rows=99), g1)[0]
+        s2 = fisher.qs2_scores(fisher.fisher_factor(A2, n_rows=99), g2, counts2)[0]
+        total = fisher.qs3_scores(s1, s2, 1.5)
         total[picks] = -1
         best = int(np.lexsort((ids, -total))[0])
         picks.append(best)
@@ -78,12 +78,12 @@ def test_greedy_qs3_two_terms_equals_bruteforce():
 
 def test_permuted_pool_gives_same_picks():
     g_train, g, counts, ids = _pool(n=80, rows_per=3, seed=2)
-    factor = oed.factor_from_sensitivities(g_train)
-    u = oed.project(factor, g)
-    off = oed.offsets_from_counts(counts)
+    factor = fisher.factor_from_sensitivities(g_train)
+    u = fisher.project(factor, g)
+    off = fisher.offsets_from_counts(counts)
     perm = np.random.default_rng(9).permutation(len(ids))
     u_perm = np.concatenate([u[off[p] : off[p + 1]] for p in perm])
-    scores = oed.qs2_scores(factor, g, counts)[0]
+    scores = fisher.qs2_scores(factor, g, counts)[0]
     for method in ("greedy", "top", "random"):
         if method == "greedy":
             a = selection.select_greedy([Term(u, counts)], ids, 12)
@@ -103,10 +103,10 @@ def test_greedy_beats_top_on_duplicated_pool():
     base = rng.normal(size=(20, d)) * rng.uniform(0.5, 3, size=(20, 1))
     g = np.concatenate([base] * 4)  # every structure four times
     ids = np.arange(len(g))
-    factor = oed.factor_from_sensitivities(rng.normal(size=(30, d)))
-    u = oed.project(factor, g)
+    factor = fisher.factor_from_sensitivities(rng.normal(size=(30, d)))
+    u = fisher.project(factor, g)
     term = Term(u, np.ones(len(g), int))
-    scores = oed.qs1_scores(factor, g)[0]
+    scores = fisher.qs1_scores(factor, g)[0]
     top = selection.select_top(scores, ids, 6)
     greedy = selection.select_greedy([term], ids, 6)
     assert len(set(ids[greedy.indices] % 20)) == 6  # no duplicate picked twice (m < d)

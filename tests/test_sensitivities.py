@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from oedal import sensitivities as S
-from oedal.batching import make_batch
-from oedal.model import GMNN
+from oedal.oed import sensitivities as S
+from oedal.gmnn.batching import make_batch
+from oedal.gmnn.model import GMNN
 from oedal.settings import ModelSettings
 
 
@@ -200,7 +200,7 @@ def awkward_molecules():
 
 def test_rotational_rows_dropped_only_where_the_relations_hold(awkward_molecules):
     """Three rows per atom with a non-collinear neighbourhood, two for a single neighbour or a line."""
-    from oedal import kernels
+    from oedal.gmnn import kernels
 
     batch = make_batch(awkward_molecules, 3.0, [1, 6, 7, 8], dtype=torch.float64)
     disp = batch.displacements()
@@ -240,7 +240,7 @@ def test_structured_mode_exact_for_linear_lone_and_isolated_atoms(awkward_molecu
 
 def test_numba_moments_features_and_partners_equal_torch(model_and_batch):
     """kernels.pair_rows and kernels.features_partners against the descriptor's torch route."""
-    from oedal import descriptor_kernel, kernels
+    from oedal.gmnn import descriptor_kernel, kernels
 
     model, _, batch = model_and_batch
     desc, ft = model.descriptor, S._tangents_of(model.descriptor)

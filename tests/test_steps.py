@@ -1,4 +1,4 @@
-"""The workflow's glue steps (oedal.steps): split, shard, gather, merge maths, seeds and the plan."""
+"""The workflow's glue steps (oedal.campaign.steps): split, shard, gather, merge maths, seeds and the plan."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from oedal.data.store import read_store, write_store
 from oedal.errors import SettingsError
 from oedal.settings import CampaignSettings, SplitSettings
-from oedal.steps import (
+from oedal.campaign.steps import (
     derive_seed,
     gather_stores,
     merge_labels,

@@ -12,9 +12,9 @@ import torch
 from oedal.cli import main
 from oedal.data.datasets import load_dataset
 from oedal.data.store import write_store
-from oedal.model import load_model, save_model
+from oedal.gmnn.model import load_model, save_model
 from oedal.settings import DescriptorSettings, ModelSettings, TrainingSettings
-from oedal.training import train_model
+from oedal.gmnn.training import train_model
 
 ETHANOL = Path(__file__).resolve().parents[2] / "shared" / "data" / "gmnn_ethanol" / "ethanol_1000K.npz"
 
@@ -44,7 +44,7 @@ def test_early_stopping_and_warm_start(ethanol, tmp_path):
     r = train_model(train, valid, ms, ts)  # a huge learning rate stops improving quickly
     assert r.stopped == "patience" and r.epochs == r.best_epoch + 2
     # the best weights are restored
-    from oedal.training import BatchLoader, validate
+    from oedal.gmnn.training import BatchLoader, validate
 
     loader = BatchLoader(valid, r.model.cutoff, r.model.species, 64)
     assert validate(r.model, loader, 1.0, 100.0)["valid_loss"] == pytest.approx(r.best_valid_loss, rel=1e-6)
@@ -89,9 +89,9 @@ def test_cli_train_and_evaluate(ethanol, tmp_path):
 
 def test_functional_loss_equals_autograd_loss(ethanol):
     """The training loss (forces by torch.func.grad) has the same value and parameter gradients as autograd."""
-    from oedal.batching import make_batch
-    from oedal.model import GMNN
-    from oedal.training import batch_loss, structure_loss
+    from oedal.gmnn.batching import make_batch
+    from oedal.gmnn.model import GMNN
+    from oedal.gmnn.training import batch_loss, structure_loss
 
     torch.manual_seed(0)
     s = ethanol.subset(np.arange(4))
@@ -140,7 +140,7 @@ def test_resume_after_a_crash_gives_the_same_model(ethanol_structures, tmp_path,
     import os
     import signal
 
-    from oedal.training import TrainingInterrupted
+    from oedal.gmnn.training import TrainingInterrupted
 
     train, valid, ms, ts = _tiny(ethanol_structures)
     straight = train_model(train, valid, ms, ts)
@@ -153,7 +153,7 @@ def test_resume_after_a_crash_gives_the_same_model(ethanol_structures, tmp_path,
     with pytest.raises(KeyboardInterrupt):
         train_model(train, valid, ms, ts, checkpoint=ck, checkpoint_minutes=0, callback=_stop_after(3, crash))
     assert ck.exists()
-    with caplog.at_level("INFO", logger="oedal.training"):
+    with caplog.at_level("INFO", logger="oedal.gmnn.training"):
         resumed = train_model(train, valid, ms, ts, checkpoint=ck)
     assert "RESUMING training from checkpoint" in caplog.text and str(ck) in caplog.text
     _same_result(straight, resumed)
@@ -168,7 +168,7 @@ def test_resume_after_a_crash_gives_the_same_model(ethanol_structures, tmp_path,
 
 
 def test_checkpoint_of_another_training_is_refused(ethanol_structures, tmp_path):
-    from oedal.training import CheckpointMismatch
+    from oedal.gmnn.training import CheckpointMismatch
 
     train, valid, ms, ts = _tiny(ethanol_structures, epochs=3)
     ck = tmp_path / "m.ckpt"
@@ -221,7 +221,7 @@ def test_cli_train_resumes_after_sigterm(ethanol_structures, tmp_path, caplog):
     assert main(args + ["--epochs", "2", "--seed", "9", "--no-checkpoint"]) == 0 and ck.exists()  # left alone
     out.unlink()
     assert main(args + ["--seed", "9"]) == 2 and ck.exists() and not out.exists()
-    with caplog.at_level("INFO", logger="oedal.training"):
+    with caplog.at_level("INFO", logger="oedal.gmnn.training"):
         assert main(args) == 0
     assert "RESUMING training from checkpoint" in caplog.text
     assert out.exists() and not ck.exists()  # the checkpoint is removed once the model is written

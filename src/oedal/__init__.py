@@ -11,7 +11,7 @@ __all__ = ["__version__", "GMNNCalculator"]
 def __getattr__(name: str):
     # Lazy: `import oedal` must not import torch/ase for the CLI's --help.
     if name == "GMNNCalculator":
-        from oedal.calculator import GMNNCalculator
+        from oedal.gmnn.calculator import GMNNCalculator
 
         return GMNNCalculator
     raise AttributeError(name)

@@ -6,7 +6,7 @@ import re
 import sys
 from pathlib import Path
 
-from oedal.steps import derive_seed, parse_strategy, plan_batches
+from oedal.campaign.steps import derive_seed, parse_strategy, plan_batches
 
 # Jobs call the `oedal` installed beside the Python that runs Snakemake, so a virtual environment
 # need not be activated; with --sdm conda the job's environment still comes first on PATH.

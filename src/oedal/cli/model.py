@@ -1,4 +1,4 @@
-"""``oedal train`` and ``oedal evaluate``: thin wrappers around oedal.training / oedal.evaluation."""
+"""``oedal train`` and ``oedal evaluate``: thin wrappers around oedal.gmnn.training / oedal.gmnn.evaluation."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ log = logging.getLogger("oedal.cli.model")
 
 def _train(args: argparse.Namespace) -> int:
     from oedal.data.store import read_store
-    from oedal.model import save_model
+    from oedal.gmnn.model import save_model
     from oedal.settings import ModelSettings, TrainingSettings, load_settings
-    from oedal.training import TrainingInterrupted, train_model
+    from oedal.gmnn.training import TrainingInterrupted, train_model
 
     ts = load_settings(TrainingSettings, args.settings, epochs=args.epochs, seed=args.seed, device=args.device,
                        threads=args.threads)
@@ -49,8 +49,8 @@ def _write_json_atomic(data: dict, path: Path) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     from oedal.data.store import read_store
     from oedal.device import resolve_device, set_threads
-    from oedal.evaluation import error_metrics
-    from oedal.model import load_model
+    from oedal.gmnn.evaluation import error_metrics
+    from oedal.gmnn.model import load_model
 
     set_threads(args.threads)
     model = load_model(args.model, device=resolve_device(args.device))

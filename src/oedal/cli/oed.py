@@ -1,4 +1,4 @@
-"""``oedal score`` and ``oedal select``: thin wrappers around oedal.scoring."""
+"""``oedal score`` and ``oedal select``: thin wrappers around oedal.oed.scoring."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ log = logging.getLogger("oedal.cli.oed")
 
 def _score(args: argparse.Namespace) -> int:
     from oedal.device import set_threads
-    from oedal.scoring import score_pool
+    from oedal.oed.scoring import score_pool
     from oedal.settings import ScoreSettings, load_settings
 
     settings = load_settings(ScoreSettings, args.settings, strategy=args.strategy, beta=args.beta,
@@ -25,7 +25,7 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _select(args: argparse.Namespace) -> int:
-    from oedal.scoring import select_batch
+    from oedal.oed.scoring import select_batch
     from oedal.settings import SelectSettings, load_settings
 
     overrides = {"method": args.method, "seed": args.seed}

@@ -64,7 +64,7 @@ def run_label(args: argparse.Namespace) -> int:
 
 def run_sample(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
-    from oedal.sampling import sample_pool
+    from oedal.campaign.sampling import sample_pool
     from oedal.settings import SamplingSettings, load_settings
 
     settings = load_settings(

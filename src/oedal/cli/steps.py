@@ -1,4 +1,4 @@
-"""``oedal split|shard|gather|merge|carry|summary|schema``: the workflow's glue steps (oedal.steps)."""
+"""``oedal split|shard|gather|merge|carry|summary|schema``: the workflow's glue steps (oedal.campaign.steps)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ log = logging.getLogger("oedal.cli.steps")
 
 def _split(args: argparse.Namespace) -> int:
     from oedal.settings import SplitSettings, load_settings
-    from oedal.steps import split_dataset
+    from oedal.campaign.steps import split_dataset
 
     settings = load_settings(SplitSettings, args.settings)
     split_dataset(args.source, args.out_dir, args.test, settings, args.seed)
@@ -21,7 +21,7 @@ def _split(args: argparse.Namespace) -> int:
 
 def _shard(args: argparse.Namespace) -> int:
     from oedal.settings import StopSettings, load_settings
-    from oedal.steps import shard_selection
+    from oedal.campaign.steps import shard_selection
 
     stop = load_settings(StopSettings, args.stop)
     shard_selection(
@@ -33,7 +33,7 @@ def _shard(args: argparse.Namespace) -> int:
 
 
 def _gather(args: argparse.Namespace) -> int:
-    from oedal.steps import gather_failed, gather_stores
+    from oedal.campaign.steps import gather_failed, gather_stores
 
     n = gather_stores(args.labeled, args.out)
     n_failed = gather_failed(args.failed, args.failed_out) if args.failed else 0
@@ -42,14 +42,14 @@ def _gather(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from oedal.steps import merge_labels
+    from oedal.campaign.steps import merge_labels
 
     merge_labels(args.prev_dir, args.out_dir, redraw_valid=args.redraw_valid)
     return 0
 
 
 def _carry(args: argparse.Namespace) -> int:
-    from oedal.steps import carry_over
+    from oedal.campaign.steps import carry_over
 
     carried = carry_over(args.status, args.sources, args.targets)
     print("yes" if carried else "no")
@@ -59,7 +59,7 @@ def _carry(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from oedal.steps import write_summary
+    from oedal.campaign.steps import write_summary
 
     runs = []
     for spec in args.run:

@@ -1,6 +1,6 @@
 """Batches of concatenated structures (no padding) with precomputed neighbour lists.
 
-``BatchLoader`` computes the neighbour lists of a whole ``Structures`` once (oedal.neighbors),
+``BatchLoader`` computes the neighbour lists of a whole ``Structures`` once (oedal.gmnn.neighbors),
 keeps every per-atom and per-pair array as one tensor on the target device, and builds each
 batch by vectorised index arithmetic (ragged aranges) — no Python loop over structures per step.
 """
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from oedal.errors import InputError
-from oedal.neighbors import neighbor_list
+from oedal.gmnn.neighbors import neighbor_list
 
 
 class Batch(NamedTuple):

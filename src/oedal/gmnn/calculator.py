@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, all_changes
 
-from oedal.batching import make_batch
+from oedal.gmnn.batching import make_batch
 from oedal.device import resolve_device
-from oedal.model import GMNN, load_model
+from oedal.gmnn.model import GMNN, load_model
 
 
 def atoms_as_structures(atoms) -> SimpleNamespace:

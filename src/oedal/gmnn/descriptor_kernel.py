@@ -1,6 +1,6 @@
 """Gaussian-moment features for inference on a CPU: one fused numba loop per atom.
 
-The same features as :class:`oedal.descriptors.GaussianMoments` (tests/test_descriptor_kernel.py
+The same features as :class:`oedal.gmnn.descriptors.GaussianMoments` (tests/test_descriptor_kernel.py
 holds them equal), computed for QS1 scoring, where no derivative is needed. The torch
 module spends most of a QM9 scoring run on allocating, gathering and concatenating (atoms ×
 hundreds) intermediates of tiny per-atom matrix products; here each atom's moments Ψ_L[s] and
@@ -24,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from oedal.descriptors import _L2, _L3, GaussianMoments, _full_index
-from oedal.jit import kernels as _kernels
+from oedal.gmnn.descriptors import _L2, _L3, GaussianMoments, _full_index
+from oedal.gmnn.jit import kernels as _kernels
 
 # position in descriptors.angular()'s 20 unique components of every full index of r̂^{⊗2}, r̂^{⊗3}
 FULL2 = np.array(_full_index(_L2, 2), np.int64).reshape(3, 3) + 4

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from ase import units
 
-from oedal.batching import BatchLoader
+from oedal.gmnn.batching import BatchLoader
 from oedal.errors import InputError
-from oedal.model import GMNN
+from oedal.gmnn.model import GMNN
 
 KCAL_PER_MOL = units.kcal / units.mol  # eV
 THRESHOLD_KCAL = 1.0  # kcal/mol (energy per structure) and kcal/mol/Å (max force component error per structure)

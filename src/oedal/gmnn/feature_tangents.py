@@ -19,7 +19,7 @@ i.e. every tangent row is Σ_q v[s_q] w[k_q] for a radial vector v and the proje
 partners on one angular tensor. Per atom, the projections of its rows are a small matmul
 (partners × unique components) @ (unique components × 3·slots); each feature then needs three
 products per row. This module is the torch route (GPUs), which rotates the frame back to x, y, z
-here; the CPU route (oedal.kernels: features_partners, tangent_rows) keeps the rows in the frames
+here; the CPU route (oedal.gmnn.kernels: features_partners, tangent_rows) keeps the rows in the frames
 until after the MLP. The generic forward-mode route instead
 repeats the whole contraction for each of the 3·slots tangents (≈15× slower here).
 
@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from oedal.descriptors import GaussianMoments, _combos
+from oedal.gmnn.descriptors import GaussianMoments, _combos
 
 # partner families: name → (rank L, index set); "sym" families are symmetric in their two radial
 # indices (only x ≤ y are stored), "pair" families keep all n² ordered index pairs

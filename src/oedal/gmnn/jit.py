@@ -7,10 +7,10 @@ import functools
 
 @functools.cache
 def kernels():
-    """oedal.kernels, or None without numba (imported on first use: numba costs ≈ 0.3 s of start-up
+    """oedal.gmnn.kernels, or None without numba (imported on first use: numba costs ≈ 0.3 s of start-up
     that not every command needs). Callers fall back to NumPy or torch on None."""
     try:
-        from oedal import kernels as compiled
+        from oedal.gmnn import kernels as compiled
     except ImportError:  # pragma: no cover - numba is a dependency
         return None
     return compiled

@@ -1,10 +1,10 @@
-"""Numba CPU kernels (loaded through :func:`oedal.jit.kernels` on first use: numba adds ≈0.3 s of
+"""Numba CPU kernels (loaded through :func:`oedal.gmnn.jit.kernels` on first use: numba adds ≈0.3 s of
 start-up that not every command needs).
 
 Top-level functions, so that ``cache=True`` keeps the compiled code between processes (closures
 recompile every time, ≈3 s per kernel). The callers and the maths are in
-:mod:`oedal.neighbors` (pairs of molecules), :mod:`oedal.descriptor_kernel` (Gaussian moments for inference) and
-:func:`oedal.sensitivities._structured_packed` with :mod:`oedal.feature_tangents` (QS2: pair
+:mod:`oedal.gmnn.neighbors` (pairs of molecules), :mod:`oedal.gmnn.descriptor_kernel` (Gaussian moments for inference) and
+:func:`oedal.oed.sensitivities._structured_packed` with :mod:`oedal.gmnn.feature_tangents` (QS2: pair
 terms, features and partners, tangent rows, the scatter to atoms); tests compare them with the
 torch implementations and with autograd.
 """
@@ -634,7 +634,7 @@ def pair_rows(disp, pair_type, beta, centres, gamma, r_cut, l2, l3, frames, r, v
             y[p, 2, 10 + c] = (e2[i] * u[j] * u[k] + u[i] * e2[j] * u[k] + u[i] * u[j] * e2[k]) / rp
 
 
-# ---- neighbour lists of molecules (oedal.neighbors) ----
+# ---- neighbour lists of molecules (oedal.gmnn.neighbors) ----
 
 
 @njit(cache=True, nogil=True)

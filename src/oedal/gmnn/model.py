@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from oedal import __version__
-from oedal.batching import Batch
-from oedal.descriptors import GaussianMoments
+from oedal.gmnn.batching import Batch
+from oedal.gmnn.descriptors import GaussianMoments
 from oedal.errors import InputError, SettingsError
 from oedal.files import atomic_path
 from oedal.settings import ModelSettings
@@ -109,7 +109,7 @@ class GMNN(nn.Module):
     @torch.no_grad()
     def init_scale_shift(self, numbers: np.ndarray, n_atoms: np.ndarray, energy: np.ndarray) -> None:
         """μ by least squares E ≈ Σ_Z count_Z · μ_Z; σ (all species) = std of the residual per atom."""
-        from oedal.batching import species_index
+        from oedal.gmnn.batching import species_index
 
         n_atoms = np.asarray(n_atoms, np.int64)
         spec = species_index(numbers, self.species, n_atoms)

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from oedal.jit import kernels as _kernels
+from oedal.gmnn.jit import kernels as _kernels
 
 
 class NeighborList(NamedTuple):

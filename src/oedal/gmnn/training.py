@@ -36,11 +36,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from oedal.batching import Batch, BatchLoader
+from oedal.gmnn.batching import Batch, BatchLoader
 from oedal.device import resolve_device, set_threads
 from oedal.errors import InputError, OedalError
 from oedal.files import atomic_path
-from oedal.model import GMNN, load_model
+from oedal.gmnn.model import GMNN, load_model
 from oedal.progress import progress_bar
 from oedal.settings import ModelSettings, TrainingSettings
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple, Sequence
 import h5py
 import numpy as np
 
-from oedal import oed
+from oedal.oed import fisher
 from oedal.data.store import StoreReader, read_store
 from oedal.errors import InputError
 from oedal.files import atomic_path
@@ -23,7 +23,7 @@ from oedal.progress import progress_bar
 from oedal.settings import ScoreSettings
 
 if TYPE_CHECKING:  # torch-backed modules are imported where scoring needs them: `select` stays NumPy-only
-    from oedal.model import GMNN
+    from oedal.gmnn.model import GMNN
 
 log = logging.getLogger(__name__)
 SCORES_FORMAT = "oedal-scores"
@@ -43,34 +43,34 @@ class _OedScorer:
     """Fisher factors from the training set; scores (and projected rows) for any structures."""
 
     def __init__(self, model: GMNN, train, settings: ScoreSettings):
-        from oedal.sensitivities import all_sensitivities
+        from oedal.oed.sensitivities import all_sensitivities
 
         self.model, self.s = model, settings
         self.need_e = settings.strategy in ("qs1", "qs3")
         self.need_f = settings.strategy in ("qs2", "qs3")
         g_e, g_f = all_sensitivities(model, train, forces=self.need_f)
         self.g_train = g_e
-        self.f_e = oed.factor_from_sensitivities(g_e, settings.jitter) if self.need_e else None
-        self.f_f = oed.factor_from_sensitivities(g_f, settings.jitter) if self.need_f else None
+        self.f_e = fisher.factor_from_sensitivities(g_e, settings.jitter) if self.need_e else None
+        self.f_f = fisher.factor_from_sensitivities(g_f, settings.jitter) if self.need_f else None
         self.train_scores = self._scores(g_e, g_f, np.asarray(train.n_atoms))["score"]
 
     def _scores(self, g_e: np.ndarray, g_f: np.ndarray | None, n_atoms: np.ndarray) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
         if self.need_e:
-            out["score_qs1"], out["u_energy"] = oed.qs1_scores(self.f_e, g_e)
+            out["score_qs1"], out["u_energy"] = fisher.qs1_scores(self.f_e, g_e)
         if self.need_f:
-            out["score_qs2"], out["u_forces"] = oed.qs2_scores(self.f_f, g_f, 3 * n_atoms, self.s.qs2_reduction,
+            out["score_qs2"], out["u_forces"] = fisher.qs2_scores(self.f_f, g_f, 3 * n_atoms, self.s.qs2_reduction,
                                                                overwrite=True)  # g_f is not used again
         if self.s.strategy == "qs1":
             out["score"] = out["score_qs1"]
         elif self.s.strategy == "qs2":
             out["score"] = out["score_qs2"]
         else:
-            out["score"] = oed.qs3_scores(out["score_qs1"], out["score_qs2"], self.s.beta)
+            out["score"] = fisher.qs3_scores(out["score_qs1"], out["score_qs2"], self.s.beta)
         return out
 
     def chunk(self, structures) -> dict[str, np.ndarray]:
-        from oedal.sensitivities import all_sensitivities
+        from oedal.oed.sensitivities import all_sensitivities
 
         g_e, g_f = all_sensitivities(self.model, structures, forces=self.need_f)
         out = self._scores(g_e, g_f, np.asarray(structures.n_atoms))
@@ -88,13 +88,13 @@ class _QbcScorer:
         self.train_scores = self.chunk(train)["score"]
 
     def chunk(self, structures) -> dict[str, np.ndarray]:
-        from oedal.evaluation import predict
+        from oedal.gmnn.evaluation import predict
 
         preds = [predict(m, structures, batch_size=512) for m in self.models]
         energy = np.stack([p.energy for p in preds])  # (K, n) eV
         forces = np.stack([p.forces for p in preds])  # (K, n_atoms_total, 3) eV/Å
-        e_std = oed.committee_spread(energy)
-        return {"score": e_std, "energy_std": e_std, "force_std": oed.force_spread(forces, structures.n_atoms)}
+        e_std = fisher.committee_spread(energy)
+        return {"score": e_std, "energy_std": e_std, "force_std": fisher.force_spread(forces, structures.n_atoms)}
 
 
 def _dataset(h5: h5py.File, name: str, shape: tuple[int, ...], dtype) -> h5py.Dataset:
@@ -113,7 +113,7 @@ def score_pool(
 ) -> ScoreSummary:
     """Score every pool structure (strategy qs1 | qs2 | qs3 | qbc) and write SCORES.h5 atomically."""
     from oedal.device import resolve_device
-    from oedal.model import load_model
+    from oedal.gmnn.model import load_model
 
     settings = settings or ScoreSettings()
     if not model_paths:
@@ -131,7 +131,7 @@ def score_pool(
         if len(models) > 1:
             log.warning("strategy %s uses the first model only (%s)", settings.strategy, model_paths[0])
         scorer = _OedScorer(models[0], train, settings)
-    sigma_th = oed.threshold(scorer.train_scores, settings.threshold)
+    sigma_th = fisher.threshold(scorer.train_scores, settings.threshold)
     log.info("%s: %d training structures, threshold (%s) %.6g", settings.strategy, len(train), settings.threshold, sigma_th)
 
     out_path = Path(out_path)
@@ -172,7 +172,7 @@ def score_pool(
             res = scorer.chunk(chunk)
             stop = start + len(chunk)
             res["id"] = np.asarray(chunk.ids, dtype=np.int64)
-            res["informativeness"] = oed.informativeness(res["score"], sigma_th)
+            res["informativeness"] = fisher.informativeness(res["score"], sigma_th)
             for name, dset in ds.items():
                 if name == "u_forces":
                     rows = res[name]
@@ -221,7 +221,7 @@ def _excluded_ids(scores: dict, exclude: Sequence[str | Path]) -> np.ndarray:
 
 
 def _greedy_terms(scores: dict, path: Path) -> list:
-    from oedal.selection import Term
+    from oedal.oed.selection import Term
 
     strategy, attrs = scores["attrs"]["strategy"], scores["attrs"]
     terms = []
@@ -241,7 +241,7 @@ def _greedy_terms(scores: dict, path: Path) -> list:
 
 def _select_random_unscored(pool_path, out_path, settings, *, n_train, exclude) -> SelectSummary:
     """Method random without a scores file: ids from the pool store, exclusions from ``exclude``."""
-    from oedal import selection
+    from oedal.oed import selection
     from oedal.data.store import write_store
 
     if settings.n is None and n_train is None:
@@ -276,7 +276,7 @@ def select_batch(
     ``scores_path`` may be None for method random only: the pool ids then come from ``pool_path``,
     the ids never picked only from the ``exclude`` stores (give the training set there), and N_train
     for the fraction rule from ``n_train``."""
-    from oedal import selection
+    from oedal.oed import selection
     from oedal.data.store import write_store
 
     if scores_path is None:

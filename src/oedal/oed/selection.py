@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from oedal.errors import InputError
-from oedal.oed import Reduction, offsets_from_counts, reduce_components, variance_change
+from oedal.oed.fisher import Reduction, offsets_from_counts, reduce_components, variance_change
 
 log = logging.getLogger(__name__)
 

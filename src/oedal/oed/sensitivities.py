@@ -10,7 +10,7 @@ i's own pairs only, so pairs get a *slot* (their rank among the pairs with the s
 and the derivatives ∂(σ_i h_i)/∂(r_p)_k are scattered to Cartesian atoms at the end
 (r_p = R_j − R_i + shift: +to j, −to i). Three modes give the same numbers (tests/test_sensitivities.py):
 
-* ``structured`` (the default): closed-form feature tangents (oedal.feature_tangents: partner tensors
+* ``structured`` (the default): closed-form feature tangents (oedal.gmnn.feature_tangents: partner tensors
   of the contractions, each pair moved along its own frame), three rows per pair, then the GEMMs
   through the MLP. The GEMMs are the floor: ≈ 3·(neighbours) rows per atom against one for QS1.
   On a CPU (numba) the rows are packed per atom and the three rotational modes of every atom are
@@ -21,7 +21,7 @@ and the derivatives ∂(σ_i h_i)/∂(r_p)_k are scattered to Cartesian atoms at
   with slot t — vmapped through ``torch.func.jvp`` of the whole model (≈6× slower; the reference).
 * ``reverse``: d vmapped VJPs; ``auto`` takes it when 3·max_slots ≥ d (large neighbourhoods).
 
-QS1 alone (energy_sensitivities_batch) uses the fused CPU descriptor kernel (oedal.descriptor_kernel).
+QS1 alone (energy_sensitivities_batch) uses the fused CPU descriptor kernel (oedal.gmnn.descriptor_kernel).
 """
 
 from __future__ import annotations
@@ -36,12 +36,12 @@ from typing import Literal, NamedTuple
 import numpy as np
 import torch
 
-from oedal import descriptor_kernel
-from oedal.batching import Batch, BatchLoader
-from oedal.descriptors import L2_INDEX as _L2, L3_INDEX as _L3
-from oedal.feature_tangents import FeatureTangents
-from oedal.jit import kernels as _kernels
-from oedal.model import GMNN
+from oedal.gmnn import descriptor_kernel
+from oedal.gmnn.batching import Batch, BatchLoader
+from oedal.gmnn.descriptors import L2_INDEX as _L2, L3_INDEX as _L3
+from oedal.gmnn.feature_tangents import FeatureTangents
+from oedal.gmnn.jit import kernels as _kernels
+from oedal.gmnn.model import GMNN
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ def _structured_packed(model: GMNN, batch: Batch, disp: torch.Tensor, sigma: tor
     float64), or None where the kernels do not apply (no numba, not a CPU, pairs not grouped by atom).
 
     Only 3·n_i − 3 rows of atom i go through the MLP: the three rotational modes follow from the
-    others (oedal.kernels, "QS2 in packed rows"). Rows stay in the pairs' frames until after the
+    others (oedal.gmnn.kernels, "QS2 in packed rows"). Rows stay in the pairs' frames until after the
     MLP, so the rotation to x, y, z, the σ·act' of the last layer and the scatter to atoms are one
     pass over d-wide rows (kernels.scatter_rows), written straight into float64.
     """
@@ -484,7 +484,7 @@ def batch_threads(workers: int):
     if workers <= 1:
         yield lambda fn, items: [fn(*item) for item in items]
         return
-    _kernels()  # imported on this thread, so that numba follows torch's thread count here (oedal.kernels)
+    _kernels()  # imported on this thread, so that numba follows torch's thread count here (oedal.gmnn.kernels)
     n_torch = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -1,0 +1,1 @@
+"""The Gaussian-moment neural network (GM-NN): neighbour lists, batching, descriptors, model, training, evaluation and the ASE calculator."""

@@ -1,0 +1,1 @@
+"""Optimal experimental design: Fisher maths, output-layer sensitivities, scoring and batch selection."""
