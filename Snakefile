@@ -2,7 +2,7 @@
 # Run: snakemake --cores N [--configfile config/<campaign>.yaml]; see README.md.
 from snakemake.utils import min_version, validate
 
-from oedal.campaign.steps import validate_campaign
+from oedal.campaign.plan import validate_campaign
 
 min_version("9.0")
 

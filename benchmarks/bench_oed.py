@@ -28,7 +28,8 @@ from oedal.oed import fisher, selection
 from oedal.data import load_dataset
 from oedal.data.store import write_store
 from oedal.gmnn.model import save_model
-from oedal.settings import ModelSettings, ScoreSettings, TrainingSettings
+from oedal.oed.scorers import score_settings
+from oedal.settings import ModelSettings, TrainingSettings
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -134,7 +135,7 @@ def bench_ratio(a) -> None:
         e2e = {}
         for fn in ("qs1", "qs2") * 3:
             t = time.perf_counter()
-            score_pool([tmp / "m.pt"], tmp / "train.h5", tmp / "pool.h5", tmp / f"{fn}.h5", ScoreSettings(strategy=fn))
+            score_pool([tmp / "m.pt"], tmp / "train.h5", tmp / "pool.h5", tmp / f"{fn}.h5", score_settings(kind=fn))
             e2e[fn] = min(e2e.get(fn, np.inf), time.perf_counter() - t)
         print(f"(2b) score_pool in this process (scores, u rows and the HDF5 file): QS1 {e2e['qs1']:.3f} s, QS2 {e2e['qs2']:.3f} s, "
               f"ratio {e2e['qs2'] / e2e['qs1']:.1f}")

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from oedal.errors import SettingsError
-from oedal.settings import CampaignSettings
-from oedal.campaign.steps import plan_batches, validate_campaign
+from oedal.campaign.settings import CampaignSettings
+from oedal.campaign.plan import plan_batches, validate_campaign
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((ROOT / "config").glob("*.yaml"))

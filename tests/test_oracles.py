@@ -21,7 +21,8 @@ from oedal.data.store import read_store, write_store
 from oedal.data.structures import Structures
 from oedal.oracles import Oracle, OracleFailure, checkpoint_path, get_oracle, label_store
 from oedal.oracles.base import ID_KEY, REASON
-from oedal.settings import OracleSettings, load_settings
+from oedal.oracles import OracleSettings, oracle_settings
+from oedal.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,7 +73,7 @@ def test_replay_returns_source_labels_by_id(tmp_path):
     write_store(tmp_path / "source.h5", source)
     rows = rng.permutation(n)[:11]  # shuffled ids
     write_store(tmp_path / "pool.h5", source.subset(rows).without_labels())
-    settings = OracleSettings(kind="replay", source=str(tmp_path / "source.h5"))
+    settings = oracle_settings(kind="replay", source=str(tmp_path / "source.h5"))
     report = label_store(tmp_path / "pool.h5", tmp_path / "lab.h5", tmp_path / "fail.h5", settings)
     assert (report.n_labeled, report.n_failed) == (11, 0)
     labeled = read_store(tmp_path / "lab.h5")
@@ -96,7 +97,7 @@ def test_replay_with_non_index_ids_and_mismatches(tmp_path):
     pool.ids[2] = 5  # not in the source
     pool.positions[pool.offsets[3]] += 0.01  # structure 3 moved: its id points at another geometry
     write_store(tmp_path / "pool.h5", pool)
-    settings = OracleSettings(kind="replay", source=str(tmp_path / "source.h5"))
+    settings = oracle_settings(kind="replay", source=str(tmp_path / "source.h5"))
     label_store(tmp_path / "pool.h5", tmp_path / "lab.h5", tmp_path / "fail.h5", settings)
     labeled = read_store(tmp_path / "lab.h5")
     np.testing.assert_array_equal(labeled.ids, ids[[4, 1]])
@@ -114,7 +115,7 @@ def test_labels_equal_direct_ase_calculator(pool, tmp_path, kind):
         make = lambda: tblite_ase.TBLite(method="GFN2-xTB", verbosity=0)  # noqa: E731
     else:
         make = EMT
-    report = label_store(pool, tmp_path / "lab.h5", tmp_path / "fail.h5", OracleSettings(kind=kind))
+    report = label_store(pool, tmp_path / "lab.h5", tmp_path / "fail.h5", oracle_settings(kind=kind))
     assert report.n_labeled == 12 and report.n_failed == 0
     labeled = read_store(pool), read_store(tmp_path / "lab.h5")
     np.testing.assert_array_equal(labeled[0].ids, labeled[1].ids)
@@ -127,19 +128,19 @@ def test_labels_equal_direct_ase_calculator(pool, tmp_path, kind):
 
 
 def test_ase_kind_calls_a_factory(pool, tmp_path):
-    settings = OracleSettings(kind="ase", calculator="ase.calculators.emt:EMT")
+    settings = oracle_settings(kind="ase", calculator="ase.calculators.emt:EMT")
     label_store(pool, tmp_path / "a.h5", tmp_path / "af.h5", settings)
-    label_store(pool, tmp_path / "e.h5", tmp_path / "ef.h5", OracleSettings(kind="emt"))
+    label_store(pool, tmp_path / "e.h5", tmp_path / "ef.h5", oracle_settings(kind="emt"))
     np.testing.assert_array_equal(read_store(tmp_path / "a.h5").energy, read_store(tmp_path / "e.h5").energy)
     with pytest.raises(ValueError, match="calculator"):
-        OracleSettings(kind="ase", calculator="no_colon")
+        oracle_settings(kind="ase", calculator="no_colon")
     with pytest.raises(ValueError, match="cannot import"):
-        get_oracle(OracleSettings(kind="ase", calculator="no_such_module_xyz:f"))
+        get_oracle(oracle_settings(kind="ase", calculator="no_such_module_xyz:f"))
 
 
 def test_xtb_forces_are_minus_energy_gradient():
     pytest.importorskip("tblite")
-    oracle = get_oracle(OracleSettings(kind="xtb", accuracy=0.01))
+    oracle = get_oracle(oracle_settings(kind="xtb", accuracy=0.01))
     atoms = ethanol_frames(1, seed=5, sigma=0.1)[0]
     energy, forces = oracle.label(atoms)
     h = 1e-3  # Å
@@ -154,14 +155,14 @@ def test_xtb_forces_are_minus_energy_gradient():
 
 def test_xtb_scf_failure_is_an_exception():
     pytest.importorskip("tblite")
-    oracle = get_oracle(OracleSettings(kind="xtb", max_iterations=1))
+    oracle = get_oracle(oracle_settings(kind="xtb", max_iterations=1))
     with pytest.raises(Exception, match="(?i)converge"):
         oracle.label(molecule("CH3CH2OH"))
 
 
 def test_pyscf_forces_and_default_level():
     pytest.importorskip("pyscf")
-    settings = OracleSettings(kind="pyscf", basis="sto-3g", conv_tol=1e-11)
+    settings = oracle_settings(kind="pyscf", basis="sto-3g", conv_tol=1e-11)
     oracle = get_oracle(settings)
     atoms = molecule("H2O")
     atoms.positions[0, 0] += 0.05
@@ -174,7 +175,7 @@ def test_pyscf_forces_and_default_level():
     assert forces[1, 2] == pytest.approx(fd, abs=1e-3)
     assert energy == pytest.approx(-2047.1, abs=0.5)  # PBE/STO-3G water, eV
     # default level: PBE-D3(BJ)/6-31G*, spherical d; the dispersion term is really there
-    default = OracleSettings(kind="pyscf")
+    default = oracle_settings(kind="pyscf")
     assert (default.xc, default.basis, default.dispersion, default.cart) == ("pbe", "6-31g*", "d3bj", False)
     h2 = Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]])
     e_d3 = get_oracle(default.model_copy(update={"grid_level": 1}))
@@ -193,7 +194,7 @@ class NaNOracle(Oracle):
     name = "nan"
 
     def __init__(self, nan_id: int, raise_id: int):
-        self.nan_id, self.raise_id, self.emt = nan_id, raise_id, get_oracle(OracleSettings(kind="emt"))
+        self.nan_id, self.raise_id, self.emt = nan_id, raise_id, get_oracle(oracle_settings(kind="emt"))
         self.calls: list[int] = []
 
     def label(self, atoms):
@@ -209,7 +210,7 @@ def test_failures_are_recorded_with_reasons_and_excluded(tmp_path):
     frames = ethanol_frames(6)
     frames[2] = Atoms("LiH", positions=[[0, 0, 0], [0, 0, 1.6]])  # EMT knows no Li
     write_store(tmp_path / "pool.h5", Structures.from_atoms(frames, ids=np.arange(6) + 100))
-    report = label_store(tmp_path / "pool.h5", tmp_path / "lab.h5", tmp_path / "f.h5", OracleSettings(kind="emt"))
+    report = label_store(tmp_path / "pool.h5", tmp_path / "lab.h5", tmp_path / "f.h5", oracle_settings(kind="emt"))
     assert (report.n_labeled, report.n_failed) == (5, 1)
     assert 102 not in read_store(tmp_path / "lab.h5").ids
     failed = read_store(tmp_path / "f.h5")
@@ -218,7 +219,7 @@ def test_failures_are_recorded_with_reasons_and_excluded(tmp_path):
         assert "NotImplementedError" in f[REASON].asstr()[0]
 
     oracle = NaNOracle(nan_id=101, raise_id=104)
-    settings = OracleSettings(kind="emt", max_attempts=3)
+    settings = oracle_settings(kind="emt", max_attempts=3)
     report = label_store(tmp_path / "pool.h5", tmp_path / "lab2.h5", tmp_path / "f2.h5", settings, oracle=oracle)
     assert (report.n_labeled, report.n_failed) == (3, 3)
     assert oracle.calls.count(104) == 3 and oracle.calls.count(101) == 3 and oracle.calls.count(100) == 1
@@ -235,7 +236,7 @@ def test_existing_labels_are_never_overwritten(pool, tmp_path):
     out = tmp_path / "lab.h5"
     out.write_bytes(b"precious")
     with pytest.raises(FileExistsError, match="never overwritten"):
-        label_store(pool, out, tmp_path / "f.h5", OracleSettings(kind="emt"))
+        label_store(pool, out, tmp_path / "f.h5", oracle_settings(kind="emt"))
     assert out.read_bytes() == b"precious"
     from oedal.cli import main
 
@@ -261,13 +262,13 @@ def test_cli_label(pool, tmp_path, capsys):
 
 def test_empty_shard(tmp_path):
     write_store(tmp_path / "pool.h5", Structures.empty())
-    report = label_store(tmp_path / "pool.h5", tmp_path / "l.h5", tmp_path / "f.h5", OracleSettings(kind="emt"))
+    report = label_store(tmp_path / "pool.h5", tmp_path / "l.h5", tmp_path / "f.h5", oracle_settings(kind="emt"))
     assert report.n_structures == 0 and len(read_store(tmp_path / "l.h5")) == 0
 
 
 @pytest.mark.parametrize("stop_after", [0, 5, 11])
 def test_interrupt_and_resume_labels_each_id_once(pool, tmp_path, stop_after):
-    settings = OracleSettings(kind="emt", checkpoint_every=1000, checkpoint_seconds=1000)  # only on interrupt
+    settings = oracle_settings(kind="emt", checkpoint_every=1000, checkpoint_seconds=1000)  # only on interrupt
     label_store(pool, tmp_path / "straight.h5", tmp_path / "sf.h5", settings)
     out, failed = tmp_path / "lab.h5", tmp_path / "f.h5"
     first = CountingOracle(get_oracle(settings), stop_after=stop_after)
@@ -286,7 +287,7 @@ def test_interrupt_and_resume_labels_each_id_once(pool, tmp_path, stop_after):
 
 
 def test_checkpoint_of_another_input_is_refused(pool, tmp_path):
-    settings = OracleSettings(kind="emt")
+    settings = oracle_settings(kind="emt")
     with pytest.raises(KeyboardInterrupt):
         label_store(pool, tmp_path / "lab.h5", None, settings, oracle=CountingOracle(get_oracle(settings), 3))
     other = tmp_path / "other.h5"
@@ -294,7 +295,7 @@ def test_checkpoint_of_another_input_is_refused(pool, tmp_path):
     with pytest.raises(ValueError, match="different input"):
         label_store(other, tmp_path / "lab.h5", None, settings)
     with pytest.raises(ValueError, match="different settings"):
-        label_store(pool, tmp_path / "lab.h5", None, OracleSettings(kind="xtb"))
+        label_store(pool, tmp_path / "lab.h5", None, oracle_settings(kind="xtb"))
     label_store(pool, tmp_path / "lab.h5", None, settings.model_copy(update={"threads": 2}))  # same labels
     assert (tmp_path / "lab.failed.h5").exists()
 
@@ -303,10 +304,10 @@ SIGKILL_SCRIPT = textwrap.dedent(
     """
     import os, signal, sys
     from oedal.oracles import Oracle, get_oracle, label_store
-    from oedal.settings import OracleSettings
+    from oedal.oracles import oracle_settings
 
     pool, out, log, kill_at, every = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-    settings = OracleSettings(kind="emt", checkpoint_every=every, checkpoint_seconds=1000)
+    settings = oracle_settings(kind="emt", checkpoint_every=every, checkpoint_seconds=1000)
 
     class Killer(Oracle):
         name = "killer"
@@ -340,7 +341,7 @@ def test_sigkill_and_resume(pool, tmp_path, every):
     assert not out.exists() and checkpoint_path(out).exists()
     first = [int(x) for x in log.read_text().split()]
     assert len(first) == 7
-    settings = OracleSettings(kind="emt")
+    settings = oracle_settings(kind="emt")
     second = CountingOracle(get_oracle(settings))
     report = label_store(pool, out, None, settings, oracle=second)
     saved = 7 // every * every
@@ -362,7 +363,7 @@ def test_sigterm_writes_the_checkpoint(pool, tmp_path):
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
-    settings = OracleSettings(kind="emt")
+    settings = oracle_settings(kind="emt")
     second = CountingOracle(get_oracle(settings))
     assert label_store(pool, out, None, settings, oracle=second).n_resumed == 5
     assert len(second.calls) == 7
@@ -378,7 +379,7 @@ def test_replay_from_a_named_data_set(shared_data, ethanol_structures, tmp_path)
     """The campaign's default: pool ids index into the GM-NN ethanol data set."""
     rows = np.array([250, 3, 77, 120])
     write_store(tmp_path / "pool.h5", ethanol_structures.subset(rows).without_labels())
-    settings = OracleSettings(kind="replay", source="ethanol_1000K", data_dir=str(shared_data / "gmnn_ethanol"))
+    settings = oracle_settings(kind="replay", source="ethanol_1000K", data_dir=str(shared_data / "gmnn_ethanol"))
     label_store(tmp_path / "pool.h5", tmp_path / "lab.h5", None, settings)
     labeled, expected = read_store(tmp_path / "lab.h5"), ethanol_structures.subset(rows)
     np.testing.assert_array_equal(labeled.ids, rows)

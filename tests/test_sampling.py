@@ -8,7 +8,7 @@ import pytest
 from oedal.data.store import StoreReader, read_store
 from oedal.errors import InputError
 from oedal.campaign.sampling import run_md, sample_pool, starting_geometry
-from oedal.settings import SamplingSettings
+from oedal.campaign.settings import SamplingSettings
 
 pytest.importorskip("tblite")
 

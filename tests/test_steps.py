@@ -9,13 +9,11 @@ import pytest
 
 from oedal.data.store import read_store, write_store
 from oedal.errors import SettingsError
-from oedal.settings import CampaignSettings, SplitSettings
+from oedal.campaign.settings import CampaignSettings, SplitSettings
+from oedal.campaign.plan import derive_seed, parse_strategy, plan_batches
 from oedal.campaign.steps import (
-    derive_seed,
     gather_stores,
     merge_labels,
-    parse_strategy,
-    plan_batches,
     shard_selection,
     split_dataset,
     split_indices,

@@ -87,7 +87,7 @@ def test_lint_is_clean(smk_env, tmp_path):
 
 @pytest.mark.parametrize("config", ["tiny.yaml", "config.yaml", "ethanol_gmnn.yaml"])
 def test_dry_run_lists_every_iteration_of_every_strategy(smk_env, tmp_path, config):
-    from oedal.campaign.steps import plan_batches, validate_campaign
+    from oedal.campaign.plan import plan_batches, validate_campaign
 
     path = ROOT / "config" / config
     campaign = validate_campaign(yaml.safe_load(path.read_text()))

@@ -6,7 +6,7 @@ import re
 import sys
 from pathlib import Path
 
-from oedal.campaign.steps import derive_seed, parse_strategy, plan_batches
+from oedal.campaign.plan import derive_seed, parse_strategy, plan_batches
 
 # Jobs call the `oedal` installed beside the Python that runs Snakemake, so a virtual environment
 # need not be activated; with --sdm conda the job's environment still comes first on PATH.
@@ -127,18 +127,10 @@ def training_json(wildcards) -> str:
     return settings_json("training", seed=seed)  # threads: --threads {threads}
 
 
-def scoring_strategy(strategy: str) -> str:
-    """The score a run computes (random runs compute none: no score_pool job, see select_inputs)."""
-    score = parse_strategy(strategy).score
-    if score is None:
-        raise ValueError(f"strategy {strategy}: random selection scores nothing")
-    return score
-
-
 def score_json(wildcards) -> str:
-    """Only greedy selection reads the projected sensitivities; other methods skip writing them."""
-    greedy = parse_strategy(wildcards.strategy).method == "greedy"
-    return settings_json("score", strategy=scoring_strategy(wildcards.strategy), projections=greedy)
+    """This run's score settings (oedal.campaign.settings.CampaignSettings.score_settings): only
+    greedy selection reads the projected sensitivities; other methods skip writing them."""
+    return json.dumps(CAMPAIGN.score_settings(wildcards.strategy), sort_keys=True, separators=(",", ":"))
 
 
 def model_flags(wildcards, input) -> str:
@@ -168,8 +160,10 @@ def select_inputs(wildcards) -> dict:
 
 
 def oracle_json(wildcards) -> str:
-    source = CAMPAIGN.oracle.source or SOURCE.format(campaign=wildcards.campaign)
-    return settings_json("oracle", source=source)
+    """The oracle settings; a replay oracle without a source replays the campaign's own data set."""
+    if CAMPAIGN.oracle.kind == "replay" and CAMPAIGN.oracle.source is None:
+        return settings_json("oracle", source=SOURCE.format(campaign=wildcards.campaign))
+    return settings_json("oracle")
 
 
 def valid_seed(wildcards) -> int:

@@ -20,8 +20,9 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from oedal.data.structures import Structures
 from oedal.errors import InputError
-from oedal.oracles.base import ASEOracle, get_oracle
-from oedal.settings import SamplingSettings
+from oedal.campaign.settings import SamplingSettings
+from oedal.oracles.base import ASEOracle
+from oedal.oracles.registry import get_oracle
 
 log = logging.getLogger(__name__)
 

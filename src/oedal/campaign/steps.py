@@ -1,8 +1,8 @@
-"""The workflow's own steps: seeds, the iteration plan, split, shard (scatter), gather, merge, summary.
+"""The workflow's own steps: split, shard (scatter), gather, merge, carry, summary.
 
 These are the glue between the library's steps (train, score, select, label) that the Snakemake
 rules call through ``oedal split|shard|gather|merge|summary`` (DESIGN §1, §7). Nothing here imports
-snakemake or torch; the Snakefile imports this module at parse time (config validation, seeds, plan).
+snakemake or torch; what the Snakefile imports at parse time is in :mod:`oedal.campaign.plan`.
 
 Per iteration directory ``iter_{NNN}/``:
 
@@ -19,85 +19,19 @@ shows the whole loop.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import Iterable
 
 import numpy as np
 
+from oedal.campaign.settings import SplitSettings
 from oedal.errors import InputError, SettingsError
-from oedal.settings import STRATEGY_PATTERN, CampaignSettings, SplitSettings, format_validation_error
 
 log = logging.getLogger(__name__)
-
-SEED_MAX = 2**31 - 1
-
-
-# ---------------------------------------------------------------------------------------------
-# Configuration, seeds, plan
-# ---------------------------------------------------------------------------------------------
-
-
-def validate_campaign(config: dict, where: str = "config") -> CampaignSettings:
-    """Validate a workflow config (a dict from YAML); raise :class:`SettingsError` naming the key."""
-    from pydantic import ValidationError
-
-    try:
-        return CampaignSettings.model_validate(config)
-    except ValidationError as err:
-        raise SettingsError(format_validation_error(err, where)) from None
-
-
-def derive_seed(*parts: object) -> int:
-    """A reproducible 31-bit seed from labels such as (campaign, strategy, seed, iteration, purpose).
-
-    Uses SHA-256 of the joined parts, so seeds do not depend on Python's hash randomisation and two
-    purposes never share a random stream."""
-    text = "/".join(str(p) for p in parts)
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") % SEED_MAX
-
-
-class Strategy(NamedTuple):
-    score: str | None  # ScoreSettings.strategy, None for random
-    method: str  # SelectSettings.method
-
-
-def parse_strategy(name: str) -> Strategy:
-    """``qs1-greedy`` → (qs1, greedy); ``random`` → (None, random); ``qbc`` → (qbc, qbc)."""
-    if not re.match(STRATEGY_PATTERN, name):
-        raise SettingsError(f"strategies: unknown strategy {name!r}")
-    if name == "random":
-        return Strategy(None, "random")
-    if name == "qbc":
-        return Strategy("qbc", "qbc")
-    score, method = name.split("-")
-    return Strategy(score, method)
-
-
-def plan_batches(settings: CampaignSettings) -> list[int]:
-    """Planned batch size m of every selection round (its length is the number of rounds).
-
-    m = select.n, or round(select.fraction · N_train) (the paper: 0.1·N_train, at least 1), cut so
-    that the training set never exceeds ``stop.max_train``; rounds end at ``stop.iterations`` or when
-    the budget is spent. Planned sizes assume every label succeeds."""
-    n_train, batches = settings.split.n_train, []
-    for _ in range(settings.stop.iterations):
-        if settings.select.n is not None:
-            m = settings.select.n
-        else:
-            m = max(1, round((settings.select.fraction or 0.1) * n_train))
-        if settings.stop.max_train is not None:
-            m = min(m, settings.stop.max_train - n_train)
-        if m <= 0:
-            break
-        batches.append(m)
-        n_train += m
-    return batches
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,16 +5,20 @@ from __future__ import annotations
 import argparse
 import logging
 
+from oedal.oed.scorers import SCORERS, QS2Settings, QS3Settings, ScoreSettings, ScoreSettingsBase
+from oedal.settings import SelectSettings, choices, describe, load_settings, settings_data
+
 log = logging.getLogger("oedal.cli.oed")
 
 
 def _score(args: argparse.Namespace) -> int:
     from oedal.device import set_threads
     from oedal.oed.scoring import score_pool
-    from oedal.settings import ScoreSettings, load_settings
 
-    settings = load_settings(ScoreSettings, args.settings, strategy=args.strategy, beta=args.beta,
-                             threshold=args.threshold, qs2_reduction=args.reduction, device=args.device,
+    data = settings_data(args.settings)
+    data.setdefault("kind", args.strategy or "qs1")
+    settings = load_settings(ScoreSettings, data, kind=args.strategy, beta=args.beta, threshold=args.threshold,
+                             reduction=args.reduction, device=args.device,
                              projections=False if args.no_projections else None)
     set_threads(args.threads)
     summary = score_pool(args.model, args.train, args.pool, args.out, settings,
@@ -25,8 +29,7 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _select(args: argparse.Namespace) -> int:
-    from oedal.oed.scoring import select_batch
-    from oedal.settings import SelectSettings, load_settings
+    from oedal.oed.batch import select_batch
 
     overrides = {"method": args.method, "seed": args.seed}
     if args.n is not None:
@@ -46,14 +49,17 @@ def register(sub) -> None:
     p.add_argument("--train", required=True, help="training structure store (HDF5)")
     p.add_argument("--pool", required=True, help="pool structure store (HDF5)")
     p.add_argument("--out", required=True, help="scores file to write (HDF5)")
-    p.add_argument("--strategy", choices=["qs1", "qs2", "qs3", "qbc"], default=None)
-    p.add_argument("--beta", type=float, default=None, help="QS3 = QS1 + beta·QS2 (eq. 22)")
-    p.add_argument("--threshold", choices=["median", "mean"], default=None)
-    p.add_argument("--reduction", choices=["mean", "max"], default=None, help="QS2: eq. 21 mean or per-atom max")
+    p.add_argument("--strategy", "--kind", dest="strategy", choices=list(SCORERS), default=None,
+                   help="the score (default qs1): " + "; ".join(f"{k}: {c.__doc__.splitlines()[0]}" for k, c in SCORERS.items()))
+    p.add_argument("--beta", type=float, default=None, help=describe(QS3Settings, "beta"))
+    p.add_argument("--threshold", choices=choices(ScoreSettingsBase, "threshold"), default=None,
+                   help=describe(ScoreSettingsBase, "threshold"))
+    p.add_argument("--reduction", choices=choices(QS2Settings, "reduction"), default=None,
+                   help=describe(QS2Settings, "reduction"))
     p.add_argument("--save-sensitivities", action="store_true", help="also store g_train and g_pool (QS1)")
     p.add_argument("--no-projections", action="store_true",
                    help="do not store u_energy / u_forces (only greedy selection reads them; QS2 rows are large)")
-    p.add_argument("--settings", default=None, help="ScoreSettings as JSON string or file")
+    p.add_argument("--settings", default=None, help="score settings (with their kind) as JSON string or file")
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=_score)
@@ -63,7 +69,8 @@ def register(sub) -> None:
                    help="scores file (oedal score); optional for --method random (then give --exclude TRAIN.h5)")
     p.add_argument("--pool", required=True)
     p.add_argument("--out", required=True, help="selected (unlabeled) structures, HDF5 store")
-    p.add_argument("--method", choices=["top", "greedy", "random", "qbc"], default=None)
+    p.add_argument("--method", choices=choices(SelectSettings, "method"), default=None,
+                   help=describe(SelectSettings, "method"))
     g = p.add_mutually_exclusive_group()
     g.add_argument("--n", type=int, default=None, help="number to select")
     g.add_argument("--fraction", type=float, default=None, help="m = fraction · N_train")

@@ -6,6 +6,8 @@ import argparse
 import logging
 import os
 
+from oedal.oracles.registry import ORACLES
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -15,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(same ids). Never overwrites LABELED.h5; a killed run resumes from LABELED.partial.h5.",
     )
     p.add_argument("--oracle-settings", default=None, metavar="JSON",
-                   help="OracleSettings as a JSON string or file (default: replay, needs source)")
+                   help="oracle settings (with their kind: " + ", ".join(ORACLES) + ") as a JSON string or file "
+                   "(default kind: replay, which needs source)")
     p.add_argument("--in", dest="input", required=True, metavar="SHARD.h5", help="unlabeled structure store")
     p.add_argument("--out", required=True, metavar="LABELED.h5")
     p.add_argument("--failed", required=True, metavar="FAILED.h5", help="structures that failed, with reasons")
@@ -52,10 +55,12 @@ def _set_threads(threads: int | None) -> None:
 
 def run_label(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
-    from oedal.oracles import label_store
-    from oedal.settings import OracleSettings, load_settings
+    from oedal.oracles import OracleSettings, label_store
+    from oedal.settings import load_settings, settings_data
 
-    settings = load_settings(OracleSettings, args.oracle_settings, threads=args.threads)
+    data = settings_data(args.oracle_settings)
+    data.setdefault("kind", "replay")
+    settings = load_settings(OracleSettings, data, threads=args.threads)
     report = label_store(args.input, args.out, args.failed, settings)
     if report.n_structures and not report.n_labeled:
         logging.getLogger("oedal.label").error("every structure of %s failed: see %s", args.input, args.failed)
@@ -65,7 +70,8 @@ def run_label(args: argparse.Namespace) -> int:
 def run_sample(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     from oedal.campaign.sampling import sample_pool
-    from oedal.settings import SamplingSettings, load_settings
+    from oedal.campaign.settings import SamplingSettings
+    from oedal.settings import load_settings
 
     settings = load_settings(
         SamplingSettings,

@@ -11,7 +11,8 @@ log = logging.getLogger("oedal.cli.steps")
 
 
 def _split(args: argparse.Namespace) -> int:
-    from oedal.settings import SplitSettings, load_settings
+    from oedal.campaign.settings import SplitSettings
+    from oedal.settings import load_settings
     from oedal.campaign.steps import split_dataset
 
     settings = load_settings(SplitSettings, args.settings)
@@ -20,7 +21,8 @@ def _split(args: argparse.Namespace) -> int:
 
 
 def _shard(args: argparse.Namespace) -> int:
-    from oedal.settings import StopSettings, load_settings
+    from oedal.campaign.settings import StopSettings
+    from oedal.settings import load_settings
     from oedal.campaign.steps import shard_selection
 
     stop = load_settings(StopSettings, args.stop)
@@ -71,7 +73,7 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from oedal.settings import CampaignSettings
+    from oedal.campaign.settings import CampaignSettings
 
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **CampaignSettings.model_json_schema()}
     text = json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"

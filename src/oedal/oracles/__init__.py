@@ -1,11 +1,14 @@
 """Oracles: ab initio (or replayed) labels for selected structures, and the shard labeling job.
 
-* :func:`get_oracle` builds the oracle an :class:`~oedal.settings.OracleSettings` names;
+* :func:`get_oracle` builds the oracle an oracle settings object names (:data:`OracleSettings`,
+  a union discriminated by ``kind``; the registry is :data:`ORACLES`);
   ``Oracle.label(atoms) -> (energy eV, forces (n, 3) eV/Å)`` raises on failure.
 * :func:`label_store` labels one shard: unlabeled store in, labeled.h5 and failed.h5 out.
 """
 
-from oedal.oracles.base import ASEOracle, Oracle, OracleFailure, get_oracle
+from oedal.oracles.base import ASEOracle, Oracle, OracleFailure
 from oedal.oracles.labeling import LabelReport, checkpoint_path, label_store
+from oedal.oracles.registry import ORACLES, OracleSettings, get_oracle, oracle_settings
 
-__all__ = ["ASEOracle", "LabelReport", "Oracle", "OracleFailure", "checkpoint_path", "get_oracle", "label_store"]
+__all__ = ["ASEOracle", "LabelReport", "ORACLES", "Oracle", "OracleFailure", "OracleSettings", "checkpoint_path",
+           "get_oracle", "label_store", "oracle_settings"]

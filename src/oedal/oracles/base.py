@@ -1,15 +1,19 @@
-"""The oracle interface: one structure in, energy (eV) and forces (eV/Å) out, or an exception."""
+"""The oracle interface: one structure in, energy (eV) and forces (eV/Å) out, or an exception.
+
+Every oracle is one module with its settings class (``kind`` a ``Literal``) and its :class:`Oracle`
+class, registered in :mod:`oedal.oracles.registry`.
+"""
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import numpy as np
 from ase import Atoms
+from pydantic import Field
 
-from oedal.errors import SettingsError
-from oedal.settings import OracleSettings
+from oedal.settings import Settings
 
 ID_KEY = "id"
 """``atoms.info[ID_KEY]``: the structure's stable id, set by :func:`label_store` before each call."""
@@ -27,14 +31,40 @@ def structure_offsets(structures) -> np.ndarray:
     return np.asarray(offsets() if callable(offsets) else offsets, dtype=np.int64)
 
 
+class OracleSettingsBase(Settings):
+    """What every oracle shares: how a labeling job runs it. None of these changes a label."""
+
+    kind: str
+    threads: int = Field(1, ge=1, description="threads per labeling process")
+    max_attempts: int = Field(1, ge=1, description="tries per structure before it is recorded as failed")
+    checkpoint_seconds: float = Field(2.0, gt=0, description="checkpoint progress at least this often")
+    checkpoint_every: int | None = Field(None, ge=1, description="... and every this many structures, if set")
+
+
+RUNTIME_FIELDS = frozenset(OracleSettingsBase.model_fields) - {"kind"}
+"""Settings of every oracle that do not change a label (threads, attempts, checkpoint intervals)."""
+
+
+class ElectronicSettings(OracleSettingsBase):
+    """Quantum-chemical oracles: total charge, spin multiplicity and the SCF iteration limit."""
+
+    max_iterations: int = Field(250, ge=1, description="SCF iterations")
+    charge: int = Field(0, description="total charge (e)")
+    multiplicity: int = Field(1, ge=1, description="spin multiplicity 2S+1")
+
+
 class OracleFailure(RuntimeError):
     """The oracle could not label this structure (SCF not converged, unknown element, ...)."""
 
 
 class Oracle(ABC):
-    """Labels one structure at a time. Subclasses raise on failure; never return NaN silently."""
+    """Labels one structure at a time. Subclasses raise on failure; never return NaN silently.
+
+    A registered oracle sets ``kind`` and ``Settings`` and is built as ``cls(settings)``."""
 
     name: str = "oracle"
+    kind: ClassVar[str]
+    Settings: ClassVar[type[OracleSettingsBase]]
 
     def prepare(self, ids: np.ndarray) -> None:
         """Called once with all ids of a shard before labeling (replay preloads their labels)."""
@@ -63,43 +93,3 @@ class ASEOracle(Oracle):
 
     def reset(self) -> None:
         self.calculator.reset()
-
-
-def load_factory(spec: str):
-    """Import ``"module:function"`` (e.g. ``"ase.calculators.emt:EMT"``)."""
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise SettingsError(f"oracle.calculator: cannot import module {module_name!r}: {err}") from None
-    try:
-        obj = module
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except AttributeError:
-        raise SettingsError(f"oracle.calculator: {module_name!r} has no attribute {attr!r}") from None
-    return obj
-
-
-def get_oracle(settings: OracleSettings) -> Oracle:
-    """Build the oracle that ``settings.kind`` names."""
-    if settings.kind == "replay":
-        from oedal.oracles.replay import ReplayOracle
-
-        return ReplayOracle(settings)
-    if settings.kind == "emt":
-        from oedal.oracles.emt import EMTOracle
-
-        return EMTOracle()
-    if settings.kind == "xtb":
-        from oedal.oracles.xtb import XTBOracle
-
-        return XTBOracle(settings)
-    if settings.kind == "pyscf":
-        from oedal.oracles.pyscf import PySCFOracle
-
-        return PySCFOracle(settings)
-    if settings.kind == "ase":
-        factory = load_factory(settings.calculator or "")
-        return ASEOracle(factory(**settings.calculator_kwargs), name=settings.calculator or "ase")
-    raise SettingsError(f"oracle.kind: unknown oracle {settings.kind!r}")

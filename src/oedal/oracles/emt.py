@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from ase.calculators.emt import EMT
+from typing import Literal
 
-from oedal.oracles.base import ASEOracle
+from oedal.oracles.base import ASEOracle, OracleSettingsBase
+
+
+class EMTSettings(OracleSettingsBase):
+    kind: Literal["emt"] = "emt"
 
 
 class EMTOracle(ASEOracle):
-    def __init__(self) -> None:
+    kind, Settings = "emt", EMTSettings
+
+    def __init__(self, settings: EMTSettings | None = None) -> None:
+        from ase.calculators.emt import EMT
+
         super().__init__(EMT(), name="emt")

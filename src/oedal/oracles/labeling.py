@@ -30,15 +30,13 @@ import numpy as np
 
 from oedal.errors import InputError
 from oedal.files import atomic_path
-from oedal.oracles.base import ATTEMPTS, ID_KEY, REASON, Oracle, OracleFailure, get_oracle, structure_offsets
-from oedal.settings import OracleSettings
+from oedal.oracles.base import ATTEMPTS, ID_KEY, REASON, RUNTIME_FIELDS, Oracle, OracleFailure, OracleSettingsBase
+from oedal.oracles.registry import get_oracle
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "oedal-label-checkpoint/1"
 CHUNK = 256
-# Settings that do not change a label: a checkpoint made with other values may be resumed.
-_NOT_LABEL_RELEVANT = {"threads", "max_attempts", "checkpoint_seconds", "checkpoint_every"}
 
 
 @dataclass
@@ -81,8 +79,9 @@ class _Progress:
         return len(self.index)
 
 
-def _label_settings_json(settings: OracleSettings) -> str:
-    return json.dumps(settings.model_dump(exclude=_NOT_LABEL_RELEVANT), sort_keys=True)
+def _label_settings_json(settings: OracleSettingsBase) -> str:
+    """The settings that change a label (a checkpoint made with other runtime settings may be resumed)."""
+    return json.dumps(settings.model_dump(exclude=set(RUNTIME_FIELDS)), sort_keys=True)
 
 
 def _fingerprint(reader) -> str:
@@ -210,7 +209,7 @@ def label_store(
     unlabeled_path: str | Path,
     out_path: str | Path,
     failed_path: str | Path | None,
-    settings: OracleSettings,
+    settings: OracleSettingsBase,
     *,
     oracle: Oracle | None = None,
 ) -> LabelReport:
@@ -265,7 +264,7 @@ def label_store(
     return report
 
 
-def _label_remaining(reader, oracle: Oracle, settings: OracleSettings, progress: _Progress, done: np.ndarray,
+def _label_remaining(reader, oracle: Oracle, settings: OracleSettingsBase, progress: _Progress, done: np.ndarray,
                      partial: Path, attrs: dict) -> int:
     """Label the structures not ``done`` in store order, checkpointing; returns the oracle calls."""
     start, n, n_resumed = time.perf_counter(), len(reader), len(progress)

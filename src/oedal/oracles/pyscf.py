@@ -8,16 +8,33 @@ molecule; a retry (``reset``) starts again from the default guess.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from ase import Atoms
 from ase.units import Bohr, Hartree
+from pydantic import Field
 
-from oedal.oracles.base import Oracle, OracleFailure
-from oedal.settings import OracleSettings
+from oedal.oracles.base import ElectronicSettings, Oracle, OracleFailure
+
+
+class PySCFSettings(ElectronicSettings):
+    """Kohn–Sham DFT; default RKS PBE-D3(BJ)/6-31G* with spherical d functions (the GM-NN ethanol level)."""
+
+    kind: Literal["pyscf"] = "pyscf"
+    xc: str = Field("pbe", description="exchange-correlation functional (PySCF name)")
+    basis: str = Field("6-31g*", description="basis set (PySCF name)")
+    dispersion: Literal["d3bj", "d3zero", "d4"] | None = Field("d3bj", description="dispersion correction")
+    conv_tol: float = Field(1e-10, gt=0, description="SCF energy convergence (Hartree)")
+    density_fit: bool = Field(False, description="density fitting (faster, slightly different numbers)")
+    grid_level: int = Field(3, ge=0, le=9, description="DFT integration grid level")
+    cart: bool = Field(False, description="Cartesian d functions (the GM-NN data used spherical)")
 
 
 class PySCFOracle(Oracle):
-    def __init__(self, settings: OracleSettings) -> None:
+    kind, Settings = "pyscf", PySCFSettings
+
+    def __init__(self, settings: PySCFSettings) -> None:
         import pyscf  # noqa: F401  (fail early with a clear ImportError)
         from pyscf import lib
 

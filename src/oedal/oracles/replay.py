@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from ase import Atoms
+from pydantic import Field
 
 from oedal.errors import SettingsError
-from oedal.oracles.base import ID_KEY, Oracle, OracleFailure, structure_offsets
-from oedal.settings import OracleSettings
+from oedal.oracles.base import ID_KEY, Oracle, OracleFailure, OracleSettingsBase, structure_offsets
 
 log = logging.getLogger(__name__)
 
@@ -19,10 +20,21 @@ POSITION_TOLERANCE = 1e-5
 """Å: a structure whose positions differ more from the source entry of its id is refused."""
 
 
+class ReplaySettings(OracleSettingsBase):
+    """Labels looked up by id in a labeled source, as a real oracle would compute them."""
+
+    kind: Literal["replay"] = "replay"
+    source: str | None = Field(
+        None, description="labeled store (.h5) or named data set; the campaign fills in its data set when unset"
+    )
+    data_dir: str | None = Field(None, description="directory of named data sets (else OEDAL_DATA_DIR)")
+
+
 class ReplayOracle(Oracle):
     name = "replay"
+    kind, Settings = "replay", ReplaySettings
 
-    def __init__(self, settings: OracleSettings) -> None:
+    def __init__(self, settings: ReplaySettings) -> None:
         if not settings.source:
             raise SettingsError("oracle.source is required for kind 'replay' (labeled store or data set name)")
         self.source = settings.source

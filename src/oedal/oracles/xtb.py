@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from oedal.oracles.base import ASEOracle
-from oedal.settings import OracleSettings
+from typing import Literal
+
+from pydantic import Field
+
+from oedal.oracles.base import ASEOracle, ElectronicSettings
 
 
-def xtb_calculator(settings: OracleSettings):
+class XTBSettings(ElectronicSettings):
+    """GFN-xTB through tblite."""
+
+    kind: Literal["xtb"] = "xtb"
+    method: Literal["GFN2-xTB", "GFN1-xTB", "IPEA1-xTB"] = "GFN2-xTB"
+    accuracy: float = Field(1.0, gt=0, description="tblite accuracy (lower is tighter)")
+    electronic_temperature: float = Field(300.0, gt=0, description="K")
+
+
+def xtb_calculator(settings: XTBSettings):
     """A ``tblite.ase.TBLite`` calculator with the settings' method and SCF parameters."""
     from tblite.ase import TBLite
 
@@ -22,7 +34,9 @@ def xtb_calculator(settings: OracleSettings):
 
 
 class XTBOracle(ASEOracle):
-    def __init__(self, settings: OracleSettings) -> None:
+    kind, Settings = "xtb", XTBSettings
+
+    def __init__(self, settings: XTBSettings) -> None:
         super().__init__(xtb_calculator(settings), name=settings.method)
 
     def label(self, atoms):

@@ -1,0 +1,205 @@
+"""The campaign: one config file of the workflow (config/*.yaml), DESIGN §7.
+
+One typed model per section; unknown keys are rejected and cross-field rules checked with messages
+that name the key. workflow/schemas/config.schema.json is generated from :class:`CampaignSettings`
+(``oedal schema``) and a test keeps them equal. The ``score`` section is derived from the registered
+scores (oedal.oed.scorers) and the ``oracle`` section is the union of the registered oracles
+(oedal.oracles.registry), so a new score or oracle needs no edit here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, NamedTuple
+
+from pydantic import Field, create_model, model_validator
+
+from oedal.oed.scorers import SCORERS
+from oedal.oracles.registry import OracleSettings
+from oedal.oracles.replay import ReplaySettings
+from oedal.oracles.xtb import XTBSettings
+from oedal.settings import ModelSettings, SelectSettings, Settings, TrainingSettings
+
+
+class Strategy(NamedTuple):
+    score: str | None  # score kind (oedal.oed.scorers), None for random
+    method: str  # SelectSettings.method
+
+
+STRATEGIES: dict[str, Strategy] = {
+    **{name: Strategy(kind, method) for kind, cls in SCORERS.items() for name, method in cls.strategies.items()},
+    "random": Strategy(None, "random"),
+}
+"""Strategy names (``qs1-greedy``, ``qs2-top``, ..., ``qbc``, ``random``): a score with a selection method."""
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+_PER_STRATEGY = {"kind", "projections", "device"}  # set per run by the workflow, not in a config
+
+
+def _score_fields() -> tuple[dict[str, Any], dict[str, set[str]]]:
+    """Every field of every registered score's settings (but those set per run), and the kinds using each."""
+    fields: dict[str, Any] = {}
+    kinds: dict[str, set[str]] = {}
+    for kind, scorer in SCORERS.items():
+        for name, info in scorer.Settings.model_fields.items():
+            if name not in _PER_STRATEGY:
+                fields.setdefault(name, (info.annotation, info))
+                kinds.setdefault(name, set()).add(kind)
+    return fields, kinds
+
+
+_SCORE_FIELDS, SCORE_KEY_KINDS = _score_fields()
+CampaignScoreSettings = create_model(
+    "CampaignScoreSettings", __base__=Settings, __doc__="The OED score settings of a campaign: every key of every "
+    "registered score (oedal.oed.scorers); each strategy's score takes the keys it knows.", **_SCORE_FIELDS)
+
+
+class SamplingSettings(Settings):
+    """Langevin MD that generates a candidate pool (and optionally its labels); default: ethanol,
+    GFN2-xTB, 1000 K, 0.5 fs, a frame every 10 steps (the GM-NN ethanol protocol)."""
+
+    molecule: str = Field("ethanol", description="'ethanol' or any ASE-readable file")
+    temperature: float = Field(1000.0, gt=0, description="K")
+    n_frames: int = Field(5000, ge=1)
+    interval: int = Field(10, ge=1, description="MD steps between frames")
+    timestep: float = Field(0.5, gt=0, description="fs")
+    friction: float = Field(0.01, ge=0, description="Langevin friction (1/fs)")
+    equilibration_steps: int = Field(1000, ge=0, description="steps before the first frame")
+    seed: int = 0
+    potential: OracleSettings = Field(  # type: ignore[valid-type]
+        default_factory=XTBSettings, description="the MD potential (any oracle but replay)"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> "SamplingSettings":
+        if self.potential.kind == "replay":
+            raise ValueError("sampling.potential.kind cannot be 'replay'")
+        return self
+
+
+class DatasetSettings(Settings):
+    """Where the campaign's structures come from (written once to ``{results_dir}/{name}/data/source.h5``)."""
+
+    source: str = Field(
+        "sample",
+        description="'sample' (Langevin MD with the `sampling` settings, labels included), "
+        "a named data set (ethanol_1000K, ethanol_500K, qm9, wbe) or an ASE-readable/npz file",
+    )
+    data_dir: str | None = Field(None, description="directory of named data sets (else OEDAL_DATA_DIR)")
+    format: str = Field("auto", description="file format for a file source (auto: by extension)")
+
+
+class SplitSettings(Settings):
+    """Iteration 0: initial training set, validation set, pool and test set, disjoint (DESIGN §1)."""
+
+    n_train: int = Field(100, ge=1, description="initial (random) training structures")
+    n_valid: int = Field(200, ge=1, description="validation structures (early stopping)")
+    n_test: int = Field(1000, ge=1, description="held-out test structures (labels from the source)")
+    n_pool: int | None = Field(None, ge=1, description="unlabeled candidates (default: every structure left)")
+    valid_redraw: bool | None = Field(
+        None,
+        description="redraw the validation set from the pool every iteration (the paper's protocol); "
+        "the new validation structures are labeled by the oracle and counted. "
+        "Default: true for the replay oracle, false otherwise (keep the validation set fixed)",
+    )
+
+
+class StopSettings(Settings):
+    """When the loop ends. ``iterations`` and ``max_train`` fix the unrolled chain; ``target`` and
+    ``informative`` stop early: later iterations then select nothing and keep the previous model."""
+
+    iterations: int = Field(3, ge=0, description="selection rounds (models are trained for iterations 0..iterations)")
+    max_train: int | None = Field(None, ge=1, description="training-set budget: no iteration selects beyond it")
+    target_metric: str = Field("forces_mae_kcal/mol/A", description="metrics.json key compared with target (test set)")
+    target: float | None = Field(None, gt=0, description="stop once target_metric ≤ target (test set)")
+    informative: bool = Field(True, description="stop when no candidate is informative any more (I ≤ 1, sec. 4)")
+
+
+class LabelingSettings(Settings):
+    """Scatter/gather of the oracle calls."""
+
+    shards: int = Field(2, ge=1, description="labeling jobs per iteration (an empty shard is fine)")
+    retries: int = Field(1, ge=0, description="Snakemake retries of a failed labeling job")
+
+
+class ResourceSettings(Settings):
+    """What the rules ask the scheduler for; partitions and accounts live in profiles/."""
+
+    use_gpu: bool = Field(False, description="training and scoring request one GPU (resources gpu=1)")
+    train_threads: int = Field(2, ge=1)
+    train_mem_mb: int = Field(4000, ge=100)
+    train_runtime: int = Field(60, ge=1, description="minutes")
+    score_threads: int = Field(2, ge=1)
+    score_mem_mb: int = Field(4000, ge=100)
+    score_runtime: int = Field(30, ge=1, description="minutes")
+    label_mem_mb: int = Field(2000, ge=100)
+    label_runtime: int = Field(60, ge=1, description="minutes")
+
+
+class CampaignSettings(Settings):
+    """One campaign: a data set, its split, the model, training, OED, oracle and stopping settings,
+    and the strategies × seeds to compare. Results go to ``{results_dir}/{name}/``."""
+
+    name: str = Field("default", pattern=NAME_PATTERN, description="campaign name (a directory under results_dir)")
+    results_dir: str = Field("results", description="where results go (relative to the working directory)")
+    strategies: list[str] = Field(
+        default_factory=lambda: ["qs1-greedy", "random"],
+        min_length=1,
+        description="a score with a selection method: qs1|qs2|qs3 with -greedy or -top, qbc, or random",
+    )
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    committee: int = Field(4, ge=2, description="qbc: models per iteration (model.pt, model_k1.pt, ...)")
+    warm_start: bool = Field(False, description="start each iteration's training from the previous model")
+    dataset: DatasetSettings = Field(default_factory=DatasetSettings)
+    sampling: SamplingSettings = Field(default_factory=SamplingSettings)
+    split: SplitSettings = Field(default_factory=SplitSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    score: CampaignScoreSettings = Field(default_factory=CampaignScoreSettings)  # type: ignore[valid-type]
+    select: SelectSettings = Field(default_factory=SelectSettings)
+    oracle: OracleSettings = Field(default_factory=ReplaySettings)  # type: ignore[valid-type]
+    labeling: LabelingSettings = Field(default_factory=LabelingSettings)
+    stop: StopSettings = Field(default_factory=StopSettings)
+    resources: ResourceSettings = Field(default_factory=ResourceSettings)
+
+    @model_validator(mode="after")
+    def _check(self) -> "CampaignSettings":
+        for i, name in enumerate(self.strategies):
+            if name not in STRATEGIES:
+                raise ValueError(f"strategies[{i}]: unknown strategy {name!r} (known: {', '.join(STRATEGIES)})")
+        if len(set(self.strategies)) != len(self.strategies):
+            raise ValueError("strategies has duplicates")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds has duplicates")
+        kinds = {STRATEGIES[s].score for s in self.strategies}
+        for key in sorted(self.score.model_fields_set):
+            if not SCORE_KEY_KINDS[key] & kinds:
+                raise ValueError(f"score.{key} applies to {'/'.join(sorted(SCORE_KEY_KINDS[key]))}, "
+                                 "which no entry of `strategies` uses; remove it")
+        if "method" in self.select.model_fields_set:
+            raise ValueError("select.method is set per entry of `strategies`; remove it")
+        if "seed" in self.training.model_fields_set or "seed" in self.select.model_fields_set:
+            raise ValueError("training.seed / select.seed are derived from `seeds` per iteration; remove them")
+        if self.stop.max_train is not None and self.stop.max_train < self.split.n_train:
+            raise ValueError(f"stop.max_train ({self.stop.max_train}) is below split.n_train ({self.split.n_train})")
+        return self
+
+    def score_settings(self, strategy: str) -> dict:
+        """The settings of ``strategy``'s score (as oedal score reads them): the campaign's score keys
+        that this kind knows; the projections that greedy selection reads are stored for -greedy only."""
+        kind, method = STRATEGIES[strategy]
+        if kind is None:
+            raise ValueError(f"strategy {strategy}: random selection scores nothing")
+        known = SCORERS[kind].Settings.model_fields
+        data = {k: v for k, v in self.score.model_dump(mode="json").items() if k in known}
+        if "projections" in known:
+            data["projections"] = method == "greedy"
+        return {"kind": kind, **data}
+
+    @property
+    def redraw_valid(self) -> bool:
+        """The effective ``split.valid_redraw`` (default: only for the replay oracle)."""
+        if self.split.valid_redraw is None:
+            return self.oracle.kind == "replay"
+        return self.split.valid_redraw
