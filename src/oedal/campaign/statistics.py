@@ -1,0 +1,131 @@
+"""Paired comparisons of strategies with a baseline, over seeds: is the difference signal or noise?
+
+A seed fixes the split, the test set and the iteration-0 model, so the strategies of one seed differ
+only by what they selected: their test errors are *paired*. Per seed and iteration the ratio
+r = error(baseline) / error(strategy) (> 1: the strategy is better) is formed; over the seeds the
+log ratios are averaged and a Student-t interval is put around the mean (the seeds are the
+independent repetitions):
+
+    mean ℓ̄ = Σ log r_s / n,   se = std(log r, ddof=1) / √n,   ratio = exp(ℓ̄),
+    interval exp(ℓ̄ ± t_{n−1, (1+level)/2} · se),   p = two-sided one-sample t test of ℓ̄ = 0.
+
+"At equal labels spent" the strategy's curve of each seed is interpolated (log–log) at the
+baseline's labels spent, so a strategy that pays for more labels per iteration is not flattered.
+Pure NumPy/SciPy, no I/O: the rows are those of the campaign's summary table.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, NamedTuple, Sequence
+
+import numpy as np
+
+METRICS = ("forces_mae_kcal/mol/A", "forces_rmse_kcal/mol/A", "forces_maxe_kcal/mol/A",
+           "energy_mae_kcal/mol", "energy_rmse_kcal/mol", "energy_maxe_kcal/mol")
+"""Test-set errors compared by default (metrics.json keys)."""
+
+
+class RatioEstimate(NamedTuple):
+    """Geometric mean over seeds of error(baseline)/error(strategy) with its interval."""
+
+    ratio: float  # exp(mean log ratio); > 1: the strategy has the lower error
+    low: float  # lower end of the interval (NaN with one seed)
+    high: float
+    spread: float  # seed-to-seed standard deviation of the log ratio (NaN with one seed)
+    p_value: float  # two-sided t test of "no difference" (NaN with one seed)
+    n: int  # seeds
+
+
+def ratio_interval(ratios: Sequence[float], level: float = 0.95) -> RatioEstimate:
+    """Mean log ratio over seeds with a Student-t interval (module docstring)."""
+    from scipy import stats
+
+    logs = np.log(np.asarray(ratios, dtype=np.float64))
+    logs = logs[np.isfinite(logs)]
+    n = len(logs)
+    if n == 0:
+        return RatioEstimate(math.nan, math.nan, math.nan, math.nan, math.nan, 0)
+    mean = float(logs.mean())
+    if n == 1:
+        return RatioEstimate(math.exp(mean), math.nan, math.nan, math.nan, math.nan, 1)
+    spread = float(logs.std(ddof=1))
+    se = spread / math.sqrt(n)
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * se
+    p = float(2 * stats.t.sf(abs(mean) / se, n - 1)) if se > 0 else (0.0 if mean else 1.0)
+    return RatioEstimate(math.exp(mean), math.exp(mean - half), math.exp(mean + half), spread, p, n)
+
+
+def interpolate_loglog(x_new: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """y at x_new from a curve (x, y), linear in log x and log y; NaN outside the curve's range."""
+    x, y, x_new = (np.asarray(v, dtype=np.float64) for v in (x, y, x_new))
+    ok = (x > 0) & (y > 0)
+    x, y = x[ok], y[ok]
+    if len(x) == 0:
+        return np.full(x_new.shape, np.nan)
+    order = np.argsort(x)
+    out = np.exp(np.interp(np.log(x_new), np.log(x[order]), np.log(y[order]), left=np.nan, right=np.nan))
+    return np.where((x_new >= x.min()) & (x_new <= x.max()), out, np.nan)
+
+
+def _curves(rows: Iterable[dict], metric: str, x: str) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
+    """(strategy, seed) → (x values, metric values), ordered by iteration; runs that stopped early
+    keep only the iterations up to the stop (later rows repeat the carried model)."""
+    by_run: dict[tuple[str, int], list[dict]] = {}
+    for row in rows:
+        by_run.setdefault((str(row["strategy"]), int(row["seed"])), []).append(row)
+    out = {}
+    for key, run in by_run.items():
+        run = sorted(run, key=lambda r: int(r["iteration"]))
+        keep = [r for k, r in enumerate(run) if k == 0 or not run[k - 1].get("stopped")]
+        out[key] = (np.array([float(r[x]) for r in keep]), np.array([float(r.get(metric, math.nan)) for r in keep]))
+    return out
+
+
+def paired_ratios(rows: Sequence[dict], metric: str, strategy: str, baseline: str = "random",
+                  x: str = "n_train", level: float = 0.95) -> list[dict]:
+    """Per point of the baseline's curve (its ``x`` values, e.g. n_train or labels_spent): the ratio
+    error(baseline)/error(strategy) over the seeds that have both, the strategy's curve interpolated
+    at the baseline's ``x`` (log–log; exact where the two share the point)."""
+    curves = _curves(rows, metric, x)
+    seeds = sorted(s for (name, s) in curves if name == baseline and (strategy, s) in curves)
+    per_point: dict[float, list[float]] = {}
+    for seed in seeds:
+        bx, by = curves[(baseline, seed)]
+        sx, sy = curves[(strategy, seed)]
+        at = interpolate_loglog(bx, sx, sy)
+        for xv, b, s in zip(bx, by, at):
+            if np.isfinite(b) and np.isfinite(s) and s > 0:
+                per_point.setdefault(float(xv), []).append(b / s)
+    out = []
+    for xv in sorted(per_point):
+        est = ratio_interval(per_point[xv], level)
+        out.append({"strategy": strategy, "baseline": baseline, "metric": metric, "x": x, "x_value": xv,
+                    **est._asdict()})
+    return out
+
+
+def compare_strategies(rows: Sequence[dict], baseline: str = "random", metrics: Sequence[str] = METRICS,
+                       xs: Sequence[str] = ("n_train", "labels_spent"), level: float = 0.95) -> list[dict]:
+    """Every strategy against ``baseline`` for every metric present, at equal ``xs``: the comparison table."""
+    strategies = sorted({str(r["strategy"]) for r in rows} - {baseline})
+    present = [m for m in metrics if any(m in r for r in rows)]
+    return [row for s in strategies for m in present for x in xs
+            for row in paired_ratios(rows, m, s, baseline, x, level)]
+
+
+def verdict(estimate: dict, level: float = 0.95) -> str:
+    """One sentence on one comparison row: by how much, with its interval, and whether the
+    difference exceeds the seed-to-seed spread (the interval excludes 1)."""
+    name = estimate["metric"].replace("_kcal/mol/A", "").replace("_kcal/mol", "").replace("_", " ")
+    r, lo, hi, n = estimate["ratio"], estimate["low"], estimate["high"], estimate["n"]
+    better = "lower" if r >= 1 else "higher"
+    size = r if r >= 1 else 1 / r
+    where = f"at {estimate['x'].replace('_', ' ')} {estimate['x_value']:g}"
+    head = f"{estimate['strategy']} vs {estimate['baseline']} {where}: {name} {size:.2f}× {better}"
+    if n < 2:
+        return f"{head} (one seed: no interval, the seed-to-seed spread is unknown)"
+    band = f"{level:.0%} interval of the ratio {lo:.2f}–{hi:.2f} over {n} seeds"
+    if lo > 1 or hi < 1:
+        return f"{head} ({band}): the difference exceeds the seed-to-seed spread"
+    return f"{head} ({band}): within the seed-to-seed spread"

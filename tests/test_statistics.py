@@ -1,0 +1,75 @@
+"""Paired strategy comparisons: the interval maths, its coverage, interpolation at equal labels."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from oedal.campaign.statistics import compare_strategies, interpolate_loglog, paired_ratios, ratio_interval, verdict
+
+
+def test_ratio_interval_is_the_t_interval_of_the_log_ratios():
+    r = [1.1, 1.25, 1.3]
+    logs = np.log(r)
+    half = stats.t.ppf(0.975, 2) * logs.std(ddof=1) / math.sqrt(3)
+    est = ratio_interval(r)
+    assert est.ratio == pytest.approx(math.exp(logs.mean()))
+    assert (est.low, est.high) == pytest.approx((math.exp(logs.mean() - half), math.exp(logs.mean() + half)))
+    assert est.p_value == pytest.approx(stats.ttest_1samp(logs, 0.0).pvalue)
+    one = ratio_interval([1.2])
+    assert one.n == 1 and one.ratio == pytest.approx(1.2) and math.isnan(one.low)
+
+
+def test_interval_covers_an_injected_ratio_as_often_as_its_level():
+    rng = np.random.default_rng(1)
+    truth, trials = 1.25, 2000
+    hits = sum(lo <= truth <= hi for lo, hi in
+               (ratio_interval(truth * np.exp(rng.normal(0, 0.15, 3)))[1:3] for _ in range(trials)))
+    assert 0.93 <= hits / trials <= 0.97  # binomial sd at 0.95 over 2000 trials: 0.005
+
+
+def curve(strategy, seed, a, n, labels):
+    return [{"strategy": strategy, "seed": seed, "iteration": i, "n_train": n_, "labels_spent": l_,
+             "forces_rmse_kcal/mol/A": a * n_ ** -0.5, "stopped": False} for i, (n_, l_) in enumerate(zip(n, labels))]
+
+
+def test_paired_ratios_at_equal_size_and_at_equal_labels():
+    n = np.array([100, 150, 200, 250])
+    rows = []
+    for seed, noise in enumerate((1.0, 1.1, 0.95)):
+        rows += curve("random", seed, 10 * noise, n, n + 300)
+        rows += curve("qs1-greedy", seed, 10 * noise / 1.2, n, 2 * n)  # 1.2× better, but pays twice the labels
+    at_size = paired_ratios(rows, "forces_rmse_kcal/mol/A", "qs1-greedy")
+    assert [r["x_value"] for r in at_size] == list(n)
+    assert all(r["ratio"] == pytest.approx(1.2) and r["n"] == 3 for r in at_size)
+    at_labels = paired_ratios(rows, "forces_rmse_kcal/mol/A", "qs1-greedy", x="labels_spent")
+    # random has labels n+300; qs1-greedy reaches those labels at n' = (n+300)/2 training structures
+    for r in at_labels:
+        n_equal = r["x_value"] / 2
+        expected = (r["x_value"] - 300) ** -0.5 / (n_equal ** -0.5 / 1.2)
+        assert r["ratio"] == pytest.approx(expected, rel=1e-9)
+    assert len(at_labels) == 3  # random's last point (550 labels) lies beyond qs1-greedy's range (200–500)
+
+
+def test_interpolation_is_exact_for_power_laws_and_nan_outside():
+    x = np.array([10.0, 20.0, 40.0])
+    y = 3.0 * x ** -0.7
+    np.testing.assert_allclose(interpolate_loglog(np.array([15.0, 30.0]), x, y), 3.0 * np.array([15.0, 30.0]) ** -0.7)
+    assert np.isnan(interpolate_loglog(np.array([5.0, 50.0]), x, y)).all()
+
+
+def test_compare_and_verdict_sentences():
+    n = np.array([100, 200])
+    rows = []
+    for seed, noise in enumerate((1.0, 1.02, 0.99)):
+        rows += curve("random", seed, 10, n, n)
+        rows += curve("qs1-greedy", seed, 10 / (1.3 * noise), n, n)
+        rows += curve("qs1-top", seed, 10 * (1.0 + 0.2 * (seed - 1)), n, n)  # no consistent effect
+    table = compare_strategies(rows, metrics=["forces_rmse_kcal/mol/A"], xs=["n_train"])
+    greedy = next(r for r in table if r["strategy"] == "qs1-greedy")
+    top = next(r for r in table if r["strategy"] == "qs1-top")
+    assert "exceeds the seed-to-seed spread" in verdict(greedy) and "1.30× lower" in verdict(greedy)
+    assert "within the seed-to-seed spread" in verdict(top)
