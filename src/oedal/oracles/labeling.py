@@ -19,8 +19,6 @@ import hashlib
 import json
 import logging
 import os
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ import numpy as np
 
 from oedal.errors import InputError
 from oedal.files import atomic_path
+from oedal.interrupt import StopOnSigterm
 from oedal.oracles.base import ATTEMPTS, ID_KEY, REASON, Oracle, OracleFailure, get_oracle, structure_offsets
 from oedal.settings import OracleSettings
 
@@ -156,25 +155,6 @@ def _label_one(oracle: Oracle, atoms, max_attempts: int) -> tuple[bool, float, n
     return False, float("nan"), nan, reason, max_attempts, max_attempts
 
 
-class _TerminateOnSignal:
-    """Turn SIGTERM (Slurm cancel/timeout, Snakemake) into SystemExit so the checkpoint is written."""
-
-    def __enter__(self):
-        self.previous = None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._handler)
-        return self
-
-    @staticmethod
-    def _handler(signum, frame):
-        raise SystemExit(128 + signum)
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
-        return False
-
-
 def _read_unlabeled(reader, rows: np.ndarray):
     structures = reader.read(rows)
     return structures.without_labels() if structures.has_labels else structures
@@ -251,7 +231,7 @@ def label_store(
         )
         oracle.prepare(np.asarray(reader.ids, dtype=np.int64)[~done])
 
-        with _TerminateOnSignal():
+        with StopOnSigterm(exit_at_once=True):  # SystemExit: the finally block writes the checkpoint
             calls = _label_remaining(reader, oracle, settings, progress, done, partial, attrs)
 
         _write_outputs(reader, progress, out, failed, {k: v for k, v in attrs.items() if k != "format"})
