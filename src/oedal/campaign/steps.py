@@ -231,10 +231,12 @@ def count_informative(scores_path: str | Path) -> int | None:
     """How many pool structures are informative, I > 1 (None when the scores file has no I)."""
     import h5py
 
+    from oedal.data import keys
+
     with h5py.File(scores_path, "r") as h5:
-        if "informativeness" not in h5:
+        if keys.INFORMATIVENESS not in h5:
             return None
-        return int(np.count_nonzero(h5["informativeness"][()] > 1.0))
+        return int(np.count_nonzero(h5[keys.INFORMATIVENESS][()] > 1.0))
 
 
 def shard_selection(
@@ -312,23 +314,24 @@ def gather_failed(parts: list[str | Path], out: str | Path) -> int:
     """Concatenate the oracle's failure records (structure store + ``reason`` and ``attempts``)."""
     import h5py
 
+    from oedal.data import keys
     from oedal.data.structures import Structures
-    from oedal.oracles.base import ATTEMPTS, REASON
 
     structures, reasons, attempts = [], [], []
     for path in parts:
         structures.append(_read(path))
         with h5py.File(path, "r") as h5:
-            reasons += [r.decode() if isinstance(r, bytes) else str(r) for r in h5[REASON][()]] if REASON in h5 else []
-            attempts += list(h5[ATTEMPTS][()]) if ATTEMPTS in h5 else []
+            if keys.REASON in h5:
+                reasons += [r.decode() if isinstance(r, bytes) else str(r) for r in h5[keys.REASON][()]]
+            attempts += list(h5[keys.ATTEMPTS][()]) if keys.ATTEMPTS in h5 else []
     joined = Structures.concatenate(structures)
     if len(reasons) != len(joined):
         raise InputError(f"{out}: failure records without a reason in {[str(p) for p in parts]}")
     tmp = Path(str(out) + ".tmp")
     _write(tmp, joined, content="structures the oracle failed to label")
     with h5py.File(tmp, "a") as h5:
-        h5[REASON] = np.array(reasons, dtype=h5py.string_dtype())
-        h5[ATTEMPTS] = np.array(attempts or [0] * len(reasons), dtype=np.int64)
+        h5[keys.REASON] = np.array(reasons, dtype=h5py.string_dtype())
+        h5[keys.ATTEMPTS] = np.array(attempts or [0] * len(reasons), dtype=np.int64)
     tmp.replace(out)
     return len(joined)
 

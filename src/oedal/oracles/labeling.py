@@ -26,10 +26,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from oedal.data import keys
 from oedal.errors import InputError
 from oedal.files import atomic_path
 from oedal.interrupt import StopOnSigterm
-from oedal.oracles.base import ATTEMPTS, ID_KEY, REASON, Oracle, OracleFailure, get_oracle, structure_offsets
+from oedal.oracles.base import ID_KEY, Oracle, OracleFailure, get_oracle, structure_offsets
 from oedal.settings import OracleSettings
 
 log = logging.getLogger(__name__)
@@ -97,14 +98,14 @@ def _write_checkpoint(path: Path, progress: _Progress, attrs: dict) -> None:
     with atomic_path(path, fsync=True) as tmp, h5py.File(tmp, "w") as f:
         for key, value in attrs.items():
             f.attrs[key] = value
-        f["index"] = np.array(progress.index, dtype=np.int64)
-        f["id"] = np.array(progress.ident, dtype=np.int64)
-        f["ok"] = np.array(progress.ok, dtype=bool)
-        f["energy"] = np.array(progress.energy, dtype=np.float64)
-        f["n_atoms"] = np.array([len(x) for x in progress.forces], dtype=np.int64)
-        f["forces"] = np.concatenate(progress.forces) if progress.forces else np.zeros((0, 3))
-        f[REASON] = np.array(progress.reason, dtype=h5py.string_dtype())
-        f[ATTEMPTS] = np.array(progress.attempts, dtype=np.int64)
+        f[keys.INDEX] = np.array(progress.index, dtype=np.int64)
+        f[keys.ID] = np.array(progress.ident, dtype=np.int64)
+        f[keys.OK] = np.array(progress.ok, dtype=bool)
+        f[keys.ENERGY] = np.array(progress.energy, dtype=np.float64)
+        f[keys.N_ATOMS] = np.array([len(x) for x in progress.forces], dtype=np.int64)
+        f[keys.FORCES] = np.concatenate(progress.forces) if progress.forces else np.zeros((0, 3))
+        f[keys.REASON] = np.array(progress.reason, dtype=h5py.string_dtype())
+        f[keys.ATTEMPTS] = np.array(progress.attempts, dtype=np.int64)
 
 
 def _read_checkpoint(path: Path, attrs: dict) -> _Progress:
@@ -116,11 +117,11 @@ def _read_checkpoint(path: Path, attrs: dict) -> _Progress:
                     f"checkpoint {path} was made for a different {'input' if key == 'fingerprint' else key}; "
                     f"delete it to start this shard afresh"
                 )
-        offsets = np.concatenate([[0], np.cumsum(f["n_atoms"][:])])
-        forces = f["forces"][:]
-        for k, (index, ident, ok, energy, reason, attempts) in enumerate(
-            zip(f["index"][:], f["id"][:], f["ok"][:], f["energy"][:], f[REASON].asstr()[:], f[ATTEMPTS][:])
-        ):
+        offsets = np.concatenate([[0], np.cumsum(f[keys.N_ATOMS][:])])
+        forces = f[keys.FORCES][:]
+        columns = (f[keys.INDEX][:], f[keys.ID][:], f[keys.OK][:], f[keys.ENERGY][:], f[keys.REASON].asstr()[:],
+                   f[keys.ATTEMPTS][:])
+        for k, (index, ident, ok, energy, reason, attempts) in enumerate(zip(*columns)):
             progress.add(index, ident, ok, energy, forces[offsets[k] : offsets[k + 1]], reason, attempts)
     return progress
 
@@ -172,8 +173,8 @@ def _write_outputs(reader, progress: _Progress, out: Path, failed: Path, attrs: 
     with atomic_path(failed) as tmp:
         write_store(tmp, bad, attrs={**attrs, "content": "structures the oracle failed to label"})
         with h5py.File(tmp, "a") as f:
-            f[REASON] = np.array([progress.reason[k] for k in order[~ok]], dtype=h5py.string_dtype())
-            f[ATTEMPTS] = np.array([progress.attempts[k] for k in order[~ok]], dtype=np.int64)
+            f[keys.REASON] = np.array([progress.reason[k] for k in order[~ok]], dtype=h5py.string_dtype())
+            f[keys.ATTEMPTS] = np.array([progress.attempts[k] for k in order[~ok]], dtype=np.int64)
 
     good_rows = rows[ok]
     good = _read_unlabeled(reader, good_rows)
