@@ -1,11 +1,11 @@
 # Training (one model per iteration; K for query by committee) and evaluation on the test set.
-# Once the campaign has stopped, `oedal carry` copies the previous model instead of training.
+# Once the campaign has stopped (status.json), `oedal train --carry-from` copies the previous model
+# instead of training.
 
 TRAIN_SHELL = (
-    "carried=$(oedal carry --status {input.status} --from {params.previous} --to {output.model} 2> {log})\n"
-    '[ "$carried" = yes ] || oedal train --train {input.train} --valid {input.valid} --out {output.model}'
-    " --model-settings {params.model:q} --settings {params.training:q} {params.warm_start}"
-    " --threads {threads} >> {log} 2>&1"
+    "oedal train --train {input.train} --valid {input.valid} --out {output.model} --status {input.status}"
+    " {params.carry_from} --model-settings {params.model:q} --settings {params.training:q} {params.warm_start}"
+    " --threads {threads} > {log} 2>&1"
 )
 
 
@@ -23,7 +23,7 @@ rule train_model:
         model=settings_json("model"),
         training=training_json,
         warm_start=warm_start_flag,
-        previous=previous_model,
+        carry_from=optional_flag("previous", "--carry-from"),
     threads: CAMPAIGN.resources.train_threads
     resources:
         **TRAIN_RESOURCES,
@@ -47,7 +47,7 @@ rule train_member:
         model=settings_json("model"),
         training=training_json,
         warm_start=warm_start_flag,
-        previous=previous_model,
+        carry_from=optional_flag("previous", "--carry-from"),
     threads: CAMPAIGN.resources.train_threads
     resources:
         **TRAIN_RESOURCES,

@@ -1,8 +1,9 @@
-"""The workflow's own steps: seeds, the iteration plan, split, shard (scatter), gather, merge, summary.
+"""The workflow's own steps: seeds, the iteration plan, split, shard (scatter), gather, merge, carry, summary.
 
 These are the glue between the library's steps (train, score, select, label) that the Snakemake
-rules call through ``oedal split|shard|gather|merge|summary`` (DESIGN §1, §7). Nothing here imports
-snakemake or torch; the Snakefile imports this module at parse time (config validation, seeds, plan).
+rules call through ``oedal split|shard|gather|merge|summary`` and ``oedal train --carry-from``
+(DESIGN §1, §7). Nothing here imports snakemake or torch; the Snakefile imports this module at parse
+time (config validation, seeds, plan).
 
 Per iteration directory ``iter_{NNN}/``:
 
@@ -408,15 +409,20 @@ def merge_labels(prev_dir: str | Path, out_dir: str | Path, *, redraw_valid: boo
     return status
 
 
-def carry_over(status: str | Path, sources: list[str | Path], targets: list[str | Path]) -> bool:
-    """If the campaign has stopped, copy the previous iteration's files (models) and return True."""
-    if not _read_json(status).get("stopped"):
+def carry_over(status: str | Path, source: str | Path | None, target: str | Path) -> bool:
+    """Once the campaign has stopped (``status``: this iteration's status.json), copy the previous
+    iteration's model ``source`` to ``target`` instead of training and return True; else False."""
+    from oedal.files import atomic_path
+
+    state = _read_json(status)
+    if not state.get("stopped"):
         return False
-    if len(sources) != len(targets):
-        raise SettingsError("carry: give as many --from as --to files")
-    for src, dst in zip(sources, targets):
-        Path(dst).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
+    reason = state.get("reason") or "stopped earlier"
+    if source is None:
+        raise InputError(f"{status}: the campaign has stopped ({reason}) but no model to carry over was given")
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+    log.info("campaign stopped (%s): copied %s -> %s instead of training", reason, source, target)
     return True
 
 

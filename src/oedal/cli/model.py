@@ -13,6 +13,7 @@ log = logging.getLogger("oedal.cli.model")
 
 
 def _train(args: argparse.Namespace) -> int:
+    from oedal.campaign.steps import carry_over
     from oedal.data.store import read_store
     from oedal.gmnn.model import save_model
     from oedal.settings import ModelSettings, TrainingSettings, load_settings
@@ -21,6 +22,10 @@ def _train(args: argparse.Namespace) -> int:
     ts = load_settings(TrainingSettings, args.settings, epochs=args.epochs, seed=args.seed, device=args.device,
                        threads=args.threads)
     ms = load_settings(ModelSettings, args.model_settings)
+    if args.carry_from is not None and args.status is None:
+        raise ValueError("--carry-from needs --status (the status.json that says whether the campaign has stopped)")
+    if args.status is not None and carry_over(args.status, args.carry_from, args.out):
+        return 0  # the campaign has stopped: the previous model was copied, nothing trained
     train = read_store(args.train)
     valid = read_store(args.valid)
     ckpt = None if args.no_checkpoint else (args.checkpoint or args.out.with_name(args.out.name + ".ckpt"))
@@ -82,6 +87,11 @@ def register(sub) -> None:
                    help="write the checkpoint every M minutes (0: after every epoch) and on SIGTERM (default 5)")
     p.add_argument("--restart", action="store_true",
                    help="ignore and remove an existing checkpoint (needed when it belongs to other settings/data)")
+    p.add_argument("--status", type=Path, metavar="STATUS.json",
+                   help="the iteration's status.json: once the campaign has stopped, train nothing and copy the "
+                        "--carry-from model to OUT instead")
+    p.add_argument("--carry-from", type=Path, metavar="PREV_MODEL",
+                   help="with --status: the previous iteration's model, copied when the campaign has stopped")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="error metrics of a model on a labeled store")
