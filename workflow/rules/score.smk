@@ -1,6 +1,9 @@
 # OED scores of the pool (QS1/QS2/QS3, or committee disagreement for qbc; random runs score nothing).
 
 
+include: "score_helpers.smk"
+
+
 rule score_pool:
     """Scores and informativeness I of every pool structure (Fisher matrix from the training set)."""
     input:

@@ -2,6 +2,10 @@
 # Once the campaign has stopped (status.json), `oedal train --carry-from` copies the previous model
 # instead of training.
 
+
+include: "train_helpers.smk"
+
+
 TRAIN_SHELL = (
     "oedal train --train {input.train} --valid {input.valid} --out {output.model} --status {input.status}"
     " {params.carry_from} --model-settings {params.model:q} --settings {params.training:q} {params.warm_start}"
