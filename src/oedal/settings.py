@@ -258,7 +258,12 @@ class LabelingSettings(Settings):
 class ResourceSettings(Settings):
     """What the rules ask the scheduler for; partitions and accounts live in profiles/."""
 
-    use_gpu: bool = Field(False, description="training and scoring request one GPU (resources gpu=1)")
+    use_gpu: bool = Field(
+        False,
+        description="training, scoring and evaluation request one GPU (resources gpu=1) and run with --device cuda "
+        "(a job that finds none says so in its log and runs on the CPU); false: they run on the CPU. "
+        "The workflow sets the device from this key alone (training.device and score.device are rejected)",
+    )
     train_threads: int = Field(2, ge=1)
     train_mem_mb: int = Field(4000, ge=100)
     train_runtime: int = Field(60, ge=1, description="minutes")

@@ -95,8 +95,8 @@ def final_targets() -> list[str]:
 # -- settings (params.settings: one config section as JSON, so a change reruns only its step) ---
 
 
-def settings_json(section: str, **overrides) -> str:
-    data = getattr(CAMPAIGN, section).model_dump(mode="json")
+def settings_json(section: str, exclude: tuple[str, ...] = (), **overrides) -> str:
+    data = getattr(CAMPAIGN, section).model_dump(mode="json", exclude=set(exclude))
     data.update(overrides)
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
@@ -105,7 +105,7 @@ def training_json(wildcards) -> str:
     """TrainingSettings with a seed derived per campaign/seed/iteration/member (not per strategy:
     every strategy starts from the same iteration-0 model)."""
     seed = derive_seed(wildcards.campaign, wildcards.seed, wildcards.iter, "train", member(wildcards))
-    return settings_json("training", seed=seed)  # threads: --threads {threads}
+    return settings_json("training", exclude=("device",), seed=seed)  # --threads, --device: resources
 
 
 def scoring_strategy(strategy: str) -> str:
@@ -119,7 +119,8 @@ def scoring_strategy(strategy: str) -> str:
 def score_json(wildcards) -> str:
     """Only greedy selection reads the projected sensitivities; other methods skip writing them."""
     greedy = parse_strategy(wildcards.strategy).method == "greedy"
-    return settings_json("score", strategy=scoring_strategy(wildcards.strategy), projections=greedy)
+    strategy = scoring_strategy(wildcards.strategy)
+    return settings_json("score", exclude=("device",), strategy=strategy, projections=greedy)
 
 
 def select_json(wildcards) -> str:
@@ -157,12 +158,20 @@ def optional_flag(key: str, flag: str):
 
 
 # -- resources (partitions and accounts live only in profiles/) --------------------------------
+# resources.use_gpu: training, scoring and evaluation ask for one GPU and run with --device cuda
+# (a job that finds no GPU says so in its log and runs on the CPU); else they run on the CPU.
+# `device` is a string resource, not a param: switching it reruns nothing that exists.
 
-GPU = {"gpu": 1} if CAMPAIGN.resources.use_gpu else {}
+for _section in ("training", "score"):
+    if "device" in getattr(CAMPAIGN, _section).model_fields_set:
+        raise ValueError(f"invalid config: {_section}.device: the workflow sets the device from resources.use_gpu")
+
+GPU = dict(gpu=1, device="cuda") if CAMPAIGN.resources.use_gpu else dict(device="cpu")
 TRAIN_RESOURCES = dict(
     mem_mb=CAMPAIGN.resources.train_mem_mb, runtime=CAMPAIGN.resources.train_runtime, **GPU
 )
 SCORE_RESOURCES = dict(
     mem_mb=CAMPAIGN.resources.score_mem_mb, runtime=CAMPAIGN.resources.score_runtime, **GPU
 )
+EVALUATE_RESOURCES = dict(mem_mb=2000, runtime=20, **GPU)
 LABEL_RESOURCES = dict(mem_mb=CAMPAIGN.resources.label_mem_mb, runtime=CAMPAIGN.resources.label_runtime)

@@ -1,6 +1,6 @@
 # Training (one model per iteration; K for query by committee) and evaluation on the test set.
 # Once the campaign has stopped (status.json), `oedal train --carry-from` copies the previous model
-# instead of training.
+# instead of training. --device follows resources.use_gpu (common.smk).
 
 
 include: "train_helpers.smk"
@@ -9,7 +9,7 @@ include: "train_helpers.smk"
 TRAIN_SHELL = (
     "oedal train --train {input.train} --valid {input.valid} --out {output.model} --status {input.status}"
     " {params.carry_from} --model-settings {params.model:q} --settings {params.training:q} {params.warm_start}"
-    " --threads {threads} > {log} 2>&1"
+    " --device {resources.device} --threads {threads} > {log} 2>&1"
 )
 
 
@@ -72,9 +72,9 @@ rule evaluate_model:
         f"{ITER}/logs/evaluate_model.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=20,
+        **EVALUATE_RESOURCES,
     conda:
         ENV_CORE
     shell:
-        "oedal evaluate --model {input.model} --data {input.test} --out {output} > {log} 2>&1"
+        "oedal evaluate --model {input.model} --data {input.test} --out {output} --device {resources.device}"
+        " > {log} 2>&1"

@@ -10,6 +10,7 @@ from pathlib import Path
 from oedal.files import atomic_path
 
 log = logging.getLogger("oedal.cli.model")
+DEVICE_HELP = "auto | cpu | cuda | cuda:N (cuda without a CUDA device: a warning, then the CPU)"
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -78,7 +79,7 @@ def register(sub) -> None:
     p.add_argument("--settings", help="TrainingSettings as JSON text or a JSON file (flags override)")
     p.add_argument("--model-settings", help="ModelSettings as JSON text or a JSON file")
     p.add_argument("--warm-start", type=Path, help="start from this model file (same model settings)")
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--checkpoint", type=Path,
                    help="training-state file, resumed from if it exists (default: OUT.ckpt; removed at the end)")
@@ -99,6 +100,6 @@ def register(sub) -> None:
     p.add_argument("--data", required=True, type=Path, help="labeled store (.h5)")
     p.add_argument("--out", required=True, type=Path, help="metrics JSON to write")
     p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP + " (default: cpu)")
     p.add_argument("--threads", type=int)
     p.set_defaults(func=_evaluate)
