@@ -20,7 +20,8 @@ from ase.calculators.emt import EMT
 from oedal.data.store import read_store, write_store
 from oedal.data.structures import Structures
 from oedal.oracles import Oracle, OracleFailure, checkpoint_path, get_oracle, label_store
-from oedal.oracles.base import ID_KEY, REASON
+from oedal.data.keys import REASON
+from oedal.oracles.base import ID_KEY
 from oedal.oracles import OracleSettings, oracle_settings
 from oedal.settings import load_settings
 

@@ -12,8 +12,10 @@ from oedal.errors import SettingsError
 from oedal.campaign.settings import CampaignSettings, SplitSettings
 from oedal.campaign.plan import derive_seed, parse_strategy, plan_batches
 from oedal.campaign.steps import (
+    decide_stop,
     gather_stores,
     merge_labels,
+    scatter_selection,
     shard_selection,
     split_dataset,
     split_indices,
@@ -144,6 +146,20 @@ def test_stop_decision_makes_empty_shards(tmp_path, iteration0):
                                out / "request.json", metrics=out / "metrics.json", target=1.0)
     assert decision["stop"] and "target reached" in decision["reason"]
     assert all(len(read_store(p)) == 0 for p in shards)
+
+
+def test_stop_decision_apart_from_the_scatter(tmp_path, iteration0):
+    out, _ = iteration0
+    (out / "metrics.json").write_text(json.dumps({"forces_mae_kcal/mol/A": 0.5}))
+    assert decide_stop(out / "status.json") == (None, None)
+    decision = decide_stop(out / "status.json", metrics=out / "metrics.json", target=1.0)
+    assert "target reached" in decision.reason and decision.n_informative is None
+    selected = _select(out / "pool.h5", out / "selected.h5", 4)
+    shards = [tmp_path / f"shard_{k}.h5" for k in range(3)]
+    sel, valid = scatter_selection(out / "selected.h5", out / "pool.h5", shards, n_valid=2, seed=1)
+    np.testing.assert_array_equal(sel, selected)
+    assert len(valid) == 2 and not set(valid.tolist()) & set(sel.tolist())
+    assert [len(read_store(p)) for p in shards] == [2, 2, 2]
 
 
 def test_stop_reason():

@@ -231,3 +231,32 @@ def test_cli_train_resumes_after_sigterm(ethanol_structures, tmp_path, caplog):
         torch.testing.assert_close(model.state_dict()[k], v, rtol=1e-12, atol=0)
     assert len(model.meta["history"]) == 20
     assert main(args + ["--epochs", "2", "--restart"]) == 0 and not ck.exists()
+
+
+def test_cli_train_carries_the_previous_model_over_once_the_campaign_has_stopped(ethanol_structures, tmp_path,
+                                                                               caplog):
+    """`oedal train --status S --carry-from PREV` (the workflow's train rule): a stopped campaign copies
+    PREV byte for byte and trains nothing (the data are not even read); a running one trains."""
+    previous, out = tmp_path / "previous.pt", tmp_path / "model.pt"
+    previous.write_bytes(b"the previous iteration's model")
+    stopped = tmp_path / "stopped.json"
+    stopped.write_text(json.dumps({"iteration": 2, "stopped": True, "reason": "target reached"}))
+    args = ["train", "--train", str(tmp_path / "missing_train.h5"), "--valid", str(tmp_path / "missing_valid.h5"),
+            "--out", str(out), "--status", str(stopped)]
+    with caplog.at_level("INFO", logger="oedal.campaign.steps"):
+        assert main(args + ["--carry-from", str(previous)]) == 0
+    assert out.read_bytes() == previous.read_bytes()
+    assert "campaign stopped (target reached)" in caplog.text and "instead of training" in caplog.text
+    out.unlink()
+    assert main(args) == 2 and not out.exists()  # stopped, but nothing to carry over
+    assert main(args[:-2] + ["--carry-from", str(previous)]) == 2  # --carry-from needs --status
+
+    train, valid, ms, ts = _tiny(ethanol_structures, epochs=1)
+    write_store(tmp_path / "train.h5", train)
+    write_store(tmp_path / "valid.h5", valid)
+    running = tmp_path / "running.json"
+    running.write_text(json.dumps({"iteration": 1, "stopped": False, "reason": None}))
+    assert main(["train", "--train", str(tmp_path / "train.h5"), "--valid", str(tmp_path / "valid.h5"),
+                 "--out", str(out), "--settings", ts.model_dump_json(), "--model-settings", ms.model_dump_json(),
+                 "--status", str(running), "--carry-from", str(previous)]) == 0
+    assert len(load_model(out).meta["history"]) == 1

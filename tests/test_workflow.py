@@ -114,6 +114,7 @@ def test_dry_run_lists_every_iteration_of_every_strategy(smk_env, tmp_path, conf
         ({"split": {"n_train": 0}}, "split.n_train"),
         ({"strategies": ["qs1-greedy", "qs7"]}, "strategies"),
         ({"labeling": {"shards": "two"}}, "labeling.shards"),
+        ({"training": {"device": "cuda"}}, "training.device"),  # the device follows resources.use_gpu
     ],
 )
 def test_bad_config_stops_before_any_job(smk_env, tmp_path, change, key):
@@ -130,6 +131,46 @@ def test_bad_config_stops_before_any_job(smk_env, tmp_path, change, key):
     assert proc.returncode != 0
     assert key in proc.stderr + proc.stdout, proc.stderr[-3000:]
     assert not results.exists(), "a job ran despite the bad config"
+
+
+def _gpu_config(tmp_path: Path) -> Path:
+    config = yaml.safe_load(TINY.read_text())
+    config["resources"] = {**config.get("resources", {}), "use_gpu": True}
+    config["strategies"] = ["qs1-greedy"]
+    path = tmp_path / "gpu.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize("use_gpu", [False, True])
+def test_one_gpu_knob_sets_the_device_of_train_score_and_evaluate(smk_env, tmp_path, use_gpu):
+    config = _gpu_config(tmp_path) if use_gpu else TINY
+    proc = run_snakemake(smk_env, tmp_path / "results", "--dry-run", "--printshellcmds", config=config)
+    out = proc.stdout + proc.stderr
+    commands = re.findall(r"^\s*(?:Shell command: )?(oedal (?:train|score|evaluate) .*)$", out, flags=re.M)
+    assert {c.split()[1] for c in commands} == {"train", "score", "evaluate"}, out[-3000:]
+    device = "cuda" if use_gpu else "cpu"
+    assert all(f"--device {device} " in c for c in commands), commands
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
+        rule = re.match(r"(?:local)?rule (\w+):", block)
+        if rule and rule.group(1) in ("train_model", "score_pool", "evaluate_model"):
+            assert ("gpu=1" in block) == use_gpu, block
+        elif rule and rule.group(1) == "label_shard":
+            assert "gpu=1" not in block, block
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the CPU fallback of a GPU job")
+def test_a_gpu_job_without_a_gpu_says_so_and_gives_the_cpu_numbers(smk_env, tiny_run, tmp_path):
+    """resources.use_gpu on a machine without CUDA: one warning line per log, the CPU's numbers."""
+    results = tmp_path / "results"
+    first = iter_dir(results, "qs1-greedy", 0)
+    run_snakemake(smk_env, results, str(first / "metrics.json"), str(first / "scores.h5"), config=_gpu_config(tmp_path))
+    for job in ("train_model", "score_pool", "evaluate_model"):
+        text = (first / "logs" / f"{job}.log").read_text()
+        assert text.count("no CUDA device here: running on the CPU") == 1, (job, text)
+    cpu = json.loads((iter_dir(tiny_run, "qs1-greedy", 0) / "metrics.json").read_text())
+    gpu = json.loads((first / "metrics.json").read_text())
+    assert gpu["forces_mae_kcal/mol/A"] == cpu["forces_mae_kcal/mol/A"]
 
 
 # ------------------------------------------------------------------------------------------------

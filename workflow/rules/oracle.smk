@@ -3,6 +3,9 @@
 # Your own oracle: replace rule label_shard (contract in docs/oracles.md).
 
 
+include: "oracle_helpers.smk"
+
+
 localrules:
     shard_selection,
     gather_labels,

@@ -1,6 +1,9 @@
 # The campaign's summary table and learning curves.
 
 
+include: "report_helpers.smk"
+
+
 localrules:
     summarize_campaign,
     plot_learning_curve,

@@ -1,4 +1,8 @@
 # OED scores of the pool (QS1/QS2/QS3, or committee disagreement for qbc; random runs score nothing).
+# --device follows resources.use_gpu (common.smk).
+
+
+include: "score_helpers.smk"
 
 
 rule score_pool:
@@ -23,4 +27,4 @@ rule score_pool:
         ENV_CORE
     shell:
         "oedal score {params.models} --train {input.train} --pool {input.pool} --out {output}"
-        " --settings {params.settings:q} --threads {threads} > {log} 2>&1"
+        " --settings {params.settings:q} --device {resources.device} --threads {threads} > {log} 2>&1"

@@ -2,6 +2,9 @@
 # Random runs need no scores.h5 (no score_pool job): pool ids from pool.h5, training set excluded.
 
 
+include: "select_helpers.smk"
+
+
 rule select_batch:
     """m structures of the pool (unlabeled) to send to the oracle."""
     input:

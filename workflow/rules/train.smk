@@ -1,11 +1,15 @@
 # Training (one model per iteration; K for query by committee) and evaluation on the test set.
-# Once the campaign has stopped, `oedal carry` copies the previous model instead of training.
+# Once the campaign has stopped (status.json), `oedal train --carry-from` copies the previous model
+# instead of training. --device follows resources.use_gpu (common.smk).
+
+
+include: "train_helpers.smk"
+
 
 TRAIN_SHELL = (
-    "carried=$(oedal carry --status {input.status} --from {params.previous} --to {output.model} 2> {log})\n"
-    '[ "$carried" = yes ] || oedal train --train {input.train} --valid {input.valid} --out {output.model}'
-    " --model-settings {params.model:q} --settings {params.training:q} {params.warm_start}"
-    " --threads {threads} >> {log} 2>&1"
+    "oedal train --train {input.train} --valid {input.valid} --out {output.model} --status {input.status}"
+    " {params.carry_from} --model-settings {params.model:q} --settings {params.training:q} {params.warm_start}"
+    " --device {resources.device} --threads {threads} > {log} 2>&1"
 )
 
 
@@ -23,7 +27,7 @@ rule train_model:
         model=settings_json("model"),
         training=training_json,
         warm_start=warm_start_flag,
-        previous=previous_model,
+        carry_from=optional_flag("previous", "--carry-from"),
     threads: CAMPAIGN.resources.train_threads
     resources:
         **TRAIN_RESOURCES,
@@ -47,7 +51,7 @@ rule train_member:
         model=settings_json("model"),
         training=training_json,
         warm_start=warm_start_flag,
-        previous=previous_model,
+        carry_from=optional_flag("previous", "--carry-from"),
     threads: CAMPAIGN.resources.train_threads
     resources:
         **TRAIN_RESOURCES,
@@ -68,9 +72,9 @@ rule evaluate_model:
         f"{ITER}/logs/evaluate_model.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=20,
+        **EVALUATE_RESOURCES,
     conda:
         ENV_CORE
     shell:
-        "oedal evaluate --model {input.model} --data {input.test} --out {output} > {log} 2>&1"
+        "oedal evaluate --model {input.model} --data {input.test} --out {output} --device {resources.device}"
+        " > {log} 2>&1"

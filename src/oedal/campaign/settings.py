@@ -126,7 +126,12 @@ class LabelingSettings(Settings):
 class ResourceSettings(Settings):
     """What the rules ask the scheduler for; partitions and accounts live in profiles/."""
 
-    use_gpu: bool = Field(False, description="training and scoring request one GPU (resources gpu=1)")
+    use_gpu: bool = Field(
+        False,
+        description="training, scoring and evaluation request one GPU (resources gpu=1) and run with --device cuda "
+        "(a job that finds none says so in its log and runs on the CPU); false: they run on the CPU. "
+        "The workflow sets the device from this key alone (training.device and score.device are rejected)",
+    )
     train_threads: int = Field(2, ge=1)
     train_mem_mb: int = Field(4000, ge=100)
     train_runtime: int = Field(60, ge=1, description="minutes")
@@ -179,6 +184,8 @@ class CampaignSettings(Settings):
                                  "which no entry of `strategies` uses; remove it")
         if "method" in self.select.model_fields_set:
             raise ValueError("select.method is set per entry of `strategies`; remove it")
+        if "device" in self.training.model_fields_set:
+            raise ValueError("training.device: the workflow sets the device from resources.use_gpu; remove it")
         if "seed" in self.training.model_fields_set or "seed" in self.select.model_fields_set:
             raise ValueError("training.seed / select.seed are derived from `seeds` per iteration; remove them")
         if self.stop.max_train is not None and self.stop.max_train < self.split.n_train:

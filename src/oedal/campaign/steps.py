@@ -1,8 +1,9 @@
 """The workflow's own steps: split, shard (scatter), gather, merge, carry, summary.
 
 These are the glue between the library's steps (train, score, select, label) that the Snakemake
-rules call through ``oedal split|shard|gather|merge|summary`` (DESIGN §1, §7). Nothing here imports
-snakemake or torch; what the Snakefile imports at parse time is in :mod:`oedal.campaign.plan`.
+rules call through ``oedal split|shard|gather|merge|summary`` and ``oedal train --carry-from``
+(DESIGN §1, §7). Nothing here imports snakemake or torch; what the Snakefile imports at parse time
+is in :mod:`oedal.campaign.plan`.
 
 Per iteration directory ``iter_{NNN}/``:
 
@@ -24,7 +25,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 import numpy as np
 
@@ -165,10 +166,59 @@ def count_informative(scores_path: str | Path) -> int | None:
     """How many pool structures are informative, I > 1 (None when the scores file has no I)."""
     import h5py
 
+    from oedal.data import keys
+
     with h5py.File(scores_path, "r") as h5:
-        if "informativeness" not in h5:
+        if keys.INFORMATIVENESS not in h5:
             return None
-        return int(np.count_nonzero(h5["informativeness"][()] > 1.0))
+        return int(np.count_nonzero(h5[keys.INFORMATIVENESS][()] > 1.0))
+
+
+class StopDecision(NamedTuple):
+    reason: str | None  # why the campaign stops after this iteration; None: go on
+    n_informative: int | None  # pool structures with I > 1 (None: not asked or not scored)
+
+
+def decide_stop(
+    status: str | Path,
+    *,
+    metrics: str | Path | None = None,
+    scores: str | Path | None = None,
+    target_metric: str = "forces_mae_kcal/mol/A",
+    target: float | None = None,
+    informative: bool = True,
+) -> StopDecision:
+    """The stop decision of an iteration from its status.json, metrics.json (``target``) and scores
+    file (``informative``: stop when no candidate has I > 1, section 4); see :func:`stop_reason`."""
+    n_informative = count_informative(scores) if (scores and informative) else None
+    reason = stop_reason(_read_json(status), _read_json(metrics) if metrics else None, n_informative,
+                         target_metric, target)
+    return StopDecision(reason, n_informative)
+
+
+def scatter_selection(
+    selected: str | Path, pool: str | Path, shards: list[str | Path], *, n_valid: int = 0, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Write the structures to label, unlabeled, over a fixed number of contiguous (possibly empty)
+    shards: the selected batch and, when ``n_valid`` > 0 (validation redraw), ``n_valid`` random pool
+    structures that were not selected. Returns (selected ids, redrawn validation ids)."""
+    selected_ids = np.asarray(_read(selected).ids, dtype=np.int64)
+    pool_structures = _read(pool)
+    rows = _rows_of(pool_structures.ids, selected_ids)
+    if len(rows) != len(selected_ids):
+        raise InputError(f"{selected}: {len(selected_ids) - len(rows)} selected ids are not in the pool {pool}")
+    rest = np.setdiff1d(np.arange(len(pool_structures)), rows)
+    if n_valid > len(rest):
+        raise InputError(f"{pool}: {len(rest)} structures left, cannot redraw {n_valid} validation structures")
+    valid_rows = np.sort(np.random.default_rng(seed).choice(rest, size=n_valid, replace=False))
+    valid_ids = np.asarray(pool_structures.ids[valid_rows], dtype=np.int64)
+    _write_shards(pool_structures.subset(np.concatenate([rows, valid_rows])).without_labels(), shards)
+    return selected_ids, valid_ids
+
+
+def _write_shards(structures, shards: list[str | Path]) -> None:
+    for path, part in zip(shards, np.array_split(np.arange(len(structures)), len(shards))):
+        _write(path, structures.subset(part))
 
 
 def shard_selection(
@@ -186,43 +236,26 @@ def shard_selection(
     target: float | None = None,
     informative: bool = True,
 ) -> dict:
-    """Decide whether to stop, then scatter the structures to label over a fixed number of shards.
-
-    To label: the selected batch and, when ``n_valid`` > 0 (validation redraw), ``n_valid`` random
-    pool structures that were not selected. Shards are contiguous, unlabeled, possibly empty."""
-    state = _read_json(status)
-    batch = _read(selected)
-    selected_ids = np.asarray(batch.ids, dtype=np.int64)
-    n_informative = count_informative(scores) if (scores and informative) else None
-    reason = stop_reason(state, _read_json(metrics) if metrics else None, n_informative, target_metric, target)
-    pool_structures = _read(pool)
-    valid_ids = np.zeros(0, dtype=np.int64)
-    if reason is not None:
-        to_label = pool_structures.subset(np.zeros(0, dtype=np.int64))
-        selected_ids = valid_ids
+    """Decide whether to stop (:func:`decide_stop`), then scatter the structures to label over the
+    shards (:func:`scatter_selection`; empty shards once stopped) and write the decision to ``request``."""
+    stop = decide_stop(status, metrics=metrics, scores=scores, target_metric=target_metric, target=target,
+                       informative=informative)
+    if stop.reason is None:
+        selected_ids, valid_ids = scatter_selection(selected, pool, shards, n_valid=n_valid, seed=seed)
     else:
-        rows = _rows_of(pool_structures.ids, selected_ids)
-        if len(rows) != len(selected_ids):
-            raise InputError(f"{selected}: {len(selected_ids) - len(rows)} selected ids are not in the pool {pool}")
-        rest = np.setdiff1d(np.arange(len(pool_structures)), rows)
-        if n_valid > len(rest):
-            raise InputError(f"{pool}: {len(rest)} structures left, cannot redraw {n_valid} validation structures")
-        valid_rows = np.sort(np.random.default_rng(seed).choice(rest, size=n_valid, replace=False))
-        valid_ids = np.asarray(pool_structures.ids[valid_rows], dtype=np.int64)
-        to_label = pool_structures.subset(np.concatenate([rows, valid_rows])).without_labels()
-    for path, part in zip(shards, np.array_split(np.arange(len(to_label)), len(shards))):
-        _write(path, to_label.subset(part))
+        selected_ids = valid_ids = np.zeros(0, dtype=np.int64)
+        _write_shards(_read(pool).subset(selected_ids), shards)
     decision = {
-        "stop": reason is not None,
-        "reason": reason,
+        "stop": stop.reason is not None,
+        "reason": stop.reason,
         "selected_ids": [int(i) for i in selected_ids],
         "valid_ids": [int(i) for i in valid_ids],
-        "n_informative": n_informative,
+        "n_informative": stop.n_informative,
         "n_shards": len(shards),
     }
     _write_json(request, decision)
-    log.info("shard: %d to label (%d selected, %d validation) in %d shards%s", len(to_label), len(selected_ids),
-             len(valid_ids), len(shards), f"; stop: {reason}" if reason else "")
+    log.info("shard: %d to label (%d selected, %d validation) in %d shards%s", len(selected_ids) + len(valid_ids),
+             len(selected_ids), len(valid_ids), len(shards), f"; stop: {stop.reason}" if stop.reason else "")
     return decision
 
 
@@ -246,23 +279,24 @@ def gather_failed(parts: list[str | Path], out: str | Path) -> int:
     """Concatenate the oracle's failure records (structure store + ``reason`` and ``attempts``)."""
     import h5py
 
+    from oedal.data import keys
     from oedal.data.structures import Structures
-    from oedal.oracles.base import ATTEMPTS, REASON
 
     structures, reasons, attempts = [], [], []
     for path in parts:
         structures.append(_read(path))
         with h5py.File(path, "r") as h5:
-            reasons += [r.decode() if isinstance(r, bytes) else str(r) for r in h5[REASON][()]] if REASON in h5 else []
-            attempts += list(h5[ATTEMPTS][()]) if ATTEMPTS in h5 else []
+            if keys.REASON in h5:
+                reasons += [r.decode() if isinstance(r, bytes) else str(r) for r in h5[keys.REASON][()]]
+            attempts += list(h5[keys.ATTEMPTS][()]) if keys.ATTEMPTS in h5 else []
     joined = Structures.concatenate(structures)
     if len(reasons) != len(joined):
         raise InputError(f"{out}: failure records without a reason in {[str(p) for p in parts]}")
     tmp = Path(str(out) + ".tmp")
     _write(tmp, joined, content="structures the oracle failed to label")
     with h5py.File(tmp, "a") as h5:
-        h5[REASON] = np.array(reasons, dtype=h5py.string_dtype())
-        h5[ATTEMPTS] = np.array(attempts or [0] * len(reasons), dtype=np.int64)
+        h5[keys.REASON] = np.array(reasons, dtype=h5py.string_dtype())
+        h5[keys.ATTEMPTS] = np.array(attempts or [0] * len(reasons), dtype=np.int64)
     tmp.replace(out)
     return len(joined)
 
@@ -309,15 +343,20 @@ def merge_labels(prev_dir: str | Path, out_dir: str | Path, *, redraw_valid: boo
     return status
 
 
-def carry_over(status: str | Path, sources: list[str | Path], targets: list[str | Path]) -> bool:
-    """If the campaign has stopped, copy the previous iteration's files (models) and return True."""
-    if not _read_json(status).get("stopped"):
+def carry_over(status: str | Path, source: str | Path | None, target: str | Path) -> bool:
+    """Once the campaign has stopped (``status``: this iteration's status.json), copy the previous
+    iteration's model ``source`` to ``target`` instead of training and return True; else False."""
+    from oedal.files import atomic_path
+
+    state = _read_json(status)
+    if not state.get("stopped"):
         return False
-    if len(sources) != len(targets):
-        raise SettingsError("carry: give as many --from as --to files")
-    for src, dst in zip(sources, targets):
-        Path(dst).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
+    reason = state.get("reason") or "stopped earlier"
+    if source is None:
+        raise InputError(f"{status}: the campaign has stopped ({reason}) but no model to carry over was given")
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+    log.info("campaign stopped (%s): copied %s -> %s instead of training", reason, source, target)
     return True
 
 

@@ -10,9 +10,11 @@ from pathlib import Path
 from oedal.files import atomic_path
 
 log = logging.getLogger("oedal.cli.model")
+DEVICE_HELP = "auto | cpu | cuda | cuda:N (cuda without a CUDA device: a warning, then the CPU)"
 
 
 def _train(args: argparse.Namespace) -> int:
+    from oedal.campaign.steps import carry_over
     from oedal.data.store import read_store
     from oedal.gmnn.model import save_model
     from oedal.settings import ModelSettings, TrainingSettings, load_settings
@@ -21,6 +23,10 @@ def _train(args: argparse.Namespace) -> int:
     ts = load_settings(TrainingSettings, args.settings, epochs=args.epochs, seed=args.seed, device=args.device,
                        threads=args.threads)
     ms = load_settings(ModelSettings, args.model_settings)
+    if args.carry_from is not None and args.status is None:
+        raise ValueError("--carry-from needs --status (the status.json that says whether the campaign has stopped)")
+    if args.status is not None and carry_over(args.status, args.carry_from, args.out):
+        return 0  # the campaign has stopped: the previous model was copied, nothing trained
     train = read_store(args.train)
     valid = read_store(args.valid)
     ckpt = None if args.no_checkpoint else (args.checkpoint or args.out.with_name(args.out.name + ".ckpt"))
@@ -73,7 +79,7 @@ def register(sub) -> None:
     p.add_argument("--settings", help="TrainingSettings as JSON text or a JSON file (flags override)")
     p.add_argument("--model-settings", help="ModelSettings as JSON text or a JSON file")
     p.add_argument("--warm-start", type=Path, help="start from this model file (same model settings)")
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--checkpoint", type=Path,
                    help="training-state file, resumed from if it exists (default: OUT.ckpt; removed at the end)")
@@ -82,6 +88,11 @@ def register(sub) -> None:
                    help="write the checkpoint every M minutes (0: after every epoch) and on SIGTERM (default 5)")
     p.add_argument("--restart", action="store_true",
                    help="ignore and remove an existing checkpoint (needed when it belongs to other settings/data)")
+    p.add_argument("--status", type=Path, metavar="STATUS.json",
+                   help="the iteration's status.json: once the campaign has stopped, train nothing and copy the "
+                        "--carry-from model to OUT instead")
+    p.add_argument("--carry-from", type=Path, metavar="PREV_MODEL",
+                   help="with --status: the previous iteration's model, copied when the campaign has stopped")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="error metrics of a model on a labeled store")
@@ -89,6 +100,6 @@ def register(sub) -> None:
     p.add_argument("--data", required=True, type=Path, help="labeled store (.h5)")
     p.add_argument("--out", required=True, type=Path, help="metrics JSON to write")
     p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP + " (default: cpu)")
     p.add_argument("--threads", type=int)
     p.set_defaults(func=_evaluate)

@@ -1,4 +1,4 @@
-"""``oedal split|shard|gather|merge|carry|summary|schema``: the workflow's glue steps (oedal.campaign.steps)."""
+"""``oedal split|shard|gather|merge|summary|schema``: the workflow's glue steps (oedal.campaign.steps)."""
 
 from __future__ import annotations
 
@@ -47,16 +47,6 @@ def _merge(args: argparse.Namespace) -> int:
     from oedal.campaign.steps import merge_labels
 
     merge_labels(args.prev_dir, args.out_dir, redraw_valid=args.redraw_valid)
-    return 0
-
-
-def _carry(args: argparse.Namespace) -> int:
-    from oedal.campaign.steps import carry_over
-
-    carried = carry_over(args.status, args.sources, args.targets)
-    print("yes" if carried else "no")
-    if carried:
-        log.info("campaign stopped: copied %s -> %s", args.sources, args.targets)
     return 0
 
 
@@ -118,12 +108,6 @@ def register(subparsers) -> None:
     p.add_argument("--out-dir", required=True, help="iteration i directory")
     p.add_argument("--redraw-valid", action="store_true", help="the labeled redraw becomes the validation set")
     p.set_defaults(func=_merge)
-
-    p = subparsers.add_parser("carry", help="print yes and copy files forward if the campaign has stopped, else no")
-    p.add_argument("--status", required=True)
-    p.add_argument("--from", dest="sources", nargs="*", default=[])
-    p.add_argument("--to", dest="targets", nargs="*", default=[])
-    p.set_defaults(func=_carry)
 
     p = subparsers.add_parser("summary", help="campaign summary table (CSV)")
     p.add_argument("--run", nargs="+", required=True, help="STRATEGY:SEED:RUN_DIR")

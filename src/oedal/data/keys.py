@@ -1,11 +1,14 @@
-"""Names of the datasets and attributes of the HDF5 structure store (one place for every key).
+"""Names of the datasets and attributes of every HDF5 layout oedal writes (one place for every key).
 
-Layout (DESIGN §3, docs/file-formats.md "Structure store"): per-atom arrays are concatenated over
-structures, per-structure arrays have one row per structure; offsets = cumsum of ``n_atoms``.
+Layouts in docs/file-formats.md: the structure store (train/valid/pool/selected/labeled.h5, DESIGN §3),
+the failure records (failed.h5 = a structure store plus two datasets), the labeling checkpoint
+(OUT.partial.h5) and the scores file (scores.h5). Per-atom arrays are concatenated over structures,
+per-structure arrays have one row per structure; offsets = cumsum of ``n_atoms``.
 """
 
 from __future__ import annotations
 
+# -- Structure store ------------------------------------------------------------------------------
 # Per-atom datasets, concatenated over structures.
 POSITIONS = "positions"  # (n_atoms_total, 3) float64 Å
 NUMBERS = "numbers"  # (n_atoms_total,) atomic numbers (uint8 on disk, int64 in memory)
@@ -19,8 +22,6 @@ PBC = "pbc"  # (n, 3) bool
 ID = "id"  # (n,) int64 stable id = index in the source data set
 
 PER_ATOM = (POSITIONS, NUMBERS, FORCES)
-PER_STRUCTURE = (N_ATOMS, ENERGY, CELL, PBC, ID)
-LABELS = (ENERGY, FORCES)
 
 # File attributes.
 ATTR_FORMAT = "format"
@@ -33,3 +34,28 @@ ATTR_N_ATOMS_TOTAL = "n_atoms_total"
 FORMAT_NAME = "oedal-structures"
 FORMAT_VERSION = 1
 UNITS = "positions: Angstrom; cell: Angstrom; energy: eV; forces: eV/Angstrom"
+
+# -- Failure records (failed.h5: a structure store without labels, plus) --------------------------
+REASON = "reason"  # (n,) UTF-8 string: why the oracle failed
+ATTEMPTS = "attempts"  # (n,) int64: how many times the oracle was tried
+
+# -- Labeling checkpoint (OUT.partial.h5): one row per structure decided so far ------------------
+# ID, ENERGY (NaN when failed), N_ATOMS, FORCES (NaN when failed), REASON and ATTEMPTS as above, and
+INDEX = "index"  # (k,) int64: row of the structure in the shard
+OK = "ok"  # (k,) bool: labeled (True) or failed
+
+# -- Scores file (scores.h5): n pool structures, d = width of the last hidden layer ---------------
+# ID and N_ATOMS as in the store (pool ids and atoms per pool structure), and
+SCORE = "score"  # (n,) float64: the strategy's score (eq. 14 / 21 / 22, or the QbC spread eq. 24)
+INFORMATIVENESS = "informativeness"  # (n,) float64: I = score / σ_th (section 3.3)
+TRAIN_ID = "train_id"  # (n_train,) int64: ids of the training structures
+TRAIN_SCORE = "train_score"  # (n_train,) float64: their scores (σ_th = median or mean)
+SCORE_QS1 = "score_qs1"  # (n,) float64: the energy part (qs1, qs3)
+SCORE_QS2 = "score_qs2"  # (n,) float64: the force part (qs2, qs3)
+U_ENERGY = "u_energy"  # (n, d) float32: projected energy sensitivities u = C⁻¹g
+U_FORCES = "u_forces"  # (Σ 3 N_at, d) float32: projected force sensitivities, ragged
+U_FORCES_COUNTS = "u_forces_counts"  # (n,) int64: rows of u_forces per structure (3 N_at)
+G_TRAIN = "g_train"  # (n_train, d) float64: raw QS1 sensitivities of the training set (optional)
+G_POOL = "g_pool"  # (n, d) float64: raw QS1 sensitivities of the pool (optional)
+ENERGY_STD = "energy_std"  # (n,) float64 eV: qbc committee std of the total energy
+FORCE_STD = "force_std"  # (n,) float64 eV/Å: qbc RMS over the force components of the committee std

@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from oedal.data import keys
-from oedal.data.structures import Structures, atom_index, offsets_from_counts
+from oedal.data.structures import Structures, offsets_from_counts
 from oedal.errors import InputError
 from oedal.files import atomic_path
 
@@ -220,7 +220,3 @@ def read_store(path: str | Path, indices: np.ndarray | list[int] | slice | None 
     with StoreReader(path) as reader:
         return reader.read(indices)
 
-
-def atom_rows(offsets: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """Re-export of :func:`oedal.data.structures.atom_index` for readers of per-atom side files."""
-    return atom_index(offsets, indices)

@@ -82,10 +82,6 @@ class Structures:
     def n_atoms_total(self) -> int:
         return len(self.numbers)
 
-    def structure_index(self) -> np.ndarray:
-        """(n_atoms_total,) int64: the structure each atom belongs to."""
-        return np.repeat(np.arange(len(self), dtype=np.int64), self.n_atoms)
-
     def subset(self, indices: np.ndarray | Sequence[int] | slice) -> "Structures":
         """Structures at ``indices`` (any order, repeats allowed) or a slice, as a new object."""
         if isinstance(indices, slice):

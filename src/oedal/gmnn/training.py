@@ -26,8 +26,6 @@ import copy
 import hashlib
 import logging
 import math
-import signal
-import threading
 import time
 from typing import Callable
 from dataclasses import dataclass, field
@@ -40,6 +38,7 @@ from oedal.gmnn.batching import Batch, BatchLoader
 from oedal.device import resolve_device, set_threads
 from oedal.errors import InputError, OedalError
 from oedal.files import atomic_path
+from oedal.interrupt import StopOnSigterm
 from oedal.gmnn.model import GMNN, load_model
 from oedal.progress import progress_bar
 from oedal.settings import ModelSettings, TrainingSettings
@@ -188,6 +187,135 @@ def _make_model(train, valid, model_settings: ModelSettings, warm_start) -> GMNN
     return model
 
 
+@dataclass
+class TrainingState:
+    """Everything a resumed training needs; what a checkpoint holds (:meth:`to_checkpoint`).
+
+    ``model`` and ``optimizer`` (AMSGrad moments) carry the current weights; ``best_state`` the
+    weights of ``best_epoch`` (lowest validation loss, restored at the end); ``since_best`` counts the
+    epochs without improvement (patience); ``history`` has one row per finished epoch; ``partial``
+    (shuffled order, position, loss sum and structures so far) is set for an epoch in progress;
+    ``seconds`` were trained before this run. The shuffling RNG (``loader``'s) and torch's RNGs are
+    saved and restored with them.
+    """
+
+    model: GMNN
+    optimizer: torch.optim.Optimizer
+    loader: BatchLoader
+    best_state: dict[str, torch.Tensor]
+    best_epoch: int = 0
+    best_valid_loss: float = math.inf
+    since_best: int = 0
+    history: list[dict] = field(default_factory=list)
+    partial: dict | None = None
+    seconds: float = 0.0
+
+    @property
+    def epochs(self) -> int:
+        """Epochs finished."""
+        return len(self.history)
+
+    def record(self, row: dict) -> bool:
+        """Append a finished epoch's row; keep its weights when the validation loss improved."""
+        self.history.append(row)
+        self.partial = None
+        improved = row["valid_loss"] < self.best_valid_loss
+        if improved:
+            self.best_valid_loss, self.best_epoch = row["valid_loss"], row["epoch"]
+            self.best_state = copy.deepcopy(self.model.state_dict())
+            self.since_best = 0
+        else:
+            self.since_best += 1
+        return improved
+
+    def to_checkpoint(self, fingerprint: dict | None, seconds: float) -> dict:
+        """The checkpoint payload (format CHECKPOINT_FORMAT); tensors on the CPU."""
+        cuda = next(self.model.parameters()).device.type == "cuda"
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": fingerprint,
+            # the epoch in progress when ``partial`` is set, else the last one finished
+            "epoch": self.epochs + (1 if self.partial is not None else 0),
+            "partial": self.partial,
+            "model": _cpu(self.model.state_dict()),
+            "optimizer": self.optimizer.state_dict(),
+            "best_state": _cpu(self.best_state),
+            "best_epoch": self.best_epoch,
+            "best_valid_loss": self.best_valid_loss,
+            "since_best": self.since_best,
+            "history": self.history,
+            "shuffle_rng": self.loader._rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if cuda else None,
+            "seconds": seconds,
+            "time": time.time(),
+        }
+
+    @classmethod
+    def from_checkpoint(cls, payload: dict, model: GMNN, optimizer: torch.optim.Optimizer,
+                        loader: BatchLoader) -> "TrainingState":
+        """Load a checkpoint payload into ``model``, ``optimizer``, ``loader`` and torch's RNGs."""
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        device = next(model.parameters()).device
+        loader._rng.bit_generator.state = payload["shuffle_rng"]
+        torch.set_rng_state(payload["torch_rng"])
+        if payload.get("cuda_rng") is not None and device.type == "cuda":
+            torch.cuda.set_rng_state_all(payload["cuda_rng"])
+        return cls(model, optimizer, loader, {k: v.to(device) for k, v in payload["best_state"].items()},
+                   best_epoch=payload["best_epoch"], best_valid_loss=payload["best_valid_loss"],
+                   since_best=payload["since_best"], history=list(payload["history"]), partial=payload["partial"],
+                   seconds=payload["seconds"])
+
+
+class _Checkpoints:
+    """Writes the state to ``path`` when due: every ``minutes`` (0: after every epoch) and on SIGTERM,
+    after which :class:`TrainingInterrupted` stops the training. Without a path, never due."""
+
+    def __init__(self, path: Path | None, fingerprint: dict | None, minutes: float, term: StopOnSigterm):
+        self.path, self.fingerprint, self.term = path, fingerprint, term
+        self.interval = 60.0 * minutes
+        self.last = time.perf_counter()
+
+    def due(self, epoch_end: bool) -> bool:
+        if self.path is None:
+            return False
+        if self.term.requested:
+            return True
+        return (epoch_end or self.interval > 0) and time.perf_counter() - self.last >= self.interval
+
+    def save(self, state: TrainingState, seconds: float) -> None:
+        payload = state.to_checkpoint(self.fingerprint, seconds)
+        with atomic_path(self.path, fsync=True) as tmp:
+            torch.save(payload, tmp)
+        self.last = time.perf_counter()
+        log.debug("checkpoint %s written (epoch %d%s)", self.path, payload["epoch"],
+                  ", mid-epoch" if state.partial else "")
+        if self.term.requested:
+            raise TrainingInterrupted(self.path, payload["epoch"])
+
+
+@dataclass
+class _Run:
+    """What an epoch needs beside the state: the data, the loss, the settings, the clock (``start``:
+    when the seconds trained would have been 0) and the checkpoints."""
+
+    train: BatchLoader
+    valid: BatchLoader
+    loss_fn: Callable
+    settings: TrainingSettings
+    checkpoints: _Checkpoints
+    start: float
+
+    @property
+    def deadline(self) -> float:
+        """``max_minutes`` after the start, counting the seconds trained before a resume."""
+        return self.start + 60.0 * self.settings.max_minutes if self.settings.max_minutes else math.inf
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+
 def train_model(train, valid, model_settings: ModelSettings | None = None,
                 training_settings: TrainingSettings | None = None, warm_start: str | Path | GMNN | None = None,
                 progress: bool | None = None, checkpoint: str | Path | None = None,
@@ -209,158 +337,106 @@ def train_model(train, valid, model_settings: ModelSettings | None = None,
     device = resolve_device(ts.device)
     torch.manual_seed(ts.seed)
     model = _make_model(train, valid, ms, warm_start).to(device)
-    dtype = model.dtype
-    cutoff = model.cutoff
-    train_loader = BatchLoader(train, cutoff, model.species, ts.batch_size, shuffle=True, seed=ts.seed,
-                               device=device, dtype=dtype, source="training set")
-    valid_loader = BatchLoader(valid, cutoff, model.species, max(ts.batch_size, 256), device=device, dtype=dtype,
-                               source="validation set")
-    loss_fn = batch_loss
-    if ts.compile:  # compiles in minutes on a small CPU; pays off only for long trainings (bench_model.py)
-        loss_fn = torch.compile(batch_loss, dynamic=True)
+    train_loader = BatchLoader(train, model.cutoff, model.species, ts.batch_size, shuffle=True, seed=ts.seed,
+                               device=device, dtype=model.dtype, source="training set")
+    valid_loader = BatchLoader(valid, model.cutoff, model.species, max(ts.batch_size, 256), device=device,
+                               dtype=model.dtype, source="validation set")
+    # compiles in minutes on a small CPU; pays off only for long trainings (bench_model.py)
+    loss_fn = torch.compile(batch_loss, dynamic=True) if ts.compile else batch_loss
     optimizer = torch.optim.Adam(model.parameters(), lr=ts.learning_rate, amsgrad=True)
-    w_e, w_f = ts.weight_energy, ts.weight_forces
-    result = TrainResult(model=model)
-
     ckpt = Path(checkpoint) if checkpoint is not None else None
     fingerprint = _fingerprint(ms, ts, train, valid, model) if ckpt is not None else None
-    resumed = None
+    state = _initial_state(ckpt, fingerprint, restart, model, optimizer, train_loader, valid_loader, ts)
+    with StopOnSigterm(active=ckpt is not None) as term:
+        run = _Run(train_loader, valid_loader, loss_fn, ts, _Checkpoints(ckpt, fingerprint, checkpoint_minutes, term),
+                   start=time.perf_counter() - state.seconds)
+        stopped = _train_epochs(state, run, callback, progress)
+    model.load_state_dict(state.best_state)
+    result = TrainResult(model=model, history=state.history, best_epoch=state.best_epoch,
+                         best_valid_loss=state.best_valid_loss, epochs=state.epochs, seconds=run.seconds(),
+                         stopped=stopped)
+    log.info("training stopped (%s) after %d epochs, %.1f s; best epoch %d, valid loss %.4g", result.stopped,
+             result.epochs, result.seconds, result.best_epoch, result.best_valid_loss)
+    return result
+
+
+def _initial_state(ckpt: Path | None, fingerprint: dict | None, restart: bool, model: GMNN, optimizer,
+                   train_loader: BatchLoader, valid_loader: BatchLoader, ts: TrainingSettings) -> TrainingState:
+    """The state read from ``ckpt`` when it exists (unless ``restart``), else a fresh one."""
     if ckpt is not None and ckpt.exists():
         if restart:
             log.warning("restart: ignoring and removing the checkpoint %s", ckpt)
             ckpt.unlink()
         else:
-            resumed = _load_checkpoint(ckpt, fingerprint)
+            payload = _load_checkpoint(ckpt, fingerprint)
+            state = TrainingState.from_checkpoint(payload, model, optimizer, train_loader)
+            where = (f"inside epoch {payload['epoch']} (batch {state.partial['position'] // ts.batch_size + 1})"
+                     if state.partial is not None else f"after epoch {payload['epoch']}")
+            log.info("RESUMING training from checkpoint %s: %s, %.1f s trained before, best epoch %d "
+                     "(valid loss %.4g)", ckpt, where, state.seconds, state.best_epoch, state.best_valid_loss)
+            return state
+    best_state = copy.deepcopy(model.state_dict())
+    best = validate(model, valid_loader, ts.weight_energy, ts.weight_forces)
+    return TrainingState(model, optimizer, train_loader, best_state, best_valid_loss=best["valid_loss"])
 
-    since_best = 0
-    first_epoch = 1
-    elapsed = 0.0
-    pending = None  # (order, next position, loss sum, structures) of an epoch interrupted mid-way
-    if resumed is None:
-        best_state = copy.deepcopy(model.state_dict())
-        best = validate(model, valid_loader, w_e, w_f)
-        result.best_valid_loss = best["valid_loss"]
-    else:
-        model.load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        best_state = {k: v.to(device) for k, v in resumed["best_state"].items()}
-        result.best_valid_loss = resumed["best_valid_loss"]
-        result.best_epoch = resumed["best_epoch"]
-        result.history = list(resumed["history"])
-        result.epochs = len(result.history)
-        since_best = resumed["since_best"]
-        elapsed = resumed["seconds"]
-        train_loader._rng.bit_generator.state = resumed["shuffle_rng"]
-        torch.set_rng_state(resumed["torch_rng"])
-        if resumed.get("cuda_rng") is not None and device.type == "cuda":
-            torch.cuda.set_rng_state_all(resumed["cuda_rng"])
-        first_epoch = resumed["epoch"] + (0 if resumed["partial"] is not None else 1)
-        pending = resumed["partial"]
-        where = (f"inside epoch {resumed['epoch']} (batch {pending['position'] // ts.batch_size + 1})"
-                 if pending is not None else f"after epoch {resumed['epoch']}")
-        log.info("RESUMING training from checkpoint %s: %s, %.1f s trained before, best epoch %d "
-                 "(valid loss %.4g)", ckpt, where, elapsed, result.best_epoch, result.best_valid_loss)
 
-    def save_checkpoint(epoch: int, partial: dict | None) -> None:
-        payload = {
-            "format": CHECKPOINT_FORMAT,
-            "fingerprint": fingerprint,
-            "epoch": epoch,  # the epoch in progress when ``partial`` is set, else the last one finished
-            "partial": partial,
-            "model": _cpu(model.state_dict()),
-            "optimizer": optimizer.state_dict(),
-            "best_state": _cpu(best_state),
-            "best_epoch": result.best_epoch,
-            "best_valid_loss": result.best_valid_loss,
-            "since_best": since_best,
-            "history": result.history,
-            "shuffle_rng": train_loader._rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-            "seconds": time.perf_counter() - start,
-            "time": time.time(),
-        }
-        with atomic_path(ckpt, fsync=True) as tmp:
-            torch.save(payload, tmp)
-        log.debug("checkpoint %s written (epoch %d%s)", ckpt, epoch, ", mid-epoch" if partial else "")
-
-    start = time.perf_counter() - elapsed
-    last_save = time.perf_counter()
-    interval = 60.0 * checkpoint_minutes
-    deadline = start + 60.0 * ts.max_minutes if ts.max_minutes else math.inf
-    term = threading.Event()
-    old_handler = None
-    if ckpt is not None and threading.current_thread() is threading.main_thread():
-        def on_term(signum, frame):  # noqa: ARG001
-            term.set()
-
-        old_handler = signal.signal(signal.SIGTERM, on_term)
-    bar = progress_bar(total=ts.epochs, initial=min(result.epochs, ts.epochs), desc="train", unit="epoch",
+def _train_epochs(state: TrainingState, run: _Run, callback: Callable[[dict], None] | None,
+                  progress: bool | None) -> str:
+    """Epochs until the last one, the patience or the time limit; returns why training stopped
+    (epochs | patience | time). A checkpoint is written after an epoch when one is due."""
+    ts = run.settings
+    bar = progress_bar(total=ts.epochs, initial=min(state.epochs, ts.epochs), desc="train", unit="epoch",
                        enabled=progress)
-    n_train = train_loader.n_structures
-    bs = ts.batch_size
     try:
-        for epoch in range(first_epoch, ts.epochs + 1):
-            if pending is not None:
-                order, pos, total, n = pending["order"], pending["position"], pending["loss_sum"], pending["n"]
-                pending = None
-            else:
-                order, pos, total, n = train_loader.order(), 0, 0.0, 0
-            model.train()
-            while pos < n_train:
-                batch = train_loader.batch(order[pos : pos + bs])
-                loss = loss_fn(model, batch, w_e, w_f)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * batch.n_structures
-                n += batch.n_structures
-                pos += bs
-                if time.perf_counter() > deadline:
-                    break
-                if ckpt is not None and pos < n_train and (
-                        term.is_set() or (interval > 0 and time.perf_counter() - last_save >= interval)):
-                    save_checkpoint(epoch, {"order": order, "position": pos, "loss_sum": total, "n": n})
-                    last_save = time.perf_counter()
-                    if term.is_set():
-                        raise TrainingInterrupted(ckpt, epoch)
-            model.eval()
-            metrics = validate(model, valid_loader, w_e, w_f)
-            row = {"epoch": epoch, "train_loss": total / max(n, 1), **metrics,
-                   "seconds": round(time.perf_counter() - start, 3)}
-            result.history.append(row)
-            result.epochs = epoch
-            improved = metrics["valid_loss"] < result.best_valid_loss
-            if improved:
-                result.best_valid_loss, result.best_epoch = metrics["valid_loss"], epoch
-                best_state = copy.deepcopy(model.state_dict())
-                since_best = 0
-            else:
-                since_best += 1
-            log.info("epoch %d train_loss %.4g valid E_MAE %.4g eV F_MAE %.4g eV/Å%s", epoch, row["train_loss"],
-                     metrics["valid_energy_mae"], metrics["valid_force_mae"], " *" if improved else "")
+        for epoch in range(state.epochs + 1, ts.epochs + 1):
+            row = run_epoch(state, epoch, run)
             bar.update(1)
-            bar.set_postfix(loss=f"{row['train_loss']:.3g}", f_mae=f"{metrics['valid_force_mae']:.3g}")
-            if since_best >= ts.patience:
-                result.stopped = "patience"
-            elif time.perf_counter() > deadline:
-                result.stopped = "time"
-            elif ckpt is not None and epoch < ts.epochs and (
-                    term.is_set() or time.perf_counter() - last_save >= interval):
-                save_checkpoint(epoch, None)
-                last_save = time.perf_counter()
-                if term.is_set():
-                    raise TrainingInterrupted(ckpt, epoch)
+            bar.set_postfix(loss=f"{row['train_loss']:.3g}", f_mae=f"{row['valid_force_mae']:.3g}")
+            stopped = None
+            if state.since_best >= ts.patience:
+                stopped = "patience"
+            elif time.perf_counter() > run.deadline:
+                stopped = "time"
+            elif epoch < ts.epochs and run.checkpoints.due(epoch_end=True):
+                run.checkpoints.save(state, run.seconds())
             if callback is not None:
                 callback(row)
-            if result.stopped != "epochs":
-                break
+            if stopped is not None:
+                return stopped
     finally:
-        if old_handler is not None:
-            signal.signal(signal.SIGTERM, old_handler)
         bar.close()
-    model.load_state_dict(best_state)
-    result.seconds = time.perf_counter() - start
-    log.info("training stopped (%s) after %d epochs, %.1f s; best epoch %d, valid loss %.4g", result.stopped,
-             result.epochs, result.seconds, result.best_epoch, result.best_valid_loss)
-    return result
+    return "epochs"
+
+
+def run_epoch(state: TrainingState, epoch: int, run: _Run) -> dict:
+    """Epoch ``epoch``: AMSGrad steps on the eq.-4 loss over the shuffled training set (or over the
+    rest of an epoch interrupted by a checkpoint), then the validation metrics; returns the history
+    row (also recorded in ``state``). Writes a mid-epoch checkpoint when one is due."""
+    loader, bs, w_e, w_f = run.train, run.settings.batch_size, run.settings.weight_energy, run.settings.weight_forces
+    if state.partial is not None:
+        p = state.partial
+        order, pos, total, n = p["order"], p["position"], p["loss_sum"], p["n"]
+    else:
+        order, pos, total, n = loader.order(), 0, 0.0, 0
+    state.model.train()
+    while pos < loader.n_structures:
+        batch = loader.batch(order[pos : pos + bs])
+        loss = run.loss_fn(state.model, batch, w_e, w_f)
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        state.optimizer.step()
+        total += float(loss.detach()) * batch.n_structures
+        n += batch.n_structures
+        pos += bs
+        if time.perf_counter() > run.deadline:
+            break
+        if pos < loader.n_structures and run.checkpoints.due(epoch_end=False):
+            state.partial = {"order": order, "position": pos, "loss_sum": total, "n": n}
+            run.checkpoints.save(state, run.seconds())
+    state.model.eval()
+    metrics = validate(state.model, run.valid, w_e, w_f)
+    row = {"epoch": epoch, "train_loss": total / max(n, 1), **metrics, "seconds": round(run.seconds(), 3)}
+    improved = state.record(row)
+    log.info("epoch %d train_loss %.4g valid E_MAE %.4g eV F_MAE %.4g eV/Å%s", epoch, row["train_loss"],
+             metrics["valid_energy_mae"], metrics["valid_force_mae"], " *" if improved else "")
+    return row

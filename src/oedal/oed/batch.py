@@ -15,6 +15,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from oedal.data.store import StoreReader, write_store
+from oedal.data import keys
 from oedal.errors import InputError
 from oedal.oed import selection
 from oedal.oed.scorers import scorer_of
@@ -32,7 +33,7 @@ class SelectSummary(NamedTuple):
 
 
 def _excluded_ids(scores: dict, exclude: Sequence[str | Path]) -> np.ndarray:
-    parts = [np.asarray(scores.get("train_id", np.zeros(0)), dtype=np.int64)]
+    parts = [np.asarray(scores.get(keys.TRAIN_ID, np.zeros(0)), dtype=np.int64)]
     for path in exclude:
         with StoreReader(path) as reader:
             parts.append(np.asarray(reader.ids, dtype=np.int64))
@@ -61,12 +62,12 @@ def _select_random_unscored(pool_path, out_path, settings: SelectSettings, *, n_
 
 def _pick(sc: dict, scores_path: Path, settings: SelectSettings, m: int, excluded: np.ndarray) -> selection.Selection:
     """The method's picks among the scored pool structures."""
-    ids = np.asarray(sc["id"], dtype=np.int64)
+    ids = np.asarray(sc[keys.ID], dtype=np.int64)
     kind = str(sc["attrs"]["strategy"])
     if settings.method == "qbc" and kind != "qbc":
         raise InputError(f"{scores_path}: method qbc needs a scores file of strategy qbc (this is {kind})")
     if settings.method in ("top", "qbc"):
-        return selection.select_top(sc["score"], ids, m, excluded)
+        return selection.select_top(sc[keys.SCORE], ids, m, excluded)
     if settings.method == "random":
         return selection.select_random(ids, m, settings.seed, excluded)
     return selection.select_greedy(scorer_of(kind).greedy_terms(sc, str(scores_path)), ids, m, excluded)
@@ -95,7 +96,7 @@ def select_batch(
     attrs = sc["attrs"]
     n_train = n_train if n_train is not None else int(attrs["n_train"])
     m = selection.n_to_select(settings.n, settings.fraction, n_train)
-    ids = np.asarray(sc["id"], dtype=np.int64)
+    ids = np.asarray(sc[keys.ID], dtype=np.int64)
     sel = _pick(sc, scores_path, settings, m, _excluded_ids(sc, exclude))
     with StoreReader(pool_path) as reader:
         pool_ids = np.asarray(reader.ids, dtype=np.int64)
@@ -107,7 +108,7 @@ def select_batch(
         "selection_method": settings.method, "selection_seed": settings.seed, "scores": str(scores_path),
         "strategy": str(attrs["strategy"]), "threshold": float(attrs["threshold"]),
         "selected_ids": picked_ids.tolist(), "selected_scores": [float(x) for x in sel.scores],
-        "selected_informativeness": [float(x) for x in sc["informativeness"][sel.indices]],
+        "selected_informativeness": [float(x) for x in sc[keys.INFORMATIVENESS][sel.indices]],
     })
     log.info("selected %d structures (%s) → %s", len(picked_ids), settings.method, out_path)
     return SelectSummary(Path(out_path), settings.method, picked_ids, sel.scores)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol, S
 import numpy as np
 from pydantic import Field
 
+from oedal.data import keys
 from oedal.errors import InputError
 from oedal.oed import fisher
 from oedal.oed.selection import Term
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 Layout = dict[str, tuple[tuple[int, ...], Any]]
 """Datasets a scorer writes per pool: name → (shape, dtype); axis 0 runs over pool structures, or
 over their force components (3·N_at per structure) for the names in :data:`ROW_DATASETS`."""
-ROW_DATASETS = ("u_forces",)
+ROW_DATASETS = (keys.U_FORCES,)
 
 
 class ScoreSettingsBase(Settings):
@@ -118,7 +119,7 @@ class FisherScorer:
         self.g_train = g_e
         self.f_e = fisher.factor_from_sensitivities(g_e, settings.jitter) if self.energy else None
         self.f_f = fisher.factor_from_sensitivities(g_f, settings.jitter) if self.forces else None
-        self.train_scores = self._scores(g_e, g_f, np.asarray(train.n_atoms))["score"]
+        self.train_scores = self._scores(g_e, g_f, np.asarray(train.n_atoms))[keys.SCORE]
 
     def combine(self, parts: dict[str, np.ndarray]) -> np.ndarray:
         """The score of this kind from score_qs1 / score_qs2."""
@@ -131,34 +132,34 @@ class FisherScorer:
     def _scores(self, g_e: np.ndarray, g_f: np.ndarray | None, n_atoms: np.ndarray) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
         if self.energy:
-            out["score_qs1"], out["u_energy"] = fisher.qs1_scores(self.f_e, g_e)
+            out[keys.SCORE_QS1], out[keys.U_ENERGY] = fisher.qs1_scores(self.f_e, g_e)
         if self.forces:
-            out["score_qs2"], out["u_forces"] = fisher.qs2_scores(self.f_f, g_f, 3 * n_atoms, self.settings.reduction,
+            out[keys.SCORE_QS2], out[keys.U_FORCES] = fisher.qs2_scores(self.f_f, g_f, 3 * n_atoms, self.settings.reduction,
                                                                   overwrite=True)  # g_f is not used again
-        out["score"] = self.combine(out)
+        out[keys.SCORE] = self.combine(out)
         return out
 
     def layout(self, n_pool: int, n_rows: int) -> Layout:
         d, proj = self.model.d, self.settings.projections
         out: Layout = {}
         if self.energy:
-            out["score_qs1"] = ((n_pool,), np.float64)
+            out[keys.SCORE_QS1] = ((n_pool,), np.float64)
         if self.forces:
-            out["score_qs2"] = ((n_pool,), np.float64)
+            out[keys.SCORE_QS2] = ((n_pool,), np.float64)
         if self.energy and proj:
-            out["u_energy"] = ((n_pool, d), np.float32)
+            out[keys.U_ENERGY] = ((n_pool, d), np.float32)
         if self.forces and proj:
-            out["u_forces"] = ((n_rows, d), np.float32)
+            out[keys.U_FORCES] = ((n_rows, d), np.float32)
         if self.save_sensitivities:
-            out["g_pool"] = ((n_pool, d), np.float64)
+            out[keys.G_POOL] = ((n_pool, d), np.float64)
         return out
 
     def constants(self, n_atoms: np.ndarray) -> dict[str, np.ndarray]:
         out = {}
         if self.forces and self.settings.projections:
-            out["u_forces_counts"] = 3 * n_atoms
+            out[keys.U_FORCES_COUNTS] = 3 * n_atoms
         if self.save_sensitivities:
-            out["g_train"] = self.g_train
+            out[keys.G_TRAIN] = self.g_train
         return out
 
     def attrs(self) -> dict[str, Any]:
@@ -172,21 +173,21 @@ class FisherScorer:
 
         g_e, g_f = all_sensitivities(self.model, structures, forces=self.forces)
         out = self._scores(g_e, g_f, np.asarray(structures.n_atoms))
-        out["g_pool"] = g_e
+        out[keys.G_POOL] = g_e
         return out
 
     @classmethod
     def greedy_terms(cls, scores: dict, path: str) -> list[Term]:
         terms = []
         if cls.energy:
-            if "u_energy" not in scores:
+            if keys.U_ENERGY not in scores:
                 raise InputError(f"{path}: greedy needs dataset u_energy (scored with projections off?)")
-            terms.append(Term(scores["u_energy"], np.ones(len(scores["id"]), dtype=np.int64)))
+            terms.append(Term(scores[keys.U_ENERGY], np.ones(len(scores[keys.ID]), dtype=np.int64)))
         if cls.forces:
-            if "u_forces" not in scores:
+            if keys.U_FORCES not in scores:
                 raise InputError(f"{path}: greedy needs datasets u_forces and u_forces_counts (scored with projections off?)")
             attrs = scores["attrs"]
-            terms.append(Term(scores["u_forces"], scores["u_forces_counts"], cls.force_weight(attrs),
+            terms.append(Term(scores[keys.U_FORCES], scores[keys.U_FORCES_COUNTS], cls.force_weight(attrs),
                               str(attrs["qs2_reduction"])))
         return terms
 
@@ -198,7 +199,7 @@ class QS1(FisherScorer):
     strategies = {"qs1-greedy": "greedy", "qs1-top": "top"}
 
     def combine(self, parts: dict[str, np.ndarray]) -> np.ndarray:
-        return parts["score_qs1"]
+        return parts[keys.SCORE_QS1]
 
 
 class QS2(FisherScorer):
@@ -208,7 +209,7 @@ class QS2(FisherScorer):
     strategies = {"qs2-greedy": "greedy", "qs2-top": "top"}
 
     def combine(self, parts: dict[str, np.ndarray]) -> np.ndarray:
-        return parts["score_qs2"]
+        return parts[keys.SCORE_QS2]
 
 
 class QS3(FisherScorer):
@@ -218,7 +219,7 @@ class QS3(FisherScorer):
     strategies = {"qs3-greedy": "greedy", "qs3-top": "top"}
 
     def combine(self, parts: dict[str, np.ndarray]) -> np.ndarray:
-        return fisher.qs3_scores(parts["score_qs1"], parts["score_qs2"], self.settings.beta)
+        return fisher.qs3_scores(parts[keys.SCORE_QS1], parts[keys.SCORE_QS2], self.settings.beta)
 
     def attrs(self) -> dict[str, Any]:
         return {**super().attrs(), "beta": self.settings.beta}
@@ -241,10 +242,10 @@ class QbC:
         if save_sensitivities:
             raise InputError("score qbc has no sensitivities to save")
         self.models = models
-        self.train_scores = self.chunk(train)["score"]
+        self.train_scores = self.chunk(train)[keys.SCORE]
 
     def layout(self, n_pool: int, n_rows: int) -> Layout:
-        return {"energy_std": ((n_pool,), np.float64), "force_std": ((n_pool,), np.float64)}
+        return {keys.ENERGY_STD: ((n_pool,), np.float64), keys.FORCE_STD: ((n_pool,), np.float64)}
 
     def constants(self, n_atoms: np.ndarray) -> dict[str, np.ndarray]:
         return {}
@@ -259,7 +260,7 @@ class QbC:
         energy = np.stack([p.energy for p in preds])  # (K, n) eV
         forces = np.stack([p.forces for p in preds])  # (K, n_atoms_total, 3) eV/Å
         e_std = fisher.committee_spread(energy)
-        return {"score": e_std, "energy_std": e_std, "force_std": fisher.force_spread(forces, structures.n_atoms)}
+        return {keys.SCORE: e_std, keys.ENERGY_STD: e_std, keys.FORCE_STD: fisher.force_spread(forces, structures.n_atoms)}
 
     @classmethod
     def greedy_terms(cls, scores: dict, path: str) -> list[Term]:

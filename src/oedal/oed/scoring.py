@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 
 from oedal.data.store import StoreReader, read_store
+from oedal.data import keys
 from oedal.errors import InputError
 from oedal.files import atomic_path
 from oedal.oed import fisher
@@ -96,11 +97,11 @@ def declare_scores(h5: h5py.File, scorer: Scorer, settings, train, n_atoms: np.n
              **scorer.attrs(), "settings": settings.model_dump_json()}
     for k, v in attrs.items():
         h5.attrs[k] = v
-    h5.create_dataset("train_id", data=np.asarray(train.ids, dtype=np.int64))
-    h5.create_dataset("train_score", data=scorer.train_scores)
-    h5.create_dataset("n_atoms", data=n_atoms)
-    datasets = {name: _dataset(h5, name, (n_pool,), np.float64) for name in ("score", "informativeness")}
-    datasets["id"] = _dataset(h5, "id", (n_pool,), np.int64)
+    h5.create_dataset(keys.TRAIN_ID, data=np.asarray(train.ids, dtype=np.int64))
+    h5.create_dataset(keys.TRAIN_SCORE, data=scorer.train_scores)
+    h5.create_dataset(keys.N_ATOMS, data=n_atoms)
+    datasets = {name: _dataset(h5, name, (n_pool,), np.float64) for name in (keys.SCORE, keys.INFORMATIVENESS)}
+    datasets[keys.ID] = _dataset(h5, keys.ID, (n_pool,), np.int64)
     for name, (shape, dtype) in scorer.layout(n_pool, 3 * int(n_atoms.sum())).items():
         datasets[name] = _dataset(h5, name, shape, dtype)
     for name, data in scorer.constants(n_atoms).items():
@@ -115,15 +116,15 @@ def stream_scores(reader: StoreReader, scorer: Scorer, datasets: dict, sigma_th:
     for chunk in reader.iter_chunks(settings.chunk_size):
         res = scorer.chunk(chunk)
         stop = start + len(chunk)
-        res["id"] = np.asarray(chunk.ids, dtype=np.int64)
-        res["informativeness"] = fisher.informativeness(res["score"], sigma_th)
+        res[keys.ID] = np.asarray(chunk.ids, dtype=np.int64)
+        res[keys.INFORMATIVENESS] = fisher.informativeness(res[keys.SCORE], sigma_th)
         n_rows = 3 * int(np.sum(chunk.n_atoms))
         for name, dset in datasets.items():
             if name in ROW_DATASETS:
                 dset[row : row + n_rows] = res[name]
             else:
                 dset[start:stop] = res[name]
-        n_informative += int(np.sum(res["informativeness"] > 1.0))
+        n_informative += int(np.sum(res[keys.INFORMATIVENESS] > 1.0))
         row += n_rows
         start = stop
         bar.update(len(chunk))

@@ -18,11 +18,6 @@ from oedal.settings import Settings
 ID_KEY = "id"
 """``atoms.info[ID_KEY]``: the structure's stable id, set by :func:`label_store` before each call."""
 
-REASON = "reason"
-"""Dataset of failed.h5: one UTF-8 string per failed structure (why it failed)."""
-
-ATTEMPTS = "attempts"
-"""Dataset of failed.h5: how many times the oracle was tried."""
 
 
 def structure_offsets(structures) -> np.ndarray:

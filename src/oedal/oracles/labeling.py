@@ -19,8 +19,6 @@ import hashlib
 import json
 import logging
 import os
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +26,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from oedal.data import keys
 from oedal.errors import InputError
 from oedal.files import atomic_path
-from oedal.oracles.base import ATTEMPTS, ID_KEY, REASON, RUNTIME_FIELDS, Oracle, OracleFailure, OracleSettingsBase
+from oedal.interrupt import StopOnSigterm
+from oedal.oracles.base import ID_KEY, RUNTIME_FIELDS, Oracle, OracleFailure, OracleSettingsBase
 from oedal.oracles.registry import get_oracle
 
 log = logging.getLogger(__name__)
@@ -97,14 +97,14 @@ def _write_checkpoint(path: Path, progress: _Progress, attrs: dict) -> None:
     with atomic_path(path, fsync=True) as tmp, h5py.File(tmp, "w") as f:
         for key, value in attrs.items():
             f.attrs[key] = value
-        f["index"] = np.array(progress.index, dtype=np.int64)
-        f["id"] = np.array(progress.ident, dtype=np.int64)
-        f["ok"] = np.array(progress.ok, dtype=bool)
-        f["energy"] = np.array(progress.energy, dtype=np.float64)
-        f["n_atoms"] = np.array([len(x) for x in progress.forces], dtype=np.int64)
-        f["forces"] = np.concatenate(progress.forces) if progress.forces else np.zeros((0, 3))
-        f[REASON] = np.array(progress.reason, dtype=h5py.string_dtype())
-        f[ATTEMPTS] = np.array(progress.attempts, dtype=np.int64)
+        f[keys.INDEX] = np.array(progress.index, dtype=np.int64)
+        f[keys.ID] = np.array(progress.ident, dtype=np.int64)
+        f[keys.OK] = np.array(progress.ok, dtype=bool)
+        f[keys.ENERGY] = np.array(progress.energy, dtype=np.float64)
+        f[keys.N_ATOMS] = np.array([len(x) for x in progress.forces], dtype=np.int64)
+        f[keys.FORCES] = np.concatenate(progress.forces) if progress.forces else np.zeros((0, 3))
+        f[keys.REASON] = np.array(progress.reason, dtype=h5py.string_dtype())
+        f[keys.ATTEMPTS] = np.array(progress.attempts, dtype=np.int64)
 
 
 def _read_checkpoint(path: Path, attrs: dict) -> _Progress:
@@ -116,11 +116,11 @@ def _read_checkpoint(path: Path, attrs: dict) -> _Progress:
                     f"checkpoint {path} was made for a different {'input' if key == 'fingerprint' else key}; "
                     f"delete it to start this shard afresh"
                 )
-        offsets = np.concatenate([[0], np.cumsum(f["n_atoms"][:])])
-        forces = f["forces"][:]
-        for k, (index, ident, ok, energy, reason, attempts) in enumerate(
-            zip(f["index"][:], f["id"][:], f["ok"][:], f["energy"][:], f[REASON].asstr()[:], f[ATTEMPTS][:])
-        ):
+        offsets = np.concatenate([[0], np.cumsum(f[keys.N_ATOMS][:])])
+        forces = f[keys.FORCES][:]
+        columns = (f[keys.INDEX][:], f[keys.ID][:], f[keys.OK][:], f[keys.ENERGY][:], f[keys.REASON].asstr()[:],
+                   f[keys.ATTEMPTS][:])
+        for k, (index, ident, ok, energy, reason, attempts) in enumerate(zip(*columns)):
             progress.add(index, ident, ok, energy, forces[offsets[k] : offsets[k + 1]], reason, attempts)
     return progress
 
@@ -155,25 +155,6 @@ def _label_one(oracle: Oracle, atoms, max_attempts: int) -> tuple[bool, float, n
     return False, float("nan"), nan, reason, max_attempts, max_attempts
 
 
-class _TerminateOnSignal:
-    """Turn SIGTERM (Slurm cancel/timeout, Snakemake) into SystemExit so the checkpoint is written."""
-
-    def __enter__(self):
-        self.previous = None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._handler)
-        return self
-
-    @staticmethod
-    def _handler(signum, frame):
-        raise SystemExit(128 + signum)
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
-        return False
-
-
 def _read_unlabeled(reader, rows: np.ndarray):
     structures = reader.read(rows)
     return structures.without_labels() if structures.has_labels else structures
@@ -191,8 +172,8 @@ def _write_outputs(reader, progress: _Progress, out: Path, failed: Path, attrs: 
     with atomic_path(failed) as tmp:
         write_store(tmp, bad, attrs={**attrs, "content": "structures the oracle failed to label"})
         with h5py.File(tmp, "a") as f:
-            f[REASON] = np.array([progress.reason[k] for k in order[~ok]], dtype=h5py.string_dtype())
-            f[ATTEMPTS] = np.array([progress.attempts[k] for k in order[~ok]], dtype=np.int64)
+            f[keys.REASON] = np.array([progress.reason[k] for k in order[~ok]], dtype=h5py.string_dtype())
+            f[keys.ATTEMPTS] = np.array([progress.attempts[k] for k in order[~ok]], dtype=np.int64)
 
     good_rows = rows[ok]
     good = _read_unlabeled(reader, good_rows)
@@ -250,7 +231,7 @@ def label_store(
         )
         oracle.prepare(np.asarray(reader.ids, dtype=np.int64)[~done])
 
-        with _TerminateOnSignal():
+        with StopOnSigterm(exit_at_once=True):  # SystemExit: the finally block writes the checkpoint
             calls = _label_remaining(reader, oracle, settings, progress, done, partial, attrs)
 
         _write_outputs(reader, progress, out, failed, {k: v for k, v in attrs.items() if k != "format"})
