@@ -22,8 +22,8 @@ CONTRACTION_SETS = [list(CONTRACTIONS), ["c321", "c0", "c222"], ["c332", "c112"]
 
 
 def _model(contractions, dtype="float64", r_cut=3.2, n_radial=4) -> GMNN:
-    ms = ModelSettings.model_validate({"dtype": dtype, "hidden": [8],
-                                       "descriptor": {"r_cut": r_cut, "n_radial": n_radial, "contractions": contractions}})
+    descriptor = {"r_cut": r_cut, "n_radial": n_radial, "contractions": contractions}
+    ms = ModelSettings.model_validate({"dtype": dtype, "hidden": [8], "descriptor": descriptor})
     torch.manual_seed(2)
     return GMNN(ms, [1, 6, 8])
 
@@ -100,7 +100,8 @@ def test_reference_of_one_neighbour_in_closed_form():
     args = (torch.cat([d, -d]), torch.tensor([0, 1]), torch.tensor([0, 1]), torch.tensor([1, 0]), 2)
     r, delta = float(d.norm()), (3.0 - 0.5) / 4
     fc = 0.5 * (math.cos(math.pi * r / 3.0) + 1.0)
-    phi = [(2 / (math.pi * delta**2)) ** 0.25 / 2 * math.exp(-((r - 0.5 - k * delta) / delta) ** 2) * fc for k in range(4)]
+    norm = (2 / (math.pi * delta**2)) ** 0.25 / math.sqrt(4)  # (2γ/π)^¼ / √n_basis, γ = 1/Δ²
+    phi = [norm * math.exp(-((r - 0.5 - k * delta) / delta) ** 2) * fc for k in range(4)]
     beta = desc.beta.detach().reshape(2, 2, 3, 4)
     got = reference.features(desc, *args)
     for atom, (zi, zj) in enumerate(((0, 1), (1, 0))):

@@ -112,7 +112,7 @@ def neighbor_layout(pair_i: torch.Tensor, n_atoms: int):
     Depends on integer indices only (never on displacements), so jvp/vmap over displacements are unaffected.
     """
     n_pairs = pair_i.shape[0]
-    if n_pairs == 0 or n_atoms == 0 or bool((pair_i[1:] < pair_i[:-1]).any()):
+    if n_pairs == 0 or n_atoms == 0 or not grouped_by_atom(pair_i):
         return None
     counts = torch.bincount(pair_i, minlength=n_atoms)
     n_slots = int(counts.max())

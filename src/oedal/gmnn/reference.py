@@ -58,7 +58,8 @@ def radial_functions(desc: GaussianMoments, r: torch.Tensor, species: torch.Tens
 
 def moment_tensors(desc: GaussianMoments, displacements: torch.Tensor, species: torch.Tensor, pair_i: torch.Tensor,
                    pair_j: torch.Tensor, n_atoms: int) -> list[torch.Tensor]:
-    """[Ψ0, Ψ1, Ψ2, Ψ3]: full moment tensors (n_atoms, n_radial, 3, ..., 3) float64, Ψ_L[s] = Σ_j R_s r̂^{⊗L}."""
+    """[Ψ0, Ψ1, Ψ2, Ψ3]: the full moment tensors Ψ_L[s] = Σ_j R_s r̂^{⊗L}, (n_atoms, n_radial, 3, ..., 3)
+    float64 with L axes of 3."""
     disp = displacements.detach().double()  # (P, 3) Å
     r = torch.linalg.vector_norm(disp, dim=1)
     u = disp / r[:, None]

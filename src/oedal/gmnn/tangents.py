@@ -20,8 +20,9 @@ partners on one angular tensor. Per atom, the projections of its rows are a smal
 (partners × unique components) @ (unique components × 3·slots); each feature then needs three
 products per row. This module is the torch route (GPUs), which rotates the frame back to x, y, z
 here; its numba twin (oedal.gmnn.kernels.tangents: features_partners, tangent_rows; pair terms in
-kernels.pairs.pair_rows) keeps the rows in the frames until after the MLP. The generic forward-mode route instead
-repeats the whole contraction for each of the 3·slots tangents (≈15× slower here).
+kernels.pairs.pair_rows) keeps the rows in the frames until after the MLP. The generic
+forward-mode route instead repeats the whole contraction for each of the 3·slots tangents (≈15×
+slower here).
 
 Inner products with a symmetric tensor use its unique components (descriptors.UNIQUE_INDEX): with
 Y_full[idx] = y[u(idx)], ⟨G, Y⟩ = Σ_u y_u Σ_{idx→u} G[idx] = y · (G_full Eᵀ) for the 0/1 expansion E.

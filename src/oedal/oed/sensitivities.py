@@ -224,7 +224,8 @@ def _structured_packed(model: GMNN, batch: Batch, disp: torch.Tensor, sigma: tor
         out = np.zeros((n_atoms, 3, model.d))
     struct_rows = pairs.row_start[atom_start]  # (n_structures + 1,) first row of every structure
     chunks = _chunks(struct_rows, CHUNK_ROWS)
-    pairs.reserve(readout, model.descriptor.n_features, max(int(struct_rows[s1] - struct_rows[s0]) for s0, s1 in chunks))
+    max_rows = max(int(struct_rows[s1] - struct_rows[s0]) for s0, s1 in chunks)
+    pairs.reserve(readout, model.descriptor.n_features, max_rows)
     for s0, s1 in chunks:
         pairs.push_through(acts, last, s0, s1, out)
     return sigma * h, torch.from_numpy(out)
@@ -283,7 +284,8 @@ class _PackedPairs:
                          for k, layer in enumerate(readout.layers)]
 
 
-def _primal(readout: Readout, x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, list[np.ndarray], np.ndarray]:
+def _primal(readout: Readout, x: torch.Tensor,
+            sigma: torch.Tensor) -> tuple[torch.Tensor, list[np.ndarray], np.ndarray]:
     """The MLP on the features x (A, F): (h (A, d), act'(z) (A, width) of every layer but the last,
     and σ·act'(z) of the last layer (A, d))."""
     acts = []
