@@ -31,7 +31,7 @@ def use_baseline_descriptor() -> None:
     batched matmul, full moment tensors by index gathers, contractions as 3-operand einsums."""
     import torch
 
-    from oedal.gmnn.descriptors import GaussianMoments, _L2, _L3, _combos, _full_index, cosine_cutoff
+    from oedal.gmnn.descriptors import GaussianMoments, _L2, _L3, _full_index, combinations, cosine_cutoff
 
     full2, full3 = torch.tensor(_full_index(_L2, 2)), torch.tensor(_full_index(_L3, 3))
 
@@ -55,7 +55,7 @@ def use_baseline_descriptor() -> None:
         return torch.cat([full[c].reshape(a, -1)[:, _first_sel(n, c)] for c in self.contractions], 1)
 
     def _first_sel(n, c):  # flat positions of the unique combinations in the full (n,)*rank tensors
-        combos = _combos(n, c)
+        combos = combinations(n, c)
         if c == "c112":  # computed in the order (r, t, s)
             combos = [(t[0], t[2], t[1]) for t in combos]
         return torch.tensor([sum(i * n ** (len(t) - 1 - p) for p, i in enumerate(t)) for t in combos])

@@ -164,18 +164,19 @@ def _tangent_gemm_seconds(model, pool) -> tuple[float, int]:
     batch of rows (sensitivities.batch_threads), as in the real run."""
     import torch
 
-    from oedal.gmnn import kernels
     from oedal.gmnn.batching import BatchLoader
-    from oedal.oed.sensitivities import CHUNK_ROWS, ROTATION_TAU, batch_threads, batch_workers, local_frames
+    from oedal.gmnn.kernels import backend
+    from oedal.gmnn.tangents import local_frames
+    from oedal.oed.sensitivities import CHUNK_ROWS, ROTATION_TAU, batch_threads, batch_workers
 
     loader = BatchLoader(pool, model.cutoff, model.species, 512, dtype=torch.float64)
-    rows = 0
+    rows, packed = 0, backend().tangents  # the numba kernels (the default backend where numba is installed)
     for b in loader:
         disp = b.displacements()
         counts = torch.bincount(b.pair_i, minlength=b.species.shape[0]).numpy()
         drop, n_rows = np.empty((len(counts), 3), np.int64), np.empty(len(counts), np.int64)
-        kernels.rotation_drops(local_frames(disp).contiguous().numpy(), torch.linalg.vector_norm(disp, dim=-1).numpy(),
-                               np.concatenate([[0], np.cumsum(counts)]), ROTATION_TAU, drop, n_rows)
+        packed.rotation_drops(local_frames(disp).contiguous().numpy(), torch.linalg.vector_norm(disp, dim=-1).numpy(),
+                              np.concatenate([[0], np.cumsum(counts)]), ROTATION_TAU, drop, n_rows)
         rows += int(n_rows.sum())
     widths = [model.descriptor.n_features, *model.settings.hidden]
     block = min(rows, 100_000)  # the operand streamed from memory, as the tangent kernel leaves it

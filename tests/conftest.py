@@ -39,3 +39,13 @@ def small_periodic_cells():
                     cell=np.diag([a, 1.1 * a, 0.9 * a]) + 0.2 * rng.random((3, 3)), pbc=True)
               for n, a in ((4, 2.6), (3, 2.4))]
     return Structures.from_atoms(frames)
+
+
+@pytest.fixture(params=["numba", "torch"])
+def kernel_backend(request):
+    """Runs the test once per kernel backend (oedal.gmnn.kernels.using): the numba CPU kernels, and
+    the torch routes a GPU takes; yields the resolved Backend."""
+    from oedal.gmnn.kernels import using
+
+    with using(request.param) as chosen:
+        yield chosen

@@ -8,6 +8,7 @@ import pytest
 
 from oedal.cli import main
 from oedal.data.store import read_store, write_store
+from oedal.gmnn.kernels import using
 
 
 @pytest.fixture(scope="session")
@@ -165,3 +166,22 @@ def test_no_projections_keeps_scores_and_top_but_greedy_says_why(tiny_campaign, 
     assert main(sel + ["--out", str(tmp_path / "top.h5"), "--method", "top"]) == 0
     assert main(sel + ["--out", str(tmp_path / "greedy.h5"), "--method", "greedy"]) == 2
     assert "u_forces" in capsys.readouterr().err
+
+
+def test_kernel_backends_give_the_same_scores(tiny_campaign, tmp_path, monkeypatch, capsys):
+    """`oedal --kernels torch|numba score` (QS3: energy and forces) agree to float32 rounding; a bad
+    OEDAL_KERNELS exits 2 with a message that names it."""
+    root, models = tiny_campaign
+    args = ["score", "--model", str(models[0]), "--train", str(root / "train.h5"), "--pool", str(root / "pool.h5"),
+            "--strategy", "qs3", "--threads", "2"]
+    scores = {}
+    for kind in ("torch", "numba"):
+        with using("auto"):  # main() chooses the backend of the process: restored after
+            assert main(["--kernels", kind, *args, "--out", str(tmp_path / f"{kind}.h5")]) == 0
+        scores[kind] = _scores(tmp_path / f"{kind}.h5")[0]
+    for key in ("score", "train_score"):
+        np.testing.assert_allclose(scores["torch"][key], scores["numba"][key], rtol=1e-4)
+    monkeypatch.setenv("OEDAL_KERNELS", "cuda")
+    with using("auto"):
+        assert main([*args, "--out", str(tmp_path / "bad.h5")]) == 2
+    assert "OEDAL_KERNELS: unknown kernel backend 'cuda'" in capsys.readouterr().err

@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from oedal.oed import sensitivities as S
+from oedal.gmnn import kernels
 from oedal.gmnn.batching import make_batch
+from oedal.gmnn.descriptors import FULL_INDEX, UNIQUE_INDEX
 from oedal.gmnn.model import GMNN
+from oedal.gmnn.tangents import local_frames
+from oedal.oed import sensitivities as S
 from oedal.settings import ModelSettings
 
 
@@ -42,24 +45,10 @@ def _autograd_forces(model, batch) -> torch.Tensor:
     return -J[batch.structure, :, torch.arange(n_atoms), :].permute(0, 2, 1).detach()
 
 
-def _use_kernel(monkeypatch, kernel: str) -> None:
-    """The structured mode's CPU kernels (numba, packed rows), or its pure-torch path (GPUs, no numba)."""
-    if kernel == "torch":
-        monkeypatch.setattr(S, "_kernels", lambda: None)
-    else:
-        assert S._kernels() is not None, "numba is a dependency"
-
-
-@pytest.fixture(params=["numba", "torch"])
-def kernel(request, monkeypatch):
-    _use_kernel(monkeypatch, request.param)
-    return request.param
-
-
-@pytest.mark.parametrize("mode, kernel_name", [("structured", "numba"), ("structured", "torch"), ("forward", ""),
-                                               ("reverse", "")])
-def test_force_sensitivities_equal_autograd_jacobian(model_and_batch, mode, kernel_name, monkeypatch):
-    _use_kernel(monkeypatch, kernel_name)
+@pytest.mark.parametrize("mode, kernel_backend", [("structured", "numba"), ("structured", "torch"), ("forward", "numba"),
+                                                  ("reverse", "numba")], indirect=["kernel_backend"])
+def test_force_sensitivities_equal_autograd_jacobian(model_and_batch, mode, kernel_backend):
+    """Every mode on both backends (structured: the numba packed rows, or the pure-torch route)."""
     model, _, batch = model_and_batch
     assert int(torch.bincount(batch.pair_i).min()) < int(torch.bincount(batch.pair_i).max())  # padded slots
     res = S.force_sensitivities_batch(model, batch, mode)
@@ -152,7 +141,7 @@ def test_batch_threads_keep_order_and_raise_what_a_batch_raised():
     [(["c0", "c11", "c22", "c33", "c222", "c112", "c332", "c321"], "silu"), (["c0", "c321", "c222"], "tanh"),
      (["c112", "c332"], "silu"), (["c11"], "tanh")],
 )
-def test_structured_mode_exact_for_any_contractions_cells_and_activation(contractions, activation, kernel,
+def test_structured_mode_exact_for_any_contractions_cells_and_activation(contractions, activation, kernel_backend,
                                                                          small_periodic_cells):
     """The closed-form feature tangents (every partner family) against autograd, in a periodic cell
     whose pair lists hold several images of one neighbour and of the centre atom itself."""
@@ -200,16 +189,15 @@ def awkward_molecules():
 
 def test_rotational_rows_dropped_only_where_the_relations_hold(awkward_molecules):
     """Three rows per atom with a non-collinear neighbourhood, two for a single neighbour or a line."""
-    from oedal.gmnn import kernels
-
     batch = make_batch(awkward_molecules, 3.0, [1, 6, 7, 8], dtype=torch.float64)
     disp = batch.displacements()
-    frames = S.local_frames(disp).contiguous().numpy()
+    frames = local_frames(disp).contiguous().numpy()
     r = torch.linalg.vector_norm(disp, dim=-1).numpy()
     counts = torch.bincount(batch.pair_i, minlength=batch.species.shape[0]).numpy()
     pair_start = np.concatenate([[0], np.cumsum(counts)])
     drop, rows = np.empty((len(counts), 3), np.int64), np.empty(len(counts), np.int64)
-    kernels.rotation_drops(frames, r, pair_start, S.ROTATION_TAU, drop, rows)
+    with kernels.using("numba") as numba_kernels:
+        numba_kernels.tangents.rotation_drops(frames, r, pair_start, S.ROTATION_TAU, drop, rows)
     structure = batch.structure.numpy()
     linear = np.isin(structure, [0, 1, 2])
     assert np.all(rows[linear] == 3 * counts[linear] - 2)
@@ -224,7 +212,7 @@ def test_rotational_rows_dropped_only_where_the_relations_hold(awkward_molecules
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_structured_mode_exact_for_linear_lone_and_isolated_atoms(awkward_molecules, dtype, kernel):
+def test_structured_mode_exact_for_linear_lone_and_isolated_atoms(awkward_molecules, dtype, kernel_backend):
     settings = {"hidden": [16, 8], "descriptor": {"r_cut": 3.0}}
     torch.manual_seed(2)
     m32 = GMNN(ModelSettings.model_validate(settings), [1, 6, 7, 8])
@@ -239,19 +227,23 @@ def test_structured_mode_exact_for_linear_lone_and_isolated_atoms(awkward_molecu
 
 
 def test_numba_moments_features_and_partners_equal_torch(model_and_batch):
-    """kernels.pair_rows and kernels.features_partners against the descriptor's torch route."""
-    from oedal.gmnn import descriptor_kernel, kernels
-
+    """kernels.pairs.pair_rows and kernels.tangents.features_partners against the descriptor's torch route."""
     model, _, batch = model_and_batch
-    desc, ft = model.descriptor, S._tangents_of(model.descriptor)
+    desc, ft = model.descriptor, model.descriptor.tangents()
     disp = batch.displacements().detach()
     n_pairs, n_atoms = disp.shape[0], batch.species.shape[0]
     frames, r = np.empty((n_pairs, 3, 3)), np.empty(n_pairs)
     v, y = np.empty((n_pairs, 3, desc.n_radial)), np.empty((n_pairs, 3, 20))
     pair_type = desc.pair_types(batch.species, batch.pair_i, batch.pair_j)
-    kernels.pair_rows(disp.numpy(), pair_type.numpy(), (desc.beta.detach() * desc.basis_norm).numpy(),
-                      desc.centres.numpy(), float(desc.gamma), float(desc.r_cut), S._L2, S._L3, frames, r, v, y)
-    torch_frames = S.local_frames(disp)
+    pair_start = np.concatenate([[0], np.cumsum(torch.bincount(batch.pair_i, minlength=n_atoms).numpy())])
+    x = np.empty((n_atoms, desc.n_features))
+    g = [np.empty((n_atoms, k, n)) for k, n in zip(ft.n_partners, (3, 6, 10))]
+    with kernels.using("numba") as numba_kernels:
+        numba_kernels.pairs.pair_rows(disp.numpy(), pair_type.numpy(), desc.radial_basis(torch.float64), UNIQUE_INDEX,
+                                      frames, r, v, y)
+        numba_kernels.tangents.features_partners((v, y), pair_start, (ft.rads_np, ft.cols_np), ft.family_flags,
+                                                 FULL_INDEX, x, *g)
+    torch_frames = local_frames(disp)
     np.testing.assert_allclose(frames, torch_frames.numpy(), atol=1e-14)
     rad, drad = desc.radial_derivative(torch.from_numpy(r), pair_type)
     np.testing.assert_allclose(v[:, 0], drad.numpy(), rtol=1e-12, atol=1e-14)
@@ -260,11 +252,6 @@ def test_numba_moments_features_and_partners_equal_torch(model_and_batch):
     for e in (1, 2):
         dang = desc.angular_derivative(unit, torch_frames[:, e] / torch.from_numpy(r)[:, None])
         np.testing.assert_allclose(y[:, e], dang.numpy(), rtol=1e-12, atol=1e-14)
-    pair_start = np.concatenate([[0], np.cumsum(torch.bincount(batch.pair_i, minlength=n_atoms).numpy())])
-    x = np.empty((n_atoms, desc.n_features))
-    g = [np.empty((n_atoms, k, n)) for k, n in zip(ft.n_partners, (3, 6, 10))]
-    kernels.features_partners(v, y, pair_start, ft.rads_np, ft.cols_np, ft.family_flags, descriptor_kernel.FULL2,
-                              descriptor_kernel.FULL3, x, *g)
     psi = desc.moments(disp, batch.species, batch.pair_i, batch.pair_j, n_atoms)
     np.testing.assert_allclose(x, desc.contract(psi).detach().numpy(), rtol=1e-10, atol=1e-12)
     expected = ft.partners(psi.detach())

@@ -15,6 +15,7 @@ import sys
 
 from oedal import __version__
 from oedal.errors import OedalError
+from oedal.gmnn.kernels import ENV_KERNELS, KERNEL_KINDS, use_backend
 
 # Sub-command modules, in the order they appear in --help.
 COMMAND_MODULES = ("data", "model", "oed", "oracle", "steps")
@@ -24,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="oedal", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"oedal {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--kernels", choices=KERNEL_KINDS, default=None,
+                        help=f"compute kernels: numba (CPU), torch, or auto = numba where installed "
+                             f"(default: ${ENV_KERNELS}, else auto)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -50,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     try:
+        use_backend(args.kernels)  # None: $OEDAL_KERNELS, else auto
         return int(args.func(args) or 0)
     except (OedalError, ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"oedal {args.command}: error: {err}", file=sys.stderr)

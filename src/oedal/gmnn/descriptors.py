@@ -19,26 +19,33 @@ Per atom i, over its neighbours j within r_c:
 Everything here is functional (no in-place writes; scatters are out-of-place ``index_add``), so
 ``torch.func.jvp`` and ``torch.func.vmap`` work through it. Cost: on a CPU the per-atom batched
 matmuls of the contractions dominate (see benchmarks/bench_model.py).
+
+Three routes to the same features, all tested against the readable einsum form of
+:mod:`oedal.gmnn.reference`: :meth:`GaussianMoments.forward` (torch: training, autograd, GPUs),
+:meth:`GaussianMoments.inference_features` (the fused numba kernel of gmnn.kernels.moments where
+the kernel backend is numba: QS1 scoring) and the QS2 features of :meth:`GaussianMoments.tangents`
+(gmnn.tangents, with its numba twin gmnn.kernels.tangents).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from oedal.settings import DescriptorSettings
+from oedal.gmnn.kernels import backend
+from oedal.settings import CONTRACTIONS, DescriptorSettings
+
+if TYPE_CHECKING:
+    from oedal.gmnn.tangents import FeatureTangents
 
 # unique components of r̂^{⊗2} and r̂^{⊗3} (index triples into x, y, z)
 _L2 = [(0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)]
 _L3 = [(0, 0, 0), (1, 1, 1), (2, 2, 2), (0, 0, 1), (0, 0, 2), (0, 1, 1), (1, 1, 2), (0, 2, 2), (1, 2, 2), (0, 1, 2)]
-
-
-L2_INDEX = np.array(_L2, np.int64)  # (6, 2) for numba kernels
-L3_INDEX = np.array(_L3, np.int64)  # (10, 3)
 
 
 def _full_index(unique: list[tuple[int, ...]], rank: int) -> list[int]:
@@ -47,8 +54,25 @@ def _full_index(unique: list[tuple[int, ...]], rank: int) -> list[int]:
     return [lookup[tuple(sorted(idx))] for idx in itertools.product(range(3), repeat=rank)]
 
 
-def _combos(n: int, kind: str) -> list[tuple[int, ...]]:
-    """Unique radial-index combinations of one contraction, as index tuples into (n,)*rank."""
+# tables of the unique components for the numba kernels (gmnn.kernels)
+UNIQUE_INDEX = (np.array(_L2, np.int64), np.array(_L3, np.int64))  # (6, 2), (10, 3): x, y, z of each component
+# (3, 3), (3, 3, 3): position of every full index of r̂^{⊗2}, r̂^{⊗3} among angular()'s 20 components
+FULL_INDEX = (np.array(_full_index(_L2, 2), np.int64).reshape(3, 3) + 4,
+              np.array(_full_index(_L3, 3), np.int64).reshape(3, 3, 3) + 10)
+
+
+class RadialBasis(NamedTuple):
+    """The radial basis as the numba kernels take it (GaussianMoments.radial_basis)."""
+
+    beta: np.ndarray  # (n_species², n_radial, n_basis): β[Z_i, Z_j, s, k] · (2γ/π)^¼ / √n_basis
+    centres: np.ndarray  # (n_basis,) float64 Å, r_k
+    gamma: float  # Å⁻², γ = 1/Δ²
+    r_cut: float  # Å
+
+
+def combinations(n: int, kind: str) -> list[tuple[int, ...]]:
+    """Unique radial-index combinations of one contraction, as index tuples into (n,)*rank, in the
+    order of the features."""
     r = range(n)
     if kind == "c0":
         return [(s,) for s in r]
@@ -73,7 +97,12 @@ def _expansion(unique: list[tuple[int, ...]], rank: int) -> np.ndarray:
 
 def n_features(settings: DescriptorSettings) -> int:
     """Number of Gaussian-moment features for these settings (360 for n_radial = 5, all contractions)."""
-    return sum(len(_combos(settings.n_radial, c)) for c in settings.contractions)
+    return sum(len(combinations(settings.n_radial, c)) for c in settings.contractions)
+
+
+def grouped_by_atom(pair_i: torch.Tensor) -> bool:
+    """Whether the pairs are grouped by centre atom in ascending order (as BatchLoader makes them)."""
+    return not (pair_i.numel() and bool((pair_i[1:] < pair_i[:-1]).any()))
 
 
 def neighbor_layout(pair_i: torch.Tensor, n_atoms: int):
@@ -83,7 +112,7 @@ def neighbor_layout(pair_i: torch.Tensor, n_atoms: int):
     Depends on integer indices only (never on displacements), so jvp/vmap over displacements are unaffected.
     """
     n_pairs = pair_i.shape[0]
-    if n_pairs == 0 or n_atoms == 0 or bool((pair_i[1:] < pair_i[:-1]).any()):
+    if n_pairs == 0 or n_atoms == 0 or not grouped_by_atom(pair_i):
         return None
     counts = torch.bincount(pair_i, minlength=n_atoms)
     n_slots = int(counts.max())
@@ -123,6 +152,7 @@ class GaussianMoments(nn.Module):
         # taken: only picks the cheaper of two equivalent forms of the β gather in radial()
         self.first_order_only = False
         self.n_features = n_features(settings)
+        self._tangents: FeatureTangents | None = None  # built on first use by tangents()
 
     def _build_tables(self, dtype: torch.dtype) -> None:
         """Index tables of the angular components, tensor expansions and, per contraction, the flat
@@ -155,7 +185,7 @@ class GaussianMoments(nn.Module):
             off4[c], o = o, o + k
         self._r4 = o
         for c in self.settings.contractions:
-            combos = _combos(n, c)
+            combos = combinations(n, c)
             if c == "c0":
                 flat = [t[0] for t in combos]
             elif c == "c33":  # (A, n, n) from the diagonal of G
@@ -323,3 +353,54 @@ class GaussianMoments(nn.Module):
     def forward(self, displacements, species, pair_i, pair_j, n_atoms: int) -> torch.Tensor:
         """Features (n_atoms, n_features) from displacements r_ij = R_j − R_i + shift (n_pairs, 3) Å."""
         return self.contract(self.moments(displacements, species, pair_i, pair_j, n_atoms))
+
+    # ---- the faster routes: inference kernel, feature tangents ---------------------------------
+    def inference_features(self, displacements, species, pair_i, pair_j, n_atoms: int) -> torch.Tensor:
+        """Features (n_atoms, n_features) as :meth:`forward`, without derivatives (QS1 scoring).
+
+        The fused numba kernel (gmnn.kernels.moments; 2× faster QM9 scoring) where the backend is
+        numba, the tensors are on the CPU and the pairs are grouped by centre atom (as BatchLoader
+        makes them); :meth:`forward` otherwise."""
+        kernels = backend().moments
+        if kernels is None or displacements.device.type != "cpu" or not grouped_by_atom(pair_i):
+            with torch.no_grad():
+                return self(displacements.to(self.beta.dtype), species, pair_i, pair_j, n_atoms)
+        start = torch.zeros(n_atoms + 1, dtype=torch.int64)
+        start[1:] = torch.cumsum(torch.bincount(pair_i, minlength=n_atoms), 0)
+        pair_type = self.pair_types(species, pair_i, pair_j)
+        out = torch.empty((n_atoms, self.n_features), dtype=self.beta.dtype)
+        kernels.gaussian_moments(displacements.detach().to(self.beta.dtype).contiguous().numpy(), pair_type.numpy(),
+                                 start.numpy(), self.radial_basis(self.beta.dtype), self.contraction_offsets(),
+                                 FULL_INDEX, out.numpy())
+        return out
+
+    def radial_basis(self, dtype: torch.dtype) -> RadialBasis:
+        """The radial basis for the numba kernels, β·norm in ``dtype`` (CPU arrays)."""
+        beta = (self.beta.detach() * self.basis_norm).to(dtype).contiguous()
+        return RadialBasis(beta.numpy(), self.centres.double().numpy(), float(self.gamma), float(self.r_cut))
+
+    def contraction_offsets(self) -> np.ndarray:
+        """First feature column of every contraction in settings.CONTRACTIONS order (−1: not used): (8,) int64."""
+        offsets = np.full(len(CONTRACTIONS), -1, np.int64)
+        column = 0
+        for c in self.contractions:
+            offsets[CONTRACTIONS.index(c)] = column
+            column += len(combinations(self.n_radial, c))
+        return offsets
+
+    def expansion(self, rank: int) -> torch.Tensor:
+        """The 0/1 expansion E (n_unique, 3^rank) of rank 2 or 3: full symmetric tensor = unique components @ E."""
+        return {2: self._exp2, 3: self._exp3}[rank]
+
+    @property
+    def uses_rank3(self) -> bool:
+        """Whether a contraction reads Ψ3 (c33, c332, c321)."""
+        return self._need3
+
+    def tangents(self) -> FeatureTangents:
+        """∂D/∂r_p of every pair (gmnn.tangents.FeatureTangents), built once per device (index tables)."""
+        if self._tangents is None or self._tangents.cols.device != self._exp2.device:
+            from oedal.gmnn.tangents import FeatureTangents  # tangents.py builds on this module
+
+            self._tangents = FeatureTangents(self)
+        return self._tangents

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +30,38 @@ log = logging.getLogger(__name__)
 MODEL_FORMAT = "oedal-gmnn-1"
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _ACT = {"silu": nn.SiLU, "tanh": nn.Tanh}
+
+
+def _silu_grad(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z·s, s·(1 + z·(1 − s))) with s = sigmoid(z): SiLU and its derivative."""
+    s = torch.sigmoid(z)
+    return z * s, s * (1.0 + z * (1.0 - s))
+
+
+def _tanh_grad(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tanh z, 1 − tanh² z)."""
+    t = torch.tanh(z)
+    return t, 1.0 - t * t
+
+
+_ACT_GRAD = {"silu": _silu_grad, "tanh": _tanh_grad}
+
+
+class Readout(NamedTuple):
+    """What the output-layer sensitivities (QS1, QS2; DESIGN §6) need of the model.
+
+    h_i = a(W_L a(⋯ a(W_1 D_i + b_1) ⋯) + b_L) with the same activation a after every linear
+    layer, and E_i = σ_{Z_i} (w·h_i + b) + μ_{Z_i}: the OED parameters are w (d,). σ per atom is
+    :meth:`GMNN.atomic_scale`; ∂h/∂D is the chain of W_k and a'(z_k), with a' in closed form
+    (:meth:`act_grad`)."""
+
+    layers: tuple[nn.Linear, ...]  # W_k (out, in), b_k in the model dtype, in order; each followed by a
+    activation: str  # "silu" | "tanh"
+    d: int  # width of h: the number of OED parameters
+
+    def act_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a(z), a'(z)), both shaped as z."""
+        return _ACT_GRAD[self.activation](z)
 
 
 class GMNN(nn.Module):
@@ -69,6 +101,19 @@ class GMNN(nn.Module):
         g = self.descriptor(displacements.to(self.dtype), batch.species, batch.pair_i, batch.pair_j,
                             batch.species.shape[0])
         return self.mlp(g)
+
+    def predict_features(self, batch: Batch) -> torch.Tensor:
+        """h (n_atoms, d) as :meth:`atomic_features`, without derivatives: the descriptor's fastest
+        route (GaussianMoments.inference_features: the numba kernel on a CPU)."""
+        with torch.no_grad():
+            g = self.descriptor.inference_features(batch.displacements(), batch.species, batch.pair_i, batch.pair_j,
+                                                   batch.species.shape[0])
+            return self.mlp(g)
+
+    def readout(self) -> Readout:
+        """The MLP as QS2 sees it (:class:`Readout`)."""
+        layers = tuple(layer for layer in self.mlp if isinstance(layer, nn.Linear))
+        return Readout(layers, self.settings.activation, self.d)
 
     def atomic_scale(self, batch: Batch) -> torch.Tensor:
         """σ_{Z_i} (n_atoms,)."""

@@ -6,9 +6,9 @@ are *full* (both (i, j) and (j, i)). The model recomputes the displacements from
 shifts in torch, so forces flow through them.
 
 * Non-periodic structures: all pairs within r_c from every structure's n×n distances (faster
-  than a cell list for molecules): a numba loop (kernels.molecule_pairs; QM9's 130,831 molecules in
-  ≈ 0.1 s against ≈ 1.7 s, and it releases the GIL for the scoring threads), or without numba
-  vectorised in NumPy over every structure with the same number of atoms.
+  than a cell list for molecules): a numba loop (kernels.pairs.molecule_pairs; QM9's 130,831
+  molecules in ≈ 0.1 s against ≈ 1.7 s, and it releases the GIL for the scoring threads), or on the
+  torch kernel backend vectorised in NumPy over every structure with the same number of atoms.
 * Periodic (any pbc direction true): vesin, one structure at a time.
 """
 
@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from oedal.gmnn.jit import kernels as _kernels
+from oedal.gmnn.kernels import backend
 
 
 class NeighborList(NamedTuple):
@@ -80,7 +80,7 @@ def neighbor_list(positions: np.ndarray, n_atoms: np.ndarray, cell: np.ndarray, 
     periodic = pbc.any(axis=1)
     parts = []  # (structure of every pair, i, j, shifts or None for molecules), each sorted by structure
     mol = np.flatnonzero(~periodic)
-    kernels = _kernels()
+    kernels = backend().pairs
     if kernels is not None and len(mol):
         parts.append((*kernels.molecule_pairs(np.ascontiguousarray(positions, np.float64), offsets, mol, float(cutoff)),
                       None))

@@ -10,18 +10,21 @@ i's own pairs only, so pairs get a *slot* (their rank among the pairs with the s
 and the derivatives ∂(σ_i h_i)/∂(r_p)_k are scattered to Cartesian atoms at the end
 (r_p = R_j − R_i + shift: +to j, −to i). Three modes give the same numbers (tests/test_sensitivities.py):
 
-* ``structured`` (the default): closed-form feature tangents (oedal.gmnn.feature_tangents: partner tensors
+* ``structured`` (the default): closed-form feature tangents (GaussianMoments.tangents(): partner tensors
   of the contractions, each pair moved along its own frame), three rows per pair, then the GEMMs
   through the MLP. The GEMMs are the floor: ≈ 3·(neighbours) rows per atom against one for QS1.
   On a CPU (numba) the rows are packed per atom and the three rotational modes of every atom are
   not computed but rebuilt after the MLP (3n − 3 rows for n neighbours: the descriptor is
-  rotation invariant, kernels "QS2 in packed rows"), in chunks of CHUNK_ROWS rows that stay in
-  cache; elsewhere (GPU) the pure-torch route pads every atom to the same number of slots.
+  rotation invariant, gmnn.kernels.tangents "QS2 in packed rows"), in chunks of CHUNK_ROWS rows
+  that stay in cache; elsewhere (GPU, or the torch kernel backend) the pure-torch route pads every
+  atom to the same number of slots.
 * ``forward``: one generic forward-mode tangent (slot t, component k) — δr_p = e_k for every pair
   with slot t — vmapped through ``torch.func.jvp`` of the whole model (≈6× slower; the reference).
 * ``reverse``: d vmapped VJPs; ``auto`` takes it when 3·max_slots ≥ d (large neighbourhoods).
 
-QS1 alone (energy_sensitivities_batch) uses the fused CPU descriptor kernel (oedal.gmnn.descriptor_kernel).
+QS1 alone (energy_sensitivities_batch) uses the fused CPU descriptor kernel (GMNN.predict_features).
+The model is read through its public interfaces only: GMNN.readout() (the MLP, a'), atomic_scale (σ),
+the descriptor's pair terms, contract() and tangents(), and the kernel backend (gmnn.kernels).
 """
 
 from __future__ import annotations
@@ -36,12 +39,11 @@ from typing import Literal, NamedTuple
 import numpy as np
 import torch
 
-from oedal.gmnn import descriptor_kernel
 from oedal.gmnn.batching import Batch, BatchLoader
-from oedal.gmnn.descriptors import L2_INDEX as _L2, L3_INDEX as _L3
-from oedal.gmnn.feature_tangents import FeatureTangents
-from oedal.gmnn.jit import kernels as _kernels
-from oedal.gmnn.model import GMNN
+from oedal.gmnn.descriptors import FULL_INDEX, UNIQUE_INDEX, grouped_by_atom
+from oedal.gmnn.kernels import backend
+from oedal.gmnn.model import GMNN, Readout
+from oedal.gmnn.tangents import local_frames
 
 log = logging.getLogger(__name__)
 
@@ -70,17 +72,8 @@ def pair_slots(pair_i: torch.Tensor, n_atoms: int) -> tuple[torch.Tensor, int]:
 def energy_sensitivities_batch(model: GMNN, batch: Batch) -> torch.Tensor:
     """g = ∂E/∂w = Σ_i σ_{Z_i} h_i per structure: (n_structures, d) in the model dtype."""
     with torch.no_grad():
-        y = model.atomic_scale(batch)[:, None] * _inference_features(model, batch)  # (n_atoms, d)
+        y = model.atomic_scale(batch)[:, None] * model.predict_features(batch)  # (n_atoms, d)
         return y.new_zeros((batch.n_structures, y.shape[1])).index_add_(0, batch.structure, y)
-
-
-def _inference_features(model: GMNN, batch: Batch) -> torch.Tensor:
-    """h (n_atoms, d) with no derivatives: the fused CPU descriptor kernel where it applies
-    (2× faster QM9 scoring), else the torch descriptor."""
-    disp = batch.displacements()
-    feats = descriptor_kernel.features(model.descriptor, disp, batch.species, batch.pair_i, batch.pair_j,
-                                       batch.species.shape[0])
-    return model.atomic_features(batch, disp) if feats is None else model.mlp(feats)
 
 
 def _scatter_pairs(c: torch.Tensor, batch: Batch, n_atoms: int) -> torch.Tensor:
@@ -150,35 +143,13 @@ def _force_sensitivities_batch(model: GMNN, batch: Batch, mode: Mode, out: np.nd
         return BatchSensitivities(_per_structure(y, batch), _scatter_pairs(c, batch, n_atoms))
 
 
-def _act_grad(act: torch.nn.Module, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(act(z), act'(z)) for the activations GMNN uses."""
-    if isinstance(act, torch.nn.SiLU):
-        s = torch.sigmoid(z)
-        return z * s, s * (1.0 + z * (1.0 - s))
-    if isinstance(act, torch.nn.Tanh):
-        t = torch.tanh(z)
-        return t, 1.0 - t * t
-    raise NotImplementedError(f"unsupported activation {type(act).__name__}")
-
-
-def local_frames(disp: torch.Tensor) -> torch.Tensor:
-    """Orthonormal frames (r̂, e1, e2) of every pair, as rows: (P, 3, 3)."""
-    u = disp / torch.linalg.vector_norm(disp, dim=-1, keepdim=True)
-    ref = torch.zeros_like(u)
-    ref[:, 0] = 1.0
-    ref[u[:, 0].abs() > 0.9] = torch.tensor([0.0, 1.0, 0.0], dtype=u.dtype, device=u.device)
-    e1 = torch.linalg.cross(ref, u)
-    e1 = e1 / torch.linalg.vector_norm(e1, dim=-1, keepdim=True)
-    return torch.stack([u, e1, torch.linalg.cross(u, e1)], 1)
-
-
 def _structured(model: GMNN, batch: Batch, disp: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(σh (A, d), force sensitivities −∂(Σσh)/∂R (A, 3, d)) from closed-form feature tangents.
 
     Each pair p is displaced along its own frame (r̂, e1, e2): along r̂ only R_s(r) changes, across
     it only r̂^{⊗L}, so each of the three tangent rows is one product v ⊗ y of a radial and an
     angular factor (closed-form derivatives of the radial and angular terms, all pairs at once). The rows are
-    laid out (atom, slot, axis); feature_tangents gives ∂D/∂r_p in x, y, z, and the MLP carries
+    laid out (atom, slot, axis); GaussianMoments.tangents() gives ∂D/∂r_p in x, y, z, and the MLP carries
     the 3·slots rows of every atom as two GEMMs with act'(z) of the atom in between.
     """
     desc = model.descriptor
@@ -209,18 +180,16 @@ def _structured(model: GMNN, batch: Batch, disp: torch.Tensor, sigma: torch.Tens
     y = y.permute(0, 2, 1, 3).reshape(n_atoms, 20, 3 * n_slots)  # (A, 20, 3S)
     x = desc.contract(psi)  # (A, F)
     rows = n_atoms * 3 * n_slots
-    dx = _tangents_of(desc)(psi, v, y, slots(frames), out=_WORK.get("features", (n_atoms, n_slots, 3, x.shape[1]), x))
+    dx = desc.tangents()(psi, v, y, slots(frames), out=_WORK.get("features", (n_atoms, n_slots, 3, x.shape[1]), x))
     dx = dx.reshape(rows, -1)  # (A·S·3, F): row (atom, slot, x/y/z)
-    layers = list(model.mlp)
-    for k, layer in enumerate(layers):
-        if isinstance(layer, torch.nn.Linear):
-            x = layer(x)
-            dx = torch.mm(dx, layer.weight.T, out=_WORK.get(f"layer{k}", (rows, layer.out_features), dx))
-        else:
-            x, g = _act_grad(layer, x)  # (A, width)
-            if k == len(layers) - 1:
-                g = g * sigma  # σ_i folded into the last act'
-            dx.reshape(n_atoms, 3 * n_slots, -1).mul_(g[:, None, :])
+    readout = model.readout()
+    for k, layer in enumerate(readout.layers):
+        x = layer(x)
+        dx = torch.mm(dx, layer.weight.T, out=_WORK.get(f"layer{k}", (rows, layer.out_features), dx))
+        x, g = readout.act_grad(x)  # (A, width)
+        if k == len(readout.layers) - 1:
+            g = g * sigma  # σ_i folded into the last act'
+        dx.reshape(n_atoms, 3 * n_slots, -1).mul_(g[:, None, :])
     # scatter to atoms (F = −∂E/∂R, r_p = R_j − R_i + shift): +c to the centre atom i, a sum over its
     # slots; −c to the neighbour j. Empty slots hold exact zeros, so their rows may go to atom 0.
     c = dx.reshape(n_atoms, n_slots, 3, -1)
@@ -240,9 +209,8 @@ def _structured_packed(model: GMNN, batch: Batch, disp: torch.Tensor, sigma: tor
     MLP, so the rotation to x, y, z, the σ·act' of the last layer and the scatter to atoms are one
     pass over d-wide rows (kernels.scatter_rows), written straight into float64.
     """
-    kernels = _kernels()
     pair_i = batch.pair_i
-    if kernels is None or disp.device.type != "cpu" or bool((pair_i[1:] < pair_i[:-1]).any()):
+    if backend().tangents is None or disp.device.type != "cpu" or not grouped_by_atom(pair_i):
         return None
     n_atoms = batch.species.shape[0]
     pair_start = np.zeros(n_atoms + 1, np.int64)
@@ -250,27 +218,29 @@ def _structured_packed(model: GMNN, batch: Batch, disp: torch.Tensor, sigma: tor
     atom_start = np.zeros(batch.n_structures + 1, np.int64)
     np.cumsum(batch.n_atoms.numpy(), out=atom_start[1:])
     pairs = _PackedPairs(model, batch, disp, pair_start, atom_start)
-    h, acts, last = _primal(model, pairs.features, sigma)
+    readout = model.readout()
+    h, acts, last = _primal(readout, pairs.features, sigma)
     if out is None:
         out = np.zeros((n_atoms, 3, model.d))
     struct_rows = pairs.row_start[atom_start]  # (n_structures + 1,) first row of every structure
     chunks = _chunks(struct_rows, CHUNK_ROWS)
-    pairs.reserve(model, max(int(struct_rows[s1] - struct_rows[s0]) for s0, s1 in chunks))
+    max_rows = max(int(struct_rows[s1] - struct_rows[s0]) for s0, s1 in chunks)
+    pairs.reserve(readout, model.descriptor.n_features, max_rows)
     for s0, s1 in chunks:
-        pairs.push_through(model, acts, last, s0, s1, out)
+        pairs.push_through(acts, last, s0, s1, out)
     return sigma * h, torch.from_numpy(out)
 
 
 class _PackedPairs:
     """One batch's pair terms and packed rows for ``_structured_packed`` (numpy arrays for the kernels).
 
-    frames (P, 3, 3), r (P,), v (P, 3, n_radial), y (P, 3, 20): kernels.pair_rows; features (A, F)
-    and partners [(A, K_L, unique)]: kernels.features_partners; drop (A, 3), row_start (A + 1,):
-    the rows not computed per atom (kernels.rotation_drops) and where each atom's rows start."""
+    frames (P, 3, 3), r (P,), v (P, 3, n_radial), y (P, 3, 20): kernels.pairs.pair_rows; features
+    (A, F) and partners [(A, K_L, unique)]: kernels.tangents.features_partners; drop (A, 3),
+    row_start (A + 1,): the rows not computed per atom (rotation_drops) and where each atom's rows start."""
 
     def __init__(self, model: GMNN, batch: Batch, disp: torch.Tensor, pair_start: np.ndarray, atom_start: np.ndarray):
-        kernels, desc = _kernels(), model.descriptor
-        self.ft = _tangents_of(desc)
+        kernels, desc = backend(), model.descriptor
+        self.ft = desc.tangents()
         disp = disp.contiguous().numpy()
         n_pairs, n_atoms, dtype = disp.shape[0], batch.species.shape[0], disp.dtype
         self.pair_start, self.atom_start = pair_start, atom_start
@@ -279,59 +249,51 @@ class _PackedPairs:
         self.frames, self.r = np.empty((n_pairs, 3, 3), dtype), np.empty(n_pairs, dtype)
         self.v = np.empty((n_pairs, 3, desc.n_radial), dtype)  # ∂R/∂r along r̂; R across
         self.y = np.empty((n_pairs, 3, 20), dtype)  # r̂^{⊗L} along r̂; ∂_e r̂^{⊗L} across
-        kernels.pair_rows(disp, desc.pair_types(batch.species, batch.pair_i, batch.pair_j).numpy(),
-                          (desc.beta.detach() * desc.basis_norm).double().numpy(), desc.centres.double().numpy(),
-                          float(desc.gamma), float(desc.r_cut), _L2, _L3, self.frames, self.r, self.v, self.y)
+        kernels.pairs.pair_rows(disp, desc.pair_types(batch.species, batch.pair_i, batch.pair_j).numpy(),
+                                desc.radial_basis(torch.float64), UNIQUE_INDEX, self.frames, self.r, self.v, self.y)
         self.features = torch.empty((n_atoms, desc.n_features), dtype=model.dtype)
-        self.partners = [np.empty((n_atoms, k, n), dtype) for k, n in zip(self.ft.n_partners, (3, 6, 10))]
-        kernels.features_partners(self.v, self.y, pair_start, self.ft.rads_np, self.ft.cols_np, self.ft.family_flags,
-                                  descriptor_kernel.FULL2, descriptor_kernel.FULL3, self.features.numpy(), *self.partners)
+        self.partners = tuple(np.empty((n_atoms, k, n), dtype) for k, n in zip(self.ft.n_partners, (3, 6, 10)))
+        kernels.tangents.features_partners((self.v, self.y), pair_start, (self.ft.rads_np, self.ft.cols_np),
+                                           self.ft.family_flags, FULL_INDEX, self.features.numpy(), *self.partners)
         self.drop, counts = np.empty((n_atoms, 3), np.int64), np.empty(n_atoms, np.int64)
-        kernels.rotation_drops(self.frames, self.r, pair_start, ROTATION_TAU, self.drop, counts)
+        kernels.tangents.rotation_drops(self.frames, self.r, pair_start, ROTATION_TAU, self.drop, counts)
         self.row_start = np.zeros(n_atoms + 1, np.int64)
         np.cumsum(counts, out=self.row_start[1:])
+        self.layout = (pair_start, self.row_start, self.drop, self.max_pairs)  # of kernels.tangents
 
-    def push_through(self, model: GMNN, acts: dict[int, np.ndarray], last: np.ndarray, s0: int, s1: int,
-                     out: np.ndarray) -> None:
+    def push_through(self, acts: list[np.ndarray], last: np.ndarray, s0: int, s1: int, out: np.ndarray) -> None:
         """Tangent rows of structures s0..s1−1 through the MLP, and their force sensitivities into ``out``."""
-        kernels, ft = _kernels(), self.ft
+        kernels, ft = backend().tangents, self.ft
         a0, a1 = int(self.atom_start[s0]), int(self.atom_start[s1])
         rows = int(self.row_start[a1] - self.row_start[a0])
         dx = self.buffers[0][:rows]
-        kernels.tangent_rows(self.v, self.y, *self.partners, ft.rads_np, ft.cols_np, self.pair_start, self.row_start,
-                             self.drop, self.max_pairs, a0, a1, dx.numpy())
-        for k, weight, buffer in zip(self.linear, self.weights, self.buffers[1:]):
+        kernels.tangent_rows((self.v, self.y), self.partners, (ft.rads_np, ft.cols_np), self.layout, a0, a1, dx.numpy())
+        for k, (weight, buffer) in enumerate(zip(self.weights, self.buffers[1:])):
             dx = torch.mm(dx, weight, out=buffer[:rows])
-            if k + 1 in acts and k + 1 < self.n_layers - 1:  # act'(z) of the row's atom; the last in scatter_rows
-                kernels.scale_rows(dx.numpy(), acts[k + 1], self.row_start, a0, a1)
-        kernels.scatter_rows(dx.numpy(), last, self.frames, self.r, self.pair_start, self.row_start, self.drop,
-                             self.pair_j, self.atom_start, self.max_pairs, s0, s1, out)
+            if k < len(acts):  # act'(z) of the row's atom; the last layer's in scatter_rows
+                kernels.scale_rows(dx.numpy(), acts[k], self.row_start, a0, a1)
+        kernels.scatter_rows(dx.numpy(), last, (self.frames, self.r, self.pair_j), self.layout, self.atom_start, s0, s1,
+                             out)
 
-    def reserve(self, model: GMNN, max_rows: int) -> None:
-        """Buffers for chunks of up to ``max_rows`` rows, and the MLP's linear layers (once per batch)."""
-        layers = list(model.mlp)
+    def reserve(self, readout: Readout, n_features: int, max_rows: int) -> None:
+        """Buffers for chunks of up to ``max_rows`` rows, and the MLP's weights (once per batch)."""
         like = torch.from_numpy(self.v[:0])
-        self.n_layers = len(layers)
-        self.linear = [k for k, layer in enumerate(layers) if isinstance(layer, torch.nn.Linear)]
-        self.weights = [layers[k].weight.T for k in self.linear]
-        self.buffers = [_WORK.get("features", (max_rows, model.descriptor.n_features), like)]
-        self.buffers += [_WORK.get(f"layer{k}", (max_rows, layers[k].out_features), like) for k in self.linear]
+        self.weights = [layer.weight.T for layer in readout.layers]
+        self.buffers = [_WORK.get("features", (max_rows, n_features), like)]
+        self.buffers += [_WORK.get(f"layer{k}", (max_rows, layer.out_features), like)
+                         for k, layer in enumerate(readout.layers)]
 
 
-def _primal(model: GMNN, x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, dict[int, np.ndarray], np.ndarray]:
-    """The MLP on the features x (A, F): (h (A, d), act'(z) (A, width) by layer index, and
-    σ·act'(z) of the last layer (A, d), or σ where the MLP ends in a linear layer)."""
-    layers = list(model.mlp)
-    acts, last = {}, sigma.expand(x.shape[0], model.d)
-    for k, layer in enumerate(layers):
-        if isinstance(layer, torch.nn.Linear):
-            x = layer(x)
-        else:
-            x, act = _act_grad(layer, x)
-            acts[k] = act.contiguous().numpy()
-            if k == len(layers) - 1:
-                last = act * sigma  # σ_i folded into the last act'
-    return x, acts, last.contiguous().numpy()
+def _primal(readout: Readout, x: torch.Tensor,
+            sigma: torch.Tensor) -> tuple[torch.Tensor, list[np.ndarray], np.ndarray]:
+    """The MLP on the features x (A, F): (h (A, d), act'(z) (A, width) of every layer but the last,
+    and σ·act'(z) of the last layer (A, d))."""
+    acts = []
+    for layer in readout.layers:
+        x, act = readout.act_grad(layer(x))
+        acts.append(act)
+    last = acts.pop() * sigma  # σ_i folded into the last act'
+    return x, [act.contiguous().numpy() for act in acts], last.contiguous().numpy()
 
 
 def _chunks(struct_rows: np.ndarray, size: int) -> list[tuple[int, int]]:
@@ -369,13 +331,6 @@ class _Workspace(threading.local):
 
 
 _WORK = _Workspace()
-
-
-def _tangents_of(desc) -> FeatureTangents:
-    """The descriptor's FeatureTangents, built once (index tables only)."""
-    if getattr(desc, "_feature_tangents", None) is None:
-        desc._feature_tangents = FeatureTangents(desc)
-    return desc._feature_tangents
 
 
 class _frozen:
@@ -430,7 +385,7 @@ def all_sensitivities(
     first_atom = np.concatenate([[0], np.cumsum(structures.n_atoms)]).astype(np.int64)
     g_f = np.zeros((int(first_atom[-1]), 3, model.d)) if forces else None
     if forces:
-        _tangents_of(model.descriptor)  # built once, before the threads
+        model.descriptor.tangents()  # built once, before the threads
 
     def group(s0: int, s1: int) -> list[np.ndarray]:
         loader = _loader(model, structures if (s0, s1) == (0, n) else structures.subset(np.arange(s0, s1)), 1)
@@ -484,11 +439,11 @@ def batch_threads(workers: int):
     if workers <= 1:
         yield lambda fn, items: [fn(*item) for item in items]
         return
-    _kernels()  # imported on this thread, so that numba follows torch's thread count here (oedal.gmnn.kernels)
+    kernels = backend()  # resolved on this thread, so that numba follows torch's thread count here (gmnn.kernels)
     n_torch = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with ThreadPoolExecutor(workers, initializer=_serial_kernels) as pool:
+        with ThreadPoolExecutor(workers, initializer=kernels.single_thread) as pool:
             def run(fn, items):
                 pending, done = collections.deque(), []
                 for item in items:
@@ -499,14 +454,6 @@ def batch_threads(workers: int):
             yield run
     finally:
         torch.set_num_threads(n_torch)
-
-
-def _serial_kernels() -> None:
-    """Worker-thread initialiser: the numba kernels on this thread only (numba's count is per thread)."""
-    if _kernels() is not None:
-        import numba
-
-        numba.set_num_threads(1)
 
 
 def force_sensitivities(model: GMNN, structures, mode: Mode = "auto", batch_size: int | None = None) -> np.ndarray:

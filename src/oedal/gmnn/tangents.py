@@ -19,11 +19,12 @@ i.e. every tangent row is Σ_q v[s_q] w[k_q] for a radial vector v and the proje
 partners on one angular tensor. Per atom, the projections of its rows are a small matmul
 (partners × unique components) @ (unique components × 3·slots); each feature then needs three
 products per row. This module is the torch route (GPUs), which rotates the frame back to x, y, z
-here; the CPU route (oedal.gmnn.kernels: features_partners, tangent_rows) keeps the rows in the frames
-until after the MLP. The generic forward-mode route instead
-repeats the whole contraction for each of the 3·slots tangents (≈15× slower here).
+here; its numba twin (oedal.gmnn.kernels.tangents: features_partners, tangent_rows; pair terms in
+kernels.pairs.pair_rows) keeps the rows in the frames until after the MLP. The generic
+forward-mode route instead repeats the whole contraction for each of the 3·slots tangents (≈15×
+slower here).
 
-Inner products with a symmetric tensor use its unique components (descriptors._L2, _L3): with
+Inner products with a symmetric tensor use its unique components (descriptors.UNIQUE_INDEX): with
 Y_full[idx] = y[u(idx)], ⟨G, Y⟩ = Σ_u y_u Σ_{idx→u} G[idx] = y · (G_full Eᵀ) for the 0/1 expansion E.
 """
 
@@ -32,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from oedal.gmnn.descriptors import GaussianMoments, _combos
+from oedal.gmnn.descriptors import GaussianMoments, combinations
 
 # partner families: name → (rank L, index set); "sym" families are symmetric in their two radial
 # indices (only x ≤ y are stored), "pair" families keep all n² ordered index pairs
@@ -90,10 +91,10 @@ class FeatureTangents:
                     column[(f, idx)], k = k, k + 1
         zero = k  # a zero column for features with fewer than three factors
         self.n_partners = tuple(sum(len(self._indices(f, n)) for f in self.families[L]) for L in (1, 2, 3))
-        self.family_flags = np.array([f in fams for f in _FAMILIES], np.int64)  # for kernels.features_partners
+        self.family_flags = np.array([f in fams for f in _FAMILIES], np.int64)  # for kernels.tangents.features_partners
         cols, rads = [[], [], []], [[], [], []]
         for kind in desc.contractions:
-            for combo in _combos(n, kind):
+            for combo in combinations(n, kind):
                 factors = _factors(kind, combo)
                 for q in range(3):
                     if q < len(factors):
@@ -104,7 +105,7 @@ class FeatureTangents:
                     else:
                         cols[q].append(zero)
                         rads[q].append(0)
-        dev = desc._exp2.device
+        dev = desc.expansion(2).device
         self.cols = torch.tensor(cols, device=dev)  # (3, F): partner column of factor q of feature f
         self.rads = torch.tensor(rads, device=dev)  # (3, F): radial index of factor q of feature f
         self.cols_np, self.rads_np = self.cols.cpu().numpy(), self.rads.cpu().numpy()
@@ -124,11 +125,12 @@ class FeatureTangents:
         d = self.desc
         a, n = psi.shape[:2]
         m1 = psi[:, :, 1:4]  # (A, n, 3)
-        m2f = psi[:, :, 4:10] @ d._exp2  # (A, n, 9) Ψ2[s]_ij
+        exp2, exp3 = d.expansion(2), d.expansion(3)  # (6, 9), (10, 27)
+        m2f = psi[:, :, 4:10] @ exp2  # (A, n, 9) Ψ2[s]_ij
         m2 = m2f.reshape(a, n, 3, 3)
         m2_right = m2.permute(0, 2, 1, 3).reshape(a, 3, 3 * n)  # Ψ2[t]_lk as (l, (t k))
-        m3f = psi[:, :, 10:20] @ d._exp3 if d._need3 else None  # (A, n, 27) Ψ3[s]_ijk
-        e2t, e3t = d._exp2.T, d._exp3.T  # (9, 6), (27, 10)
+        m3f = psi[:, :, 10:20] @ exp3 if d.uses_rank3 else None  # (A, n, 27) Ψ3[s]_ijk
+        e2t, e3t = exp2.T, exp3.T  # (9, 6), (27, 10)
 
         out = {}
 
@@ -202,3 +204,14 @@ class FeatureTangents:
         out.copy_(torch.einsum("asek,asef->askf", frames, local))
         return out
 
+
+def local_frames(disp: torch.Tensor) -> torch.Tensor:
+    """Orthonormal frames (r̂, e1, e2) of every pair, as rows: (P, 3, 3); disp (P, 3) Å.
+    The numba twin: kernels.pairs.pair_rows."""
+    u = disp / torch.linalg.vector_norm(disp, dim=-1, keepdim=True)
+    ref = torch.zeros_like(u)
+    ref[:, 0] = 1.0
+    ref[u[:, 0].abs() > 0.9] = torch.tensor([0.0, 1.0, 0.0], dtype=u.dtype, device=u.device)
+    e1 = torch.linalg.cross(ref, u)
+    e1 = e1 / torch.linalg.vector_norm(e1, dim=-1, keepdim=True)
+    return torch.stack([u, e1, torch.linalg.cross(u, e1)], 1)
