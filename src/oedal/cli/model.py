@@ -38,6 +38,7 @@ def _train(args: argparse.Namespace) -> int:
         return 128 + 15  # as if killed by SIGTERM: the job failed, the checkpoint stays for the rerun
     save_model(result.model, args.out, history=result.history, best_epoch=result.best_epoch,
                best_valid_loss=result.best_valid_loss, stopped=result.stopped, seconds=result.seconds,
+               epochs=result.epochs, epoch_budget=result.epoch_budget,
                training_settings=ts.model_dump(mode="json"), n_train=len(train.n_atoms),
                n_valid=len(valid.n_atoms), warm_start=str(args.warm_start) if args.warm_start else None)
     log.info("wrote %s (best epoch %d of %d)", args.out, result.best_epoch, result.epochs)
@@ -45,6 +46,15 @@ def _train(args: argparse.Namespace) -> int:
         ckpt.unlink()
         log.info("removed the checkpoint %s", ckpt)
     return 0
+
+
+def training_record(meta: dict) -> dict:
+    """How the evaluated model was trained, from its file (metrics.json, the summary): epochs run, the
+    budget, the best epoch, why it stopped (epochs | patience | time: the wall-clock limit bound), seconds."""
+    history = meta.get("history") or []
+    return {"training_epochs": int(meta.get("epochs", len(history))), "training_epoch_budget": meta.get("epoch_budget"),
+            "training_best_epoch": meta.get("best_epoch"), "training_stopped": meta.get("stopped"),
+            "training_seconds": meta.get("seconds"), "training_warm_start": bool(meta.get("warm_start"))}
 
 
 def _write_json_atomic(data: dict, path: Path) -> None:
@@ -61,6 +71,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     model = load_model(args.model, device=resolve_device(args.device))
     metrics = error_metrics(model, read_store(args.data), batch_size=args.batch_size)
+    metrics.update(training_record(model.meta))
     metrics["model"] = str(args.model)
     metrics["data"] = str(args.data)
     _write_json_atomic(metrics, Path(args.out))

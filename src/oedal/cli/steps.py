@@ -57,8 +57,9 @@ def _summary(args: argparse.Namespace) -> int:
     for spec in args.run:
         strategy, seed, path = spec.split(":", 2)
         runs.append((strategy, int(seed), Path(path)))
-    n = write_summary(runs, args.iterations, args.out)
-    log.info("summary: %d rows -> %s", n, args.out)
+    rows = write_summary(runs, args.iterations, args.out, comparison=args.comparison, verdict=args.verdict,
+                         baseline=args.baseline)
+    log.info("summary: %d rows -> %s", len(rows), args.out)
     return 0
 
 
@@ -112,7 +113,11 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("summary", help="campaign summary table (CSV)")
     p.add_argument("--run", nargs="+", required=True, help="STRATEGY:SEED:RUN_DIR")
     p.add_argument("--iterations", type=int, required=True, help="last iteration index")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="summary table (CSV)")
+    p.add_argument("--comparison", default=None,
+                   help="paired comparison with the baseline: ratios with intervals over seeds (CSV)")
+    p.add_argument("--verdict", default=None, help="the verdict sentences and warnings (text)")
+    p.add_argument("--baseline", default="random", help="the strategy every other is compared with")
     p.set_defaults(func=_summary)
 
     p = subparsers.add_parser("schema", help="JSON schema of the workflow config (CampaignSettings)")
