@@ -31,6 +31,7 @@ import numpy as np
 
 from oedal.campaign.settings import SplitSettings
 from oedal.errors import InputError, SettingsError
+from oedal.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -346,8 +347,6 @@ def merge_labels(prev_dir: str | Path, out_dir: str | Path, *, redraw_valid: boo
 def carry_over(status: str | Path, source: str | Path | None, target: str | Path) -> bool:
     """Once the campaign has stopped (``status``: this iteration's status.json), copy the previous
     iteration's model ``source`` to ``target`` instead of training and return True; else False."""
-    from oedal.files import atomic_path
-
     state = _read_json(status)
     if not state.get("stopped"):
         return False
