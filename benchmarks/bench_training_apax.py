@@ -40,6 +40,7 @@ def _config(tmp: Path, epochs: int) -> Path:
                  "batch_size": 32, "valid_batch_size": 100, "energy_unit": "eV", "pos_unit": "Ang"},
         "model": {"name": "gmnn", "basis": {"name": "gaussian", "n_basis": 9, "r_min": 0.5, "r_max": 4.0},
                   "n_radial": 7, "nn": [256, 128]},
+        "loss": [{"name": "energy", "loss_type": "mse", "weight": 1.0}, {"name": "forces", "loss_type": "mse", "weight": 4.0}],
         "progress_bar": {"disable_epoch_pbar": True, "disable_batch_pbar": True},
     }
     path = tmp / "config.yaml"
