@@ -64,6 +64,15 @@ class Readout(NamedTuple):
         return _ACT_GRAD[self.activation](z)
 
 
+class Evaluation(NamedTuple):
+    """What :meth:`GMNN.evaluate` returns for a batch."""
+
+    energy: torch.Tensor  # (n_structures,) float64 eV
+    forces: torch.Tensor  # (n_atoms, 3) eV/Å, model dtype
+    virial: torch.Tensor | None  # (n_structures, 3, 3) float64 eV: ∂E/∂ε (stress = virial / volume)
+    sensitivities: torch.Tensor | None  # (n_structures, d) model dtype: g = Σ_i σ_i h_i (QS1)
+
+
 class GMNN(nn.Module):
     """GM-sNN of DESIGN §4; the contract is in docs/interfaces.md."""
 
@@ -146,6 +155,37 @@ class GMNN(nn.Module):
         idx = torch.cat([batch.pair_i, batch.pair_j])
         forces = grad.new_zeros((batch.species.shape[0], 3)).index_add(0, idx, torch.cat([grad, -grad]))
         return energy, forces
+
+    def evaluate(self, batch: Batch, *, stress: bool = False, sensitivities: bool = False) -> "Evaluation":
+        """Energies and forces, and on request the virials and the QS1 sensitivities, from one forward
+        and one backward pass (what MD with uncertainty needs per step; :class:`Evaluation`).
+
+        Virial W_ab = Σ_p (∂E/∂r_p)_a (r_p)_b over the structure's pairs = ∂E/∂ε_ab for a homogeneous
+        strain r → (1 + ε) r (cell and shifts strain with the positions); the stress is W / V.
+        Sensitivities g = ∂E/∂w = Σ_i σ_{Z_i} h_i (DESIGN §6, QS1: free with the forward pass)."""
+        disp = batch.displacements().detach().to(self.dtype).requires_grad_(True)
+        self.descriptor.first_order_only = True
+        try:
+            with torch.enable_grad():
+                h = self.atomic_features(batch, disp)  # (n_atoms, d)
+                sigma = self.atomic_scale(batch)  # (n_atoms,)
+                e_i = (sigma * self.output(h)[:, 0]).to(torch.float64) + self.shift[batch.species]
+                energy = e_i.new_zeros(batch.n_structures).index_add(0, batch.structure, e_i)
+                (grad,) = torch.autograd.grad(energy.sum(), disp)  # (n_pairs, 3) eV/Å
+        finally:
+            self.descriptor.first_order_only = False
+        idx = torch.cat([batch.pair_i, batch.pair_j])
+        forces = grad.new_zeros((batch.species.shape[0], 3)).index_add(0, idx, torch.cat([grad, -grad]))
+        virial = None
+        if stress:
+            per_pair = (grad.detach()[:, :, None] * disp.detach()[:, None, :]).to(torch.float64)  # (P, 3, 3) eV
+            virial = per_pair.new_zeros((batch.n_structures, 3, 3)).index_add(0, batch.structure[batch.pair_i],
+                                                                              per_pair)
+        g = None
+        if sensitivities:
+            y = (sigma[:, None] * h).detach()
+            g = y.new_zeros((batch.n_structures, self.d)).index_add(0, batch.structure, y)
+        return Evaluation(energy.detach(), forces.detach(), virial, g)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.energy(batch)
