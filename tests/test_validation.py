@@ -144,13 +144,19 @@ def test_fast_nearest_distance_equals_the_pair_list(periodic):
 # ------------------------------------------------------------------------------------------------
 
 
+def _with_a_broken(data, tmp_path: Path, which: str, case: str) -> tuple[Path, dict[str, Path]]:
+    """The good stores by name, with store ``which`` replaced by a broken copy (its path first)."""
+    root, sets, _ = data
+    bad = tmp_path / f"{which}.h5"
+    write_store(bad, broken(sets[which], case))
+    return bad, {**{name: root / f"{name}.h5" for name in sets}, which: bad}
+
+
 @pytest.mark.parametrize("which", ["train", "valid"])
 @pytest.mark.parametrize("case", LABEL_CASES)
 def test_train_refuses_a_bad_store_before_training(data, tmp_path, monkeypatch, capsys, case, which):
-    root, sets, ms = data
-    bad = tmp_path / f"{which}.h5"
-    write_store(bad, broken(sets[which], case))
-    stores = {"train": root / "train.h5", "valid": root / "valid.h5", which: bad}
+    _, sets, ms = data
+    bad, stores = _with_a_broken(data, tmp_path, which, case)
     _no_work(monkeypatch, "oedal.gmnn.training.train_model")
     out = tmp_path / "model.pt"
     rc = main(["train", "--train", str(stores["train"]), "--valid", str(stores["valid"]), "--out", str(out),
@@ -186,9 +192,7 @@ def test_evaluate_refuses_elements_the_model_does_not_know(data, tmp_path, capsy
 @pytest.mark.parametrize("which, case", [("pool", c) for c in GEOMETRY_CASES] + [("train", c) for c in LABEL_CASES])
 def test_score_refuses_a_bad_store_so_nothing_bad_is_ranked(data, tmp_path, monkeypatch, capsys, which, case):
     root, sets, _ = data
-    bad = tmp_path / f"{which}.h5"
-    write_store(bad, broken(sets[which], case))
-    stores = {"train": root / "train.h5", "pool": root / "pool.h5", which: bad}
+    bad, stores = _with_a_broken(data, tmp_path, which, case)
     _no_work(monkeypatch, "oedal.oed.scoring.score_pool")
     out = tmp_path / "scores.h5"
     assert main(["score", "--model", str(root / "model.pt"), "--train", str(stores["train"]), "--pool",

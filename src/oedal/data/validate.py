@@ -53,7 +53,8 @@ def check_shapes(s: Structures, source: str, first: int = 0) -> None:
     for name, (arr, shape) in expected.items():
         if arr.shape != shape:
             k = min(len(arr), n - 1) if arr.ndim else 0
-            raise InputError(f"{_where(source, s, k, first)}: shape mismatch, {name} has shape {arr.shape}, expected {shape}")
+            raise InputError(f"{_where(source, s, k, first)}: shape mismatch, {name} has shape {arr.shape}, "
+                             f"expected {shape}")
 
 
 def check_finite(s: Structures, source: str, first: int = 0) -> None:
@@ -86,7 +87,8 @@ def check_elements(s: Structures, source: str, known_numbers: Iterable[int] | No
         name = chemical_symbols[z] if 0 < z < len(chemical_symbols) else "?"
         known = ", ".join(chemical_symbols[int(x)] for x in allowed) if known_numbers is not None else "1..118"
         raise InputError(
-            f"{_where(source, s, k, first)}: unknown element {name} (Z={z}) at atom {row - int(s.offsets[k])}; known: {known}"
+            f"{_where(source, s, k, first)}: unknown element {name} (Z={z}) at atom {row - int(s.offsets[k])}; "
+            f"known: {known}"
         )
 
 
