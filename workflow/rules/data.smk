@@ -22,8 +22,8 @@ if CAMPAIGN.dataset.source == "sample":
         conda:
             ENV_SAMPLE
         shell:
-            "oedal sample --settings {params.settings:q} --labels --out {output} --threads {threads}"
-            " > {log} 2>&1"
+            "oedal sample --settings {params.settings:q} --labels --out {output:q} --threads {threads}"
+            " > {log:q} 2>&1"
 
 else:
 
@@ -35,7 +35,7 @@ else:
             f"{DATA}/logs/prepare_dataset.log",
         params:
             source=CAMPAIGN.dataset.source,
-            data_dir=f"--data-dir {CAMPAIGN.dataset.data_dir}" if CAMPAIGN.dataset.data_dir else "",
+            data_dir=f"--data-dir {shlex.quote(CAMPAIGN.dataset.data_dir)}" if CAMPAIGN.dataset.data_dir else "",
             format=CAMPAIGN.dataset.format,
         threads: 1
         resources:
@@ -44,8 +44,8 @@ else:
         conda:
             ENV_CORE
         shell:
-            "oedal import {params.source:q} --out {output} --format {params.format} --require-labels"
-            " {params.data_dir} > {log} 2>&1"
+            "oedal import {params.source:q} --out {output:q} --format {params.format:q} --require-labels"
+            " {params.data_dir} > {log:q} 2>&1"
 
 
 rule split_dataset:
@@ -72,5 +72,5 @@ rule split_dataset:
     conda:
         ENV_CORE
     shell:
-        "oedal split --source {input.source} --out-dir {params.out_dir} --test {output.test}"
-        " --settings {params.settings:q} --seed {params.seed} > {log} 2>&1"
+        "oedal split --source {input.source:q} --out-dir {params.out_dir:q} --test {output.test:q}"
+        " --settings {params.settings:q} --seed {params.seed} > {log:q} 2>&1"

@@ -119,10 +119,15 @@ def resolve_dataset(
     if cached.is_file() and (info.sha256 is None or sha256_of(cached) == info.sha256):
         return cached
     base = base_url or os.environ.get(ENV_DATA_URL) or info.base_url
+    where = ", ".join(str(p) for p in _local_candidates(info, data_dir)) or f"(no data dir; set {ENV_DATA_DIR})"
     if base is None or not download_missing:
-        where = ", ".join(str(p) for p in _local_candidates(info, data_dir)) or f"(no data dir; set {ENV_DATA_DIR})"
         raise FileNotFoundError(f"{name}: {info.filename} not found in {where} nor in {cache_dir()}; {info.note}")
-    return download(base.rstrip("/") + "/" + info.filename, cached, info.sha256)
+    url = base.rstrip("/") + "/" + info.filename
+    try:
+        return download(url, cached, info.sha256)
+    except OSError as err:  # urllib's URLError and HTTPError are OSErrors: no network, no such file there
+        raise FileNotFoundError(f"{name}: {info.filename} not found in {where} nor in {cache_dir()}, and the "
+                                f"download from {url} failed ({getattr(err, 'reason', err)})") from None
 
 
 def load_dataset(name_or_path: str | Path, data_dir: str | Path | None = None, **checks) -> Structures:

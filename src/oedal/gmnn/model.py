@@ -12,6 +12,8 @@ totals are float64, so a total of 10⁴ eV keeps the digits that finite differen
 from __future__ import annotations
 
 import logging
+import pickle
+import re
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -228,15 +230,34 @@ def save_model(model: GMNN, path: str | Path, **meta) -> None:
         torch.save(payload, tmp)
 
 
+class UnsafeFile(InputError):
+    """A model or checkpoint file that names Python objects beyond tensors and plain data: refused
+    unread, since unpickling such a file can run code."""
+
+
+def load_data_file(path: Path, what: str) -> object:
+    """``torch.load(path, weights_only=True)``: tensors and plain data (dicts, lists, numbers, strings)
+    only. A file that names any other Python object (a class, a function: unpickling it could run
+    code) raises :class:`UnsafeFile` before anything in it runs; an unreadable one InputError."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        named = re.search(r"GLOBAL (\S+) was not an allowed global", str(err))
+        obj = f"the Python object {named.group(1)}" if named else "Python objects other than tensors and plain data"
+        raise UnsafeFile(f"{path}: refused, not loaded: this {what} names {obj}, which could run code "
+                         f"({what}s written by oedal hold tensors and plain data only)") from None
+    except Exception as err:  # noqa: BLE001
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"{path}: not a readable {what} ({reason})") from None
+
+
 def read_model_file(path: str | Path) -> dict:
-    """The raw payload of a model file (settings, species, version, state_dict, meta)."""
+    """The raw payload of a model file (settings, species, version, state_dict, meta), loaded as data
+    (:func:`load_data_file`: a file that would run code is refused unread)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model file {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001
-        raise InputError(f"{path}: not a readable oedal model file ({err})") from None
+    payload = load_data_file(path, "oedal model file")
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise InputError(f"{path}: not an oedal model file (format {MODEL_FORMAT})")
     return payload

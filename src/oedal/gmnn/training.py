@@ -43,7 +43,7 @@ from oedal.device import resolve_device, set_threads
 from oedal.errors import InputError, OedalError
 from oedal.files import atomic_path
 from oedal.interrupt import StopOnSigterm
-from oedal.gmnn.model import GMNN, load_model
+from oedal.gmnn.model import GMNN, load_data_file, load_model
 from oedal.progress import progress_bar
 from oedal.settings import ModelSettings, TrainingSettings
 
@@ -55,6 +55,10 @@ _RESUMABLE_SETTINGS = {"epochs", "warm_epochs", "max_minutes", "threads", "devic
 
 class CheckpointMismatch(OedalError):
     """The checkpoint file belongs to another training (settings, data or initial model differ)."""
+
+
+class TrainingDiverged(OedalError):
+    """A training or validation loss turned NaN or inf (the message names the epoch and batch)."""
 
 
 class TrainingInterrupted(Exception):
@@ -163,11 +167,11 @@ def _cpu(state: dict) -> dict:
 
 
 def _load_checkpoint(path: Path, fingerprint: dict) -> dict:
+    """The checkpoint's payload, loaded as data (a file that would run code is refused unread)."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001
-        raise CheckpointMismatch(f"{path}: not a readable training checkpoint ({err}); remove it or restart "
-                                 "(oedal train --restart)") from None
+        payload = load_data_file(path, "training checkpoint")
+    except InputError as err:
+        raise CheckpointMismatch(f"{err}; remove it or restart (oedal train --restart)") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointMismatch(f"{path}: not an oedal training checkpoint; remove it or restart "
                                  "(oedal train --restart)")
@@ -274,7 +278,7 @@ class TrainingState:
             "fingerprint": fingerprint,
             # the epoch in progress when ``partial`` is set, else the last one finished
             "epoch": self.epochs + (1 if self.partial is not None else 0),
-            "partial": self.partial,
+            "partial": _partial_as_data(self.partial),
             "model": _cpu(self.model.state_dict()),
             "optimizer": self.optimizer.state_dict(),
             "best_state": _cpu(self.best_state),
@@ -304,8 +308,19 @@ class TrainingState:
         plateau_lr, plateau_wait = payload.get("plateau", [optimizer.param_groups[0]["lr"], 0])
         return cls(model, optimizer, loader, {k: v.to(device) for k, v in payload["best_state"].items()},
                    best_epoch=payload["best_epoch"], best_valid_loss=payload["best_valid_loss"],
-                   since_best=payload["since_best"], history=list(payload["history"]), partial=payload["partial"],
+                   since_best=payload["since_best"], history=list(payload["history"]),
+                   partial=_partial_from_data(payload["partial"]),
                    seconds=payload["seconds"], plateau_lr=plateau_lr, plateau_wait=plateau_wait)
+
+
+def _partial_as_data(partial: dict | None) -> dict | None:
+    """The epoch in progress with its shuffled order as a tensor: a checkpoint holds tensors and plain
+    data only, so it loads with ``weights_only=True``."""
+    return None if partial is None else {**partial, "order": torch.as_tensor(partial["order"])}
+
+
+def _partial_from_data(partial: dict | None) -> dict | None:
+    return None if partial is None else {**partial, "order": np.asarray(partial["order"], dtype=np.int64)}
 
 
 class _Checkpoints:
@@ -420,6 +435,7 @@ def _initial_state(ckpt: Path | None, fingerprint: dict | None, restart: bool, m
             return state
     best_state = copy.deepcopy(model.state_dict())
     best = validate(model, valid_loader, ts.weight_energy, ts.weight_forces)
+    _finite(best["valid_loss"], "validation loss before the first epoch")
     return TrainingState(model, optimizer, train_loader, best_state, best_valid_loss=best["valid_loss"],
                          plateau_lr=optimizer.param_groups[0]["lr"])
 
@@ -452,6 +468,14 @@ def _train_epochs(state: TrainingState, run: _Run, callback: Callable[[dict], No
     return "epochs"
 
 
+def _finite(loss: float, what: str) -> float:
+    """``loss``, or :class:`TrainingDiverged` the moment it is NaN or inf."""
+    if not math.isfinite(loss):
+        raise TrainingDiverged(f"{what} is {loss}: training stopped (learning rate too high, or labels far "
+                               "out of range?)")
+    return loss
+
+
 def run_epoch(state: TrainingState, epoch: int, run: _Run) -> dict:
     """Epoch ``epoch``: AMSGrad steps on the eq.-4 loss over the shuffled training set (or over the
     rest of an epoch interrupted by a checkpoint), then the validation metrics; returns the history
@@ -472,7 +496,9 @@ def run_epoch(state: TrainingState, epoch: int, run: _Run) -> dict:
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         state.optimizer.step()
-        total += float(loss.detach()) * batch.n_structures
+        value = _finite(float(loss.detach()), f"training loss in epoch {epoch}, batch {pos // bs + 1} of "
+                        f"{-(-loader.n_structures // bs)}")
+        total += value * batch.n_structures
         n += batch.n_structures
         pos += bs
         if time.perf_counter() > run.deadline:
@@ -482,6 +508,7 @@ def run_epoch(state: TrainingState, epoch: int, run: _Run) -> dict:
             run.checkpoints.save(state, run.seconds())
     state.model.eval()
     metrics = validate(state.model, run.valid, w_e, w_f)
+    _finite(metrics["valid_loss"], f"validation loss after epoch {epoch}")
     row = {"epoch": epoch, "train_loss": total / max(n, 1), **metrics, "seconds": round(run.seconds(), 3),
            "lr": state.optimizer.param_groups[0]["lr"]}
     improved = state.record(row)
