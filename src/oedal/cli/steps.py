@@ -63,15 +63,10 @@ def _summary(args: argparse.Namespace) -> int:
     for spec in args.run:
         strategy, seed, path = spec.split(":", 2)
         runs.append((strategy, int(seed), Path(path)))
-<<<<<<< HEAD
+    check_outputs(*(p for p in (args.out, args.comparison, args.verdict) if p))
     rows = write_summary(runs, args.iterations, args.out, comparison=args.comparison, verdict=args.verdict,
                          baseline=args.baseline)
     log.info("summary: %d rows -> %s", len(rows), args.out)
-=======
-    check_outputs(args.out)
-    n = write_summary(runs, args.iterations, args.out)
-    log.info("summary: %d rows -> %s", n, args.out)
->>>>>>> issue12-validation
     return 0
 
 
