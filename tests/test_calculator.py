@@ -47,3 +47,37 @@ def test_periodic_cell_and_unknown_element(tmp_path):
     bad.calc = GMNNCalculator(path)
     with pytest.raises(InputError):
         bad.get_potential_energy()
+
+
+def test_stress_is_the_strain_derivative(tmp_path):
+    """σ = (1/V) ∂E/∂ε: the calculator's stress equals ASE's finite-difference stress of a rattled,
+    sheared W cell, and a cell relaxation lowers the energy."""
+    from ase.filters import FrechetCellFilter
+    from ase.optimize import BFGS
+
+    path = small_model([74], tmp_path / "w.pt", "float64")
+    atoms = bulk("W", "bcc", a=3.16).repeat((2, 2, 1))
+    atoms.set_cell(atoms.cell[:] @ np.array([[1.0, 0.05, 0.0], [0.0, 1.0, 0.03], [0.0, 0.0, 1.02]]), scale_atoms=True)
+    atoms.rattle(0.03, seed=2)
+    atoms.calc = GMNNCalculator(path)
+    stress = atoms.get_stress()
+    numerical = atoms.calc.calculate_numerical_stress(atoms, d=1e-5)
+    np.testing.assert_allclose(stress, numerical, atol=1e-7)
+    assert np.abs(stress).max() > 1e-4
+    e0 = atoms.get_potential_energy()
+    BFGS(FrechetCellFilter(atoms), logfile=None).run(fmax=0.01, steps=30)
+    assert atoms.get_potential_energy() < e0
+
+
+def test_threads_stay_as_set(tmp_path):
+    """threads=1 holds after the first call (numba's pool used to reset OpenMP's count to every core)."""
+    saved = torch.get_num_threads()
+    try:
+        atoms = molecule("CH3CH2OH")
+        atoms.calc = GMNNCalculator(small_model([1, 6, 8], tmp_path / "m.pt"), threads=1)
+        atoms.get_forces()
+        atoms.positions[0, 0] += 0.01
+        atoms.get_forces()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(saved)

@@ -115,8 +115,10 @@ def _load(kind: str, threads: int | None) -> Backend:
         if kind == "numba":
             raise SettingsError("kernels: 'numba' requested but the numba kernels cannot be imported") from None
         return Backend("torch", 0, None, None, None)
-    n = max(1, min(threads or torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(n)
+    torch_threads = torch.get_num_threads()
+    n = max(1, min(threads or torch_threads, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(n)  # starts numba's pool, whose OpenMP layer resets the process's OpenMP threads:
+    torch.set_num_threads(torch_threads)  # torch's count stays as the caller set it
     return Backend("numba", n, pairs, moments, tangents)
 
 
