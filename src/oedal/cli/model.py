@@ -45,12 +45,20 @@ def _train(args: argparse.Namespace) -> int:
                best_valid_loss=result.best_valid_loss, stopped=result.stopped, seconds=result.seconds,
                epochs=result.epochs, epoch_budget=result.epoch_budget,
                training_settings=ts.model_dump(mode="json"), n_train=len(train.n_atoms),
-               n_valid=len(valid.n_atoms), warm_start=str(args.warm_start) if args.warm_start else None)
+               n_valid=len(valid.n_atoms), warm_start=str(args.warm_start) if args.warm_start else None,
+               uncertainty=None if args.no_uncertainty else _uncertainty(result.model, train, valid, args))
     log.info("wrote %s (best epoch %d of %d)", args.out, result.best_epoch, result.epochs)
     if ckpt is not None and ckpt.exists():
         ckpt.unlink()
         log.info("removed the checkpoint %s", ckpt)
     return 0
+
+
+def _uncertainty(model, train, valid, args: argparse.Namespace) -> dict:
+    """The model's fitted uncertainty (oedal.oed.uncertainty), stored in its file for the calculator."""
+    from oedal.oed.uncertainty import fit_uncertainty
+
+    return fit_uncertainty(model, train, valid, atoms=args.atom_uncertainty).to_payload()
 
 
 def training_record(meta: dict) -> dict:
@@ -102,6 +110,10 @@ def register(sub) -> None:
     p.add_argument("--checkpoint", type=Path,
                    help="training-state file, resumed from if it exists (default: OUT.ckpt; removed at the end)")
     p.add_argument("--no-checkpoint", action="store_true", help="write no checkpoint, resume from none")
+    p.add_argument("--no-uncertainty", action="store_true",
+                   help="store no fitted uncertainty (QS1 prior, σ_th, score-to-force-error map) in the model file")
+    p.add_argument("--atom-uncertainty", action="store_true",
+                   help="also fit the per-atom force uncertainty (QS2 per atom) for the calculator")
     p.add_argument("--checkpoint-minutes", type=float, default=5.0, metavar="M",
                    help="write the checkpoint every M minutes (0: after every epoch) and on SIGTERM (default 5)")
     p.add_argument("--restart", action="store_true",

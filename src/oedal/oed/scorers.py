@@ -51,6 +51,10 @@ class FisherSettings(ScoreSettingsBase):
     """Scores from the output-layer Fisher matrix (QS1, QS2, QS3)."""
 
     jitter: float = Field(1e-8, ge=0, description="relative diagonal jitter for a singular Fisher matrix")
+    prior: Literal["jitter", "fitted"] = Field(
+        "jitter", description="QS1: jitter (Ã + jitter·tr(Ã)/d where Ã is singular: the paper's, up to rounding); "
+        "fitted: Ã + λI with the prior precision λ fitted on the validation set when the model was trained "
+        "(oedal.oed.calibration; the model file must carry it), so that scores of a small training set mean something")
     projections: bool = Field(True, description="store the projected sensitivities u_energy / u_forces that greedy "
                               "selection reads (QS2: 3·N_atoms·d float32 per structure, ≈3.6 GB for all of QM9); "
                               "the workflow sets it from the strategy: on for -greedy only")
@@ -117,9 +121,18 @@ class FisherScorer:
         self.model, self.settings, self.save_sensitivities = models[0], settings, save_sensitivities
         g_e, g_f = all_sensitivities(self.model, train, forces=self.forces)
         self.g_train = g_e
-        self.f_e = fisher.factor_from_sensitivities(g_e, settings.jitter) if self.energy else None
+        self.f_e = self._energy_factor(g_e) if self.energy else None
         self.f_f = fisher.factor_from_sensitivities(g_f, settings.jitter) if self.forces else None
         self.train_scores = self._scores(g_e, g_f, np.asarray(train.n_atoms))[keys.SCORE]
+
+    def _energy_factor(self, g_e: np.ndarray) -> fisher.FisherFactor:
+        """The QS1 Fisher factor: with the jitter where Ã is singular, or with the model's fitted prior."""
+        if self.settings.prior == "jitter":
+            return fisher.factor_from_sensitivities(g_e, self.settings.jitter)
+        from oedal.oed.calibration import prior_factor
+        from oedal.oed.uncertainty import model_head
+
+        return prior_factor(fisher.fisher_matrix(g_e), model_head(self.model).lam)
 
     def combine(self, parts: dict[str, np.ndarray]) -> np.ndarray:
         """The score of this kind from score_qs1 / score_qs2."""
