@@ -10,7 +10,7 @@ scores (oedal.oed.scorers) and the ``oracle`` section is the union of the regist
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from pydantic import Field, create_model, model_validator
 
@@ -78,12 +78,50 @@ class SamplingSettings(Settings):
         return self
 
 
+class ExploreSettings(Settings):
+    """On-the-fly exploration (oedal.campaign.explore): Langevin MD walkers with the current model, every
+    ``check_every`` steps judged by its calibrated uncertainty: accurate below ``low``, a candidate for
+    labeling between, stopped above ``high`` (or when a sanity check fails)."""
+
+    starts: list[str] = Field(default_factory=lambda: ["ethanol"], min_length=1,
+                              description="start geometries: molecule names (ase.build) or ASE-readable files")
+    temperatures: list[float] = Field(default_factory=lambda: [300.0, 600.0, 1000.0], min_length=1,
+                                      description="thermostat temperatures (K); every start runs at each")
+    walkers_per_start: int = Field(2, ge=1, description="walkers per start and temperature (own random streams)")
+    steps: int = Field(1000, ge=1, description="MD steps per walker and iteration")
+    timestep: float = Field(0.5, gt=0, description="fs")
+    friction: float = Field(0.01, ge=0, description="Langevin friction (1/fs)")
+    check_every: int = Field(10, ge=1, description="MD steps between checks of the uncertainty")
+    measure: Literal["informativeness", "force_error"] = Field(
+        "informativeness", description="what low/high bound: the informativeness I = score/σ_th (the paper's "
+        "data-derived threshold: I > 1 is informative) or the expected force error (eV/Å, the calibrated map)")
+    low: float = Field(1.0, gt=0, description="below: accurate (I, or eV/Å)")
+    high: float = Field(20.0, gt=0, description="above: the walker stops (I, or eV/Å)")
+    min_distance: float = Field(0.5, gt=0, description="sanity: closest pair (Å)")
+    max_force: float = Field(30.0, gt=0, description="sanity: largest force component (eV/Å)")
+    max_energy_jump: float = Field(1.0, gt=0, description="sanity: energy change between checks (eV/atom)")
+    max_temperature_factor: float = Field(3.0, gt=1, description="sanity: kinetic temperature above this × T")
+    shards: int = Field(2, ge=1, description="walker jobs per iteration")
+    converged: float = Field(0.9, gt=0, le=1, description="stop when this share of walkers runs its full length "
+                             "without a trigger (no candidate, not stopped)")
+    initial: Literal["rattle", "md"] = Field("rattle", description="the initial training and validation structures: "
+                                             "rattled copies of the starts, or frames of a short MD with the oracle")
+    rattle: float = Field(0.15, gt=0, description="rattle: standard deviation of the displacements (Å)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ExploreSettings":
+        if self.low >= self.high:
+            raise ValueError(f"explore.low ({self.low}) must be below explore.high ({self.high})")
+        return self
+
+
 class DatasetSettings(Settings):
     """Where the campaign's structures come from (written once to ``{results_dir}/{name}/data/source.h5``)."""
 
     source: str = Field(
         "sample",
-        description="'sample' (Langevin MD with the `sampling` settings, labels included), "
+        description="'sample' (Langevin MD with the `sampling` settings, labels included), 'explore' (walkers "
+        "with the model from the `explore` starts; the test set from the `sampling` MD), "
         "a named data set (ethanol_1000K, ethanol_500K, qm9, wbe) or an ASE-readable/npz file",
     )
     data_dir: str | None = Field(None, description="directory of named data sets (else OEDAL_DATA_DIR)")
@@ -158,6 +196,7 @@ class CampaignSettings(Settings):
     warm_start: bool = Field(False, description="start each iteration's training from the previous model")
     dataset: DatasetSettings = Field(default_factory=DatasetSettings)
     sampling: SamplingSettings = Field(default_factory=SamplingSettings)
+    explore: ExploreSettings = Field(default_factory=ExploreSettings)
     split: SplitSettings = Field(default_factory=SplitSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)

@@ -1,0 +1,228 @@
+"""On-the-fly exploration: Langevin MD walkers driven by the current model, judged by its own uncertainty.
+
+The paper's section 4 promise, and every peer's main loop (DP-GEN, FLARE, apax): instead of ranking a
+pool made beforehand, walkers run MD with the model itself, and every ``check_every`` steps a walker's
+frame is judged by the model's calibrated QS1 informativeness I (oedal.oed.uncertainty):
+
+* **accurate**: I < ``low`` — the model knows this region; the walker goes on;
+* **candidate**: ``low`` ≤ I ≤ ``high`` — informative; the frame is kept for selection, the walker goes on;
+* **stopped**: I > ``high`` (the prediction is too uncertain to follow), or a sanity check failed (NaN,
+  closest pair below ``min_distance``, a force above ``max_force``, an energy jump above
+  ``max_energy_jump`` per atom between checks, a temperature above ``max_temperature``·T): the walker
+  stops; next iteration it resumes from its last accepted frame (the last check it passed).
+
+All walkers of a shard step together as one batch through the model (one forward and one backward per
+step for every walker; BAOAB Langevin, Leimkuhler & Matthews, Appl. Math. Res. Express 2013, 34):
+B (½ kick) A (½ drift) O (Ornstein–Uhlenbeck) A B, the centre-of-mass velocity of each molecule
+removed. Every walker has its own random stream (seeded from campaign, seed, iteration and walker),
+and its state is checkpointed: a job killed at any moment reruns to the same candidates.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+from ase import units
+
+from oedal.data.structures import Structures
+from oedal.errors import InputError
+from oedal.files import atomic_path
+
+log = logging.getLogger(__name__)
+Decision = Literal["accurate", "candidate", "stopped"]
+WALKERS_FORMAT = "oedal-walkers-1"
+ID_BASE = 10**9  # candidate ids: (iteration + 1)·ID_BASE + walker·10⁵ + check
+
+
+def decide(informativeness: float, low: float, high: float, sanity: str | None = None) -> Decision:
+    """The band of one checked frame (module docstring); ``sanity``: why it is unphysical, or None."""
+    if sanity is not None or not math.isfinite(informativeness) or informativeness > high:
+        return "stopped"
+    return "candidate" if informativeness >= low else "accurate"
+
+
+def sanity_reason(positions: np.ndarray, forces: np.ndarray, energy: float, previous_energy: float | None,
+                  temperature: float, limits: dict) -> str | None:
+    """Why a frame of one walker is unphysical, or None: NaN, close atoms, force or energy spike, heat."""
+    if not (np.isfinite(energy) and np.all(np.isfinite(forces)) and np.all(np.isfinite(positions))):
+        return "non-finite energy, forces or positions"
+    n = len(positions)
+    if n > 1:
+        d = np.linalg.norm(positions[:, None, :] - positions[None, :, :], axis=-1)[np.triu_indices(n, 1)]
+        if d.min() < limits["min_distance"]:
+            return f"atoms {d.min():.2f} Å apart (< {limits['min_distance']} Å)"
+    if np.abs(forces).max() > limits["max_force"]:
+        return f"a force of {np.abs(forces).max():.1f} eV/Å (> {limits['max_force']})"
+    if previous_energy is not None and abs(energy - previous_energy) / n > limits["max_energy_jump"]:
+        return f"an energy jump of {abs(energy - previous_energy) / n:.2f} eV/atom between checks"
+    if temperature > limits["max_temperature"]:
+        return f"a temperature of {temperature:.0f} K (> {limits['max_temperature']:.0f} K)"
+    return None
+
+
+@dataclass
+class Walker:
+    """One walker: its system, thermostat, state and record (positions Å, velocities Å per ASE time unit)."""
+
+    index: int
+    temperature: float  # K
+    numbers: list[int]
+    positions: list  # (n, 3)
+    velocities: list  # (n, 3)
+    cell: list  # (3, 3)
+    pbc: list  # (3,)
+    rng: dict  # numpy PCG64 state
+    step: int = 0  # MD steps done in this iteration
+    status: str = "running"  # running | finished | stopped
+    reason: str | None = None
+    counts: dict = field(default_factory=lambda: {"accurate": 0, "candidate": 0})
+    last_energy: float | None = None
+    accepted: dict | None = None  # the last frame that passed its check: positions, velocities
+    checks: list = field(default_factory=list)  # [step, measured value, sanity reason or None, decision] per check
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(self.positions, np.float64), np.asarray(self.velocities, np.float64)
+
+
+def start_walkers(starts: Sequence, temperatures: Sequence[float], per_start: int, seed: int) -> list[Walker]:
+    """Walkers for every start (ase.Atoms) × temperature × ``per_start``, Maxwell–Boltzmann velocities
+    without centre-of-mass motion; each with its own random stream from ``seed``."""
+    walkers = []
+    for atoms in starts:
+        for temperature in temperatures:
+            for _ in range(per_start):
+                k = len(walkers)
+                rng = np.random.default_rng([seed, k])
+                masses = atoms.get_masses()[:, None]
+                v = rng.normal(size=(len(atoms), 3)) * np.sqrt(units.kB * temperature / masses)
+                v -= (masses * v).sum(0) / masses.sum()
+                walkers.append(Walker(k, float(temperature), atoms.numbers.tolist(), atoms.positions.tolist(),
+                                      v.tolist(), atoms.cell[:].tolist(), atoms.pbc.tolist(), rng.bit_generator.state))
+    return walkers
+
+
+def resume_walkers(previous: Sequence[Walker]) -> list[Walker]:
+    """Next iteration's walkers: each from its last accepted frame (or where it was), step and status reset."""
+    out = []
+    for w in previous:
+        frame = w.accepted or {"positions": w.positions, "velocities": w.velocities}
+        out.append(Walker(w.index, w.temperature, w.numbers, frame["positions"], frame["velocities"], w.cell, w.pbc,
+                          w.rng))
+    return out
+
+
+def read_walkers(paths: Sequence[str | Path]) -> list[Walker]:
+    """Walkers of one or more walker files (ordered by index)."""
+    walkers = []
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        if data.get("format") != WALKERS_FORMAT:
+            raise InputError(f"{path}: not an oedal walkers file (format {WALKERS_FORMAT})")
+        walkers += [Walker(**w) for w in data["walkers"]]
+    return sorted(walkers, key=lambda w: w.index)
+
+
+def write_walkers(path: str | Path, walkers: Sequence[Walker], **extra) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"format": WALKERS_FORMAT, **extra, "walkers": [asdict(w) for w in walkers]}))
+
+
+def summary(walkers: Sequence[Walker]) -> dict:
+    """Per-iteration counts: walkers that ran their full length without a trigger (accurate: no
+    candidate either), with candidates, stopped; frames judged accurate / candidate."""
+    finished = [w for w in walkers if w.status == "finished"]
+    clean = sum(1 for w in finished if w.counts["candidate"] == 0)
+    return {"walkers": len(walkers), "clean": clean, "with_candidates": len(finished) - clean,
+            "stopped": sum(1 for w in walkers if w.status == "stopped"),
+            "accurate_frames": sum(w.counts["accurate"] for w in walkers),
+            "candidate_frames": sum(w.counts["candidate"] for w in walkers),
+            "clean_share": clean / len(walkers) if walkers else 0.0,
+            "stop_reasons": sorted({w.reason for w in walkers if w.reason})}
+
+
+def candidates_structures(records: Sequence[dict]) -> Structures:
+    """The candidate frames as an unlabeled store's Structures (ids from walker, iteration and check)."""
+    if not records:
+        return Structures.empty()
+    return Structures(
+        positions=np.concatenate([np.asarray(r["positions"]) for r in records]),
+        numbers=np.concatenate([np.asarray(r["numbers"]) for r in records]),
+        n_atoms=np.array([len(r["numbers"]) for r in records]),
+        cell=np.array([r["cell"] for r in records], dtype=np.float64).reshape(-1, 3, 3),
+        pbc=np.array([r["pbc"] for r in records], dtype=bool).reshape(-1, 3),
+        ids=np.array([r["id"] for r in records], dtype=np.int64),
+    )
+
+
+def starting_structures(names: Sequence[str]) -> list:
+    """ase.Atoms of every start (a molecule name or a geometry file, its first frame)."""
+    from oedal.campaign.sampling import starting_geometry
+
+    return [starting_geometry(name) for name in names]
+
+
+def dynamics(settings) -> "Dynamics":
+    """The walkers' Dynamics from the campaign's ExploreSettings."""
+    from oedal.campaign.walkers import Dynamics
+
+    limits = {k: getattr(settings, k) for k in ("min_distance", "max_force", "max_energy_jump", "max_temperature_factor")}
+    return Dynamics(settings.steps, settings.timestep, settings.friction, settings.check_every, settings.low,
+                    settings.high, limits, settings.measure)
+
+
+def explore_shard(model_path: str | Path, settings, *, shard: int, shards: int, seed: int, iteration: int,
+                  out_candidates: str | Path, out_walkers: str | Path,
+                  previous: Sequence[str | Path] = ()) -> dict:
+    """Run walker shard ``shard`` of ``shards`` for one iteration; write its candidates (an unlabeled store
+    with datasets walker, step, informativeness) and its walkers (for the next iteration's resume).
+
+    The walkers start from ``settings.starts`` (iteration 0) or resume from the ``previous`` walker
+    files. A checkpoint beside ``out_walkers`` (``.partial``) is written at least every 30 s and after
+    every walker that stops; a rerun continues from it and ends with the same candidates."""
+    from oedal.campaign.walkers import run_walkers
+    from oedal.gmnn.model import load_model
+    from oedal.oed.uncertainty import model_head
+
+    model = load_model(model_path)
+    model.eval()
+    head = model_head(model)
+    walkers = (resume_walkers(read_walkers(previous)) if previous else
+               start_walkers(starting_structures(settings.starts), settings.temperatures, settings.walkers_per_start,
+                             seed))[shard::shards]
+    partial = Path(str(out_walkers) + ".partial")
+    records: list[dict] = []
+    if partial.exists():
+        data = json.loads(partial.read_text())
+        walkers, records = read_walkers([partial]), data["records"]
+        log.info("RESUMING %d walkers from %s (%d candidates so far)", len(walkers), partial, len(records))
+
+    def checkpoint(ws, recs) -> None:
+        write_walkers(partial, ws, records=recs)
+
+    run_walkers(model, head, walkers, dynamics(settings), iteration, records, checkpoint)
+    _write_candidates(out_candidates, records)
+    counts = summary(walkers)
+    write_walkers(out_walkers, walkers, summary=counts)
+    partial.unlink(missing_ok=True)
+    log.info("shard %d/%d: %s", shard, shards, counts)
+    return counts
+
+
+def _write_candidates(path: str | Path, records: Sequence[dict]) -> None:
+    """The candidate frames as an unlabeled store, with their walker, step and informativeness."""
+    import h5py
+
+    from oedal.data.store import write_store
+
+    with atomic_path(path) as tmp:
+        write_store(tmp, candidates_structures(records), attrs={"content": "exploration candidates"})
+        with h5py.File(tmp, "a") as h5:
+            for key in ("walker", "step", "informativeness", "force_error"):
+                h5[f"explore_{key}"] = np.array([r[key] for r in records], dtype=np.float64 if key in
+                                                ("informativeness", "force_error") else np.int64)

@@ -1,0 +1,167 @@
+"""Stepping the walkers of a shard together: batched BAOAB Langevin MD with the model and its uncertainty.
+
+Why not one ASE MD per walker: a walker of ethanol is 9 atoms, and a forward/backward pass of the
+model costs about the same for 9 atoms as for 150 (per-call overhead: neighbour lists, Python,
+small matrices), so all walkers of a shard share one batch per step (benchmarks/bench_explore.py
+measures both). Units: Å, eV, amu and ASE's time unit (ase.units.fs); velocities Å per ASE time unit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from ase import units
+from ase.data import atomic_masses
+
+from oedal.campaign.explore import ID_BASE, Walker, decide, sanity_reason
+from oedal.data.structures import Structures
+from oedal.gmnn.batching import make_batch
+from oedal.oed.uncertainty import UncertaintyHead
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Dynamics:
+    """What a walker shard runs: MD steps, the thermostat, the checks and the bands."""
+
+    steps: int  # MD steps per walker in this iteration
+    timestep: float  # fs
+    friction: float  # 1/fs
+    check_every: int  # steps between checks of the uncertainty
+    low: float  # below: accurate
+    high: float  # above: stopped
+    limits: dict  # sanity: min_distance Å, max_force eV/Å, max_energy_jump eV/atom, max_temperature_factor
+    measure: str = "informativeness"  # what low/high bound: informativeness (I) or force_error (eV/Å)
+
+
+class _Batch:
+    """The active walkers' atoms, concatenated: positions x, velocities v (N, 3), masses (N, 1), walker of each atom."""
+
+    def __init__(self, walkers: Sequence[Walker]):
+        self.walkers = list(walkers)
+        self.n = np.array([len(w.numbers) for w in walkers], np.int64)
+        self.start = np.concatenate([[0], np.cumsum(self.n)])
+        self.numbers = np.concatenate([np.asarray(w.numbers) for w in walkers])
+        self.x = np.concatenate([w.arrays()[0] for w in walkers])
+        self.v = np.concatenate([w.arrays()[1] for w in walkers])
+        self.m = atomic_masses[self.numbers][:, None]
+        self.kt = np.repeat([units.kB * w.temperature for w in walkers], self.n)[:, None]  # eV
+        self.molecule = np.repeat([not any(w.pbc) for w in walkers], self.n)
+        self.rngs = [np.random.default_rng() for _ in walkers]
+        for rng, w in zip(self.rngs, walkers):
+            rng.bit_generator.state = w.rng
+        self.cell = np.array([w.cell for w in walkers], np.float64).reshape(-1, 3, 3)
+        self.pbc = np.array([w.pbc for w in walkers], bool).reshape(-1, 3)
+        self.ids = np.array([w.index for w in walkers], np.int64)
+
+    def slice(self, k: int) -> slice:
+        return slice(int(self.start[k]), int(self.start[k + 1]))
+
+    def remove_drift(self) -> None:
+        """Zero the centre-of-mass velocity of every molecule (FixCom; the O step's noise adds drift)."""
+        walker = np.repeat(np.arange(len(self.n)), self.n)
+        p = np.zeros((len(self.n), 3))
+        np.add.at(p, walker, self.m * self.v)
+        mass = np.bincount(walker, weights=self.m[:, 0], minlength=len(self.n))
+        self.v -= np.where(self.molecule[:, None], (p / mass[:, None])[walker], 0.0)
+
+    def temperature(self, k: int) -> float:
+        """Instantaneous kinetic temperature of walker k (K), 3N − 3 degrees of freedom for a molecule."""
+        s = self.slice(k)
+        dof = 3 * self.n[k] - (3 if self.molecule[s][0] else 0)
+        return float((self.m[s] * self.v[s] ** 2).sum() / (dof * units.kB)) if dof > 0 else 0.0
+
+
+def _evaluate(model, head: UncertaintyHead, b: _Batch, check: bool):
+    """(energies (W,), forces (N, 3) eV/Å, uncertainty or None) of the active walkers; the uncertainty
+    (UncertaintyHead.structure: score, informativeness, force_error (W,)) only on a check."""
+    structures = Structures(positions=b.x, numbers=b.numbers, n_atoms=b.n, cell=b.cell, pbc=b.pbc, ids=b.ids)
+    batch = make_batch(structures, model.cutoff, model.species, dtype=torch.float64)
+    ev = model.evaluate(batch, sensitivities=check)
+    uncertainty = head.structure(ev.sensitivities.double().numpy()) if check else None
+    return ev.energy.numpy(), ev.forces.double().numpy(), uncertainty
+
+
+def baoab_step(model, head: UncertaintyHead, b: _Batch, forces: np.ndarray, dyn: Dynamics, check: bool):
+    """One BAOAB step of every active walker; returns the new (energies, forces, informativeness|None)."""
+    dt = dyn.timestep * units.fs
+    c1 = math.exp(-dyn.friction / units.fs * dt)
+    b.v += 0.5 * dt * forces / b.m
+    b.x += 0.5 * dt * b.v
+    noise = np.concatenate([rng.normal(size=(int(n), 3)) for rng, n in zip(b.rngs, b.n)])
+    b.v = c1 * b.v + math.sqrt(1.0 - c1 * c1) * np.sqrt(b.kt / b.m) * noise
+    b.remove_drift()
+    b.x += 0.5 * dt * b.v
+    energies, new_forces, info = _evaluate(model, head, b, check)
+    b.v += 0.5 * dt * new_forces / b.m
+    return energies, new_forces, info
+
+
+def _check(b: _Batch, energies, forces, u: dict, dyn: Dynamics, iteration: int, records: list) -> list[int]:
+    """Judge every active walker's frame; record candidates; returns the walkers that stop now."""
+    stopping = []
+    for k, w in enumerate(b.walkers):
+        s = b.slice(k)
+        limits = {**dyn.limits, "max_temperature": dyn.limits["max_temperature_factor"] * w.temperature}
+        reason = sanity_reason(b.x[s], forces[s], float(energies[k]), w.last_energy, b.temperature(k), limits)
+        value = float(u[dyn.measure][k])
+        verdict = decide(value, dyn.low, dyn.high, reason)
+        w.checks.append([w.step, value, reason, verdict])
+        if verdict == "stopped":
+            w.status, w.reason = "stopped", reason or f"{dyn.measure} {value:.3g} > {dyn.high}"
+            stopping.append(k)
+            continue
+        w.counts[verdict] += 1
+        w.last_energy = float(energies[k])
+        w.accepted = {"positions": b.x[s].tolist(), "velocities": b.v[s].tolist()}
+        if verdict == "candidate":
+            records.append({"id": (iteration + 1) * ID_BASE + w.index * 10**5 + (w.step // dyn.check_every),
+                            "walker": w.index, "step": w.step, "informativeness": float(u["informativeness"][k]),
+                            "force_error": float(u["force_error"][k]),
+                            "numbers": w.numbers, "positions": b.x[s].tolist(), "cell": w.cell, "pbc": w.pbc})
+    return stopping
+
+
+def _store(b: _Batch) -> None:
+    """Copy the batch's positions, velocities and random streams back into its walkers."""
+    for k, w in enumerate(b.walkers):
+        s = b.slice(k)
+        w.positions, w.velocities, w.rng = b.x[s].tolist(), b.v[s].tolist(), b.rngs[k].bit_generator.state
+
+
+def run_walkers(model, head: UncertaintyHead, walkers: Sequence[Walker], dyn: Dynamics, iteration: int,
+                records: list, checkpoint: Callable[[Sequence[Walker], list], None] | None = None,
+                checkpoint_seconds: float = 30.0) -> None:
+    """Step every running walker to ``dyn.steps`` (or until it stops), all as one batch; candidates go
+    to ``records``. ``checkpoint(walkers, records)`` is called at least every ``checkpoint_seconds``,
+    always right after a check (a rerun from it repeats the same steps)."""
+    active = [w for w in walkers if w.status == "running"]
+    last_save = time.monotonic()
+    while active:
+        b = _Batch(active)
+        energies, forces, _ = _evaluate(model, head, b, check=False)
+        changed = False
+        while not changed and b.walkers[0].step < dyn.steps:
+            check = (b.walkers[0].step + 1) % dyn.check_every == 0
+            energies, forces, info = baoab_step(model, head, b, forces, dyn, check)
+            for w in b.walkers:
+                w.step += 1
+            if check:
+                stopping = _check(b, energies, forces, info, dyn, iteration, records)
+                _store(b)
+                changed = bool(stopping)
+                if checkpoint is not None and (changed or time.monotonic() - last_save >= checkpoint_seconds):
+                    checkpoint(walkers, records)
+                    last_save = time.monotonic()
+        _store(b)
+        for w in b.walkers:
+            if w.status == "running" and w.step >= dyn.steps:
+                w.status = "finished"
+        active = [w for w in active if w.status == "running"]

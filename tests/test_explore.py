@@ -1,0 +1,153 @@
+"""Exploration walkers: the band decisions, the thermostat, a replayed trajectory, a killed job's rerun."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms, units
+
+from oedal.campaign.explore import Walker, decide, read_walkers, start_walkers, summary
+from oedal.campaign.walkers import Dynamics, run_walkers
+from oedal.gmnn.model import Evaluation
+
+LIMITS = {"min_distance": 0.3, "max_force": 1e3, "max_energy_jump": 1e3, "max_temperature_factor": 10.0}
+
+
+@pytest.mark.parametrize("values, sanity, expected", [
+    ([0.2, 0.9, 1.0, 3.0, 19.9], None, ["accurate", "accurate", "candidate", "candidate", "candidate"]),
+    ([20.1, math.nan, math.inf], None, ["stopped"] * 3),
+    ([0.1], "atoms 0.20 Å apart", ["stopped"]),
+])
+def test_band_decisions(values, sanity, expected):
+    assert [decide(v, 1.0, 20.0, sanity) for v in values] == expected
+
+
+class Harmonic:
+    """A stand-in model: each walker's atoms tied to their start by springs (k eV/Å²) on the displacement
+    relative to the walker's mean displacement (translation invariant: no net force); a constant uncertainty."""
+
+    cutoff, species, d = 3.0, [1, 6, 8], 4
+
+    def __init__(self, x0: np.ndarray, k: float = 5.0):
+        self.x0, self.k = torch.as_tensor(x0), k
+
+    def evaluate(self, batch, stress=False, sensitivities=False):
+        dx = batch.positions.double() - self.x0
+        n = torch.bincount(batch.structure, minlength=batch.n_structures).double()
+        mean = torch.zeros((batch.n_structures, 3), dtype=torch.float64).index_add(0, batch.structure, dx) / n[:, None]
+        rel = dx - mean[batch.structure]
+        e_i = 0.5 * self.k * (rel**2).sum(1)
+        energy = torch.zeros(batch.n_structures, dtype=torch.float64).index_add(0, batch.structure, e_i)
+        g = torch.ones((batch.n_structures, self.d), dtype=torch.float64) if sensitivities else None
+        return Evaluation(energy, -self.k * rel, None, g)
+
+
+class ConstantHead:
+    def structure(self, g):
+        n = len(g)
+        return {"score": np.full(n, 0.1), "informativeness": np.full(n, 0.5), "force_error": np.full(n, 0.01)}
+
+
+def test_baoab_thermostat_holds_the_temperature_without_drift(monkeypatch):
+    """Equipartition: 8 walkers of 3 atoms at 500 K, 8,000 steps: the mean kinetic temperature (3N − 3
+    degrees of freedom) is 500 K within 4 %; no centre-of-mass motion; every check accurate."""
+    from ase.data import atomic_masses
+
+    from oedal.campaign import walkers as W
+
+    atoms = Atoms("HCO", positions=[[0, 0, 0], [1.2, 0, 0], [0, 1.3, 0]])
+    ws = start_walkers([atoms], [500.0], 8, seed=5)
+    x0 = np.concatenate([w.arrays()[0] for w in ws])
+    seen = []
+    real = W._Batch.temperature
+
+    def spy(self, k):
+        seen.append(real(self, k))
+        return seen[-1]
+
+    monkeypatch.setattr(W._Batch, "temperature", spy)
+    dyn = Dynamics(steps=8000, timestep=1.0, friction=0.02, check_every=10, low=1.0, high=20.0, limits=LIMITS)
+    records: list = []
+    run_walkers(Harmonic(x0), ConstantHead(), ws, dyn, 0, records)
+    assert np.mean(seen[len(seen) // 4:]) == pytest.approx(500.0, rel=0.04)
+    v = np.concatenate([w.arrays()[1] for w in ws]).reshape(8, 3, 3)
+    assert np.abs((atomic_masses[[1, 6, 8]][None, :, None] * v).sum(1)).max() < 1e-10
+    assert all(w.status == "finished" for w in ws) and not records  # I = 0.5 < low: all accurate
+    assert summary(ws)["clean"] == 8 and summary(ws)["clean_share"] == 1.0
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory, ethanol_structures):
+    """A small GM-NN with its uncertainty, trained briefly by oedal train on 60 ethanol frames."""
+    from oedal.cli import main
+    from oedal.data.store import write_store
+
+    root = tmp_path_factory.mktemp("explore")
+    write_store(root / "train.h5", ethanol_structures.subset(np.arange(60)))
+    write_store(root / "valid.h5", ethanol_structures.subset(np.arange(60, 100)))
+    assert main(["train", "--train", str(root / "train.h5"), "--valid", str(root / "valid.h5"), "--out",
+                 str(root / "m.pt"), "--settings", json.dumps({"epochs": 30, "batch_size": 8}), "--model-settings",
+                 json.dumps({"hidden": [32, 16], "descriptor": {"r_cut": 4.0, "n_radial": 3, "n_basis": 5}}),
+                 "--threads", "1"]) == 0
+    return root / "m.pt"
+
+
+EXPLORE = {"starts": ["ethanol"], "temperatures": [300.0, 900.0], "walkers_per_start": 3, "steps": 400,
+           "check_every": 10, "low": 1.0, "high": 50.0, "max_temperature_factor": 6.0}
+
+
+def run_explore(model_file, out, extra=(), wait=True):
+    cmd = [sys.executable, "-m", "oedal", "explore", "--model", str(model_file), "--settings", json.dumps(EXPLORE),
+           "--candidates", str(out / "c.h5"), "--walkers", str(out / "w.json"), "--seed", "7", *extra]
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    if wait:
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def candidates(path):
+    from oedal.data.store import read_store
+
+    s = read_store(path)
+    return s.ids, s.positions
+
+
+def test_replayed_checks_give_the_recorded_decisions_and_kill_9_reruns_to_the_same_candidates(model_file, tmp_path):
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    proc = run_explore(model_file, straight)
+    assert proc.returncode == 0, proc.stderr
+    walkers = read_walkers([straight / "w.json"])
+    checks = [c for w in walkers for c in w.checks]
+    assert checks and any(c[3] == "candidate" for c in checks)
+    for step, value, reason, verdict in checks:  # the trigger replayed on the recorded values
+        assert decide(value, EXPLORE["low"], EXPLORE["high"], reason) == verdict
+    for w in walkers:  # a walker stops at its first stopped check, and records nothing after it
+        verdicts = [c[3] for c in w.checks]
+        assert "stopped" not in verdicts[:-1] and (w.status == "stopped") == (verdicts[-1] == "stopped")
+    ids, positions = candidates(straight / "c.h5")
+    assert len(ids) == sum(w.counts["candidate"] for w in walkers)
+    # kill -9 mid-run (after a checkpoint), then rerun: the same candidates, bit for bit
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    job = run_explore(model_file, killed, extra=["--threads", "1"], wait=False)
+    deadline = time.time() + 300
+    while not (killed / "w.json.partial").exists() and job.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(job.pid, signal.SIGKILL)
+    job.wait()
+    assert not (killed / "c.h5").exists()
+    again = run_explore(model_file, killed)
+    assert again.returncode == 0, again.stderr
+    ids2, positions2 = candidates(killed / "c.h5")
+    np.testing.assert_array_equal(ids2, ids)
+    np.testing.assert_array_equal(positions2, positions)
