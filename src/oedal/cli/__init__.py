@@ -18,7 +18,7 @@ from oedal.errors import OedalError
 from oedal.gmnn.kernels import ENV_KERNELS, KERNEL_KINDS, use_backend
 
 # Sub-command modules, in the order they appear in --help.
-COMMAND_MODULES = ("data", "model", "oed", "oracle", "steps")
+COMMAND_MODULES = ("data", "model", "oed", "oracle", "cache", "steps")
 
 
 def build_parser() -> argparse.ArgumentParser:
