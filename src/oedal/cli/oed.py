@@ -18,7 +18,7 @@ def _score(args: argparse.Namespace) -> int:
     data = settings_data(args.settings)
     data.setdefault("kind", args.strategy or "qs1")
     settings = load_settings(ScoreSettings, data, kind=args.strategy, beta=args.beta, threshold=args.threshold,
-                             reduction=args.reduction, device=args.device,
+                             reduction=args.reduction, device=args.device, chunk_size=args.chunk_size,
                              projections=False if args.no_projections else None)
     set_threads(args.threads)
     summary = score_pool(args.model, args.train, args.pool, args.out, settings,
@@ -60,6 +60,7 @@ def register(sub) -> None:
     p.add_argument("--no-projections", action="store_true",
                    help="do not store u_energy / u_forces (only greedy selection reads them; QS2 rows are large)")
     p.add_argument("--settings", default=None, help="score settings (with their kind) as JSON string or file")
+    p.add_argument("--chunk-size", type=int, default=None, help=describe(ScoreSettingsBase, "chunk_size"))
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=_score)
