@@ -8,6 +8,7 @@ Search order for a named file: the ``data_dir`` argument, then ``$OEDAL_DATA_DIR
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import urllib.request
@@ -119,10 +120,17 @@ def resolve_dataset(
     if cached.is_file() and (info.sha256 is None or sha256_of(cached) == info.sha256):
         return cached
     base = base_url or os.environ.get(ENV_DATA_URL) or info.base_url
+    where = ", ".join(str(p) for p in _local_candidates(info, data_dir)) or f"(no data dir; set {ENV_DATA_DIR})"
     if base is None or not download_missing:
-        where = ", ".join(str(p) for p in _local_candidates(info, data_dir)) or f"(no data dir; set {ENV_DATA_DIR})"
         raise FileNotFoundError(f"{name}: {info.filename} not found in {where} nor in {cache_dir()}; {info.note}")
-    return download(base.rstrip("/") + "/" + info.filename, cached, info.sha256)
+    url = base.rstrip("/") + "/" + info.filename
+    try:
+        return download(url, cached, info.sha256)
+    except (OSError, http.client.HTTPException) as err:  # no network, refused, timed out, cut off
+        reason = " ".join(str(getattr(err, "reason", err)).split())
+        raise InputError(f"{name}: {info.filename} is not in {where} nor in {cache_dir()}, and downloading {url} "
+                         f"failed ({reason}); put the file in a folder and pass --data-dir FOLDER "
+                         f"(or set ${ENV_DATA_DIR})") from None
 
 
 def load_dataset(name_or_path: str | Path, data_dir: str | Path | None = None, **checks) -> Structures:
