@@ -1,6 +1,7 @@
 """A test oracle (``oracle.kind: ase``, ``calculator: "counting_calculator:counting_emt"``): ASE's EMT
 that appends ``pid id`` to a log file after every finished calculation, so that tests count the oracle
-calls of every process (killed ones too). Importable when tests/ is on PYTHONPATH."""
+calls of every process (killed ones too); with ``wait_for`` it starts no calculation before that file
+exists. Importable when tests/ is on PYTHONPATH."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from ase.calculators.emt import EMT
 
 
 class CountingEMT(EMT):
-    def __init__(self, log: str, delay: float = 0.0, fail: bool = False) -> None:
+    def __init__(self, log: str, delay: float = 0.0, fail: bool = False, wait_for: str = "") -> None:
         super().__init__()
-        self.log, self.delay, self.fail = log, delay, fail
+        self.log, self.delay, self.fail, self.wait_for = log, delay, fail, wait_for
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=("positions",)):
+        while self.wait_for and not os.path.exists(self.wait_for):
+            time.sleep(0.01)
         time.sleep(self.delay)
         if self.fail:
             raise RuntimeError("this calculator always fails")
@@ -24,8 +27,8 @@ class CountingEMT(EMT):
             fh.write(f"{os.getpid()} {self.atoms.info.get('id')}\n")
 
 
-def counting_emt(log: str, delay: float = 0.0, fail: bool = False) -> CountingEMT:
-    return CountingEMT(log, delay, fail)
+def counting_emt(log: str, delay: float = 0.0, fail: bool = False, wait_for: str = "") -> CountingEMT:
+    return CountingEMT(log, delay, fail, wait_for)
 
 
 def calls(log) -> list[tuple[int, int]]:

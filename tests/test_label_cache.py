@@ -49,14 +49,22 @@ def shard(path: Path, n: int, seed: int = 0, ids=None) -> Path:
     return path
 
 
-def counting(log: Path, delay: float = 0.0, fail: bool = False):
+def counting(log: Path, delay: float = 0.0, fail: bool = False, wait_for: str = ""):
     return oracle_settings(kind="ase", calculator="counting_calculator:counting_emt",
-                           calculator_kwargs={"log": str(log), "delay": delay, "fail": fail})
+                           calculator_kwargs={"log": str(log), "delay": delay, "fail": fail, "wait_for": wait_for})
 
 
 def stored_rows(cache: Path) -> list[tuple[str, int]]:
     with sqlite3.connect(cache) as con:
         return con.execute("SELECT structure, ok FROM labels ORDER BY row").fetchall()
+
+
+def owners_of_claims(cache: Path) -> int:
+    try:
+        with sqlite3.connect(cache, timeout=1) as con:
+            return con.execute("SELECT COUNT(DISTINCT owner) FROM claims").fetchone()[0]
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return 0
 
 
 def env_with_tests() -> dict:
@@ -199,10 +207,15 @@ def test_kill_9_at_random_moments_computes_no_label_twice(tmp_path):
 def test_two_processes_on_one_shard_compute_each_structure_once(tmp_path):
     """Two `oedal label` on the same shard and cache at once (a retry beside an orphaned job, two working
     directories on one results folder): each structure is computed once, both outputs are equal."""
-    n, cache, log = 24, tmp_path / "labels.sqlite", tmp_path / "calls.txt"
+    n, cache, log, go = 24, tmp_path / "labels.sqlite", tmp_path / "calls.txt", tmp_path / "go"
     path = shard(tmp_path / "s.h5", n)
-    settings = counting(log, delay=0.02)
+    settings = counting(log, delay=0.02, wait_for=str(go))
     procs = [label_process(path, tmp_path / f"l{k}.h5", cache, settings) for k in range(2)]
+    deadline = time.monotonic() + 120
+    while not (cache.exists() and owners_of_claims(cache) == 2):  # each holds a structure: start them together
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "no claims"
+        time.sleep(0.01)
+    go.touch()
     for proc in procs:
         assert proc.wait(timeout=120) == 0, proc.stderr.read()
     done = counting_calculator.calls(log)

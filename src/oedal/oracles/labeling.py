@@ -109,6 +109,8 @@ class _Job:
     failures_since: float
     results: dict
     calls: int = 0
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    last_log: float = dataclasses.field(default_factory=time.monotonic)
 
     def prepare(self, rows: list[int]) -> Oracle:
         """The oracle (built now unless given), prepared for the ids of ``rows`` (replay preloads them)."""
@@ -140,6 +142,19 @@ class _Job:
             geometry = Geometry(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc)
             self.results[h] = self.db.store(h, self.level, geometry, label, self.oracle.name,  # type: ignore
                                             time.perf_counter() - started)
+            self.log_progress()
+
+    def log_progress(self, every: float = 30.0) -> None:
+        """Done/total, failures, seconds per oracle call and time left, at most every ``every`` seconds."""
+        now = time.monotonic()
+        if now - self.last_log < every:
+            return
+        self.last_log = now
+        done = sum(h in self.results for h in self.hashes)
+        failed = sum(not self.results[h].ok for h in self.hashes if h in self.results)
+        rate = (now - self.started) / max(self.calls, 1)
+        log.info("%s: %d/%d done (%d failed), %.3g s per oracle call, about %.0f s left", self.reader.path,  # type: ignore
+                 done, len(self.hashes), failed, rate, rate * (len(self.hashes) - done))
 
     def run(self, rows: list[int]) -> None:
         """Every row of ``rows`` decided: computed here, or by another process that held it."""
