@@ -451,7 +451,7 @@ def copy_of(results: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(results, tmp_path / "results"))
 
 
-def tests_env(smk_env: dict) -> dict:
+def with_test_oracles(smk_env: dict) -> dict:
     """Jobs that import tests/counting_calculator.py."""
     return {**smk_env, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), smk_env.get("PYTHONPATH", "")])}
 
@@ -466,7 +466,7 @@ def test_kill_9_during_labeling_computes_no_label_twice(smk_env, scattered, tmp_
 
     import counting_calculator
 
-    env, results, log = tests_env(smk_env), copy_of(scattered, tmp_path), tmp_path / "calls.txt"
+    env, results, log = with_test_oracles(smk_env), copy_of(scattered, tmp_path), tmp_path / "calls.txt"
     target = str(iter_dir(results, "random", 0) / "labeled.h5")
     cmd = [*SNAKEMAKE, "--configfile", str(labeling_config(tmp_path, log)), "--config", f"results_dir={results}",
            "--cores", "2", target]
@@ -500,7 +500,7 @@ def test_a_shard_where_every_structure_fails_stops_the_campaign(smk_env, scatter
     """The labeling job exits non-zero after writing what it has; Snakemake stops with its message."""
     results = copy_of(scattered, tmp_path)
     config = labeling_config(tmp_path, tmp_path / "calls.txt", fail=True)
-    proc = run_snakemake(tests_env(smk_env), results, str(iter_dir(results, "random", 0) / "labeled.h5"),
+    proc = run_snakemake(with_test_oracles(smk_env), results, str(iter_dir(results, "random", 0) / "labeled.h5"),
                          "--show-failed-logs", config=config, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "oedal label: error: every structure of" in out, out[-4000:]

@@ -154,7 +154,7 @@ def connect(path: str | Path, journal: Journal | None = None) -> sqlite3.Connect
         con.execute("COMMIT")
     except sqlite3.DatabaseError as err:
         con.close()
-        raise InputError(f"{path}: not a label cache ({err})") from None
+        raise InputError(f"{path}: not a usable label cache ({err})") from None
     if version is not None and int(version[0]) > SCHEMA_VERSION:
         con.close()
         raise InputError(f"{path}: label cache schema {version[0]} is newer than this oedal's ({SCHEMA_VERSION})")
