@@ -4,6 +4,7 @@
     python benchmarks/bench_oed.py ratio    [--epochs 20]                      # (2) QS2 vs QS1, ethanol pool
     python benchmarks/bench_oed.py greedy   [--n-pool 125000 --m 2500 --d 128] # (3) greedy / top selection
     python benchmarks/bench_oed.py corr     [--train-minutes 5]                # (4) Pearson r with force MAE
+    python benchmarks/bench_oed.py memory   [--sizes 1000 2000 4000 8000 15000] # (5) QS2 of huge cells: peak RSS
 
 Every command uses 2 torch threads unless ``--threads`` says otherwise. Data: ethanol from
 ../shared/data/gmnn_ethanol (or OEDAL_DATA_DIR), QM9 from qm9pack.
@@ -248,9 +249,61 @@ def bench_corr(a) -> None:
           f"[paper: 0.53 (QS1, numerator), 0.60 (QS2)]")
 
 
+def diamond_cell(n_atoms: int, seed: int = 0):
+    """A periodic diamond-carbon cell of ``n_atoms`` (a multiple of 8: conventional cells repeated as
+    evenly as the factors allow), every atom moved by ≈ 0.05 Å: 92 neighbours within 5 Å."""
+    from ase.build import bulk
+
+    k = n_atoms // 8
+    if 8 * k != n_atoms:
+        raise SystemExit(f"--sizes: {n_atoms} is not a multiple of 8")
+    reps = [1, 1, 1]
+    for p in sorted(_prime_factors(k), reverse=True):  # the largest factors first, each to the shortest edge
+        reps[int(np.argmin(reps))] *= p
+    atoms = bulk("C", "diamond", a=3.567, cubic=True).repeat(reps)
+    atoms.positions += np.random.default_rng(seed).normal(scale=0.05, size=atoms.positions.shape)
+    return atoms
+
+
+def _prime_factors(k: int) -> list[int]:
+    out, p = [], 2
+    while k > 1:
+        while k % p == 0:
+            out.append(p)
+            k //= p
+        p += 1
+    return out
+
+
+def bench_memory(a) -> None:
+    """`oedal score --strategy qs2` of one periodic cell per size, in a child: its wall time and peak RSS
+    (VmHWM) against atoms; the workflow gives a score job resources.score_mem_mb = 4000 MB."""
+    from oedal.data.structures import Structures
+    from oedal.gmnn.neighbors import neighbor_list
+
+    train, valid, _ = _ethanol(100, 50)
+    model, t_train = _train(train, valid, a.r_cut, a.epochs, a.train_minutes)
+    print(f"(5) QS2 of one diamond-carbon cell per size: model trained {t_train:.0f} s on 100 ethanol (H, C, O), "
+          f"r_c {a.r_cut} Å; `oedal score --strategy qs2 --threads {a.threads}` as a process (start-up, the "
+          f"training set's Fisher matrix and the scores file included)")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        save_model(model, tmp / "m.pt")
+        write_store(tmp / "train.h5", train)
+        for n in a.sizes:
+            cell = Structures.from_atoms([diamond_cell(n)])
+            pairs = len(neighbor_list(cell.positions, cell.n_atoms, cell.cell, cell.pbc, model.cutoff).pair_i)
+            write_store(tmp / "pool.h5", cell)
+            args = ["--model", str(tmp / "m.pt"), "--train", str(tmp / "train.h5"), "--pool", str(tmp / "pool.h5"),
+                    "--out", str(tmp / "scores.h5"), "--strategy", "qs2", "--threads", str(a.threads)]
+            wall, rss = _score_subprocess(args)
+            print(f"    {n:6d} atoms ({pairs / n:.0f} neighbours each): wall {wall:6.1f} s, peak RSS {rss:5.0f} MB"
+                  f"  [limit 4000 MB]", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["qm9", "ratio", "greedy", "corr"])
+    p.add_argument("what", choices=["qm9", "ratio", "greedy", "corr", "memory"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--epochs", type=int, default=1000)
     p.add_argument("--train-minutes", type=float, default=2.0)
@@ -259,10 +312,12 @@ def main() -> None:
     p.add_argument("--n-pool", type=int, default=125000)
     p.add_argument("--m", type=int, default=2500)
     p.add_argument("--d", type=int, default=128)
+    p.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 4000, 8000, 15000], help="atoms per cell")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     logging.basicConfig(level=logging.WARNING)
-    {"qm9": bench_qm9, "ratio": bench_ratio, "greedy": bench_greedy, "corr": bench_corr}[a.what](a)
+    {"qm9": bench_qm9, "ratio": bench_ratio, "greedy": bench_greedy, "corr": bench_corr,
+     "memory": bench_memory}[a.what](a)
 
 
 if __name__ == "__main__":

@@ -42,3 +42,18 @@ def test_an_upward_import_breaks_the_contract(tmp_path):
     proc = lint(tmp_path / "src", tmp_path)
     assert proc.returncode != 0 and "BROKEN" in proc.stdout
     assert "oedal.data.validate -> oedal.gmnn.model" in proc.stdout
+
+
+def test_step_functions_fit_on_one_screen():
+    """Every function outside the numba kernels is at most 60 lines (STYLE: short typed functions)."""
+    import ast
+
+    longest = []
+    for path in (ROOT / "src" / "oedal").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if any("njit" in ast.unparse(d) for d in node.decorator_list):
+                    continue
+                longest.append((node.end_lineno - node.lineno + 1, f"{path.relative_to(ROOT)}:{node.lineno} {node.name}"))
+    too_long = sorted((n, name) for n, name in longest if n > 60)
+    assert not too_long, too_long

@@ -89,6 +89,22 @@ def test_download_corrupt_file_is_refused(no_env: Path, server: tuple[str, Path]
     assert list(no_env.iterdir()) == []
 
 
+def test_a_failed_download_is_one_line_naming_where_it_looked(no_env: Path, server: tuple[str, Path], tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    base, _ = server  # serves nothing: 404
+    with pytest.raises(FileNotFoundError, match=r"ethanol_500K.npz not found in .*missing dir.* download .* failed"):
+        resolve_dataset("ethanol_500K", tmp_path / "missing dir", base_url=base)
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv(ds.ENV_DATA_URL, base)
+    try:
+        argv = ["import", "ethanol_500K", "--data-dir", str(tmp_path / "x; y"), "--out", str(tmp_path / "o.h5")]
+        assert main(argv) == 2
+    finally:
+        monkeypatch.undo()
+    ours = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("127.0.0.1")]  # the server's
+    assert len(ours) == 1 and ours[0].startswith("oedal import: error: ethanol_500K:") and "x; y" in ours[0], ours
+
+
 def test_download_without_checksum(tmp_path: Path, server: tuple[str, Path]) -> None:
     base, root = server
     (root / "f.bin").write_bytes(b"abc")

@@ -190,3 +190,31 @@ def test_jvp_through_atomic_features_matches_autograd(ethanol):
     h = torch.func.vmap(lambda t: torch.func.jvp(lambda d: model.atomic_features(batch, d), (disp,), (t,))[1])(
         torch.stack([tangent, 2 * tangent]))
     assert h.shape == (2, 18, model.d) and torch.allclose(h[1], 2 * h[0])
+
+
+def test_evaluate_gives_forces_virial_and_sensitivities_of_one_pass(ethanol):
+    """evaluate() = energy_and_forces(); its virial = ∂E/∂ε by finite differences of a strained cell
+    (triclinic, with periodic images); its sensitivities = Σ_i σ_i h_i."""
+    model = make_model("float64", r_cut=3.5, data=ethanol)
+    rng = np.random.default_rng(4)
+    from ase import Atoms
+
+    atoms = Atoms(numbers=rng.choice([1, 6, 8], 6), scaled_positions=rng.random((6, 3)),
+                  cell=np.diag([3.2, 3.5, 3.0]) + 0.3 * rng.random((3, 3)), pbc=True)
+    batch = make_batch(atoms_as_structures(atoms), model.cutoff, model.species, dtype=torch.float64)
+    ev = model.evaluate(batch, stress=True, sensitivities=True)
+    e, f = model.energy_and_forces(batch)
+    assert torch.equal(ev.energy, e.detach()) and torch.equal(ev.forces, f.detach())
+    h = 1e-6
+    for a in range(3):
+        for b in range(3):
+            eps = np.zeros((3, 3))
+            eps[a, b] = h
+            energies = []
+            for sign in (1, -1):
+                strained = atoms.copy()
+                strained.set_cell(atoms.cell[:] @ (np.eye(3) + sign * eps).T, scale_atoms=True)
+                energies.append(energy_forces(model, atoms_as_structures(strained))[0][0])
+            assert float(ev.virial[0, a, b]) == pytest.approx((energies[0] - energies[1]) / (2 * h), abs=1e-6)
+    y = model.atomic_scale(batch)[:, None] * model.atomic_features(batch)
+    torch.testing.assert_close(ev.sensitivities[0], y.sum(0).detach(), rtol=1e-12, atol=1e-12)

@@ -132,3 +132,16 @@ def test_greedy_large_random_is_consistent_with_small_blocks():
     a = selection.select_greedy([Term(u, np.ones(3000, int))], ids, 60, block=1)
     b = selection.select_greedy([Term(u, np.ones(3000, int))], ids, 60, block=64)
     np.testing.assert_array_equal(a.indices, b.indices)
+
+
+def test_greedy_stops_at_the_score_floor_with_the_same_first_picks():
+    rng = np.random.default_rng(3)
+    u = rng.normal(size=(400, 12)) * rng.uniform(0.2, 2.0, size=(400, 1))
+    ids = np.arange(400)
+    term = [Term(u, np.ones(400, int))]
+    full = selection.select_greedy(term, ids, 40)
+    assert np.all(np.diff(full.scores) <= 1e-12)  # scores given the earlier picks never rise
+    floor = 0.5 * (full.scores[24] + full.scores[25])
+    cut = selection.select_greedy(term, ids, 40, min_score=floor)
+    np.testing.assert_array_equal(cut.indices, full.indices[:25])
+    assert cut.scores.min() >= floor

@@ -73,3 +73,20 @@ def test_compare_and_verdict_sentences():
     top = next(r for r in table if r["strategy"] == "qs1-top")
     assert "exceeds the seed-to-seed spread" in verdict(greedy) and "1.30× lower" in verdict(greedy)
     assert "within the seed-to-seed spread" in verdict(top)
+
+
+def test_verdict_lines_compare_at_the_last_point_and_warn_about_wall_clock_cuts():
+    from oedal.campaign.statistics import verdict_lines
+
+    n = np.array([100, 200])
+    rows = []
+    for seed, noise in enumerate((1.0, 1.05, 0.97)):
+        rows += curve("random", seed, 10, n, n)
+        rows += curve("qs1-greedy", seed, 10 / (1.2 * noise), n, n)
+    lines = verdict_lines(rows, metrics=["forces_rmse_kcal/mol/A"])
+    assert lines[0].startswith("qs1-greedy vs random at n train 200: forces rmse 1.") and "exceeds" in lines[0]
+    assert lines[1].startswith("qs1-greedy vs random at labels spent 200")
+    assert not any(line.startswith("WARNING") for line in lines)
+    rows[3]["training_stopped"] = "time"
+    assert verdict_lines(rows, metrics=["forces_rmse_kcal/mol/A"])[-1].startswith("WARNING: 1 training(s) stopped")
+    assert verdict_lines([r for r in rows if r["strategy"] != "random"])[0] == "no random runs: nothing to compare with"

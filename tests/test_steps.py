@@ -247,3 +247,35 @@ def test_scatter_and_merge_go_by_content(tmp_path, iteration0, source):
     (out / "request.json").write_text(json.dumps(request))
     with pytest.raises(ValueError, match=r"train\.h5 and .*labeled\.h5: 2 id\(s\)"):
         merge_labels(out, tmp_path / "iter_002")
+
+
+def test_summary_comparison_and_verdict_files(tmp_path):
+    """Two strategies × two seeds × two iterations of fake results: the summary rows, the paired ratio
+    in comparison.csv equals the one computed by hand, the verdict names the metric and the interval."""
+    import csv
+    import json
+    import math
+
+    from oedal.campaign.steps import write_summary
+
+    runs = []
+    for strategy, factor in (("random", 1.0), ("qs1-greedy", 0.8)):
+        for seed in (0, 1):
+            run = tmp_path / strategy / f"seed{seed}"
+            runs.append((strategy, seed, run))
+            for it, n in enumerate((20, 30)):
+                d = run / f"iter_{it:03d}"
+                d.mkdir(parents=True)
+                (d / "status.json").write_text(json.dumps({"n_train": n, "n_valid": 5, "n_pool": 100 - n,
+                                                           "labels_spent": n + 5, "labels_failed": 0}))
+                mae = 10.0 * factor * (1 + 0.1 * seed) / math.sqrt(n)
+                (d / "metrics.json").write_text(json.dumps({"forces_mae_kcal/mol/A": mae, "training_stopped": "epochs",
+                                                            "training_epochs": 7}))
+    rows = write_summary(runs, 1, tmp_path / "summary.csv", comparison=tmp_path / "comparison.csv",
+                         verdict=tmp_path / "verdict.txt")
+    assert len(rows) == 8 and rows[0]["training_stopped"] == "epochs" and rows[0]["training_epochs"] == 7
+    table = list(csv.DictReader(open(tmp_path / "comparison.csv")))
+    at_30 = next(r for r in table if r["x"] == "n_train" and float(r["x_value"]) == 30)
+    assert float(at_30["ratio"]) == pytest.approx(1 / 0.8) and int(at_30["n"]) == 2
+    text = (tmp_path / "verdict.txt").read_text()
+    assert "qs1-greedy vs random at n train 30: forces mae 1.25× lower" in text

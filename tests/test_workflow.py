@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -168,6 +169,59 @@ def test_bad_config_stops_before_any_job(smk_env, tmp_path, change, key):
     assert not results.exists(), "a job ran despite the bad config"
 
 
+def _hostile_config(tmp_path: Path, data_dir: str) -> Path:
+    """tiny.yaml with every optional flag of a shell line in use (warm start, qbc committee, stop
+    target, data_dir) and the given ``data_dir``."""
+    config = yaml.safe_load(TINY.read_text())
+    config["dataset"] = {**config["dataset"], "data_dir": data_dir}
+    config["strategies"] = ["qs1-greedy", "random", "qbc"]
+    config["committee"] = 2
+    config["warm_start"] = True
+    config["stop"] = {**config["stop"], "target": 0.001}
+    path = tmp_path / "hostile.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_every_path_and_string_in_a_shell_line_is_quoted(smk_env, tmp_path):
+    """A results_dir and a data_dir full of shell syntax: in every command of the unrolled loop
+    (dry run), each path stays one word and no `touch` becomes a command of its own."""
+    results = tmp_path / "res dir; touch INJECTED $(touch INJECTED2)"  # (`--config` would read " #" as a comment)
+    data_dir = "data dir; touch INJECTED3 #"
+    proc = run_snakemake(smk_env, results, "--dry-run", "--printshellcmds",
+                         config=_hostile_config(tmp_path, data_dir))
+    commands = re.findall(r"^\s*(?:Shell command: )?(oedal \w+ .*)$", proc.stdout + proc.stderr, flags=re.M)
+    verbs = {c.split()[1] for c in commands}
+    assert verbs == {"import", "split", "train", "evaluate", "score", "select", "shard", "label", "gather", "merge",
+                     "summary"}, verbs
+    for command in commands:
+        words = shlex.split(command)
+        assert "touch" not in words, command
+        for word in words:
+            if "res dir" in word and not word.startswith("{"):  # JSON settings hold paths too: quoted whole
+                path = re.sub(r"^[\w-]+:\d+:", "", word)  # oedal summary --run STRATEGY:SEED:RUN_DIR
+                assert path.startswith(f"{results}/"), (word, command)
+        if " import " in f" {command} ":
+            assert words[words.index("--data-dir") + 1] == data_dir, command
+    flags = " ".join(commands)
+    assert "--warm-start " in flags and "--carry-from " in flags and "--metrics " in flags and "--exclude " in flags
+    assert re.search(r"--model '[^']+' --model '", flags)  # the committee, each model quoted
+
+
+@pytest.mark.parametrize("template", ["x; touch {marker} #", "x$(touch {marker})"])
+def test_an_injected_data_dir_runs_no_command(smk_env, tmp_path, shared_data, template):
+    """dataset.data_dir = "x; touch MARKER #": the import job gets it as one folder name (missing; the
+    data set is then found through $OEDAL_DATA_DIR) and the command after the `;` never runs."""
+    marker = tmp_path / "INJECTED"
+    results = tmp_path / "results"
+    config = _hostile_config(tmp_path, template.format(marker=marker))
+    env = {**smk_env, "OEDAL_DATA_DIR": str(shared_data / "gmnn_ethanol")}
+    source = results / "tiny" / "data" / "source.h5"
+    proc = run_snakemake(env, results, str(source), config=config, check=False)
+    assert not marker.exists()
+    assert proc.returncode == 0 and source.is_file(), proc.stderr[-3000:]
+
+
 def _gpu_config(tmp_path: Path) -> Path:
     config = yaml.safe_load(TINY.read_text())
     config["resources"] = {**config.get("resources", {}), "use_gpu": True}
@@ -215,7 +269,9 @@ def test_a_gpu_job_without_a_gpu_says_so_and_gives_the_cpu_numbers(smk_env, tiny
 
 @pytest.fixture(scope="module")
 def tiny_run(smk_env, tmp_path_factory) -> Path:
-    results = tmp_path_factory.mktemp("results")
+    """The tiny campaign, run once, in a results_dir with a space in its name (every path of every
+    shell line must be quoted for it to work)."""
+    results = tmp_path_factory.mktemp("results") / "with space"
     run_snakemake(smk_env, results)
     return results
 
@@ -224,6 +280,7 @@ def test_tiny_campaign_end_to_end(tiny_run):
     from oedal.data.store import read_store
 
     results = tiny_run
+    assert " " in str(results)  # a results_dir with a space works
     config = yaml.safe_load(TINY.read_text())
     n_train, m = config["split"]["n_train"], config["select"]["n"]
     for strategy in STRATEGIES:

@@ -11,3 +11,8 @@ class InputError(OedalError, ValueError):
 
 class SettingsError(OedalError, ValueError):
     """Bad settings; the message names the key."""
+
+
+class OutputError(OedalError, ValueError):
+    """An output path that cannot be written (a folder where a file goes, a file where a folder goes,
+    a folder without write permission); the message names the path."""

@@ -1,7 +1,8 @@
 """Atomic file output: every file oedal writes appears complete or not at all.
 
 A job killed mid-write (Slurm time limit, Ctrl-C, a full disk) leaves the previous file, or none,
-never a truncated one that a rerun would take for finished.
+never a truncated one that a rerun would take for finished. :func:`check_outputs` tells, before any
+work, whether the outputs can be written at all.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from oedal.errors import OutputError
 
 
 def publish(tmp: Path, dest: Path, *, fsync: bool = False) -> None:
@@ -40,3 +43,48 @@ def atomic_path(dest: str | Path, *, suffix: str = ".tmp", fsync: bool = False) 
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _writable_folder(path: Path, folder: Path, probed: dict[Path, str | None]) -> None:
+    """``folder`` (the nearest existing ancestor of ``path``) is a folder oedal can create files in.
+
+    Tried by creating and removing a file there: permission bits alone lie for root, read-only
+    mounts and ACLs."""
+    if not folder.is_dir():
+        raise OutputError(f"{path}: cannot be written: {folder} is a file, not a folder")
+    if folder not in probed:
+        try:
+            fd, name = tempfile.mkstemp(prefix=".oedal-write-test.", dir=folder)
+            os.close(fd)
+            os.unlink(name)
+            probed[folder] = None
+        except OSError as err:
+            probed[folder] = err.strerror or str(err)
+    if probed[folder] is not None:
+        raise OutputError(f"{path}: cannot be written: no permission to create files in {folder} ({probed[folder]})")
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """``path`` itself or its nearest ancestor that exists (the current folder for a relative path)."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_outputs(*files: str | Path | None, folders: tuple[str | Path | None, ...] = ()) -> None:
+    """Before any work: every output file and folder can be written, else :class:`OutputError`.
+
+    A file must not be an existing folder, and its folder must be (or be creatable inside) a folder
+    oedal can write in; a folder must not be an existing file, and must be (or be creatable inside)
+    such a folder. Nothing is created; ``None`` entries are skipped (optional outputs).
+    """
+    probed: dict[Path, str | None] = {}
+    for file in (Path(f) for f in files if f is not None):
+        if file.is_dir():
+            raise OutputError(f"{file}: is a folder, but a file is to be written there")
+        _writable_folder(file, _existing_ancestor(file.parent), probed)
+    for folder in (Path(f) for f in folders if f is not None):
+        if folder.exists() and not folder.is_dir():
+            raise OutputError(f"{folder}: is a file, but a folder is to be written there")
+        _writable_folder(folder, _existing_ancestor(folder), probed)

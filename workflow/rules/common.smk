@@ -4,6 +4,7 @@
 import json
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -169,10 +170,11 @@ def split_seed(wildcards) -> int:
 
 
 def optional_flag(key: str, flag: str):
-    """params function: ``flag {input.key}`` when that input exists for this job, else nothing."""
+    """params function: ``flag {input.key}`` (shell-quoted: it reaches a shell line as it is) when that
+    input exists for this job, else nothing."""
 
     def make(wildcards, input) -> str:
-        return f"{flag} {input[key]}" if key in input.keys() else ""
+        return f"{flag} {shlex.quote(input[key])}" if key in input.keys() else ""
 
     return make
 

@@ -22,8 +22,8 @@ if CAMPAIGN.dataset.source == "sample":
         conda:
             ENV_SAMPLE
         shell:
-            "oedal sample --settings {params.settings:q} --labels --out {output} --threads {threads}"
-            " > {log} 2>&1"
+            "oedal sample --settings {params.settings:q} --labels --out {output:q} --threads {threads}"
+            " > {log:q} 2>&1"
 
 else:
 
@@ -44,8 +44,8 @@ else:
         conda:
             ENV_CORE
         shell:
-            "oedal import {params.source:q} --out {output} --format {params.format} --require-labels"
-            " --data-dir {params.data_dir:q} > {log} 2>&1"
+            "oedal import {params.source:q} --out {output:q} --format {params.format:q} --require-labels"
+            " --data-dir {params.data_dir:q} > {log:q} 2>&1"
 
 
 rule split_dataset:
@@ -72,5 +72,5 @@ rule split_dataset:
     conda:
         ENV_CORE
     shell:
-        "oedal split --source {input.source} --out-dir {params.out_dir} --test {output.test}"
-        " --settings {params.settings:q} --seed {params.seed} > {log} 2>&1"
+        "oedal split --source {input.source:q} --out-dir {params.out_dir:q} --test {output.test:q}"
+        " --settings {params.settings:q} --seed {params.seed} > {log:q} 2>&1"

@@ -35,9 +35,9 @@ rule shard_selection:
     conda:
         ENV_CORE
     shell:
-        "oedal shard --selected {input.selected} --pool {input.pool} --status {input.status}"
+        "oedal shard --selected {input.selected:q} --pool {input.pool:q} --status {input.status:q}"
         " {params.metrics} {params.scores} --stop {params.stop:q} --n-valid {params.n_valid} --seed {params.seed}"
-        " --request {output.request} --out {output.shards} > {log} 2>&1"
+        " --request {output.request:q} --out {output.shards:q} > {log:q} 2>&1"
 
 
 rule label_shard:
@@ -65,9 +65,9 @@ rule label_shard:
     conda:
         ENV_ORACLE
     shell:
-        "oedal label --in {input.shard} --out {output.labeled} --failed {output.failed}"
-        " --oracle-settings {params.settings:q} --cache {params.cache:q} --cache-journal {params.journal}"
-        " --max-attempts {params.max_attempts} --threads {threads} > {log} 2>&1"
+        "oedal label --in {input.shard:q} --out {output.labeled:q} --failed {output.failed:q}"
+        " --oracle-settings {params.settings:q} --cache {params.cache:q} --cache-journal {params.journal:q}"
+        " --max-attempts {params.max_attempts} --threads {threads} > {log:q} 2>&1"
 
 
 rule gather_labels:
@@ -84,8 +84,8 @@ rule gather_labels:
     conda:
         ENV_CORE
     shell:
-        "oedal gather --labeled {input.labeled} --out {output.labeled}"
-        " --failed {input.failed} --failed-out {output.failed} > {log} 2>&1"
+        "oedal gather --labeled {input.labeled:q} --out {output.labeled:q}"
+        " --failed {input.failed:q} --failed-out {output.failed:q} > {log:q} 2>&1"
 
 
 rule merge_labels:
@@ -114,4 +114,4 @@ rule merge_labels:
     conda:
         ENV_CORE
     shell:
-        "oedal merge --prev-dir {params.prev_dir} --out-dir {params.out_dir} {params.redraw} > {log} 2>&1"
+        "oedal merge --prev-dir {params.prev_dir:q} --out-dir {params.out_dir:q} {params.redraw} > {log:q} 2>&1"

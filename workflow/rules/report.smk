@@ -25,7 +25,7 @@ rule summarize_campaign:
     conda:
         ENV_CORE
     shell:
-        "oedal summary --run {params.runs:q} --iterations {params.last} --out {output} > {log} 2>&1"
+        "oedal summary --run {params.runs:q} --iterations {params.last} --out {output:q} > {log:q} 2>&1"
 
 
 rule plot_learning_curve:

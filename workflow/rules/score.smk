@@ -27,6 +27,6 @@ rule score_pool:
     conda:
         ENV_CORE
     shell:
-        "oedal score {params.models} --train {input.train} --pool {input.pool} --out {output}"
-        " --settings {params.settings:q} --chunk-size {params.chunk_size} --device {resources.device}"
-        " --threads {threads} > {log} 2>&1"
+        "oedal score {params.models} --train {input.train:q} --pool {input.pool:q} --out {output:q}"
+        " --settings {params.settings:q} --chunk-size {params.chunk_size} --device {resources.device:q}"
+        " --threads {threads} > {log:q} 2>&1"

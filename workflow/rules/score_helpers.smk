@@ -6,5 +6,5 @@ def models(wildcards) -> list[str]:
 
 
 def model_flags(wildcards, input) -> str:
-    """``--model A --model B ...`` (the committee for qbc)."""
-    return " ".join(f"--model {m}" for m in input.models)
+    """``--model A --model B ...`` (the committee for qbc), each path shell-quoted."""
+    return " ".join(f"--model {shlex.quote(m)}" for m in input.models)

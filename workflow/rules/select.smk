@@ -26,5 +26,5 @@ rule select_batch:
     conda:
         ENV_CORE
     shell:
-        "oedal select {params.scores} {params.exclude} --pool {input.pool} --out {output}"
-        " --settings {params.settings:q} > {log} 2>&1"
+        "oedal select {params.scores} {params.exclude} --pool {input.pool:q} --out {output:q}"
+        " --settings {params.settings:q} > {log:q} 2>&1"

@@ -7,9 +7,9 @@ include: "train_helpers.smk"
 
 
 TRAIN_SHELL = (
-    "oedal train --train {input.train} --valid {input.valid} --out {output.model} --status {input.status}"
+    "oedal train --train {input.train:q} --valid {input.valid:q} --out {output.model:q} --status {input.status:q}"
     " {params.carry_from} --model-settings {params.model:q} --settings {params.training:q} {params.warm_start}"
-    " --device {resources.device} --threads {threads} > {log} 2>&1"
+    " --device {resources.device:q} --threads {threads} > {log:q} 2>&1"
 )
 
 
@@ -76,5 +76,5 @@ rule evaluate_model:
     conda:
         ENV_CORE
     shell:
-        "oedal evaluate --model {input.model} --data {input.test} --out {output} --device {resources.device}"
-        " > {log} 2>&1"
+        "oedal evaluate --model {input.model:q} --data {input.test:q} --out {output:q} --device {resources.device:q}"
+        " > {log:q} 2>&1"

@@ -17,4 +17,4 @@ def train_inputs(wildcards) -> dict:
 def warm_start_flag(wildcards) -> str:
     if not CAMPAIGN.warm_start or iteration(wildcards) == 0:
         return ""
-    return f"--warm-start {previous_model(wildcards)}"
+    return f"--warm-start {shlex.quote(previous_model(wildcards))}"

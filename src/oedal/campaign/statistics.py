@@ -129,3 +129,31 @@ def verdict(estimate: dict, level: float = 0.95) -> str:
     if lo > 1 or hi < 1:
         return f"{head} ({band}): the difference exceeds the seed-to-seed spread"
     return f"{head} ({band}): within the seed-to-seed spread"
+
+
+FORCE_METRICS = ("forces_mae_kcal/mol/A", "forces_rmse_kcal/mol/A", "forces_maxe_kcal/mol/A")
+
+
+def verdict_lines(rows: Sequence[dict], baseline: str = "random", metrics: Sequence[str] = FORCE_METRICS,
+                  level: float = 0.95) -> list[str]:
+    """The campaign's verdict: per strategy and metric, the comparison with ``baseline`` at the largest
+    training-set size and at the most labels that both reached; then warnings (a training cut by the
+    wall-clock limit: its runs are not on equal budgets)."""
+    lines = []
+    strategies = sorted({str(r["strategy"]) for r in rows} - {baseline})
+    if baseline not in {str(r["strategy"]) for r in rows}:
+        lines.append(f"no {baseline} runs: nothing to compare with")
+        strategies = []
+    for strategy in strategies:
+        for x in ("n_train", "labels_spent"):
+            for metric in metrics:
+                points = [p for p in paired_ratios(rows, metric, strategy, baseline, x, level) if p["n"]]
+                if points:
+                    lines.append(verdict(points[-1], level))
+    cut = [r for r in rows if r.get("training_stopped") == "time"]
+    if cut:
+        where = ", ".join(sorted({f"{r['strategy']} seed {r['seed']} iteration {r['iteration']}" for r in cut})[:6])
+        lines.append(f"WARNING: {len(cut)} training(s) stopped at the wall-clock limit (training.max_minutes), "
+                     f"e.g. {where}: those models had less training than the others, so the comparison is not "
+                     "on equal budgets; raise or remove max_minutes and rerun")
+    return lines

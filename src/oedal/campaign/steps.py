@@ -31,6 +31,7 @@ import numpy as np
 
 from oedal.campaign.settings import SplitSettings
 from oedal.errors import InputError, SettingsError
+from oedal.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -373,8 +374,6 @@ def _check_labeled(prev: Path, ids, hashes, requested_hashes, train_ids, train_h
 def carry_over(status: str | Path, source: str | Path | None, target: str | Path) -> bool:
     """Once the campaign has stopped (``status``: this iteration's status.json), copy the previous
     iteration's model ``source`` to ``target`` instead of training and return True; else False."""
-    from oedal.files import atomic_path
-
     state = _read_json(status)
     if not state.get("stopped"):
         return False
@@ -404,13 +403,16 @@ def _benchmark_seconds(path: Path) -> float | None:
 
 
 def _flat_metrics(metrics: dict, prefix: str = "") -> dict:
-    """Numeric leaves of metrics.json, nested keys joined by '_'."""
+    """Numeric leaves of metrics.json, nested keys joined by '_', and how the model was trained
+    (``training_*``: epochs, budget, best epoch, why it stopped, seconds, warm start)."""
     flat: dict = {}
     for key, value in metrics.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             flat.update(_flat_metrics(value, name + "_"))
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[name] = value
+        elif name.startswith("training_") and value is not None:
             flat[name] = value
     return flat
 
@@ -434,17 +436,36 @@ def summary_rows(run_dirs: list[tuple[str, int, str | Path]], iterations: int) -
     return rows
 
 
-def write_summary(run_dirs: list[tuple[str, int, str | Path]], iterations: int, out: str | Path) -> int:
-    """Write the campaign's summary table (CSV); returns the number of rows."""
+def _write_csv(rows: list[dict], out: str | Path) -> None:
     import csv
 
-    rows = summary_rows(run_dirs, iterations)
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as fh:
+    with atomic_path(out) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    return len(rows)
+
+
+def write_summary(run_dirs: list[tuple[str, int, str | Path]], iterations: int, out: str | Path,
+                  comparison: str | Path | None = None, verdict: str | Path | None = None,
+                  baseline: str = "random") -> list[dict]:
+    """Write the campaign's summary table (CSV) and, when asked, the paired comparison of every strategy
+    with ``baseline`` (oedal.campaign.statistics: ratios with intervals over seeds, CSV) and the verdict
+    (one sentence per strategy and force metric, and a warning when a wall-clock limit cut a training);
+    returns the summary rows."""
+    from oedal.campaign import statistics
+
+    rows = summary_rows(run_dirs, iterations)
+    _write_csv(rows, out)
+    if comparison is not None:
+        _write_csv(statistics.compare_strategies(rows, baseline), comparison)
+    if verdict is not None:
+        lines = statistics.verdict_lines(rows, baseline)
+        with atomic_path(verdict) as tmp:
+            tmp.write_text("\n".join(lines) + "\n")
+        for line in lines:
+            (log.warning if line.startswith("WARNING") else log.info)("%s", line)
+    return rows

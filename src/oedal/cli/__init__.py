@@ -21,6 +21,15 @@ from oedal.gmnn.kernels import ENV_KERNELS, KERNEL_KINDS, use_backend
 COMMAND_MODULES = ("data", "model", "oed", "oracle", "cache", "steps")
 
 
+def add_min_distance(parser: argparse.ArgumentParser) -> None:
+    """``--min-distance``: the distance bound of the checks of the input stores (the importer's flag)."""
+    from oedal.data.validate import MIN_DISTANCE
+
+    parser.add_argument("--min-distance", type=float, default=MIN_DISTANCE, metavar="Å",
+                        help=f"input stores are checked first (NaN/inf, shapes, elements, labels): atoms closer "
+                             f"than this are an error (0 skips; default {MIN_DISTANCE}, as oedal import)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="oedal", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"oedal {__version__}")

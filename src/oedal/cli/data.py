@@ -9,10 +9,13 @@ import logging
 import numpy as np
 from ase.data import atomic_numbers, chemical_symbols
 
+from oedal.cli import add_min_distance
 from oedal.data.datasets import DATASETS, load_dataset
 from oedal.data.importers import FORMATS, export_file, import_file
-from oedal.data.store import StoreReader, write_store
+from oedal.data.store import StoreReader, read_store, write_store
+from oedal.data.validate import check_store
 from oedal.errors import InputError
+from oedal.files import check_outputs
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,7 @@ def _elements(text: str | None) -> list[int] | None:
 
 
 def run_import(args: argparse.Namespace) -> int:
+    check_outputs(args.out)
     checks = dict(limit=args.limit, min_distance=args.min_distance, known_numbers=_elements(args.elements),
                   require_labels=args.require_labels)
     if args.src in DATASETS and args.format == "auto":
@@ -45,7 +49,9 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    structures = import_file(args.store, "store", min_distance=0)
+    check_outputs(args.out)
+    check_store(args.store, min_distance=args.min_distance)
+    structures = read_store(args.store)
     export_file(structures, args.out, args.format)
     log.info("exported %d structures to %s", len(structures), args.out)
     return 0
@@ -112,6 +118,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("store")
     p.add_argument("--out", required=True, help="output file; format from the suffix unless --format")
     p.add_argument("--format", default=None, help="ase.io format name (default: from the suffix)")
+    add_min_distance(p)
     p.set_defaults(func=run_export)
 
     p = sub.add_parser("info", help="summarise a structure store")

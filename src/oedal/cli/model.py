@@ -7,7 +7,9 @@ import json
 import logging
 from pathlib import Path
 
-from oedal.files import atomic_path
+from oedal.cli import add_min_distance
+from oedal.data.validate import check_store
+from oedal.files import atomic_path, check_outputs
 
 log = logging.getLogger("oedal.cli.model")
 DEVICE_HELP = "auto | cpu | cuda | cuda:N (cuda without a CUDA device: a warning, then the CPU)"
@@ -25,11 +27,14 @@ def _train(args: argparse.Namespace) -> int:
     ms = load_settings(ModelSettings, args.model_settings)
     if args.carry_from is not None and args.status is None:
         raise ValueError("--carry-from needs --status (the status.json that says whether the campaign has stopped)")
+    ckpt = None if args.no_checkpoint else (args.checkpoint or args.out.with_name(args.out.name + ".ckpt"))
+    check_outputs(args.out, ckpt)
     if args.status is not None and carry_over(args.status, args.carry_from, args.out):
         return 0  # the campaign has stopped: the previous model was copied, nothing trained
+    for path in (args.train, args.valid):
+        check_store(path, labels=True, forces=True, min_distance=args.min_distance)
     train = read_store(args.train)
     valid = read_store(args.valid)
-    ckpt = None if args.no_checkpoint else (args.checkpoint or args.out.with_name(args.out.name + ".ckpt"))
     try:
         result = train_model(train, valid, ms, ts, warm_start=args.warm_start, checkpoint=ckpt,
                              checkpoint_minutes=args.checkpoint_minutes, restart=args.restart)
@@ -38,6 +43,7 @@ def _train(args: argparse.Namespace) -> int:
         return 128 + 15  # as if killed by SIGTERM: the job failed, the checkpoint stays for the rerun
     save_model(result.model, args.out, history=result.history, best_epoch=result.best_epoch,
                best_valid_loss=result.best_valid_loss, stopped=result.stopped, seconds=result.seconds,
+               epochs=result.epochs, epoch_budget=result.epoch_budget,
                training_settings=ts.model_dump(mode="json"), n_train=len(train.n_atoms),
                n_valid=len(valid.n_atoms), warm_start=str(args.warm_start) if args.warm_start else None)
     log.info("wrote %s (best epoch %d of %d)", args.out, result.best_epoch, result.epochs)
@@ -45,6 +51,15 @@ def _train(args: argparse.Namespace) -> int:
         ckpt.unlink()
         log.info("removed the checkpoint %s", ckpt)
     return 0
+
+
+def training_record(meta: dict) -> dict:
+    """How the evaluated model was trained, from its file (metrics.json, the summary): epochs run, the
+    budget, the best epoch, why it stopped (epochs | patience | time: the wall-clock limit bound), seconds."""
+    history = meta.get("history") or []
+    return {"training_epochs": int(meta.get("epochs", len(history))), "training_epoch_budget": meta.get("epoch_budget"),
+            "training_best_epoch": meta.get("best_epoch"), "training_stopped": meta.get("stopped"),
+            "training_seconds": meta.get("seconds"), "training_warm_start": bool(meta.get("warm_start"))}
 
 
 def _write_json_atomic(data: dict, path: Path) -> None:
@@ -58,9 +73,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     from oedal.gmnn.evaluation import error_metrics
     from oedal.gmnn.model import load_model
 
+    check_outputs(args.out)
     set_threads(args.threads)
     model = load_model(args.model, device=resolve_device(args.device))
+    check_store(args.data, labels=True, forces=True, known_numbers=model.species, min_distance=args.min_distance)
     metrics = error_metrics(model, read_store(args.data), batch_size=args.batch_size)
+    metrics.update(training_record(model.meta))
     metrics["model"] = str(args.model)
     metrics["data"] = str(args.data)
     _write_json_atomic(metrics, Path(args.out))
@@ -93,6 +111,7 @@ def register(sub) -> None:
                         "--carry-from model to OUT instead")
     p.add_argument("--carry-from", type=Path, metavar="PREV_MODEL",
                    help="with --status: the previous iteration's model, copied when the campaign has stopped")
+    add_min_distance(p)
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="error metrics of a model on a labeled store")
@@ -102,4 +121,5 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--device", default="cpu", help=DEVICE_HELP + " (default: cpu)")
     p.add_argument("--threads", type=int)
+    add_min_distance(p)
     p.set_defaults(func=_evaluate)

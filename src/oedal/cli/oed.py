@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 
+from oedal.cli import add_min_distance
+from oedal.data.validate import check_store
+from oedal.files import check_outputs
 from oedal.oed.scorers import SCORERS, QS2Settings, QS3Settings, ScoreSettings, ScoreSettingsBase
 from oedal.settings import SelectSettings, choices, describe, load_settings, settings_data
 
@@ -13,6 +16,7 @@ log = logging.getLogger("oedal.cli.oed")
 
 def _score(args: argparse.Namespace) -> int:
     from oedal.device import set_threads
+    from oedal.gmnn.model import read_model_file
     from oedal.oed.scoring import score_pool
 
     data = settings_data(args.settings)
@@ -20,6 +24,10 @@ def _score(args: argparse.Namespace) -> int:
     settings = load_settings(ScoreSettings, data, kind=args.strategy, beta=args.beta, threshold=args.threshold,
                              reduction=args.reduction, device=args.device, chunk_size=args.chunk_size,
                              projections=False if args.no_projections else None)
+    check_outputs(args.out)
+    known = set.intersection(*(set(read_model_file(path)["species"]) for path in args.model))
+    for path in (args.train, args.pool):
+        check_store(path, known_numbers=known, min_distance=args.min_distance)
     set_threads(args.threads)
     summary = score_pool(args.model, args.train, args.pool, args.out, settings,
                          save_sensitivities=args.save_sensitivities)
@@ -31,6 +39,8 @@ def _score(args: argparse.Namespace) -> int:
 def _select(args: argparse.Namespace) -> int:
     from oedal.oed.batch import select_batch
 
+    check_outputs(args.out)
+    check_store(args.pool, min_distance=args.min_distance)
     overrides = {"method": args.method, "seed": args.seed}
     if args.n is not None:
         overrides.update(n=args.n, fraction=None)
@@ -63,6 +73,7 @@ def register(sub) -> None:
     p.add_argument("--chunk-size", type=int, default=None, help=describe(ScoreSettingsBase, "chunk_size"))
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, default=None)
+    add_min_distance(p)
     p.set_defaults(func=_score)
 
     p = sub.add_parser("select", help="select a batch of pool structures from a scores file")
@@ -80,4 +91,5 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--exclude", action="append", help="store whose ids may not be picked (repeatable)")
     p.add_argument("--settings", default=None, help="SelectSettings as JSON string or file")
+    add_min_distance(p)
     p.set_defaults(func=_select)

@@ -6,6 +6,7 @@ import argparse
 import os
 
 from oedal.errors import OedalError
+from oedal.files import check_outputs
 from oedal.oracles.cache import JOURNALS
 from oedal.oracles.registry import ORACLES
 
@@ -70,6 +71,7 @@ def run_label(args: argparse.Namespace) -> int:
     from oedal.oracles import OracleSettings, label_store
     from oedal.settings import load_settings, settings_data
 
+    check_outputs(args.out, args.failed)
     data = settings_data(args.oracle_settings)
     data.setdefault("kind", "replay")
     settings = load_settings(OracleSettings, data, threads=args.threads, max_attempts=args.max_attempts)
@@ -101,5 +103,6 @@ def run_sample(args: argparse.Namespace) -> int:
     )
     if args.threads:
         settings.potential.threads = args.threads
+    check_outputs(args.out)
     sample_pool(settings, args.out, labels=args.labels, overwrite=args.overwrite)
     return 0

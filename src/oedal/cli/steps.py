@@ -7,6 +7,8 @@ import json
 import logging
 from pathlib import Path
 
+from oedal.files import check_outputs
+
 log = logging.getLogger("oedal.cli.steps")
 
 
@@ -16,6 +18,7 @@ def _split(args: argparse.Namespace) -> int:
     from oedal.campaign.steps import split_dataset
 
     settings = load_settings(SplitSettings, args.settings)
+    check_outputs(args.test, folders=(args.out_dir,))
     split_dataset(args.source, args.out_dir, args.test, settings, args.seed)
     return 0
 
@@ -26,6 +29,7 @@ def _shard(args: argparse.Namespace) -> int:
     from oedal.campaign.steps import shard_selection
 
     stop = load_settings(StopSettings, args.stop)
+    check_outputs(args.request, *args.out)
     shard_selection(
         args.selected, args.pool, args.status, args.out, args.request,
         metrics=args.metrics, scores=args.scores, n_valid=args.n_valid, seed=args.seed,
@@ -37,6 +41,7 @@ def _shard(args: argparse.Namespace) -> int:
 def _gather(args: argparse.Namespace) -> int:
     from oedal.campaign.steps import gather_failed, gather_stores
 
+    check_outputs(args.out, args.failed_out)
     n = gather_stores(args.labeled, args.out)
     n_failed = gather_failed(args.failed, args.failed_out) if args.failed else 0
     log.info("gathered %d labeled and %d failed structures from %d shards", n, n_failed, len(args.labeled))
@@ -46,6 +51,7 @@ def _gather(args: argparse.Namespace) -> int:
 def _merge(args: argparse.Namespace) -> int:
     from oedal.campaign.steps import merge_labels
 
+    check_outputs(folders=(args.out_dir,))
     merge_labels(args.prev_dir, args.out_dir, redraw_valid=args.redraw_valid)
     return 0
 
@@ -57,8 +63,10 @@ def _summary(args: argparse.Namespace) -> int:
     for spec in args.run:
         strategy, seed, path = spec.split(":", 2)
         runs.append((strategy, int(seed), Path(path)))
-    n = write_summary(runs, args.iterations, args.out)
-    log.info("summary: %d rows -> %s", n, args.out)
+    check_outputs(*(p for p in (args.out, args.comparison, args.verdict) if p))
+    rows = write_summary(runs, args.iterations, args.out, comparison=args.comparison, verdict=args.verdict,
+                         baseline=args.baseline)
+    log.info("summary: %d rows -> %s", len(rows), args.out)
     return 0
 
 
@@ -66,6 +74,7 @@ def _schema(args: argparse.Namespace) -> int:
     from oedal.campaign.settings import CampaignSettings
 
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **CampaignSettings.model_json_schema()}
+    check_outputs(args.out)
     text = json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     if args.out:
         Path(args.out).write_text(text)
@@ -112,7 +121,11 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("summary", help="campaign summary table (CSV)")
     p.add_argument("--run", nargs="+", required=True, help="STRATEGY:SEED:RUN_DIR")
     p.add_argument("--iterations", type=int, required=True, help="last iteration index")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="summary table (CSV)")
+    p.add_argument("--comparison", default=None,
+                   help="paired comparison with the baseline: ratios with intervals over seeds (CSV)")
+    p.add_argument("--verdict", default=None, help="the verdict sentences and warnings (text)")
+    p.add_argument("--baseline", default="random", help="the strategy every other is compared with")
     p.set_defaults(func=_summary)
 
     p = subparsers.add_parser("schema", help="JSON schema of the workflow config (CampaignSettings)")

@@ -126,11 +126,11 @@ def resolve_dataset(
     url = base.rstrip("/") + "/" + info.filename
     try:
         return download(url, cached, info.sha256)
-    except (OSError, http.client.HTTPException) as err:  # no network, refused, timed out, cut off
+    except (OSError, http.client.HTTPException) as err:  # URLError, HTTPError: no network, refused, cut off
         reason = " ".join(str(getattr(err, "reason", err)).split())
-        raise InputError(f"{name}: {info.filename} is not in {where} nor in {cache_dir()}, and downloading {url} "
-                         f"failed ({reason}); put the file in a folder and pass --data-dir FOLDER "
-                         f"(or set ${ENV_DATA_DIR})") from None
+        raise FileNotFoundError(f"{name}: {info.filename} not found in {where} nor in {cache_dir()}, and the "
+                                f"download from {url} failed ({reason}); put the file in a folder and pass "
+                                f"--data-dir FOLDER (or set ${ENV_DATA_DIR})") from None
 
 
 def load_dataset(name_or_path: str | Path, data_dir: str | Path | None = None, **checks) -> Structures:

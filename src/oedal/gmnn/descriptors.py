@@ -298,24 +298,36 @@ class GaussianMoments(nn.Module):
         output is 2-4× faster than (A, R, 9) @ (A, 9, n) for these tiny per-atom matrices. The
         unique combinations are then picked from the flat outputs by precomputed index tables.
         """
-        a, n = psi.shape[0], self.n_radial
-        want = set(self.contractions)
+        a = psi.shape[0]
         m1 = psi[:, :, 1:4]  # (A, n, 3)
         m2f = psi[:, :, 4:10] @ self._exp2  # (A, n, 9)
-        m2 = m2f.reshape(a, n, 3, 3)
-        out = {}
-        if "c0" in want:
-            out["c0"] = psi[:, :, 0]
         # Ψ3 is symmetric, so its row-major flattening read as (r k, i j) is already the layout that
         # steps 1 and 3 need: a free view instead of two permute copies
-        m3 = (psi[:, :, 10:20] @ self._exp3).reshape(a, 3 * n, 9) if self._need3 else None  # (A, r k, i j)
-        left3 = {}
+        m3 = (psi[:, :, 10:20] @ self._exp3).reshape(a, 3 * psi.shape[1], 9) if self._need3 else None  # (A, r k, i j)
+        direct, left3, q = self._steps_1_2(psi, m1, m2f, m3)
+        res3 = self._step_3(m2f, left3)
+        flat3 = None if res3 is None else res3.reshape(a, -1)
+        flat4 = self._step_4(m1, res3, q)
+        src = {"c0": lambda: direct["c0"], "c33": lambda: direct["c33"].reshape(a, -1), "c22": lambda: flat3,
+               "c222": lambda: flat3, "c332": lambda: flat3, "c11": lambda: flat4, "c321": lambda: flat4,
+               "c112": lambda: flat4}
+        return torch.cat([torch.index_select(src[c](), 1, getattr(self, f"_sel_{c}")) for c in self.contractions], dim=1)
+
+    def _steps_1_2(self, psi, m1, m2f, m3) -> tuple[dict, dict, torch.Tensor | None]:
+        """Steps 1 (G from Ψ3) and 2 (P and Q, right factor Ψ2) of :meth:`contract`: the features
+        read off directly (c0, c33), the left factors of step 3 by name, and Q (rows (r, t)) for step 4."""
+        a, n = psi.shape[0], self.n_radial
+        want = set(self.contractions)
+        m2 = m2f.reshape(a, n, 3, 3)
+        direct, left3, q = {}, {}, None
+        if "c0" in want:
+            direct["c0"] = psi[:, :, 0]
         if "c22" in want:
             left3["c22"] = m2f
         if want & {"c33", "c332"}:  # step 1
             g = torch.bmm(m3, m3.transpose(1, 2))  # (A, 3n, 3n)
             if "c33" in want:
-                out["c33"] = g.reshape(a, n, 3, n, 3).diagonal(dim1=2, dim2=4).sum(-1)
+                direct["c33"] = g.reshape(a, n, 3, n, 3).diagonal(dim1=2, dim2=4).sum(-1)
             if "c332" in want:
                 left3["c332"] = torch.index_select(g.reshape(a, -1), 1, self._sel_pg).reshape(a, self._n_pairs, 9)
         left2 = [x for c, x in (("c222", m2.reshape(a, 3 * n, 3)), ("c112", m1)) if c in want]
@@ -330,10 +342,18 @@ class GaussianMoments(nn.Module):
                 q = pq["c112"].reshape(a, n * n, 3)  # rows (r, t)
         if "c321" in want:
             left3["h"] = m3  # rows (r, k)
-        if self._parts3:  # step 3: (A, t, R3)
-            lhs = torch.cat([left3[c] for c, _ in self._parts3], 1)
-            res3 = torch.bmm(m2f, lhs.transpose(1, 2))
-            flat3 = res3.reshape(a, -1)
+        return direct, left3, q
+
+    def _step_3(self, m2f: torch.Tensor, left3: dict) -> torch.Tensor | None:
+        """Step 3 of :meth:`contract`: Ψ2[t] · every left factor over a 9-index, (A, t, R3)."""
+        if not self._parts3:
+            return None
+        lhs = torch.cat([left3[c] for c, _ in self._parts3], 1)
+        return torch.bmm(m2f, lhs.transpose(1, 2))
+
+    def _step_4(self, m1: torch.Tensor, res3: torch.Tensor | None, q: torch.Tensor | None) -> torch.Tensor | None:
+        """Step 4 of :meth:`contract`: Ψ1[t] · (Ψ1, H from step 3, Q from step 2) over a 3-index, flat (A, t·R4)."""
+        a, n = m1.shape[0], self.n_radial
         left4 = []
         for c, _ in self._parts4:
             if c == "c11":
@@ -343,12 +363,9 @@ class GaussianMoments(nn.Module):
                 left4.append(res3[:, :, off: off + 3 * n].reshape(a, n * n, 3))  # rows (s, r)
             else:
                 left4.append(q)
-        if left4:  # step 4: (A, t, R4)
-            flat4 = torch.bmm(m1, torch.cat(left4, 1).transpose(1, 2)).reshape(a, -1)
-        src = {"c0": lambda: out["c0"], "c33": lambda: out["c33"].reshape(a, -1), "c22": lambda: flat3,
-               "c222": lambda: flat3, "c332": lambda: flat3, "c11": lambda: flat4, "c321": lambda: flat4,
-               "c112": lambda: flat4}
-        return torch.cat([torch.index_select(src[c](), 1, getattr(self, f"_sel_{c}")) for c in self.contractions], dim=1)
+        if not left4:
+            return None
+        return torch.bmm(m1, torch.cat(left4, 1).transpose(1, 2)).reshape(a, -1)
 
     def forward(self, displacements, species, pair_i, pair_j, n_atoms: int) -> torch.Tensor:
         """Features (n_atoms, n_features) from displacements r_ij = R_j − R_i + shift (n_pairs, 3) Å."""

@@ -12,6 +12,8 @@ totals are float64, so a total of 10⁴ eV keeps the digits that finite differen
 from __future__ import annotations
 
 import logging
+import pickle
+import re
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -62,6 +64,15 @@ class Readout(NamedTuple):
     def act_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(a(z), a'(z)), both shaped as z."""
         return _ACT_GRAD[self.activation](z)
+
+
+class Evaluation(NamedTuple):
+    """What :meth:`GMNN.evaluate` returns for a batch."""
+
+    energy: torch.Tensor  # (n_structures,) float64 eV
+    forces: torch.Tensor  # (n_atoms, 3) eV/Å, model dtype
+    virial: torch.Tensor | None  # (n_structures, 3, 3) float64 eV: ∂E/∂ε (stress = virial / volume)
+    sensitivities: torch.Tensor | None  # (n_structures, d) model dtype: g = Σ_i σ_i h_i (QS1)
 
 
 class GMNN(nn.Module):
@@ -147,6 +158,37 @@ class GMNN(nn.Module):
         forces = grad.new_zeros((batch.species.shape[0], 3)).index_add(0, idx, torch.cat([grad, -grad]))
         return energy, forces
 
+    def evaluate(self, batch: Batch, *, stress: bool = False, sensitivities: bool = False) -> "Evaluation":
+        """Energies and forces, and on request the virials and the QS1 sensitivities, from one forward
+        and one backward pass (what MD with uncertainty needs per step; :class:`Evaluation`).
+
+        Virial W_ab = Σ_p (∂E/∂r_p)_a (r_p)_b over the structure's pairs = ∂E/∂ε_ab for a homogeneous
+        strain r → (1 + ε) r (cell and shifts strain with the positions); the stress is W / V.
+        Sensitivities g = ∂E/∂w = Σ_i σ_{Z_i} h_i (DESIGN §6, QS1: free with the forward pass)."""
+        disp = batch.displacements().detach().to(self.dtype).requires_grad_(True)
+        self.descriptor.first_order_only = True
+        try:
+            with torch.enable_grad():
+                h = self.atomic_features(batch, disp)  # (n_atoms, d)
+                sigma = self.atomic_scale(batch)  # (n_atoms,)
+                e_i = (sigma * self.output(h)[:, 0]).to(torch.float64) + self.shift[batch.species]
+                energy = e_i.new_zeros(batch.n_structures).index_add(0, batch.structure, e_i)
+                (grad,) = torch.autograd.grad(energy.sum(), disp)  # (n_pairs, 3) eV/Å
+        finally:
+            self.descriptor.first_order_only = False
+        idx = torch.cat([batch.pair_i, batch.pair_j])
+        forces = grad.new_zeros((batch.species.shape[0], 3)).index_add(0, idx, torch.cat([grad, -grad]))
+        virial = None
+        if stress:
+            per_pair = (grad.detach()[:, :, None] * disp.detach()[:, None, :]).to(torch.float64)  # (P, 3, 3) eV
+            virial = per_pair.new_zeros((batch.n_structures, 3, 3)).index_add(0, batch.structure[batch.pair_i],
+                                                                              per_pair)
+        g = None
+        if sensitivities:
+            y = (sigma[:, None] * h).detach()
+            g = y.new_zeros((batch.n_structures, self.d)).index_add(0, batch.structure, y)
+        return Evaluation(energy.detach(), forces.detach(), virial, g)
+
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.energy(batch)
 
@@ -188,15 +230,34 @@ def save_model(model: GMNN, path: str | Path, **meta) -> None:
         torch.save(payload, tmp)
 
 
+class UnsafeFile(InputError):
+    """A model or checkpoint file that names Python objects beyond tensors and plain data: refused
+    unread, since unpickling such a file can run code."""
+
+
+def load_data_file(path: Path, what: str) -> object:
+    """``torch.load(path, weights_only=True)``: tensors and plain data (dicts, lists, numbers, strings)
+    only. A file that names any other Python object (a class, a function: unpickling it could run
+    code) raises :class:`UnsafeFile` before anything in it runs; an unreadable one InputError."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        named = re.search(r"GLOBAL (\S+) was not an allowed global", str(err))
+        obj = f"the Python object {named.group(1)}" if named else "Python objects other than tensors and plain data"
+        raise UnsafeFile(f"{path}: refused, not loaded: this {what} names {obj}, which could run code "
+                         f"({what}s written by oedal hold tensors and plain data only)") from None
+    except Exception as err:  # noqa: BLE001
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"{path}: not a readable {what} ({reason})") from None
+
+
 def read_model_file(path: str | Path) -> dict:
-    """The raw payload of a model file (settings, species, version, state_dict, meta)."""
+    """The raw payload of a model file (settings, species, version, state_dict, meta), loaded as data
+    (:func:`load_data_file`: a file that would run code is refused unread)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model file {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001
-        raise InputError(f"{path}: not a readable oedal model file ({err})") from None
+    payload = load_data_file(path, "oedal model file")
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise InputError(f"{path}: not an oedal model file (format {MODEL_FORMAT})")
     return payload

@@ -180,6 +180,7 @@ def select_greedy(
     block: int = 64,
     chunk: int = 8192,
     refresh: float = 0.5,
+    min_score: float | None = None,
 ) -> Selection:
     """Greedy batch OED: pick the best score, update the Fisher matrix (Woodbury), repeat — lazily.
 
@@ -187,18 +188,80 @@ def select_greedy(
     ties broken by the smaller id. Candidates never re-evaluated since the start stay in a list
     sorted by their initial score (R); those pulled from it form the frontier F, whose stale upper
     bounds are refreshed in vectorised blocks until the best fresh score beats every other bound.
+    ``min_score``: stop early (fewer than m picks) once the best remaining score, given the picks so
+    far, falls below this floor.
     """
     import torch  # lazily (≈1.5 s): only greedy needs it, for _mm
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _select_greedy(terms, ids, m, exclude_ids, block, chunk, refresh)
+        return _select_greedy(terms, ids, m, exclude_ids, block, chunk, refresh, min_score)
     finally:
         torch.set_num_threads(threads)
 
 
-def _select_greedy(terms, ids, m, exclude_ids, block, chunk, refresh) -> Selection:
+class _LazyQueue:
+    """The lazy greedy's candidates (canonical ranks c ↔ pool positions ``pos[c]``): R, never
+    re-evaluated since the last full rescoring and sorted by that score (``order[r:]``, bounds
+    ``init``), and the frontier F pulled from R, with bounds ``fb`` exact at step ``fstamp``."""
+
+    def __init__(self, state: _GreedyState, pos: np.ndarray, chunk: int):
+        self.state, self.pos, self.chunk = state, pos, chunk
+        self.alive = np.ones(len(pos), dtype=bool)
+        self.n_evals = 0
+        self.rescore(0)
+
+    def rescore(self, step: int) -> int:
+        """Evaluate every live candidate against the current P (bounds tight again, F empty); returns how many."""
+        self.last, self.since = step, 0  # step of the last full rescoring, lazy evaluations since then
+        live = np.flatnonzero(self.alive)
+        self.init = np.full(len(self.pos), -np.inf)
+        for i in range(0, len(live), self.chunk):
+            self.init[live[i : i + self.chunk]] = self.state.evaluate(self.pos[live[i : i + self.chunk]])
+        self.order = live[np.lexsort((live, -self.init[live]))]  # by (score desc, id asc)
+        self.r = 0
+        self.F, self.fb, self.fstamp = np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0, dtype=np.int64)
+        return len(live)
+
+    def best(self, step: int, block: int) -> int:
+        """Index in F of the best candidate at ``step``: its score is exact and beats every other bound."""
+        b = block
+        while True:
+            if len(self.F):
+                mx = self.fb.max()
+                tied = np.flatnonzero(self.fb == mx)
+                j = int(tied[np.argmin(self.F[tied])])
+            if self.r < len(self.order) and (not len(self.F) or (self.init[self.order[self.r]], -self.order[self.r])
+                                             > (mx, -self.F[j])):
+                take = self.order[self.r : self.r + b]  # R's best bound beats F: pull a block of R into F
+                self.r += len(take)
+                self.F, self.fb = np.concatenate([self.F, take]), np.concatenate([self.fb, self.init[take]])
+                self.fstamp = np.concatenate([self.fstamp, np.full(len(take), self.last)])
+                b *= 2
+                continue
+            if self.fstamp[j] == step:
+                return j
+            stale = self.fstamp != step
+            fresh_max = self.fb[~stale].max() if (~stale).any() else -np.inf
+            sel = np.flatnonzero(stale & (self.fb >= fresh_max))
+            if len(sel) > b:
+                sel = sel[np.argpartition(-self.fb[sel], b - 1)[:b]]
+            b *= 2
+            self.fb[sel] = self.state.evaluate(self.pos[self.F[sel]])
+            self.fstamp[sel] = step
+            self.n_evals += len(sel)
+            self.since += len(sel)
+
+    def take(self, j: int) -> tuple[int, float]:
+        """Remove F[j] from the candidates: (its pool position, its score)."""
+        pick, score = int(self.pos[self.F[j]]), float(self.fb[j])
+        self.alive[self.F[j]] = False
+        self.F, self.fb, self.fstamp = np.delete(self.F, j), np.delete(self.fb, j), np.delete(self.fstamp, j)
+        return pick, score
+
+
+def _select_greedy(terms, ids, m, exclude_ids, block, chunk, refresh, min_score) -> Selection:
     ids = np.asarray(ids, dtype=np.int64)
     n = len(ids)
     for t in terms:
@@ -208,60 +271,22 @@ def _select_greedy(terms, ids, m, exclude_ids, block, chunk, refresh) -> Selecti
     pos = pos[np.argsort(ids[pos], kind="stable")]  # canonical order: rank c ↔ id order, so ties → smaller c
     m = _clip_m(m, len(pos))
     state = _GreedyState(terms, n, m)
-    init = np.concatenate([state.evaluate(pos[i : i + chunk]) for i in range(0, len(pos), chunk)] or [np.zeros(0)])
-    order = np.lexsort((np.arange(len(pos)), -init))  # R: canonical ranks by (score desc, id asc)
-    r = 0  # R = order[r:], bounds init[order[r:]] (exact at step 0)
-    F = np.zeros(0, dtype=np.int64)  # canonical ranks in the frontier
-    fb = np.zeros(0)  # their bounds (exact at fstamp)
-    fstamp = np.zeros(0, dtype=np.int64)
+    queue = _LazyQueue(state, pos, chunk)
     picks: list[int] = []
     pick_scores: list[float] = []
-    n_evals = 0
-    alive = np.ones(len(pos), dtype=bool)
-    last, since = 0, 0  # step of the last full rescoring, lazy evaluations since then
     for step in range(m):
-        if refresh and step > last and since > refresh * (len(pos) - step):
-            # the lazy re-evaluations piled up: rescore everyone (bounds tight again, F empty)
-            last, since = step, 0
-            live = np.flatnonzero(alive)
-            init = np.full(len(pos), -np.inf)
-            for i in range(0, len(live), chunk):
-                init[live[i : i + chunk]] = state.evaluate(pos[live[i : i + chunk]])
-            n_evals += len(live)
-            order = live[np.lexsort((live, -init[live]))]
-            r, F, fb = 0, F[:0], fb[:0]
-            fstamp = fstamp[:0]
-        b = block
-        while True:
-            if len(F):
-                mx = fb.max()
-                tied = np.flatnonzero(fb == mx)
-                j = int(tied[np.argmin(F[tied])])
-            if r < len(order) and (not len(F) or (init[order[r]], -order[r]) > (mx, -F[j])):
-                take = order[r : r + b]  # R's best bound beats F: pull a block of R into F
-                r += len(take)
-                F, fb = np.concatenate([F, take]), np.concatenate([fb, init[take]])
-                fstamp = np.concatenate([fstamp, np.full(len(take), last)])
-                b *= 2
-                continue
-            if fstamp[j] == step:
-                break
-            stale = fstamp != step
-            fresh_max = fb[~stale].max() if (~stale).any() else -np.inf
-            sel = np.flatnonzero(stale & (fb >= fresh_max))
-            if len(sel) > b:
-                sel = sel[np.argpartition(-fb[sel], b - 1)[:b]]
-            b *= 2
-            fb[sel] = state.evaluate(pos[F[sel]])
-            fstamp[sel] = step
-            n_evals += len(sel)
-            since += len(sel)
-        picks.append(int(pos[F[j]]))
-        pick_scores.append(float(fb[j]))
-        state.add(int(pos[F[j]]))
-        alive[F[j]] = False
-        F, fb, fstamp = np.delete(F, j), np.delete(fb, j), np.delete(fstamp, j)
-    log.info("greedy: %d picks from %d candidates, %d re-evaluations", m, len(pos), n_evals)
+        if refresh and step > queue.last and queue.since > refresh * (len(pos) - step):
+            queue.n_evals += queue.rescore(step)  # the lazy re-evaluations piled up
+        j = queue.best(step, block)
+        if min_score is not None and queue.fb[j] < min_score:
+            log.info("greedy: the best remaining score %.4g is below the floor %.4g: %d picks, not %d",
+                     queue.fb[j], min_score, step, m)
+            break
+        pick, score = queue.take(j)
+        picks.append(pick)
+        pick_scores.append(score)
+        state.add(pick)
+    log.info("greedy: %d picks from %d candidates, %d re-evaluations", len(picks), len(pos), queue.n_evals)
     return Selection(np.array(picks, dtype=np.int64), np.array(pick_scores, dtype=np.float64))
 
 

@@ -17,10 +17,16 @@ and the derivatives ∂(σ_i h_i)/∂(r_p)_k are scattered to Cartesian atoms at
   not computed but rebuilt after the MLP (3n − 3 rows for n neighbours: the descriptor is
   rotation invariant, gmnn.kernels.tangents "QS2 in packed rows"), in chunks of CHUNK_ROWS rows
   that stay in cache; elsewhere (GPU, or the torch kernel backend) the pure-torch route pads every
-  atom to the same number of slots.
+  atom to the same number of slots. A structure whose work in one pass would exceed TANGENT_BUDGET
+  (a large periodic cell) is streamed in blocks of consecutive atoms (_atom_blocks): pair terms,
+  features, partners, tangent rows and GEMMs per block, each block's scatter adding into the
+  structure's (A, 3, d) result before the next block starts; memory is bounded by the budget, not
+  by the cell. A batch of ordinary structures is one block, computed as it always was.
 * ``forward``: one generic forward-mode tangent (slot t, component k) — δr_p = e_k for every pair
   with slot t — vmapped through ``torch.func.jvp`` of the whole model (≈6× slower; the reference).
-* ``reverse``: d vmapped VJPs; ``auto`` takes it when 3·max_slots ≥ d (large neighbourhoods).
+* ``reverse``: d vmapped VJPs (one pass, not blocked); ``auto`` takes it on the torch route when
+  3·max_slots ≥ d (large neighbourhoods) and the batch fits one pass. The packed route beats it at
+  any neighbourhood (4× at 92 neighbours, where the VJPs hold ≈ 3 MB per atom), so ``auto`` keeps it.
 
 QS1 alone (energy_sensitivities_batch) uses the fused CPU descriptor kernel (GMNN.predict_features).
 The model is read through its public interfaces only: GMNN.readout() (the MLP, a'), atomic_scale (σ),
@@ -48,7 +54,12 @@ from oedal.gmnn.tangents import local_frames
 log = logging.getLogger(__name__)
 
 Mode = Literal["auto", "structured", "forward", "reverse"]
-TANGENT_BUDGET = 128 * 2**20  # bytes per vmapped intermediate (tangents × atoms × widest layer)
+TANGENT_BUDGET = 128 * 2**20
+"""Bytes of QS2 work per batch, the one bound on scoring memory beyond the inputs and results:
+batches hold as many structures as keep one vmapped intermediate (tangents × atoms × widest layer)
+under it (_structures_per_batch), and a structure whose work in one pass exceeds it (_work_bytes: a
+large periodic cell) is streamed in blocks of atoms of at most this much (_atom_blocks). What stays
+proportional to a structure is its neighbour list (≈ 100 B per pair) and its result (3·N × d float64)."""
 ENERGY_BATCH = 1024  # structures per forward pass for QS1
 
 
@@ -104,47 +115,134 @@ def _force_sensitivities_batch(model: GMNN, batch: Batch, mode: Mode, out: np.nd
     disp = batch.displacements().detach().to(model.dtype)  # (n_pairs, 3) Å
     sigma = model.atomic_scale(batch).detach()[:, None]  # (n_atoms, 1)
     d = model.d
-    n_slots = int(torch.bincount(batch.pair_i, minlength=n_atoms).max()) if disp.shape[0] else 0
-    if mode == "auto":
-        mode = "structured" if 3 * n_slots < d else "reverse"
+    counts = torch.bincount(batch.pair_i, minlength=n_atoms)  # (n_atoms,) pairs per centre atom
+    n_slots = int(counts.max()) if disp.shape[0] else 0
+    packed = backend().tangents is not None and disp.device.type == "cpu" and grouped_by_atom(batch.pair_i)
+    blocks = _atom_blocks(*_work_bytes(model, counts.cpu().numpy(), packed), _atom_start(batch), TANGENT_BUDGET)
+    if mode == "auto":  # reverse (d VJPs) beats the padded torch route's 3·slots rows per atom, where it fits one pass
+        mode = "structured" if packed or 3 * n_slots < d or len(blocks) > 1 else "reverse"
+
+    with torch.no_grad():
+        if disp.shape[0] == 0:
+            y = sigma * model.atomic_features(batch, disp)
+            return BatchSensitivities(_per_structure(y, batch), y.new_zeros((n_atoms, 3, d)))
+        if mode == "structured":
+            with _frozen(model):
+                if packed:
+                    y, forces = _structured_packed(model, batch, disp, sigma, blocks, out)
+                else:
+                    y, forces = _structured_blocks(model, batch, disp, sigma, blocks)
+            return BatchSensitivities(_per_structure(y, batch), forces)
+        y, c = _generic(model, batch, disp, sigma, mode)
+        return BatchSensitivities(_per_structure(y, batch), _scatter_pairs(c, batch, n_atoms))
+
+
+def _generic(model: GMNN, batch: Batch, disp: torch.Tensor, sigma: torch.Tensor,
+             mode: Literal["forward", "reverse"]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(σh (A, d), pair derivatives c (n_pairs, 3, d) of Σσh wrt r_p) through the whole model, by
+    vmapped forward-mode tangents or d vmapped VJPs (the references; one pass, not blocked)."""
+    n_atoms, d = batch.species.shape[0], model.d
 
     def f(dr: torch.Tensor) -> torch.Tensor:
         return sigma * model.atomic_features(batch, dr)  # (n_atoms, d)
 
-    with torch.no_grad():
-        if disp.shape[0] == 0:
-            y = f(disp)
-            return BatchSensitivities(_per_structure(y, batch), y.new_zeros((n_atoms, 3, d)))
-        if mode == "structured":
-            with _frozen(model):
-                packed = _structured_packed(model, batch, disp, sigma, out)
-                y, forces = packed if packed is not None else _structured(model, batch, disp, sigma)
-            return BatchSensitivities(_per_structure(y, batch), forces)
-        elif mode == "forward":
-            slot, n_slots = pair_slots(batch.pair_i, n_atoms)
-            tangents = torch.zeros((n_slots, 3, disp.shape[0], 3), dtype=disp.dtype, device=disp.device)
-            pairs = torch.arange(disp.shape[0], device=disp.device)
-            for k in range(3):
-                tangents[slot, k, pairs, k] = 1.0
-            tangents = tangents.reshape(3 * n_slots, disp.shape[0], 3)
+    if mode == "forward":
+        slot, n_slots = pair_slots(batch.pair_i, n_atoms)
+        tangents = torch.zeros((n_slots, 3, disp.shape[0], 3), dtype=disp.dtype, device=disp.device)
+        pairs = torch.arange(disp.shape[0], device=disp.device)
+        for k in range(3):
+            tangents[slot, k, pairs, k] = 1.0
+        tangents = tangents.reshape(3 * n_slots, disp.shape[0], 3)
 
-            def jvp(t: torch.Tensor):
-                return torch.func.jvp(f, (disp,), (t,))
+        def jvp(t: torch.Tensor):
+            return torch.func.jvp(f, (disp,), (t,))
 
-            with _frozen(model):
-                y, dy = torch.func.vmap(jvp, out_dims=(None, 0))(tangents)  # y (A, d); dy (3S, A, d)
-            c = dy.reshape(n_slots, 3, n_atoms, d)[slot, :, batch.pair_i, :]  # (n_pairs, 3, d)
-        else:
-            eye = torch.eye(d, dtype=disp.dtype, device=disp.device)
-            with torch.enable_grad(), _frozen(model):
-                y, vjp = torch.func.vjp(f, disp)
-                (gr,) = torch.func.vmap(vjp)(eye[:, None, :].expand(d, n_atoms, d))  # (d, n_pairs, 3)
-            c = gr.permute(1, 2, 0)  # (n_pairs, 3, d)
-        return BatchSensitivities(_per_structure(y, batch), _scatter_pairs(c, batch, n_atoms))
+        with _frozen(model):
+            y, dy = torch.func.vmap(jvp, out_dims=(None, 0))(tangents)  # y (A, d); dy (3S, A, d)
+        return y, dy.reshape(n_slots, 3, n_atoms, d)[slot, :, batch.pair_i, :]  # (n_pairs, 3, d)
+    eye = torch.eye(d, dtype=disp.dtype, device=disp.device)
+    with torch.enable_grad(), _frozen(model):
+        y, vjp = torch.func.vjp(f, disp)
+        (gr,) = torch.func.vmap(vjp)(eye[:, None, :].expand(d, n_atoms, d))  # (d, n_pairs, 3)
+    return y, gr.permute(1, 2, 0)  # (n_pairs, 3, d)
 
 
-def _structured(model: GMNN, batch: Batch, disp: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(σh (A, d), force sensitivities −∂(Σσh)/∂R (A, 3, d)) from closed-form feature tangents.
+class _Block(NamedTuple):
+    """Centre atoms a0..a1 − 1 of a batch whose QS2 work runs in one pass (_atom_blocks)."""
+
+    atoms: tuple[int, int]  # (a0, a1), batch indices
+    span: tuple[int, int]  # (lo, hi): the atoms of their structures, where their force sensitivities go
+    starts: np.ndarray | None  # whole structures: the first atom of each and the end, from lo; None: part of one
+
+
+def _atom_start(batch: Batch) -> np.ndarray:
+    """(n_structures + 1,) the first atom of every structure of the batch, and the end."""
+    return np.concatenate([[0], np.cumsum(batch.n_atoms.cpu().numpy())]).astype(np.int64)
+
+
+def _work_bytes(model: GMNN, counts: np.ndarray, packed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """QS2 work per atom with ``counts`` (A,) pairs, in bytes (an upper estimate): (in one pass, in a
+    block of a structure streamed by atoms). Per pair: its frame, r, the radial and angular factors of
+    its three rows and its indices; per atom: features, partners and every layer's activations; per
+    row (three per pair): the feature tangents and every layer's output. The packed route streams a
+    block's rows in chunks of CHUNK_ROWS (≈ 3 MB, not counted); the torch route holds them all."""
+    desc, item = model.descriptor, torch.finfo(model.dtype).bits // 8
+    width = desc.n_features + sum(model.settings.hidden)
+    partners = sum(k * n for k, n in zip(desc.tangents().n_partners, (3, 6, 10)))
+    per_pair = item * (3 * 3 + 1 + 3 * (desc.n_radial + 20)) + 5 * 8
+    block = item * (2 * width + partners) + 8 * 8 + counts * per_pair
+    whole = block + counts * (3 * item * width)
+    return whole, (block if packed else whole)
+
+
+def _atom_blocks(whole: np.ndarray, part: np.ndarray, atom_start: np.ndarray, budget: int) -> list[_Block]:
+    """The blocks of a batch: the runs of whole structures between those whose work in one pass
+    (``whole``, bytes per atom (A,)) exceeds ``budget``, and each of those in blocks of consecutive
+    atoms of at most ``budget`` bytes of ``part`` (at least one atom each). A batch of ordinary
+    structures is one block; atom_start (S + 1,): the first atom of every structure and the end."""
+    per_structure = np.diff(np.concatenate([[0.0], np.cumsum(whole)])[atom_start])
+    n, blocks, run = len(atom_start) - 1, [], 0  # run: the first structure of the current run
+    for s in [*np.flatnonzero(per_structure > budget).tolist(), n]:
+        lo, hi = int(atom_start[run]), int(atom_start[s])
+        if s > run:
+            blocks.append(_Block((lo, hi), (lo, hi), atom_start[run:s + 1] - lo))
+        if s < n:
+            lo, hi = int(atom_start[s]), int(atom_start[s + 1])
+            sums = np.concatenate([[0.0], np.cumsum(part[lo:hi])])
+            blocks += [_Block((lo + a0, lo + a1), (lo, hi), None) for a0, a1 in _chunks(sums, budget)]
+        run = s + 1
+    return blocks
+
+
+class _Pairs(NamedTuple):
+    """The pairs of a block of centre atoms for the torch route (_structured)."""
+
+    i: torch.Tensor  # (P,) centre atom, from the block's first atom
+    j: torch.Tensor  # (P,) neighbour atom (batch index)
+    kind: torch.Tensor  # (P,) row of the species pair in β (GaussianMoments.pair_types)
+    disp: torch.Tensor  # (P, 3) Å
+    first: int  # the block's first atom (batch index)
+
+
+def _structured_blocks(model: GMNN, batch: Batch, disp: torch.Tensor, sigma: torch.Tensor,
+                       blocks: list[_Block]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_structured`` block by block: (σh (A, d), force sensitivities (A, 3, d)); one block in one pass."""
+    kind = model.descriptor.pair_types(batch.species, batch.pair_i, batch.pair_j)
+    if len(blocks) == 1:
+        return _structured(model, _Pairs(batch.pair_i, batch.pair_j, kind, disp, 0), sigma)
+    n_atoms = batch.species.shape[0]
+    y, forces = sigma.new_empty((n_atoms, model.d)), disp.new_zeros((n_atoms, 3, model.d))
+    for (a0, a1), _, _ in blocks:
+        sel = torch.nonzero((batch.pair_i >= a0) & (batch.pair_i < a1)).squeeze(1)
+        pairs = _Pairs(batch.pair_i[sel] - a0, batch.pair_j[sel], kind[sel], disp[sel], a0)
+        y[a0:a1] = _structured(model, pairs, sigma[a0:a1], forces)[0]
+    return y, forces
+
+
+def _structured(model: GMNN, pairs: _Pairs, sigma: torch.Tensor,
+                forces: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(σh (A, d), force sensitivities −∂(Σσh)/∂R (A, 3, d)) of the centre atoms of ``pairs`` (σ (A, 1))
+    from closed-form feature tangents; with ``forces`` (batch atoms, 3, d), added into it instead.
 
     Each pair p is displaced along its own frame (r̂, e1, e2): along r̂ only R_s(r) changes, across
     it only r̂^{⊗L}, so each of the three tangent rows is one product v ⊗ y of a radial and an
@@ -152,19 +250,18 @@ def _structured(model: GMNN, batch: Batch, disp: torch.Tensor, sigma: torch.Tens
     laid out (atom, slot, axis); GaussianMoments.tangents() gives ∂D/∂r_p in x, y, z, and the MLP carries
     the 3·slots rows of every atom as two GEMMs with act'(z) of the atom in between.
     """
-    desc = model.descriptor
-    n_atoms, n_pairs = batch.species.shape[0], disp.shape[0]
-    slot, n_slots = pair_slots(batch.pair_i, n_atoms)
+    desc, disp = model.descriptor, pairs.disp
+    n_atoms, n_pairs = sigma.shape[0], disp.shape[0]
+    slot, n_slots = pair_slots(pairs.i, n_atoms)
     frames = local_frames(disp)  # (P, 3, 3)
 
     r = torch.linalg.vector_norm(disp, dim=-1)  # (P,) Å
-    pair_type = desc.pair_types(batch.species, batch.pair_i, batch.pair_j)
-    rad, drad = desc.radial_derivative(r, pair_type)  # R, ∂R/∂r
+    rad, drad = desc.radial_derivative(r, pairs.kind)  # R, ∂R/∂r
     ang = desc.angular(frames[:, 0])  # r̂^{⊗L}
     # across r̂ along a unit e ⊥ r̂: ∂r̂ = e / r
     dang = [desc.angular_derivative(frames[:, 0], frames[:, e] / r[:, None]) for e in (1, 2)]
     dense = n_pairs == n_atoms * n_slots  # pairs grouped by atom, every atom with n_slots of them
-    where = None if dense else batch.pair_i * n_slots + slot  # (P,) flat (atom, slot)
+    where = None if dense else pairs.i * n_slots + slot  # (P,) flat (atom, slot)
 
     def slots(x: torch.Tensor) -> torch.Tensor:  # (P, ...) → (A, S, ...), zero rows for empty slots
         if dense:
@@ -190,81 +287,108 @@ def _structured(model: GMNN, batch: Batch, disp: torch.Tensor, sigma: torch.Tens
         if k == len(readout.layers) - 1:
             g = g * sigma  # σ_i folded into the last act'
         dx.reshape(n_atoms, 3 * n_slots, -1).mul_(g[:, None, :])
-    # scatter to atoms (F = −∂E/∂R, r_p = R_j − R_i + shift): +c to the centre atom i, a sum over its
-    # slots; −c to the neighbour j. Empty slots hold exact zeros, so their rows may go to atom 0.
-    c = dx.reshape(n_atoms, n_slots, 3, -1)
-    forces = c.sum(1)  # (A, 3, d)
-    j_of_slot = batch.pair_j if dense else batch.pair_j.new_zeros(n_atoms * n_slots).index_put_((where,), batch.pair_j)
-    forces.index_add_(0, j_of_slot, c.reshape(n_atoms * n_slots, 3, -1), alpha=-1)
-    return sigma * x, forces
+    j_of_slot = pairs.j if dense else pairs.j.new_zeros(n_atoms * n_slots).index_put_((where,), pairs.j)
+    return sigma * x, _scatter_slots(dx.reshape(n_atoms, n_slots, 3, -1), j_of_slot, pairs.first, forces)
 
 
-def _structured_packed(model: GMNN, batch: Batch, disp: torch.Tensor, sigma: torch.Tensor,
-                       out: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``_structured`` on a CPU with the numba kernels, in packed rows: (σh (A, d), forces (A, 3, d)
-    float64), or None where the kernels do not apply (no numba, not a CPU, pairs not grouped by atom).
+def _scatter_slots(c: torch.Tensor, j_of_slot: torch.Tensor, first: int,
+                   forces: torch.Tensor | None) -> torch.Tensor:
+    """Rows c (A, S, 3, d) of the centre atoms first.. of a block → force sensitivities (F = −∂E/∂R,
+    r_p = R_j − R_i + shift): +c to the centre atom, a sum over its slots; −c to the neighbour
+    j_of_slot (A·S,). Empty slots hold exact zeros, so their rows may go to atom 0. Added into
+    ``forces`` (batch atoms, 3, d); without it, the block is the batch and the result is new."""
+    if forces is None:
+        forces = c.sum(1)  # (A, 3, d)
+    else:
+        forces[first:first + c.shape[0]] += c.sum(1)
+    return forces.index_add_(0, j_of_slot, c.reshape(-1, *c.shape[2:]), alpha=-1)
+
+
+def _structured_packed(model: GMNN, batch: Batch, disp: torch.Tensor, sigma: torch.Tensor, blocks: list[_Block],
+                       out: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_structured`` on a CPU with the numba kernels (pairs grouped by atom), in packed rows, block
+    by block (_atom_blocks): (σh (A, d), forces (A, 3, d) float64).
 
     Only 3·n_i − 3 rows of atom i go through the MLP: the three rotational modes follow from the
     others (oedal.gmnn.kernels, "QS2 in packed rows"). Rows stay in the pairs' frames until after the
     MLP, so the rotation to x, y, z, the σ·act' of the last layer and the scatter to atoms are one
     pass over d-wide rows (kernels.scatter_rows), written straight into float64.
     """
-    pair_i = batch.pair_i
-    if backend().tangents is None or disp.device.type != "cpu" or not grouped_by_atom(pair_i):
-        return None
     n_atoms = batch.species.shape[0]
     pair_start = np.zeros(n_atoms + 1, np.int64)
-    np.cumsum(torch.bincount(pair_i, minlength=n_atoms).numpy(), out=pair_start[1:])
-    atom_start = np.zeros(batch.n_structures + 1, np.int64)
-    np.cumsum(batch.n_atoms.numpy(), out=atom_start[1:])
-    pairs = _PackedPairs(model, batch, disp, pair_start, atom_start)
+    np.cumsum(torch.bincount(batch.pair_i, minlength=n_atoms).numpy(), out=pair_start[1:])
+    kind = model.descriptor.pair_types(batch.species, batch.pair_i, batch.pair_j).numpy()
     readout = model.readout()
-    h, acts, last = _primal(readout, pairs.features, sigma)
     if out is None:
         out = np.zeros((n_atoms, 3, model.d))
-    struct_rows = pairs.row_start[atom_start]  # (n_structures + 1,) first row of every structure
-    chunks = _chunks(struct_rows, CHUNK_ROWS)
-    max_rows = max(int(struct_rows[s1] - struct_rows[s0]) for s0, s1 in chunks)
-    pairs.reserve(readout, model.descriptor.n_features, max_rows)
-    for s0, s1 in chunks:
-        pairs.push_through(acts, last, s0, s1, out)
+    h = torch.empty((n_atoms, model.d), dtype=model.dtype)
+    for block in blocks:
+        (a0, a1), (lo, hi) = block.atoms, block.span
+        pairs = _PackedPairs(model, batch, disp, pair_start, kind, block)
+        h_block, acts, last = _primal(readout, pairs.features, sigma[a0:a1])
+        h[a0:a1] = h_block
+        pairs.push_through(readout, acts, last, out[lo:hi])
     return sigma * h, torch.from_numpy(out)
 
 
 class _PackedPairs:
-    """One batch's pair terms and packed rows for ``_structured_packed`` (numpy arrays for the kernels).
+    """One block's pair terms and packed rows for ``_structured_packed`` (numpy arrays for the kernels,
+    atoms and pairs numbered from the block's first).
 
     frames (P, 3, 3), r (P,), v (P, 3, n_radial), y (P, 3, 20): kernels.pairs.pair_rows; features
     (A, F) and partners [(A, K_L, unique)]: kernels.tangents.features_partners; drop (A, 3),
-    row_start (A + 1,): the rows not computed per atom (rotation_drops) and where each atom's rows start."""
+    row_start (A + 1,): the rows not computed per atom (rotation_drops) and where each atom's rows
+    start; pair_j (P,): the neighbours, numbered from the first atom of the block's structures."""
 
-    def __init__(self, model: GMNN, batch: Batch, disp: torch.Tensor, pair_start: np.ndarray, atom_start: np.ndarray):
+    def __init__(self, model: GMNN, batch: Batch, disp: torch.Tensor, pair_start: np.ndarray, kind: np.ndarray,
+                 block: _Block):
         kernels, desc = backend(), model.descriptor
-        self.ft = desc.tangents()
-        disp = disp.contiguous().numpy()
-        n_pairs, n_atoms, dtype = disp.shape[0], batch.species.shape[0], disp.dtype
-        self.pair_start, self.atom_start = pair_start, atom_start
-        self.pair_j = batch.pair_j.numpy()
-        self.max_pairs = int(np.max(np.diff(pair_start)))
+        self.ft, self.block = desc.tangents(), block
+        (a0, a1), lo = block.atoms, block.span[0]
+        p0, p1 = int(pair_start[a0]), int(pair_start[a1])
+        self.pair_start = pair_start[a0:a1 + 1] - p0
+        disp = disp[p0:p1].contiguous().numpy()
+        n_pairs, n_atoms, dtype = p1 - p0, a1 - a0, disp.dtype
+        self.pair_j = batch.pair_j[p0:p1].numpy() - lo
+        self.max_pairs = int(np.max(np.diff(self.pair_start)))
         self.frames, self.r = np.empty((n_pairs, 3, 3), dtype), np.empty(n_pairs, dtype)
         self.v = np.empty((n_pairs, 3, desc.n_radial), dtype)  # ∂R/∂r along r̂; R across
         self.y = np.empty((n_pairs, 3, 20), dtype)  # r̂^{⊗L} along r̂; ∂_e r̂^{⊗L} across
-        kernels.pairs.pair_rows(disp, desc.pair_types(batch.species, batch.pair_i, batch.pair_j).numpy(),
-                                desc.radial_basis(torch.float64), UNIQUE_INDEX, self.frames, self.r, self.v, self.y)
+        kernels.pairs.pair_rows(disp, kind[p0:p1], desc.radial_basis(torch.float64), UNIQUE_INDEX, self.frames,
+                                self.r, self.v, self.y)
         self.features = torch.empty((n_atoms, desc.n_features), dtype=model.dtype)
         self.partners = tuple(np.empty((n_atoms, k, n), dtype) for k, n in zip(self.ft.n_partners, (3, 6, 10)))
-        kernels.tangents.features_partners((self.v, self.y), pair_start, (self.ft.rads_np, self.ft.cols_np),
+        kernels.tangents.features_partners((self.v, self.y), self.pair_start, (self.ft.rads_np, self.ft.cols_np),
                                            self.ft.family_flags, FULL_INDEX, self.features.numpy(), *self.partners)
         self.drop, counts = np.empty((n_atoms, 3), np.int64), np.empty(n_atoms, np.int64)
-        kernels.tangents.rotation_drops(self.frames, self.r, pair_start, ROTATION_TAU, self.drop, counts)
+        kernels.tangents.rotation_drops(self.frames, self.r, self.pair_start, ROTATION_TAU, self.drop, counts)
         self.row_start = np.zeros(n_atoms + 1, np.int64)
         np.cumsum(counts, out=self.row_start[1:])
-        self.layout = (pair_start, self.row_start, self.drop, self.max_pairs)  # of kernels.tangents
+        self.layout = (self.pair_start, self.row_start, self.drop, self.max_pairs)  # of kernels.tangents
 
-    def push_through(self, acts: list[np.ndarray], last: np.ndarray, s0: int, s1: int, out: np.ndarray) -> None:
-        """Tangent rows of structures s0..s1−1 through the MLP, and their force sensitivities into ``out``."""
+    def push_through(self, readout: Readout, acts: list[np.ndarray], last: np.ndarray, out: np.ndarray) -> None:
+        """The block's rows through the MLP in chunks of ≈ CHUNK_ROWS rows, and their force sensitivities
+        added into ``out`` (the atoms of the block's structures (hi − lo, 3, d) float64): chunks of whole
+        structures scattered in parallel over them, or chunks of atoms of one structure one after the other."""
+        kernels, geometry, starts = backend().tangents, (self.frames, self.r, self.pair_j), self.block.starts
+        if starts is not None:
+            chunks = [(int(starts[s0]), int(starts[s1]), s0, s1)
+                      for s0, s1 in _chunks(self.row_start[starts], CHUNK_ROWS)]
+        else:
+            chunks = [(a0, a1, -1, -1) for a0, a1 in _chunks(self.row_start, CHUNK_ROWS)]
+        self.reserve(readout, max(int(self.row_start[a1] - self.row_start[a0]) for a0, a1, _, _ in chunks))
+        shift = self.block.atoms[0] - self.block.span[0]  # a block atom's index in out
+        for a0, a1, s0, s1 in chunks:
+            z = self.rows_through(acts, a0, a1)
+            if starts is not None:
+                kernels.scatter_rows(z, last, geometry, self.layout, starts, s0, s1, out)
+            else:
+                kernels.scatter_atoms(z, last, geometry, self.layout, a0, a1, shift, out)
+
+    def rows_through(self, acts: list[np.ndarray], a0: int, a1: int) -> np.ndarray:
+        """The MLP images z (rows, d) of the kept tangent rows of atoms a0..a1 − 1, act'(z) of every
+        layer but the last applied (in a reserved buffer, valid until the next call)."""
         kernels, ft = backend().tangents, self.ft
-        a0, a1 = int(self.atom_start[s0]), int(self.atom_start[s1])
         rows = int(self.row_start[a1] - self.row_start[a0])
         dx = self.buffers[0][:rows]
         kernels.tangent_rows((self.v, self.y), self.partners, (ft.rads_np, ft.cols_np), self.layout, a0, a1, dx.numpy())
@@ -272,14 +396,13 @@ class _PackedPairs:
             dx = torch.mm(dx, weight, out=buffer[:rows])
             if k < len(acts):  # act'(z) of the row's atom; the last layer's in scatter_rows
                 kernels.scale_rows(dx.numpy(), acts[k], self.row_start, a0, a1)
-        kernels.scatter_rows(dx.numpy(), last, (self.frames, self.r, self.pair_j), self.layout, self.atom_start, s0, s1,
-                             out)
+        return dx.numpy()
 
-    def reserve(self, readout: Readout, n_features: int, max_rows: int) -> None:
-        """Buffers for chunks of up to ``max_rows`` rows, and the MLP's weights (once per batch)."""
+    def reserve(self, readout: Readout, max_rows: int) -> None:
+        """Buffers for chunks of up to ``max_rows`` rows, and the MLP's weights (once per block)."""
         like = torch.from_numpy(self.v[:0])
         self.weights = [layer.weight.T for layer in readout.layers]
-        self.buffers = [_WORK.get("features", (max_rows, n_features), like)]
+        self.buffers = [_WORK.get("features", (max_rows, self.features.shape[1]), like)]
         self.buffers += [_WORK.get(f"layer{k}", (max_rows, layer.out_features), like)
                          for k, layer in enumerate(readout.layers)]
 
@@ -298,7 +421,8 @@ def _primal(readout: Readout, x: torch.Tensor,
 
 def _chunks(struct_rows: np.ndarray, size: int) -> list[tuple[int, int]]:
     """Ranges (s0, s1) of whole structures of ≈ ``size`` rows (at least one structure each), from
-    the first row of every structure and the end (n_structures + 1,): GEMM operands that stay in cache."""
+    the first row of every structure and the end (n_structures + 1,): GEMM operands that stay in cache.
+    (Any items with a size each: the atoms of _atom_blocks, with their bytes.)"""
     bounds = [0]
     n = len(struct_rows) - 1
     while bounds[-1] < n:

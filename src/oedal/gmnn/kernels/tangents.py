@@ -6,7 +6,8 @@ calls these; tests compare them with the torch route, with autograd and with gmn
 * rotation_drops: the rows that are not computed (the three rotational modes of every atom);
 * tangent_rows: the feature tangents of the kept rows, in the pairs' frames;
 * scale_rows: act'(z) between two layers of the MLP;
-* scatter_rows: the dropped rows rebuilt, rotated to x, y, z, times σ·act', scattered to atoms.
+* scatter_rows: the dropped rows rebuilt, rotated to x, y, z, times σ·act', scattered to atoms;
+  scatter_atoms: the same for a block of atoms of one structure (a cell streamed in blocks).
 """
 
 from __future__ import annotations
@@ -173,10 +174,9 @@ def scatter_rows(z, g, geometry, layout, atom_start, first, last, out):  # pragm
     drop (A, 3): its rows not computed (rotation_drops), max_pairs: the most pairs of one atom);
     atom_start (S + 1,): the first atom of every structure.
 
-    Per atom: the dropped rows from the rotational relations (the third first, as the other two
-    use it), the frame rotated back to x, y, z, times g = σ·act'(z_last), then +c to the centre
-    atom and −c to the neighbour (F = −∂E/∂R, r_p = R_j − R_i + shift). In parallel over
-    structures, so no two threads add to one atom."""
+    Per atom: the dropped rows rebuilt (_atom_rows), then rotated to x, y, z, times g = σ·act'(z_last),
+    +c to the centre atom and −c to the neighbour (_add_atom), summed per structure in z's dtype. In
+    parallel over structures, so no two threads add to one atom."""
     frames, r, pair_j = geometry
     pair_start, row_start, drop, max_pairs = layout
     d = z.shape[1]
@@ -192,67 +192,102 @@ def scatter_rows(z, g, geometry, layout, atom_start, first, last, out):  # pragm
             p0, n = pair_start[a], pair_start[a + 1] - pair_start[a]
             if n == 0:
                 continue
-            row = row_start[a] - offset
-            for j in range(3 * n):
-                if j == drop[a, 0] or j == drop[a, 1] or j == drop[a, 2]:
-                    continue
-                for c in range(d):
-                    o[j, c] = z[row, c]
-                row += 1
-            j1 = drop[a, 0] // 3
-            p1 = p0 + j1
-            if drop[a, 2] >= 0:  # Σ (r̂1·m) O = 0; p1's own rows have r̂1·m = 0
-                u0, u1, u2 = frames[p1, 0, 0], frames[p1, 0, 1], frames[p1, 0, 2]
-                j3, e3 = drop[a, 2] // 3, drop[a, 2] % 3
-                inv = -1.0 / _kappa(u0, u1, u2, frames, r, p0 + j3, e3)
-                t = drop[a, 2]
-                for c in range(d):
-                    rec[0, c] = 0.0
-                for j in range(n):
-                    if j != j1:
-                        for e in range(1, 3):
-                            if 3 * j + e != t:
-                                k = inv * _kappa(u0, u1, u2, frames, r, p0 + j, e)
-                                for c in range(d):
-                                    rec[0, c] += k * o[3 * j + e, c]
-                for c in range(d):
-                    o[t, c] = rec[0, c]
-            # along e1 of p1: −r1 O_{p1,2} + Σ (e1·m) O = 0; along e2: r1 O_{p1,1} + Σ (e2·m) O = 0
-            for c in range(d):
-                rec[1, c] = 0.0
-                rec[2, c] = 0.0
-            for j in range(n):
-                if j != j1:
-                    for e in range(1, 3):
-                        k2 = _kappa(frames[p1, 1, 0], frames[p1, 1, 1], frames[p1, 1, 2], frames, r, p0 + j, e) / r[p1]
-                        k1 = -_kappa(frames[p1, 2, 0], frames[p1, 2, 1], frames[p1, 2, 2], frames, r, p0 + j, e) / r[p1]
-                        for c in range(d):
-                            rec[1, c] += k1 * o[3 * j + e, c]
-                            rec[2, c] += k2 * o[3 * j + e, c]
-            for c in range(d):  # separate sums, so that the loops above vectorise (no aliasing with o)
-                o[3 * j1 + 1, c] = rec[1, c]
-                o[3 * j1 + 2, c] = rec[2, c]
-            for k in range(3):
-                for c in range(d):
-                    centre[k, c] = 0.0
-            for j in range(n):
-                p = p0 + j
-                for k in range(3):
-                    f0, f1, f2 = frames[p, 0, k], frames[p, 1, k], frames[p, 2, k]
-                    for c in range(d):
-                        xyz[k, c] = g[a, c] * (f0 * o[3 * j, c] + f1 * o[3 * j + 1, c] + f2 * o[3 * j + 2, c])
-                        centre[k, c] += xyz[k, c]
-                b = pair_j[p] - a0
-                for k in range(3):
-                    for c in range(d):
-                        acc[b, k, c] -= xyz[k, c]
-            for k in range(3):
-                for c in range(d):
-                    acc[a - a0, k, c] += centre[k, c]
+            _atom_rows(z, row_start[a] - offset, frames, r, p0, n, drop[a], o, rec)
+            _add_atom(o, g[a], frames, pair_j, p0, n, a - a0, a0, acc, xyz, centre)
         for a in range(acc.shape[0]):
             for k in range(3):
                 for c in range(d):
                     out[a0 + a, k, c] += acc[a, k, c]
+
+
+@njit(fastmath=True, cache=True)
+def scatter_atoms(z, g, geometry, layout, first, last, shift, out):  # pragma: no cover - compiled
+    """scatter_rows for atoms first..last−1 of one structure (a block of a cell too large for one
+    pass, sensitivities._structured_packed): +c to out[a + shift], −c to out[pair_j], added straight
+    into out (float64), one atom after the other (blocks of one structure run one at a time).
+    z (rows, d) starts at atom ``first``'s rows; g, geometry and layout as scatter_rows."""
+    frames, r, pair_j = geometry
+    pair_start, row_start, drop, max_pairs = layout
+    d = z.shape[1]
+    o = np.empty((3 * max_pairs, d), z.dtype)
+    xyz, centre, rec = np.empty((3, d), z.dtype), np.empty((3, d), z.dtype), np.empty((3, d), z.dtype)
+    for a in range(first, last):
+        p0, n = pair_start[a], pair_start[a + 1] - pair_start[a]
+        if n > 0:
+            _atom_rows(z, row_start[a] - row_start[first], frames, r, p0, n, drop[a], o, rec)
+            _add_atom(o, g[a], frames, pair_j, p0, n, a + shift, 0, out, xyz, centre)
+
+
+@njit(fastmath=True, cache=True)
+def _atom_rows(z, row, frames, r, p0, n, drop, o, rec):  # pragma: no cover - compiled
+    """o[:3n]: the rows of the atom with pairs p0..p0 + n − 1, the kept ones from z[row:] and the
+    dropped ones (drop (3,): rotation_drops) rebuilt from the rotational relations, the third first
+    (the other two use it); rec (3, d): scratch."""
+    d = z.shape[1]
+    for j in range(3 * n):
+        if j == drop[0] or j == drop[1] or j == drop[2]:
+            continue
+        for c in range(d):
+            o[j, c] = z[row, c]
+        row += 1
+    j1 = drop[0] // 3
+    p1 = p0 + j1
+    if drop[2] >= 0:  # Σ (r̂1·m) O = 0; p1's own rows have r̂1·m = 0
+        u0, u1, u2 = frames[p1, 0, 0], frames[p1, 0, 1], frames[p1, 0, 2]
+        j3, e3 = drop[2] // 3, drop[2] % 3
+        inv = -1.0 / _kappa(u0, u1, u2, frames, r, p0 + j3, e3)
+        t = drop[2]
+        for c in range(d):
+            rec[0, c] = 0.0
+        for j in range(n):
+            if j != j1:
+                for e in range(1, 3):
+                    if 3 * j + e != t:
+                        k = inv * _kappa(u0, u1, u2, frames, r, p0 + j, e)
+                        for c in range(d):
+                            rec[0, c] += k * o[3 * j + e, c]
+        for c in range(d):
+            o[t, c] = rec[0, c]
+    # along e1 of p1: −r1 O_{p1,2} + Σ (e1·m) O = 0; along e2: r1 O_{p1,1} + Σ (e2·m) O = 0
+    for c in range(d):
+        rec[1, c] = 0.0
+        rec[2, c] = 0.0
+    for j in range(n):
+        if j != j1:
+            for e in range(1, 3):
+                k2 = _kappa(frames[p1, 1, 0], frames[p1, 1, 1], frames[p1, 1, 2], frames, r, p0 + j, e) / r[p1]
+                k1 = -_kappa(frames[p1, 2, 0], frames[p1, 2, 1], frames[p1, 2, 2], frames, r, p0 + j, e) / r[p1]
+                for c in range(d):
+                    rec[1, c] += k1 * o[3 * j + e, c]
+                    rec[2, c] += k2 * o[3 * j + e, c]
+    for c in range(d):  # separate sums, so that the loops above vectorise (no aliasing with o)
+        o[3 * j1 + 1, c] = rec[1, c]
+        o[3 * j1 + 2, c] = rec[2, c]
+
+
+@njit(fastmath=True, cache=True)
+def _add_atom(o, ga, frames, pair_j, p0, n, centre_at, base, acc, xyz, centre):  # pragma: no cover - compiled
+    """The atom's rows o (3n, d) in its pairs' frames rotated to x, y, z, times ga (d,) = σ·act', added
+    into acc (atoms, 3, d): +c (summed over the pairs) to acc[centre_at], −c to acc[pair_j[p] − base]
+    (F = −∂E/∂R, r_p = R_j − R_i + shift). xyz, centre (3, d): scratch."""
+    d = o.shape[1]
+    for k in range(3):
+        for c in range(d):
+            centre[k, c] = 0.0
+    for j in range(n):
+        p = p0 + j
+        for k in range(3):
+            f0, f1, f2 = frames[p, 0, k], frames[p, 1, k], frames[p, 2, k]
+            for c in range(d):
+                xyz[k, c] = ga[c] * (f0 * o[3 * j, c] + f1 * o[3 * j + 1, c] + f2 * o[3 * j + 2, c])
+                centre[k, c] += xyz[k, c]
+        b = pair_j[p] - base
+        for k in range(3):
+            for c in range(d):
+                acc[b, k, c] -= xyz[k, c]
+    for k in range(3):
+        for c in range(d):
+            acc[centre_at, k, c] += centre[k, c]
 
 
 @njit(parallel=True, fastmath=True, cache=True)
