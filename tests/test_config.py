@@ -88,8 +88,11 @@ def _requirement(line: str) -> tuple[str, str]:
     [("core.yaml", ["workflow"]), ("xtb.yaml", []), ("pyscf.yaml", [])],
 )
 def test_conda_env_in_step_with_pyproject(env, extras):
-    """Every runtime dependency of pyproject (and the named extras) with the same version spec,
-    and the package itself by a non-relative, pinned spec."""
+    """A valid environment file with every runtime dependency of pyproject (and the named extras) at the
+    same version spec, and not oedal itself (no index serves it: the post-deploy script installs it)."""
+    spec = yaml.safe_load((ROOT / "envs" / env).read_text())
+    assert set(spec) == {"name", "channels", "dependencies"} and spec["name"].startswith("oedal")
+    assert any(str(d).startswith("python=") for d in spec["dependencies"]) and "pip" in spec["dependencies"]
     have = _pip_requirements(ROOT / "envs" / env)
     project = PYPROJECT["project"]
     wanted = [_requirement(r) for r in project["dependencies"]]
@@ -100,7 +103,26 @@ def test_conda_env_in_step_with_pyproject(env, extras):
             continue  # the env runs the jobs; Snakemake itself runs outside it
         assert name in have, f"envs/{env}: {name} missing (pyproject: {name}{spec})"
         assert have[name] == spec, f"envs/{env}: {name}{have[name]} differs from pyproject {name}{spec}"
-    assert have.get("oedal") == f"=={project['version']}", f"envs/{env}: install oedal=={project['version']}"
+    assert "oedal" not in have, f"envs/{env}: oedal is on no index; envs/{env.replace('.yaml', '.post-deploy.sh')} installs it"
+
+
+@pytest.mark.parametrize("env", ["core", "xtb", "pyscf"])
+def test_conda_post_deploy_installs_this_checkout(env, tmp_path):
+    """Snakemake runs envs/NAME.post-deploy.sh in the new environment: it installs the checkout that the
+    workflow names in OEDAL_CHECKOUT (editable, no dependencies), and says what is missing otherwise."""
+    script = ROOT / "envs" / f"{env}.post-deploy.sh"
+    assert script.is_file() and script.read_text().startswith("#!/usr/bin/env bash")
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "python").write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "args"}\n')
+    (stub / "python").chmod(0o755)
+    env_vars = {"PATH": f"{stub}:/usr/bin:/bin", "OEDAL_CHECKOUT": str(ROOT)}
+    subprocess.run(["bash", str(script)], env=env_vars, check=True)
+    assert (tmp_path / "args").read_text().split() == ["-m", "pip", "install", "--no-deps", "--editable", str(ROOT)]
+    missing = subprocess.run(["bash", str(script)], env={"PATH": env_vars["PATH"]}, capture_output=True, text=True)
+    assert missing.returncode != 0 and "OEDAL_CHECKOUT" in missing.stderr
+    common = (ROOT / "workflow" / "rules" / "common.smk").read_text()
+    assert "OEDAL_CHECKOUT=str(Path(workflow.basedir).resolve())" in common  # the workflow names the checkout
 
 
 @pytest.mark.parametrize("env, extra_packages", [("xtb.yaml", ["tblite"]), ("pyscf.yaml", ["pyscf", "pyscf-dispersion"])])

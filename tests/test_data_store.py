@@ -188,3 +188,55 @@ def test_structures_helpers() -> None:
     assert_same(back, s)
     bare = s.without_labels()
     assert not bare.has_labels and bare.forces is None and s.has_labels
+
+
+# ---- content hashes (DESIGN §10) -----------------------------------------------------------------
+
+
+def test_content_hash_is_stored_and_names_the_content_not_the_id(tmp_path):
+    from oedal.data.identity import content_hashes
+
+    s = random_structures(20, seed=3, periodic=True)
+    write_store(tmp_path / "a.h5", s)
+    with h5py.File(tmp_path / "a.h5") as f:
+        assert f[keys.HASH].dtype == np.dtype("S64") and f.attrs[keys.ATTR_HASH_SCHEME]
+    with StoreReader(tmp_path / "a.h5") as reader:
+        np.testing.assert_array_equal(reader.hashes, content_hashes(s))
+    other_ids = s.subset(np.arange(20))
+    other_ids.ids = other_ids.ids + 1000
+    np.testing.assert_array_equal(content_hashes(other_ids), content_hashes(s))  # the id is not content
+    for change in ("positions", "numbers", "cell", "pbc"):
+        t = s.subset(np.arange(20))
+        array = getattr(t, change)
+        array[0] = ~array[0] if change == "pbc" else array[0] + 1
+        assert content_hashes(t)[0] != content_hashes(s)[0], change
+        np.testing.assert_array_equal(content_hashes(t)[1:], content_hashes(s)[1:])
+
+
+def test_content_hash_survives_float32_and_signed_zero(tmp_path):
+    from oedal.data.identity import content_hashes
+
+    s = random_structures(50, seed=4, periodic=True)
+    s.positions[:5] = 0.0
+    f32 = s.subset(np.arange(50))
+    f32.positions = s.positions.astype(np.float32).astype(np.float64)  # written in float32, read back
+    f32.cell = s.cell.astype(np.float32).astype(np.float64)
+    f32.positions[:5] = -0.0
+    np.testing.assert_array_equal(content_hashes(f32), content_hashes(s))
+    moved = s.subset(np.arange(50))
+    moved.positions[s.offsets[:-1]] += 1e-4  # a physically different geometry (Å)
+    assert not np.any(content_hashes(moved) == content_hashes(s))
+
+
+def test_a_store_of_the_previous_layout_is_hashed_on_read(tmp_path):
+    """Stores written before hashes were stored (no `hash` dataset, no `hash_scheme`) still read."""
+    from oedal.data.identity import content_hashes
+
+    s = random_structures(30, seed=5)
+    write_store(tmp_path / "old.h5", s)
+    with h5py.File(tmp_path / "old.h5", "a") as f:
+        del f[keys.HASH]
+        del f.attrs[keys.ATTR_HASH_SCHEME]
+    with StoreReader(tmp_path / "old.h5") as reader:
+        np.testing.assert_array_equal(reader.hashes, content_hashes(s))
+        assert_same(reader.read(), s)

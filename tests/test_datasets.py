@@ -125,3 +125,22 @@ def test_cli_named_import(tmp_path: Path, shared_data: Path, no_env: Path) -> No
     assert len(w) == 5 and w.pbc.all()
     assert main(["import", "qm9", "--out", str(tmp_path / "q.h5"), "--limit", "3"]) == 0
     assert read_store(tmp_path / "q.h5").n_atoms.tolist() == [5, 4, 3]
+
+
+def test_import_without_network_ends_in_one_line_with_the_way_out(tmp_path: Path, no_env: Path, monkeypatch,
+                                                                  capsys) -> None:
+    """No local file and no network (a refused connection): exit 2, one error line naming --data-dir."""
+    monkeypatch.setenv(ds.ENV_DATA_URL, "http://127.0.0.1:9/")  # the discard port: nothing listens
+    assert main(["import", "ethanol_1000K", "--out", str(tmp_path / "e.h5")]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(err) == 1 and "--data-dir" in err[0] and "ethanol_1000K.npz" in err[0], err
+    assert not (tmp_path / "e.h5").exists() and not list(no_env.glob("*"))
+
+
+@pytest.mark.parametrize("fmt", ["wbe", "gmnn-npz", "rmd17-npz"])
+def test_a_file_of_another_format_ends_in_one_line_naming_the_formats(tmp_path: Path, fmt: str, capsys) -> None:
+    wrong = tmp_path / "WBe.tar.gz"
+    wrong.write_text("not what the format expects\n")
+    assert main(["import", str(wrong), "--format", fmt, "--out", str(tmp_path / "w.h5")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"cannot be read as {fmt}" in err[0] and "gmnn-npz, rmd17-npz, ase" in err[0], err

@@ -269,16 +269,16 @@ def test_empty_shard(tmp_path):
 
 @pytest.mark.parametrize("stop_after", [0, 5, 11])
 def test_interrupt_and_resume_labels_each_id_once(pool, tmp_path, stop_after):
-    settings = oracle_settings(kind="emt", checkpoint_every=1000, checkpoint_seconds=1000)  # only on interrupt
+    settings = oracle_settings(kind="emt")
     label_store(pool, tmp_path / "straight.h5", tmp_path / "sf.h5", settings)
     out, failed = tmp_path / "lab.h5", tmp_path / "f.h5"
     first = CountingOracle(get_oracle(settings), stop_after=stop_after)
     with pytest.raises(KeyboardInterrupt):
         label_store(pool, out, failed, settings, oracle=first)
-    assert not out.exists() and checkpoint_path(out).exists() == (stop_after > 0)
+    assert not out.exists() and checkpoint_path(out).exists()  # the private cache holds every finished label
     second = CountingOracle(get_oracle(settings))
     report = label_store(pool, out, failed, settings, oracle=second)
-    assert report.n_resumed == stop_after and not checkpoint_path(out).exists()
+    assert report.n_cached == stop_after and not checkpoint_path(out).exists()
     calls = first.calls + second.calls
     assert sorted(calls) == sorted(read_store(pool).ids)  # each id labeled exactly once
     straight, resumed = read_store(tmp_path / "straight.h5"), read_store(out)
@@ -287,18 +287,23 @@ def test_interrupt_and_resume_labels_each_id_once(pool, tmp_path, stop_after):
     np.testing.assert_array_equal(resumed.forces, straight.forces)
 
 
-def test_checkpoint_of_another_input_is_refused(pool, tmp_path):
+def test_resume_is_by_content_and_level(pool, tmp_path):
+    """What a killed job left is reused only for the same structures at the same level of theory: another
+    input under the same ids, or other label-changing settings, reuse nothing; threads change nothing."""
     settings = oracle_settings(kind="emt")
     with pytest.raises(KeyboardInterrupt):
         label_store(pool, tmp_path / "lab.h5", None, settings, oracle=CountingOracle(get_oracle(settings), 3))
     other = tmp_path / "other.h5"
     write_store(other, Structures.from_atoms(ethanol_frames(12, seed=9), ids=read_store(pool).ids))
-    with pytest.raises(ValueError, match="different input"):
-        label_store(other, tmp_path / "lab.h5", None, settings)
-    with pytest.raises(ValueError, match="different settings"):
-        label_store(pool, tmp_path / "lab.h5", None, oracle_settings(kind="xtb"))
-    label_store(pool, tmp_path / "lab.h5", None, settings.model_copy(update={"threads": 2}))  # same labels
-    assert (tmp_path / "lab.failed.h5").exists()
+    counting = CountingOracle(get_oracle(settings))
+    report = label_store(other, tmp_path / "lab.h5", None, settings, oracle=counting)
+    assert report.n_cached == 0 and len(counting.calls) == 12
+    label_store(other, tmp_path / "straight.h5", None, settings)
+    np.testing.assert_array_equal(read_store(tmp_path / "lab.h5").energy, read_store(tmp_path / "straight.h5").energy)
+    with pytest.raises(KeyboardInterrupt):
+        label_store(pool, tmp_path / "b.h5", None, settings, oracle=CountingOracle(get_oracle(settings), 3))
+    assert label_store(pool, tmp_path / "b.h5", None, settings.model_copy(update={"threads": 2})).n_cached == 3
+    assert (tmp_path / "b.failed.h5").exists()
 
 
 SIGKILL_SCRIPT = textwrap.dedent(
@@ -307,8 +312,8 @@ SIGKILL_SCRIPT = textwrap.dedent(
     from oedal.oracles import Oracle, get_oracle, label_store
     from oedal.oracles import oracle_settings
 
-    pool, out, log, kill_at, every = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-    settings = oracle_settings(kind="emt", checkpoint_every=every, checkpoint_seconds=1000)
+    pool, out, log, kill_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    settings = oracle_settings(kind="emt")
 
     class Killer(Oracle):
         name = "killer"
@@ -328,14 +333,12 @@ SIGKILL_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("every", [1, 4])
-def test_sigkill_and_resume(pool, tmp_path, every):
-    """A job killed with SIGKILL after 7 labels; the rerun labels the rest. With a checkpoint after
-    every structure no id is labeled twice; with one every 4, only the 3 labels since the last
-    checkpoint are redone. Either way the final file holds each id once, equal to a straight run."""
+def test_sigkill_and_resume(pool, tmp_path):
+    """A job killed with SIGKILL after 7 labels; the rerun labels the other 5 and nothing twice (each
+    label is committed to the cache as it is made); the final file equals a straight run."""
     out, log = tmp_path / "lab.h5", tmp_path / "calls.txt"
     proc = subprocess.run(
-        [sys.executable, "-c", SIGKILL_SCRIPT, str(pool), str(out), str(log), "7", str(every)],
+        [sys.executable, "-c", SIGKILL_SCRIPT, str(pool), str(out), str(log), "7"],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
@@ -345,28 +348,26 @@ def test_sigkill_and_resume(pool, tmp_path, every):
     settings = oracle_settings(kind="emt")
     second = CountingOracle(get_oracle(settings))
     report = label_store(pool, out, None, settings, oracle=second)
-    saved = 7 // every * every
-    assert report.n_resumed == saved
-    assert second.calls == read_store(pool).ids[saved:].tolist()
-    assert len(first) + len(second.calls) == 12 + (7 - saved)
+    assert report.n_cached == 7
+    assert second.calls == read_store(pool).ids[7:].tolist()
     label_store(pool, tmp_path / "straight.h5", None, settings)
     straight, resumed = read_store(tmp_path / "straight.h5"), read_store(out)
     np.testing.assert_array_equal(resumed.ids, straight.ids)
     np.testing.assert_array_equal(resumed.energy, straight.energy)
 
 
-def test_sigterm_writes_the_checkpoint(pool, tmp_path):
+def test_sigterm_keeps_the_labels(pool, tmp_path):
     """Slurm and Snakemake stop jobs with SIGTERM: the labels so far are kept."""
     script = SIGKILL_SCRIPT.replace("signal.SIGKILL", "signal.SIGTERM")
     out, log = tmp_path / "lab.h5", tmp_path / "calls.txt"
     proc = subprocess.run(
-        [sys.executable, "-c", script, str(pool), str(out), str(log), "5", "1000"],
+        [sys.executable, "-c", script, str(pool), str(out), str(log), "5"],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
     settings = oracle_settings(kind="emt")
     second = CountingOracle(get_oracle(settings))
-    assert label_store(pool, out, None, settings, oracle=second).n_resumed == 5
+    assert label_store(pool, out, None, settings, oracle=second).n_cached == 5
     assert len(second.calls) == 7
 
 

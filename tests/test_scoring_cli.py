@@ -185,3 +185,30 @@ def test_kernel_backends_give_the_same_scores(tiny_campaign, tmp_path, monkeypat
     with using("auto"):
         assert main([*args, "--out", str(tmp_path / "bad.h5")]) == 2
     assert "OEDAL_KERNELS: unknown kernel backend 'cuda'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["top", "greedy", "random"])
+def test_stores_from_two_files_with_clashing_ids_select_by_content(tiny_campaign, tmp_path, method, caplog):
+    """A pool imported from another file than the training set reuses its row ids 0..29 for other
+    structures, and holds 10 training structures under new ids: every new structure can be picked, no
+    training structure is, and a warning names both files."""
+    from oedal.data.structures import Structures
+
+    root, models = tiny_campaign
+    train = read_store(root / "train.h5")
+    new = read_store(root / "pool.h5").subset(np.arange(30))
+    new.ids = np.arange(30)  # the row numbers of the other file: they clash with training ids 0..29
+    again = train.subset(np.arange(10)).without_labels()
+    again.ids = np.arange(200, 210)
+    write_store(tmp_path / "pool.h5", Structures.concatenate([new, again]))
+    scores = tmp_path / "scores.h5"
+    assert main(["score", "--model", str(models[0]), "--train", str(root / "train.h5"), "--pool",
+                 str(tmp_path / "pool.h5"), "--out", str(scores), "--strategy", "qs1"]) == 0
+    select = ["select", "--pool", str(tmp_path / "pool.h5"), "--out", str(tmp_path / "sel.h5"), "--method", method,
+              "--n", "30"]
+    select += ["--scores", str(scores)] if method != "random" else ["--exclude", str(root / "train.h5")]
+    caplog.clear()
+    assert main(select) == 0
+    assert sorted(read_store(tmp_path / "sel.h5").ids.tolist()) == list(range(30))
+    warning = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert str(tmp_path / "pool.h5") in warning and str(root / "train.h5") in warning and "by content" in warning

@@ -209,6 +209,46 @@ def test_no_informative_candidate_stops(tmp_path, iteration0):
     assert read_store(tmp_path / "iter_001" / "train.h5").has_labels
 
 
+def test_scatter_and_merge_go_by_content(tmp_path, iteration0, source):
+    """A selection is matched to the pool by id and content; a pool copy of a selected structure under
+    another id leaves the pool with it; labels whose ids name other structures in the training set are
+    refused with both files named."""
+    from oedal.data.structures import Structures
+
+    out, _ = iteration0
+    pool = read_store(out / "pool.h5")
+    copy = pool.subset([0])
+    copy.ids = np.array([9999])
+    write_store(out / "pool.h5", Structures.concatenate([pool, copy]))
+    write_store(out / "selected.h5", pool.subset([0, 1]))
+    shards = [tmp_path / "shard_0.h5"]
+    shard_selection(out / "selected.h5", out / "pool.h5", out / "status.json", shards, out / "request.json",
+                    informative=False)
+    assert read_store(shards[0]).ids.tolist() == pool.ids[:2].tolist()
+    write_store(out / "labeled.h5", read_store(source).subset(np.searchsorted(read_store(source).ids, pool.ids[:2])))
+    merge_labels(out, tmp_path / "iter_001")
+    assert 9999 not in ids(tmp_path / "iter_001" / "pool.h5")  # already selected, by content
+
+    moved = pool.subset([0, 1])
+    moved.positions += 0.1  # the same ids, other structures
+    write_store(out / "selected.h5", moved)
+    with pytest.raises(ValueError, match="not in the pool"):
+        scatter_selection(out / "selected.h5", out / "pool.h5", shards)
+
+    train_ids = ids(out / "train.h5")[:2]
+    other = read_store(out / "pool.h5")
+    other.ids[:2] = train_ids  # a pool from another file: its ids name other structures than the training set's
+    write_store(out / "pool.h5", other)
+    labeled = read_store(out / "labeled.h5")
+    labeled.ids = train_ids
+    write_store(out / "labeled.h5", labeled)
+    request = json.loads((out / "request.json").read_text())
+    request.update(selected_ids=train_ids.tolist(), valid_ids=[])
+    (out / "request.json").write_text(json.dumps(request))
+    with pytest.raises(ValueError, match=r"train\.h5 and .*labeled\.h5: 2 id\(s\)"):
+        merge_labels(out, tmp_path / "iter_002")
+
+
 def test_summary_comparison_and_verdict_files(tmp_path):
     """Two strategies × two seeds × two iterations of fake results: the summary rows, the paired ratio
     in comparison.csv equals the one computed by hand, the verdict names the metric and the interval."""

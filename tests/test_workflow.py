@@ -10,8 +10,11 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +65,38 @@ def dry_run_jobs(env: dict, results: Path, *args: str, config: Path = TINY) -> l
         wildcards = dict(item.split("=", 1) for item in wc.group(1).split(", ")) if wc else {}
         jobs.append((head.group(1), wildcards))
     return jobs
+
+
+def dry_run_outputs(env: dict, results: Path, *args: str, config: Path = TINY) -> list[tuple[str, list[str]]]:
+    """(rule, output files) of every job a dry run would execute."""
+    proc = run_snakemake(env, results, "--dry-run", *args, config=config)
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", proc.stdout + proc.stderr):
+        head = re.match(r"(?:local)?rule (\w+):", block)
+        if head:
+            out = re.search(r"^\s+output: (.*)$", block, flags=re.M)
+            jobs.append((head.group(1), out.group(1).split(", ") if out else []))
+    return jobs
+
+
+def edited_config(tmp_path: Path, name: str = "edited.yaml", **sections) -> Path:
+    """config/tiny.yaml with some keys of some sections changed (``iterations=3`` style per section)."""
+    config = yaml.safe_load(TINY.read_text())
+    for section, values in sections.items():
+        config[section] = {**config.get(section, {}), **values} if isinstance(values, dict) else values
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def label_log_counts(results: Path) -> list[tuple[int, int]]:
+    """(from the cache, oracle calls) of every label_shard log under ``results``."""
+    counts = []
+    for log in sorted(results.glob("**/logs/label_shard_*.log")):
+        found = re.findall(r"(\d+) from the cache, (\d+) oracle calls", log.read_text())
+        assert found, log.read_text()[-2000:]
+        counts.append(tuple(int(x) for x in found[-1]))
+    return counts
 
 
 def read_ids(path: Path) -> np.ndarray:
@@ -283,6 +318,42 @@ def test_tiny_campaign_end_to_end(tiny_run):
     assert (results / "tiny" / "learning_curve.png").stat().st_size > 1000
 
 
+def test_every_label_is_computed_once_and_lives_in_the_cache(tiny_run):
+    """The campaign's label cache ({results_dir}/labels.sqlite) holds every oracle result once; the oracle
+    calls of all labeling jobs add up to its rows."""
+    import sqlite3
+
+    from oedal.data.store import StoreReader
+
+    with sqlite3.connect(tiny_run / "labels.sqlite") as con:
+        rows = con.execute("SELECT structure, ok FROM labels").fetchall()
+    hashes = set()
+    for path in tiny_run.glob("tiny/*/seed0/iter_*/shards/*labeled_*.h5"):
+        with StoreReader(path) as reader:
+            hashes |= {h.decode() for h in reader.hashes}
+    assert {h for h, ok in rows if ok} == hashes and len(rows) == len({h for h, _ in rows})
+    assert sum(calls for _, calls in label_log_counts(tiny_run)) == len(rows)
+
+
+def test_more_iterations_and_runtime_knobs_rerun_nothing_that_exists(smk_env, tiny_run, tmp_path):
+    """stop.iterations 2 → 3 and every knob that changes no output (oracle threads and attempts, the label
+    cache's place and journal, training threads, the scoring chunk size, the data folder, resources): the
+    dry run plans only jobs whose outputs are missing, and the summary that gains a row."""
+    data_dir = str((ROOT / yaml.safe_load(TINY.read_text())["dataset"]["data_dir"]).resolve())
+    config = edited_config(
+        tmp_path, stop={"iterations": 3}, oracle={"kind": "replay", "threads": 2, "max_attempts": 3},
+        labeling={"shards": 2, "retries": 3, "cache": str(tmp_path / "elsewhere.sqlite"), "cache_journal": "delete"},
+        training={"epochs": 5, "batch_size": 8, "patience": 5, "threads": 2}, score={"chunk_size": 7},
+        dataset={"source": "ethanol_1000K", "data_dir": data_dir},
+        resources={"train_threads": 2, "score_threads": 2, "label_mem_mb": 3000, "train_runtime": 20})
+    jobs = dry_run_outputs(smk_env, tiny_run, config=config)
+    assert {rule for rule, _ in jobs} >= {"select_batch", "label_shard", "merge_labels", "train_model"}
+    existing = [(rule, f) for rule, outputs in jobs for f in outputs if Path(f).exists()]
+    assert {rule for rule, _ in existing} <= {"summarize_campaign", "plot_learning_curve"}, existing
+    planned = {(rule, re.search(r"iter_(\d{3})", o[0]).group(1)) for rule, o in jobs if o and "iter_" in o[0]}
+    assert {it for _, it in planned} == {"002", "003"}, planned  # iteration 2 now selects; 3 is new
+
+
 def test_rerunning_one_iteration_reruns_what_follows_and_nothing_before(smk_env, tiny_run):
     """`--forcerun iter_001/model.pt`: that training and every later step of that run, nothing else."""
     model = iter_dir(tiny_run, "qs1-greedy", 1) / "model.pt"
@@ -348,3 +419,148 @@ def test_reaching_the_target_error_stops_the_campaign(smk_env, tmp_path):
         status = json.loads((d / "status.json").read_text())
         assert status["stopped"] and status["labels_spent"] == 40 and status["n_train"] == 20
         assert (d / "model.pt").read_bytes() == (first / "model.pt").read_bytes()
+
+
+# ------------------------------------------------------------------------------------------------
+# Labels are never computed twice: forced reruns, kill -9 of jobs and of Snakemake itself
+# ------------------------------------------------------------------------------------------------
+
+
+def test_forcerun_of_a_labeled_iteration_recomputes_no_label(smk_env, tiny_run):
+    """`--forcerun` of iteration 1's labeling jobs deletes and reruns them (as root the protected outputs
+    protect nothing; a non-root user is emulated by making them writable): every label comes from the
+    cache, no oracle call, the same labels. (Last in this file: it rewrites files of tiny_run.)"""
+    d = iter_dir(tiny_run, "qs1-greedy", 1)
+    shards = [d / "shards" / f"labeled_{k}.h5" for k in range(2)]
+    before = [read_ids(p) for p in shards], [np.asarray(__import__("oedal").data.read_store(p).energy) for p in shards]
+    if os.geteuid() != 0:
+        for path in shards + [d / "shards" / f"failed_{k}.h5" for k in range(2)]:
+            path.chmod(0o644)
+    run_snakemake(smk_env, tiny_run, str(d / "labeled.h5"), "--forcerun", *map(str, shards))
+    counts = label_log_counts(d)
+    assert len(counts) == 2 and all(calls == 0 and cached > 0 for cached, calls in counts), counts
+    from oedal.data import read_store
+
+    assert [read_ids(p).tolist() for p in shards] == [ids.tolist() for ids in before[0]]
+    for path, energy in zip(shards, before[1]):
+        np.testing.assert_array_equal(read_store(path).energy, energy)
+
+
+def labeling_config(tmp_path: Path, log: Path, name: str = "labels.yaml", **oracle) -> Path:
+    """Random strategy only (no training needed up to iteration 1's labels), a counting EMT oracle that
+    takes 30 ms per structure, the validation set redrawn: 28 structures to label per iteration."""
+    calculator = {"kind": "ase", "calculator": "counting_calculator:counting_emt",
+                  "calculator_kwargs": {"log": str(log), "delay": 0.03, **oracle}}
+    return edited_config(tmp_path, name, strategies=["random"], oracle=calculator,
+                         split={"n_train": 20, "n_valid": 20, "n_test": 60, "n_pool": 100, "valid_redraw": True})
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children of children ...), from /proc."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    out, frontier = [], [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier]
+        out += children
+        frontier = children
+    return out
+
+
+def labelers(pid: int) -> list[int]:
+    """The `oedal label` processes below ``pid`` (not the shells that started them)."""
+    found = []
+    for p in descendants(pid):
+        try:
+            argv = Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"label" in argv and any(a.endswith(b"oedal") for a in argv):
+            found.append(p)
+    return found
+
+
+def wait_gone(pids: list[int], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while any(Path(f"/proc/{p}").exists() and "zombie" not in Path(f"/proc/{p}/status").read_text(errors="ignore")
+              for p in pids):
+        assert time.monotonic() < deadline, "orphaned jobs did not finish"
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def scattered(smk_env, tmp_path_factory) -> Path:
+    """A results folder of `labeling_config` up to iteration 0's shards (nothing labeled yet); tests copy it."""
+    root = tmp_path_factory.mktemp("scattered")
+    config = labeling_config(root, root / "unused.txt")
+    results = root / "results"
+    run_snakemake(smk_env, results, str(iter_dir(results, "random", 0) / "request.json"), config=config)
+    return results
+
+
+def copy_of(results: Path, tmp_path: Path) -> Path:
+    """A copy with the files' times (Snakemake keeps no record of it: only missing files are made)."""
+    return Path(shutil.copytree(results, tmp_path / "results"))
+
+
+def with_test_oracles(smk_env: dict) -> dict:
+    """Jobs that import tests/counting_calculator.py."""
+    return {**smk_env, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), smk_env.get("PYTHONPATH", "")])}
+
+
+@pytest.mark.parametrize("victim", ["snakemake", "everything", "label job"])
+def test_kill_9_during_labeling_computes_no_label_twice(smk_env, scattered, tmp_path, victim):
+    """kill -9 at a random moment while iteration 0 is labeled (2 shards of 14), of Snakemake alone (its
+    jobs go on as orphans), of Snakemake with its jobs (a node lost), or of one labeling job (Snakemake
+    retries it); then `--unlock` and a rerun with the local profile's settings (rerun-incomplete). Every
+    structure is labeled; the cache holds each label once; no finished label is computed again."""
+    import sqlite3
+
+    import counting_calculator
+
+    env, results, log = with_test_oracles(smk_env), copy_of(scattered, tmp_path), tmp_path / "calls.txt"
+    target = str(iter_dir(results, "random", 0) / "labeled.h5")
+    cmd = [*SNAKEMAKE, "--configfile", str(labeling_config(tmp_path, log)), "--config", f"results_dir={results}",
+           "--cores", "2", target]
+    kill_after = int(np.random.default_rng(zlib.crc32(victim.encode())).integers(1, 27))  # oracle calls
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    while len(counting_calculator.calls(log)) < kill_after or (victim == "label job" and not labelers(proc.pid)):
+        assert proc.poll() is None, "snakemake ended before the kill"
+        time.sleep(0.005)
+    jobs = descendants(proc.pid)
+    if victim == "label job":
+        os.kill(labelers(proc.pid)[0], signal.SIGKILL)
+        assert proc.wait(timeout=300) == 0  # labeling.retries: the retry resumes from the cache
+    else:
+        os.killpg(proc.pid, signal.SIGKILL) if victim == "everything" else proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        subprocess.run([*cmd[:-1], "--unlock"], cwd=ROOT, env=env, check=True, capture_output=True)
+        rerun = subprocess.run([*cmd[:-3], "--profile", str(ROOT / "profiles" / "local"), target], cwd=ROOT, env=env,
+                               capture_output=True, text=True, timeout=600)
+        assert rerun.returncode == 0, rerun.stderr[-4000:]
+        wait_gone(jobs)
+    calls = counting_calculator.calls(log)
+    assert len(read_ids(Path(target))) == 28 and len(set(i for _, i in calls)) == 28
+    with sqlite3.connect(results / "labels.sqlite") as con:
+        assert con.execute("SELECT COUNT(*), COUNT(DISTINCT structure), SUM(ok) FROM labels").fetchone() == (28, 28, 28)
+    twice = len(calls) - 28  # a computation a kill interrupted after it finished, before its commit
+    print(f"kill -9 of {victim} after {kill_after} oracle calls: {len(calls)} calls for 28 labels")
+    assert twice <= {"snakemake": 0, "everything": 2, "label job": 1}[victim], (twice, kill_after)
+
+
+def test_a_shard_where_every_structure_fails_stops_the_campaign(smk_env, scattered, tmp_path):
+    """The labeling job exits non-zero after writing what it has; Snakemake stops with its message."""
+    results = copy_of(scattered, tmp_path)
+    config = labeling_config(tmp_path, tmp_path / "calls.txt", fail=True)
+    proc = run_snakemake(with_test_oracles(smk_env), results, str(iter_dir(results, "random", 0) / "labeled.h5"),
+                         "--show-failed-logs", config=config, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "oedal label: error: every structure of" in out, out[-4000:]
+    assert "this calculator always fails" in out
+    assert not (iter_dir(results, "random", 0) / "labeled.h5").exists()

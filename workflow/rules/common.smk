@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from oedal.campaign.plan import derive_seed, parse_strategy, plan_batches
+from oedal.oracles.base import RUNTIME_FIELDS
 
 # Jobs call the `oedal` installed beside the Python that runs Snakemake, so a virtual environment
 # need not be activated; with --sdm conda the job's environment still comes first on PATH.
@@ -18,12 +19,15 @@ envvars:
 
 _search_path = os.environ["PATH"]
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), _search_path])
+# envs/*.post-deploy.sh install this checkout into each conda environment (--sdm conda).
+os.environ.update(OEDAL_CHECKOUT=str(Path(workflow.basedir).resolve()))
 
 RESULTS = CAMPAIGN.results_dir.rstrip("/")
 BATCHES = plan_batches(CAMPAIGN)  # batch size m of each selection round
 LAST = len(BATCHES)  # index of the last iteration (trained and evaluated, nothing selected)
 SHARDS = list(range(CAMPAIGN.labeling.shards))
 
+LABEL_CACHE = CAMPAIGN.labeling.cache or f"{RESULTS}/labels.sqlite"  # shared by every campaign in RESULTS
 RUN = f"{RESULTS}/{{campaign}}/{{strategy}}/seed{{seed}}"
 ITER = f"{RUN}/iter_{{iter}}"
 DATA = f"{RESULTS}/{{campaign}}/data"
@@ -93,26 +97,48 @@ def final_targets() -> list[str]:
     return last + [f"{RESULTS}/{name}/summary.csv", f"{RESULTS}/{name}/learning_curve.png"]
 
 
-# -- settings (params.settings: one config section as JSON, so a change reruns only its step) ---
+# -- settings (params: exactly what changes a rule's output, so an edit reruns only what it changes) --
 
 
-def settings_json(section: str, exclude: tuple[str, ...] = (), **overrides) -> str:
-    data = getattr(CAMPAIGN, section).model_dump(mode="json", exclude=set(exclude))
+def settings_json(section: str, exclude=None, include=None, **overrides) -> str:
+    """One config section as JSON, less the keys that change no output of the rule (``exclude``, which
+    may be nested as pydantic's ``model_dump`` takes it), or only those it reads (``include``)."""
+    data = getattr(CAMPAIGN, section).model_dump(mode="json", exclude=exclude, include=include)
     data.update(overrides)
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
+def untracked(value):
+    """A params entry that Snakemake does not compare between runs: for knobs that change no output
+    (cache location, tries per structure, chunk sizes). Snakemake leaves params derived from input,
+    output, threads or resources out of its params rerun trigger, so this one takes ``threads``;
+    tests/test_workflow.py checks that editing such a knob plans no job."""
+
+    def param(wildcards, threads):
+        return value(wildcards) if callable(value) else value
+
+    return param
+
+
 def training_json(wildcards) -> str:
     """TrainingSettings with a seed derived per campaign/seed/iteration/member (not per strategy:
-    every strategy starts from the same iteration-0 model)."""
+    every strategy starts from the same iteration-0 model); device and threads are resources."""
     seed = derive_seed(wildcards.campaign, wildcards.seed, wildcards.iter, "train", member(wildcards))
-    return settings_json("training", exclude=("device",), seed=seed)  # --threads, --device: resources
+    return settings_json("training", exclude={"device", "threads"}, seed=seed)
 
 
 def score_json(wildcards) -> str:
-    """This run's score settings (oedal.campaign.settings.CampaignSettings.score_settings): only
-    greedy selection reads the projected sensitivities; other methods skip writing them."""
-    return json.dumps(CAMPAIGN.score_settings(wildcards.strategy), sort_keys=True, separators=(",", ":"))
+    """This run's score settings (oedal.campaign.settings.CampaignSettings.score_settings) less the
+    chunk size (a memory knob, passed untracked): only greedy selection reads the projected
+    sensitivities; other methods skip writing them."""
+    data = {k: v for k, v in CAMPAIGN.score_settings(wildcards.strategy).items() if k != "chunk_size"}
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def stop_json() -> str:
+    """What the stop decision reads; ``iterations`` and ``max_train`` fix the plan, not a decision."""
+    keys = {"target", "informative"} | ({"target_metric"} if CAMPAIGN.stop.target is not None else set())
+    return settings_json("stop", include=keys)
 
 
 def select_json(wildcards) -> str:
@@ -125,10 +151,11 @@ def select_json(wildcards) -> str:
 
 
 def oracle_json(wildcards) -> str:
-    """The oracle settings; a replay oracle without a source replays the campaign's own data set."""
+    """The level of theory: the oracle settings that change a label (not threads or attempts); a replay
+    oracle without a source replays the campaign's own data set."""
     if CAMPAIGN.oracle.kind == "replay" and CAMPAIGN.oracle.source is None:
-        return settings_json("oracle", source=SOURCE.format(campaign=wildcards.campaign))
-    return settings_json("oracle")
+        return settings_json("oracle", exclude=set(RUNTIME_FIELDS), source=SOURCE.format(campaign=wildcards.campaign))
+    return settings_json("oracle", exclude=set(RUNTIME_FIELDS))
 
 
 def valid_seed(wildcards) -> int:

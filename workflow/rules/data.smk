@@ -14,7 +14,7 @@ if CAMPAIGN.dataset.source == "sample":
         log:
             f"{DATA}/logs/prepare_dataset.log",
         params:
-            settings=settings_json("sampling"),
+            settings=settings_json("sampling", exclude={"potential": set(RUNTIME_FIELDS)}),
         threads: 1
         resources:
             mem_mb=2000,
@@ -35,7 +35,7 @@ else:
             f"{DATA}/logs/prepare_dataset.log",
         params:
             source=CAMPAIGN.dataset.source,
-            data_dir=f"--data-dir {shlex.quote(CAMPAIGN.dataset.data_dir)}" if CAMPAIGN.dataset.data_dir else "",
+            data_dir=untracked(CAMPAIGN.dataset.data_dir or ""),  # where the file is, not what it holds
             format=CAMPAIGN.dataset.format,
         threads: 1
         resources:
@@ -45,7 +45,7 @@ else:
             ENV_CORE
         shell:
             "oedal import {params.source:q} --out {output:q} --format {params.format:q} --require-labels"
-            " {params.data_dir} > {log:q} 2>&1"
+            " --data-dir {params.data_dir:q} > {log:q} 2>&1"
 
 
 rule split_dataset:
@@ -62,7 +62,7 @@ rule split_dataset:
     log:
         f"{RUN}/iter_000/logs/split_dataset.log",
     params:
-        settings=settings_json("split"),
+        settings=settings_json("split", exclude={"valid_redraw"}),  # read by the later steps
         seed=split_seed,
         out_dir=f"{RUN}/iter_000",
     threads: 1

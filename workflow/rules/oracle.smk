@@ -1,5 +1,6 @@
 # Labeling: scatter the request over a fixed number of shards, label each shard as its own job
-# (protected outputs, retries, failures recorded), gather, and merge into the next iteration.
+# (through the label cache; protected outputs, retries, failures recorded), gather, and merge into the
+# next iteration.
 # Your own oracle: replace rule label_shard (contract in docs/oracles.md).
 
 
@@ -22,7 +23,7 @@ rule shard_selection:
     log:
         f"{ITER}/logs/shard_selection.log",
     params:
-        stop=settings_json("stop"),
+        stop=stop_json(),
         metrics=optional_flag("metrics", "--metrics"),
         scores=optional_flag("scores", "--scores"),
         n_valid=n_valid_redraw,
@@ -40,8 +41,9 @@ rule shard_selection:
 
 
 rule label_shard:
-    """One shard through the oracle: labeled + failed structures with the same ids; a killed job
-    resumes from its checkpoint; an existing labeled file is never overwritten."""
+    """One shard through the oracle: labeled + failed structures with the same ids. Every result goes
+    to the label cache as it is made and is looked up there first, so a rerun, forced or not, computes
+    no label twice; an existing labeled file is never overwritten."""
     input:
         unpack(label_inputs),
     output:
@@ -52,7 +54,10 @@ rule label_shard:
     benchmark:
         f"{ITER}/benchmarks/label_{{shard}}.tsv"
     params:
-        settings=oracle_json,
+        settings=oracle_json,  # the level of theory; threads and the knobs below change no label
+        cache=untracked(LABEL_CACHE),
+        journal=untracked(CAMPAIGN.labeling.cache_journal),
+        max_attempts=untracked(CAMPAIGN.oracle.max_attempts),
     retries: CAMPAIGN.labeling.retries
     threads: CAMPAIGN.oracle.threads
     resources:
@@ -61,7 +66,8 @@ rule label_shard:
         ENV_ORACLE
     shell:
         "oedal label --in {input.shard:q} --out {output.labeled:q} --failed {output.failed:q}"
-        " --oracle-settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
+        " --oracle-settings {params.settings:q} --cache {params.cache:q} --cache-journal {params.journal:q}"
+        " --max-attempts {params.max_attempts} --threads {threads} > {log:q} 2>&1"
 
 
 rule gather_labels:

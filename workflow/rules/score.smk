@@ -20,6 +20,7 @@ rule score_pool:
     params:
         settings=score_json,
         models=model_flags,
+        chunk_size=untracked(CAMPAIGN.score.chunk_size),
     threads: CAMPAIGN.resources.score_threads
     resources:
         **SCORE_RESOURCES,
@@ -27,4 +28,5 @@ rule score_pool:
         ENV_CORE
     shell:
         "oedal score {params.models} --train {input.train:q} --pool {input.pool:q} --out {output:q}"
-        " --settings {params.settings:q} --device {resources.device:q} --threads {threads} > {log:q} 2>&1"
+        " --settings {params.settings:q} --chunk-size {params.chunk_size} --device {resources.device:q}"
+        " --threads {threads} > {log:q} 2>&1"

@@ -155,10 +155,20 @@ class StopSettings(Settings):
 
 
 class LabelingSettings(Settings):
-    """Scatter/gather of the oracle calls."""
+    """Scatter/gather of the oracle calls, and the label cache every labeling job reads first."""
 
     shards: int = Field(2, ge=1, description="labeling jobs per iteration (an empty shard is fine)")
     retries: int = Field(1, ge=0, description="Snakemake retries of a failed labeling job")
+    cache: str | None = Field(
+        None,
+        description="label cache (SQLite) keyed by structure content and level of theory, shared by every "
+        "iteration, strategy, seed and campaign that names it; default {results_dir}/labels.sqlite",
+    )
+    cache_journal: Literal["wal", "delete"] = Field(
+        "wal",
+        description="wal: every labeling job on one machine; delete: jobs on several nodes sharing a network "
+        "filesystem with working POSIX locks (NFSv4, Lustre with flock)",
+    )
 
 
 class ResourceSettings(Settings):

@@ -71,8 +71,16 @@ def _read(path: str | Path):
     return read_store(path)
 
 
+def _read_hashed(path: str | Path):
+    """(Structures, content hashes (n,) S64) of a store (oedal.data.identity)."""
+    from oedal.data.store import StoreReader
+
+    with StoreReader(path) as reader:
+        return reader.read(), reader.hashes
+
+
 def _rows_of(ids: np.ndarray, wanted: Iterable[int]) -> np.ndarray:
-    """Rows of ``ids`` whose id is in ``wanted``, in file order."""
+    """Rows of ``ids`` whose id is in ``wanted``, in file order (ids of one file: unique there)."""
     return np.flatnonzero(np.isin(ids, np.fromiter(wanted, dtype=np.int64)))
 
 
@@ -203,12 +211,16 @@ def scatter_selection(
     """Write the structures to label, unlabeled, over a fixed number of contiguous (possibly empty)
     shards: the selected batch and, when ``n_valid`` > 0 (validation redraw), ``n_valid`` random pool
     structures that were not selected. Returns (selected ids, redrawn validation ids)."""
-    selected_ids = np.asarray(_read(selected).ids, dtype=np.int64)
-    pool_structures = _read(pool)
-    rows = _rows_of(pool_structures.ids, selected_ids)
+    from oedal.data.identity import pair_keys
+
+    chosen, chosen_hashes = _read_hashed(selected)
+    selected_ids = np.asarray(chosen.ids, dtype=np.int64)
+    pool_structures, pool_hashes = _read_hashed(pool)
+    rows = np.flatnonzero(np.isin(pair_keys(pool_structures.ids, pool_hashes), pair_keys(selected_ids, chosen_hashes)))
     if len(rows) != len(selected_ids):
-        raise InputError(f"{selected}: {len(selected_ids) - len(rows)} selected ids are not in the pool {pool}")
-    rest = np.setdiff1d(np.arange(len(pool_structures)), rows)
+        raise InputError(f"{selected}: {len(selected_ids) - len(rows)} selected structures are not in the pool {pool} "
+                         "(same id and content)")
+    rest = np.flatnonzero(~np.isin(pool_hashes, chosen_hashes))  # by content: a copy under another id is taken too
     if n_valid > len(rest):
         raise InputError(f"{pool}: {len(rest)} structures left, cannot redraw {n_valid} validation structures")
     valid_rows = np.sort(np.random.default_rng(seed).choice(rest, size=n_valid, replace=False))
@@ -311,13 +323,16 @@ def merge_labels(prev_dir: str | Path, out_dir: str | Path, *, redraw_valid: boo
 
     prev, out = Path(prev_dir), Path(out_dir)
     state, request = _read_json(prev / "status.json"), _read_json(prev / "request.json")
-    train, valid, pool = (_read(prev / f"{name}.h5") for name in ("train", "valid", "pool"))
-    new = _read(prev / "labeled.h5")  # the oracle's labels of everything requested (failures left out)
+    (train, train_hashes), (pool, pool_hashes) = _read_hashed(prev / "train.h5"), _read_hashed(prev / "pool.h5")
+    valid = _read(prev / "valid.h5")
+    new, new_hashes = _read_hashed(prev / "labeled.h5")  # the oracle's labels of everything requested, no failures
     stopped = bool(request["stop"])
+    requested = np.asarray(request["selected_ids"] + request["valid_ids"], dtype=np.int64)
+    requested_hashes = pool_hashes[_rows_of(pool.ids, requested)]
+    _check_labeled(prev, new.ids, new_hashes, requested_hashes, train.ids, train_hashes)
     sel_rows = _rows_of(new.ids, request["selected_ids"])
     new_train = Structures.concatenate([train, new.subset(sel_rows)]) if len(sel_rows) else train
-    requested = np.asarray(request["selected_ids"] + request["valid_ids"], dtype=np.int64)
-    pool_rest = pool.subset(np.flatnonzero(~np.isin(pool.ids, requested)))
+    pool_rest = pool.subset(np.flatnonzero(~np.isin(pool_hashes, requested_hashes)))  # by content
     valid_rows = _rows_of(new.ids, request["valid_ids"])
     if redraw_valid and not stopped and len(valid_rows):  # (every redrawn label failed: keep the old set)
         new_valid = new.subset(valid_rows)
@@ -342,6 +357,18 @@ def merge_labels(prev_dir: str | Path, out_dir: str | Path, *, redraw_valid: boo
     log.info("merge → %s: train %d, valid %d, pool %d, labels spent %d%s", out, status["n_train"], status["n_valid"],
              status["n_pool"], status["labels_spent"], " (stopped)" if stopped else "")
     return status
+
+
+def _check_labeled(prev: Path, ids, hashes, requested_hashes, train_ids, train_hashes) -> None:
+    """The labeled structures are those requested from the pool, and none reuses a training id."""
+    from oedal.data.identity import check_no_id_clash
+
+    foreign = ~np.isin(hashes, requested_hashes)
+    if foreign.any():
+        raise InputError(f"{prev / 'labeled.h5'}: {int(foreign.sum())} structure(s) (ids "
+                         f"{', '.join(str(int(i)) for i in ids[foreign][:5])}) are not among those requested from "
+                         f"{prev / 'pool.h5'} (an oracle must keep the geometry it was given)")
+    check_no_id_clash(train_ids, train_hashes, str(prev / "train.h5"), ids, hashes, str(prev / "labeled.h5"))
 
 
 def carry_over(status: str | Path, source: str | Path | None, target: str | Path) -> bool:

@@ -22,7 +22,7 @@ def _score(args: argparse.Namespace) -> int:
     data = settings_data(args.settings)
     data.setdefault("kind", args.strategy or "qs1")
     settings = load_settings(ScoreSettings, data, kind=args.strategy, beta=args.beta, threshold=args.threshold,
-                             reduction=args.reduction, device=args.device,
+                             reduction=args.reduction, device=args.device, chunk_size=args.chunk_size,
                              projections=False if args.no_projections else None)
     check_outputs(args.out)
     known = set.intersection(*(set(read_model_file(path)["species"]) for path in args.model))
@@ -70,6 +70,7 @@ def register(sub) -> None:
     p.add_argument("--no-projections", action="store_true",
                    help="do not store u_energy / u_forces (only greedy selection reads them; QS2 rows are large)")
     p.add_argument("--settings", default=None, help="score settings (with their kind) as JSON string or file")
+    p.add_argument("--chunk-size", type=int, default=None, help=describe(ScoreSettingsBase, "chunk_size"))
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, default=None)
     add_min_distance(p)

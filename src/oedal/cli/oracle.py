@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 
+from oedal.errors import OedalError
 from oedal.files import check_outputs
+from oedal.oracles.cache import JOURNALS
 from oedal.oracles.registry import ORACLES
 
 
@@ -14,8 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "label",
         help="label one shard with an oracle",
-        description="Label every structure of an unlabeled shard; write LABELED.h5 and FAILED.h5 "
-        "(same ids). Never overwrites LABELED.h5; a killed run resumes from LABELED.partial.h5.",
+        description="Label every structure of an unlabeled shard; write LABELED.h5 and FAILED.h5 (same ids). "
+        "Every result is looked up first in, and stored at once to, the label cache (--cache), keyed by content "
+        "and level of theory: no label is computed twice. Never overwrites LABELED.h5. Exits 2 (after writing "
+        "both files) when every structure of a non-empty shard failed.",
     )
     p.add_argument("--oracle-settings", default=None, metavar="JSON",
                    help="oracle settings (with their kind: " + ", ".join(ORACLES) + ") as a JSON string or file "
@@ -23,6 +26,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--in", dest="input", required=True, metavar="SHARD.h5", help="unlabeled structure store")
     p.add_argument("--out", required=True, metavar="LABELED.h5")
     p.add_argument("--failed", required=True, metavar="FAILED.h5", help="structures that failed, with reasons")
+    p.add_argument("--cache", default=None, metavar="LABELS.sqlite",
+                   help="label cache to read and extend, shared by any number of jobs (default: a private one "
+                   "beside LABELED.h5, the checkpoint of a killed run, removed at the end)")
+    p.add_argument("--cache-journal", choices=JOURNALS, default="wal",
+                   help="wal: jobs on one machine (default); delete: jobs on several nodes sharing a network "
+                   "filesystem with working POSIX locks")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="compute again the structures whose cached result is a failure (default: reuse it)")
+    p.add_argument("--max-attempts", type=int, default=None, help="tries per structure (overrides the settings)")
     p.add_argument("--threads", type=int, default=None, help="threads for the oracle (overrides the settings)")
     p.set_defaults(func=run_label)
 
@@ -62,10 +74,12 @@ def run_label(args: argparse.Namespace) -> int:
     check_outputs(args.out, args.failed)
     data = settings_data(args.oracle_settings)
     data.setdefault("kind", "replay")
-    settings = load_settings(OracleSettings, data, threads=args.threads)
-    report = label_store(args.input, args.out, args.failed, settings)
+    settings = load_settings(OracleSettings, data, threads=args.threads, max_attempts=args.max_attempts)
+    report = label_store(args.input, args.out, args.failed, settings, cache=args.cache,
+                         retry_failed=args.retry_failed, journal=args.cache_journal)
     if report.n_structures and not report.n_labeled:
-        logging.getLogger("oedal.label").error("every structure of %s failed: see %s", args.input, args.failed)
+        raise OedalError(f"every structure of {args.input} failed ({report.n_structures}); reasons in "
+                         f"{args.failed}; the first: {report.first_failure}")
     return 0
 
 

@@ -8,6 +8,7 @@ Search order for a named file: the ``data_dir`` argument, then ``$OEDAL_DATA_DIR
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import urllib.request
@@ -125,9 +126,11 @@ def resolve_dataset(
     url = base.rstrip("/") + "/" + info.filename
     try:
         return download(url, cached, info.sha256)
-    except OSError as err:  # urllib's URLError and HTTPError are OSErrors: no network, no such file there
+    except (OSError, http.client.HTTPException) as err:  # URLError, HTTPError: no network, refused, cut off
+        reason = " ".join(str(getattr(err, "reason", err)).split())
         raise FileNotFoundError(f"{name}: {info.filename} not found in {where} nor in {cache_dir()}, and the "
-                                f"download from {url} failed ({getattr(err, 'reason', err)})") from None
+                                f"download from {url} failed ({reason}); put the file in a folder and pass "
+                                f"--data-dir FOLDER (or set ${ENV_DATA_DIR})") from None
 
 
 def load_dataset(name_or_path: str | Path, data_dir: str | Path | None = None, **checks) -> Structures:

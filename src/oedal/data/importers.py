@@ -12,6 +12,7 @@ import importlib.util
 import json
 import logging
 import tarfile
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -311,23 +312,34 @@ def read_wbe(path: Path, limit: int | None = None) -> Structures:
 
 
 def read_any(src: str | Path, fmt: str = "auto", limit: int | None = None) -> tuple[Structures, str]:
-    """Read ``src`` without checks; returns the structures and the format used."""
+    """Read ``src`` without checks; returns the structures and the format used. A file the format's
+    reader cannot parse is an :class:`InputError` in one line that names the formats oedal reads."""
     if fmt not in FORMATS:
         raise InputError(f"{src}: unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
-    fmt = detect_format(src) if fmt == "auto" else fmt
     if limit is not None and limit < 1:
         raise InputError(f"{src}: --limit must be ≥ 1, got {limit}")
-    path = Path(src)
+    try:
+        fmt = detect_format(src) if fmt == "auto" else fmt
+        return _read_format(Path(src), src, fmt, limit), fmt
+    except (InputError, FileNotFoundError):
+        raise
+    except (OSError, ValueError, KeyError, EOFError, tarfile.TarError, zipfile.BadZipFile) as err:
+        detail = "not a tar archive" if isinstance(err, tarfile.TarError) else " ".join(f"{type(err).__name__}: {err}".split())
+        raise InputError(f"{src}: cannot be read as {fmt} ({detail}); oedal reads {', '.join(FORMATS[1:])} "
+                         "(--format; auto guesses from the file name)") from None
+
+
+def _read_format(path: Path, src: str | Path, fmt: str, limit: int | None) -> Structures:
     if fmt == "qm9":
-        return read_qm9(src if path.is_dir() else None, limit), fmt
+        return read_qm9(src if path.is_dir() else None, limit)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     if fmt == "store":
         from oedal.data.store import read_store
 
-        return read_store(path, slice(0, limit)), fmt
+        return read_store(path, slice(0, limit))
     reader = {"gmnn-npz": read_gmnn_npz, "rmd17-npz": read_rmd17_npz, "ase": read_ase, "wbe": read_wbe}[fmt]
-    return reader(path, limit), fmt
+    return reader(path, limit)
 
 
 def import_file(

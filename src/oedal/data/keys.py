@@ -1,9 +1,10 @@
 """Names of the datasets and attributes of every HDF5 layout oedal writes (one place for every key).
 
 Layouts in docs/file-formats.md: the structure store (train/valid/pool/selected/labeled.h5, DESIGN §3),
-the failure records (failed.h5 = a structure store plus two datasets), the labeling checkpoint
-(OUT.partial.h5) and the scores file (scores.h5). Per-atom arrays are concatenated over structures,
-per-structure arrays have one row per structure; offsets = cumsum of ``n_atoms``.
+the failure records (failed.h5 = a structure store plus two datasets) and the scores file (scores.h5).
+Per-atom arrays are concatenated over structures, per-structure arrays have one row per structure;
+offsets = cumsum of ``n_atoms``. The label cache is an SQLite file: its tables are in
+:mod:`oedal.oracles.cache`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ ENERGY = "energy"  # (n,) float64 eV (total energy), optional
 CELL = "cell"  # (n, 3, 3) float64 Å, rows are lattice vectors (zeros when not periodic)
 PBC = "pbc"  # (n, 3) bool
 ID = "id"  # (n,) int64 stable id = index in the source data set
+HASH = "hash"  # (n,) S64 ASCII: content hash (oedal.data.identity); optional, computed on read when absent
 
 PER_ATOM = (POSITIONS, NUMBERS, FORCES)
 
@@ -30,6 +32,7 @@ ATTR_UNITS = "units"
 ATTR_SOURCE = "source"
 ATTR_N_STRUCTURES = "n_structures"
 ATTR_N_ATOMS_TOTAL = "n_atoms_total"
+ATTR_HASH_SCHEME = "hash_scheme"  # how HASH was computed (oedal.data.identity.HASH_SCHEME)
 
 FORMAT_NAME = "oedal-structures"
 FORMAT_VERSION = 1
@@ -39,16 +42,12 @@ UNITS = "positions: Angstrom; cell: Angstrom; energy: eV; forces: eV/Angstrom"
 REASON = "reason"  # (n,) UTF-8 string: why the oracle failed
 ATTEMPTS = "attempts"  # (n,) int64: how many times the oracle was tried
 
-# -- Labeling checkpoint (OUT.partial.h5): one row per structure decided so far ------------------
-# ID, ENERGY (NaN when failed), N_ATOMS, FORCES (NaN when failed), REASON and ATTEMPTS as above, and
-INDEX = "index"  # (k,) int64: row of the structure in the shard
-OK = "ok"  # (k,) bool: labeled (True) or failed
-
 # -- Scores file (scores.h5): n pool structures, d = width of the last hidden layer ---------------
 # ID and N_ATOMS as in the store (pool ids and atoms per pool structure), and
 SCORE = "score"  # (n,) float64: the strategy's score (eq. 14 / 21 / 22, or the QbC spread eq. 24)
 INFORMATIVENESS = "informativeness"  # (n,) float64: I = score / σ_th (section 3.3)
 TRAIN_ID = "train_id"  # (n_train,) int64: ids of the training structures
+TRAIN_HASH = "train_hash"  # (n_train,) S64: content hashes of the training structures (exclusion by content)
 TRAIN_SCORE = "train_score"  # (n_train,) float64: their scores (σ_th = median or mean)
 SCORE_QS1 = "score_qs1"  # (n,) float64: the energy part (qs1, qs3)
 SCORE_QS2 = "score_qs2"  # (n,) float64: the force part (qs2, qs3)

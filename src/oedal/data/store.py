@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 
 from oedal.data import keys
+from oedal.data.identity import HASH_SCHEME, content_hashes
 from oedal.data.structures import Structures, offsets_from_counts
 from oedal.errors import InputError
 from oedal.files import atomic_path
@@ -49,7 +50,7 @@ def _create(h5: h5py.File, name: str, data: np.ndarray, chunk_rows: int, compres
 def _write_datasets(h5: h5py.File, s: Structures, compression: str | None) -> None:
     per_atom = {keys.POSITIONS: s.positions, keys.NUMBERS: s.numbers.astype(np.uint8), keys.FORCES: s.forces}
     per_structure = {keys.N_ATOMS: s.n_atoms, keys.ENERGY: s.energy, keys.CELL: s.cell,
-                     keys.PBC: s.pbc, keys.ID: s.ids}
+                     keys.PBC: s.pbc, keys.ID: s.ids, keys.HASH: content_hashes(s)}
     for name, data in per_atom.items():
         if data is not None:
             _create(h5, name, data, ATOM_CHUNK, compression)
@@ -69,7 +70,8 @@ def write_store(
 
     On any exception the temporary file is removed and an existing ``path`` is left untouched.
     ``attrs`` (e.g. ``source``) are stored as file attributes beside format, version and units.
-    Labels are written only when present (pool files hold none). Returns the path.
+    Labels are written only when present (pool files hold none); the content hash of every structure
+    (:func:`oedal.data.identity.content_hashes`) is computed from what is written. Returns the path.
     """
     path = Path(path)
     if path.exists() and not overwrite:
@@ -84,6 +86,7 @@ def write_store(
         h5.attrs[keys.ATTR_N_ATOMS_TOTAL] = structures.n_atoms_total
         for name, value in (attrs or {}).items():
             h5.attrs[name] = _attr_value(value)
+        h5.attrs[keys.ATTR_HASH_SCHEME] = HASH_SCHEME
         _write_datasets(h5, structures, compression)
     log.debug("wrote %d structures to %s", len(structures), path)
     return path
@@ -114,8 +117,8 @@ def coalesce(offsets: np.ndarray, sorted_unique: np.ndarray) -> list[tuple[int, 
 class StoreReader:
     """Open a structure store for reading by slices, index sets or chunks (context manager).
 
-    Only ``n_atoms`` and ``id`` (8 bytes per structure each) are held in memory; everything else
-    is read on demand for the requested atom range.
+    Only ``n_atoms`` and ``id`` (8 bytes per structure each) are held in memory, and the content
+    hashes (64 bytes) once asked for; everything else is read on demand for the requested atom range.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -134,6 +137,7 @@ class StoreReader:
         self.n_atoms: np.ndarray = self._h5[keys.N_ATOMS][()].astype(np.int64)  # (n,)
         self.ids: np.ndarray = self._h5[keys.ID][()].astype(np.int64)  # (n,)
         self.offsets: np.ndarray = offsets_from_counts(self.n_atoms)  # (n+1,)
+        self._hashes: np.ndarray | None = None
 
     def __enter__(self) -> "StoreReader":
         return self
@@ -154,6 +158,20 @@ class StoreReader:
     @property
     def has_forces(self) -> bool:
         return keys.FORCES in self._h5
+
+    @property
+    def hashes(self) -> np.ndarray:
+        """(n,) S64 content hashes: stored ones, or computed chunk by chunk for a store written before
+        hashes were stored (or with another hash scheme)."""
+        if self._hashes is None:
+            h5 = self._h5
+            if keys.HASH in h5 and h5.attrs.get(keys.ATTR_HASH_SCHEME) == HASH_SCHEME:
+                self._hashes = h5[keys.HASH][()].astype(np.dtype("S64"))
+            else:
+                per_chunk = max(1, 4 * ATOM_CHUNK // max(1, int(self.n_atoms.mean()) if len(self) else 1))
+                parts = [content_hashes(chunk) for chunk in self.iter_chunks(per_chunk)]
+                self._hashes = np.concatenate(parts) if parts else np.zeros(0, dtype="S64")
+        return self._hashes
 
     @property
     def attrs(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import numpy as np
 
 from oedal.data.store import StoreReader, write_store
 from oedal.data import keys
+from oedal.data.identity import id_clashes
 from oedal.errors import InputError
 from oedal.oed import selection
 from oedal.oed.scorers import scorer_of
@@ -32,12 +33,43 @@ class SelectSummary(NamedTuple):
     scores: np.ndarray  # (m,) scores when picked (NaN for random)
 
 
-def _excluded_ids(scores: dict, exclude: Sequence[str | Path]) -> np.ndarray:
-    parts = [np.asarray(scores.get(keys.TRAIN_ID, np.zeros(0)), dtype=np.int64)]
+class _Known(NamedTuple):
+    """Structures that may not be picked again (the training set, an ``exclude`` store)."""
+
+    name: str  # for messages: the file
+    ids: np.ndarray  # (k,) int64
+    hashes: np.ndarray | None  # (k,) S64 content hashes; None: a scores file of an older release (ids only)
+
+
+def _known_sets(scores: dict, scores_path: Path | None, exclude: Sequence[str | Path]) -> list[_Known]:
+    known = []
+    if keys.TRAIN_ID in scores:
+        name = f"the training set {scores['attrs'].get('train', '')} of {scores_path}"
+        known.append(_Known(name, np.asarray(scores[keys.TRAIN_ID], dtype=np.int64), scores.get(keys.TRAIN_HASH)))
     for path in exclude:
         with StoreReader(path) as reader:
-            parts.append(np.asarray(reader.ids, dtype=np.int64))
-    return np.concatenate(parts)
+            known.append(_Known(str(path), np.asarray(reader.ids, dtype=np.int64), reader.hashes))
+    return known
+
+
+def _excluded_ids(pool_ids: np.ndarray, pool_hashes: np.ndarray, pool_path, known: list[_Known]) -> np.ndarray:
+    """Ids of the pool structures that may not be picked: those whose content is in a known set. Ids are
+    row numbers of each imported file, so an id shared with another file names nothing: it is only
+    compared where a scores file of an older release holds no hashes (with a warning)."""
+    excluded = np.zeros(len(pool_ids), dtype=bool)
+    for k in known:
+        if k.hashes is None:
+            log.warning("%s holds no content hashes (written by an older oedal): excluding by id; rescore to "
+                        "exclude by content", k.name)
+            excluded |= np.isin(pool_ids, k.ids)
+            continue
+        excluded |= np.isin(pool_hashes, k.hashes)
+        clash = id_clashes(pool_ids, pool_hashes, k.ids, k.hashes)
+        if len(clash):
+            log.warning("%s and %s use %d id(s) (e.g. %s) for different structures (ids are row numbers of each "
+                        "imported file): selection goes by content; give the files distinct ids before merging "
+                        "them", pool_path, k.name, len(clash), ", ".join(str(int(i)) for i in clash[:3]))
+    return np.asarray(pool_ids, dtype=np.int64)[excluded]
 
 
 def _select_random_unscored(pool_path, out_path, settings: SelectSettings, *, n_train, exclude) -> SelectSummary:
@@ -45,9 +77,9 @@ def _select_random_unscored(pool_path, out_path, settings: SelectSettings, *, n_
     if settings.n is None and n_train is None:
         raise InputError("select: random without --scores needs --n, or --fraction with --n-train")
     m = selection.n_to_select(settings.n, settings.fraction, n_train)
-    excluded = _excluded_ids({}, exclude)
     with StoreReader(pool_path) as reader:
         ids = np.asarray(reader.ids, dtype=np.int64)
+        excluded = _excluded_ids(ids, reader.hashes, pool_path, _known_sets({}, None, exclude))
         sel = selection.select_random(ids, m, settings.seed, excluded)
         picked = reader.read(sel.indices).without_labels()
     picked_ids = ids[sel.indices]
@@ -97,11 +129,12 @@ def select_batch(
     n_train = n_train if n_train is not None else int(attrs["n_train"])
     m = selection.n_to_select(settings.n, settings.fraction, n_train)
     ids = np.asarray(sc[keys.ID], dtype=np.int64)
-    sel = _pick(sc, scores_path, settings, m, _excluded_ids(sc, exclude))
     with StoreReader(pool_path) as reader:
         pool_ids = np.asarray(reader.ids, dtype=np.int64)
         if len(pool_ids) != len(ids) or not np.array_equal(pool_ids, ids):
             raise InputError(f"{pool_path}: pool ids differ from those in {scores_path} (scored another pool?)")
+        excluded = _excluded_ids(ids, reader.hashes, pool_path, _known_sets(sc, scores_path, exclude))
+        sel = _pick(sc, scores_path, settings, m, excluded)
         picked = reader.read(sel.indices).without_labels()
     picked_ids = ids[sel.indices]
     write_store(out_path, picked, attrs={

@@ -18,6 +18,7 @@ import numpy as np
 
 from oedal.data.store import StoreReader, read_store
 from oedal.data import keys
+from oedal.data.identity import content_hashes
 from oedal.errors import InputError
 from oedal.files import atomic_path
 from oedal.oed import fisher
@@ -98,6 +99,7 @@ def declare_scores(h5: h5py.File, scorer: Scorer, settings, train, n_atoms: np.n
     for k, v in attrs.items():
         h5.attrs[k] = v
     h5.create_dataset(keys.TRAIN_ID, data=np.asarray(train.ids, dtype=np.int64))
+    h5.create_dataset(keys.TRAIN_HASH, data=content_hashes(train))  # selection excludes the training set by content
     h5.create_dataset(keys.TRAIN_SCORE, data=scorer.train_scores)
     h5.create_dataset(keys.N_ATOMS, data=n_atoms)
     datasets = {name: _dataset(h5, name, (n_pool,), np.float64) for name in (keys.SCORE, keys.INFORMATIVENESS)}

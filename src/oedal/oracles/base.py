@@ -32,12 +32,11 @@ class OracleSettingsBase(Settings):
     kind: str
     threads: int = Field(1, ge=1, description="threads per labeling process")
     max_attempts: int = Field(1, ge=1, description="tries per structure before it is recorded as failed")
-    checkpoint_seconds: float = Field(2.0, gt=0, description="checkpoint progress at least this often")
-    checkpoint_every: int | None = Field(None, ge=1, description="... and every this many structures, if set")
 
 
 RUNTIME_FIELDS = frozenset(OracleSettingsBase.model_fields) - {"kind"}
-"""Settings of every oracle that do not change a label (threads, attempts, checkpoint intervals)."""
+"""Settings of every oracle that do not change a label (threads, attempts): left out of the level of
+theory that keys the label cache, and out of the labeling rule's params."""
 
 
 class ElectronicSettings(OracleSettingsBase):
@@ -50,6 +49,20 @@ class ElectronicSettings(OracleSettingsBase):
 
 class OracleFailure(RuntimeError):
     """The oracle could not label this structure (SCF not converged, unknown element, ...)."""
+
+
+def check_spin(numbers: np.ndarray, charge: int, multiplicity: int) -> None:
+    """Raise :class:`OracleFailure` when ``sum(Z) − charge`` electrons cannot have this multiplicity
+    (2S + 1 − 1 unpaired electrons: an odd count needs an even multiplicity and vice versa)."""
+    n_electrons = int(np.sum(numbers)) - int(charge)
+    unpaired = int(multiplicity) - 1
+    if n_electrons < unpaired or (n_electrons - unpaired) % 2:
+        parity = "odd" if n_electrons % 2 else "even"
+        raise OracleFailure(
+            f"{n_electrons} electrons (charge {charge}) cannot have multiplicity {multiplicity}: an {parity} "
+            f"electron count needs an {'even' if parity == 'odd' else 'odd'} multiplicity; set oracle.charge "
+            "or oracle.multiplicity"
+        )
 
 
 class Oracle(ABC):

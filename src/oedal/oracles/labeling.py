@@ -1,42 +1,46 @@
-"""Label one shard: unlabeled store in, labeled.h5 and failed.h5 out, with the same ids (DESIGN §7).
+"""Label one shard: unlabeled store in, labeled.h5 and failed.h5 out, with the same ids (DESIGN §7, §10).
 
 Labels are precious:
-* an existing output is never overwritten (``FileExistsError``);
-* a structure the oracle cannot label (exception, NaN/inf, SCF not converged) is tried
-  ``max_attempts`` times, then written to failed.h5 with the reason, and the shard goes on;
-* progress is checkpointed to ``OUT.partial.h5`` (rewritten atomically every
-  ``checkpoint_seconds`` (or every ``checkpoint_every`` structures), and on SIGTERM/Ctrl-C); a rerun of a
-  killed job resumes from it and labels nothing twice. A SIGKILL loses at most the structures
-  labeled since the last checkpoint (they are labeled again, and still appear once);
-* the final files are written atomically (temp + rename): failed.h5 first, labeled.h5 last, and
-  the checkpoint is removed only then.
+* every structure is first looked up in the label cache (:mod:`oedal.oracles.cache`) by its content
+  hash and level of theory: only what is missing is computed, so no label is ever computed twice,
+  whatever reruns this job (a retry, ``--forcerun``, ``rerun-incomplete``, another campaign);
+* a missing structure is claimed, computed (tried ``max_attempts`` times) and stored with its claim
+  released in one transaction: a kill at any moment (SIGKILL included) loses at most the structure
+  being computed. Two jobs on one shard, or on overlapping shards, share the work: a structure claimed
+  by a live process is waited for, not computed again;
+* a structure the oracle cannot label (exception, NaN/inf, SCF not converged, non-finite positions) is
+  a failure with its reason; it is cached too and reused, unless ``retry_failed``;
+* without a shared cache a private one beside the output (``OUT.partial.sqlite``) is the checkpoint of
+  a killed job; it is removed once the outputs are written;
+* the outputs are written atomically, failed.h5 first, labeled.h5 last; an existing labeled.h5 is never
+  overwritten (one written meanwhile by another job on the same shard is accepted when equal).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from oedal.data import keys
+from oedal.data.identity import duplicate_ids, hash_text
 from oedal.errors import InputError
 from oedal.files import atomic_path
 from oedal.interrupt import StopOnSigterm
-from oedal.oracles.base import ID_KEY, RUNTIME_FIELDS, Oracle, OracleFailure, OracleSettingsBase
+from oedal.oracles.base import ID_KEY, Oracle, OracleFailure, OracleSettingsBase
+from oedal.oracles.cache import Geometry, Journal, Label, LabelCache, Level, level_of
 from oedal.oracles.registry import get_oracle
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "oedal-label-checkpoint/1"
-CHUNK = 256
+CHUNK = 256  # structures read from the shard at a time
+WAIT_SECONDS = (0.2, 2.0)  # first and longest pause while another process computes a structure
 
 
 @dataclass
@@ -44,85 +48,21 @@ class LabelReport:
     n_structures: int
     n_labeled: int
     n_failed: int
-    n_resumed: int  # structures taken from a checkpoint
+    n_cached: int  # structures whose result was already in the cache
     n_oracle_calls: int  # in this run
     seconds: float
+    first_failure: str = ""  # the reason of the first failure, in shard order
 
 
 def checkpoint_path(out_path: str | Path) -> Path:
+    """The private label cache of a job run without a shared one: ``OUT.partial.sqlite`` beside ``OUT``."""
     out_path = Path(out_path)
-    return out_path.with_name(out_path.name.removesuffix(".h5") + ".partial.h5")
+    return out_path.with_name(out_path.name.removesuffix(".h5") + ".partial.sqlite")
 
 
-@dataclass
-class _Progress:
-    """What has been decided so far, in the order it was decided."""
-
-    index: list[int] = field(default_factory=list)  # row in the shard
-    ident: list[int] = field(default_factory=list)
-    ok: list[bool] = field(default_factory=list)
-    energy: list[float] = field(default_factory=list)  # eV, NaN when failed
-    forces: list[np.ndarray] = field(default_factory=list)  # (n_atoms, 3) eV/Å, NaN when failed
-    reason: list[str] = field(default_factory=list)
-    attempts: list[int] = field(default_factory=list)
-
-    def add(self, index, ident, ok, energy, forces, reason, attempts) -> None:
-        self.index.append(int(index))
-        self.ident.append(int(ident))
-        self.ok.append(bool(ok))
-        self.energy.append(float(energy))
-        self.forces.append(np.asarray(forces, dtype=np.float64).reshape(-1, 3))
-        self.reason.append(reason)
-        self.attempts.append(int(attempts))
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-
-def _label_settings_json(settings: OracleSettingsBase) -> str:
-    """The settings that change a label (a checkpoint made with other runtime settings may be resumed)."""
-    return json.dumps(settings.model_dump(exclude=set(RUNTIME_FIELDS)), sort_keys=True)
-
-
-def _fingerprint(reader) -> str:
-    """sha256 over ids, numbers and positions of the shard."""
-    digest = hashlib.sha256()
-    for chunk in reader.iter_chunks(CHUNK):
-        for array in (chunk.ids, chunk.n_atoms, chunk.numbers, chunk.positions):
-            digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
-
-
-def _write_checkpoint(path: Path, progress: _Progress, attrs: dict) -> None:
-    with atomic_path(path, fsync=True) as tmp, h5py.File(tmp, "w") as f:
-        for key, value in attrs.items():
-            f.attrs[key] = value
-        f[keys.INDEX] = np.array(progress.index, dtype=np.int64)
-        f[keys.ID] = np.array(progress.ident, dtype=np.int64)
-        f[keys.OK] = np.array(progress.ok, dtype=bool)
-        f[keys.ENERGY] = np.array(progress.energy, dtype=np.float64)
-        f[keys.N_ATOMS] = np.array([len(x) for x in progress.forces], dtype=np.int64)
-        f[keys.FORCES] = np.concatenate(progress.forces) if progress.forces else np.zeros((0, 3))
-        f[keys.REASON] = np.array(progress.reason, dtype=h5py.string_dtype())
-        f[keys.ATTEMPTS] = np.array(progress.attempts, dtype=np.int64)
-
-
-def _read_checkpoint(path: Path, attrs: dict) -> _Progress:
-    progress = _Progress()
-    with h5py.File(path, "r") as f:
-        for key in ("format", "fingerprint", "settings"):
-            if str(f.attrs.get(key, "")) != str(attrs[key]):
-                raise InputError(
-                    f"checkpoint {path} was made for a different {'input' if key == 'fingerprint' else key}; "
-                    f"delete it to start this shard afresh"
-                )
-        offsets = np.concatenate([[0], np.cumsum(f[keys.N_ATOMS][:])])
-        forces = f[keys.FORCES][:]
-        columns = (f[keys.INDEX][:], f[keys.ID][:], f[keys.OK][:], f[keys.ENERGY][:], f[keys.REASON].asstr()[:],
-                   f[keys.ATTEMPTS][:])
-        for k, (index, ident, ok, energy, reason, attempts) in enumerate(zip(*columns)):
-            progress.add(index, ident, ok, energy, forces[offsets[k] : offsets[k + 1]], reason, attempts)
-    return progress
+def _remove_cache_files(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def _check_label(energy, forces, n_atoms: int) -> tuple[float, np.ndarray]:
@@ -137,13 +77,15 @@ def _check_label(energy, forces, n_atoms: int) -> tuple[float, np.ndarray]:
     return energy, forces
 
 
-def _label_one(oracle: Oracle, atoms, max_attempts: int) -> tuple[bool, float, np.ndarray, str, int, int]:
-    """Try the oracle up to ``max_attempts`` times → (ok, energy, forces, reason, attempts, calls)."""
+def _label_one(oracle: Oracle, atoms, max_attempts: int) -> tuple[Label, int]:
+    """Try the oracle up to ``max_attempts`` times → (result, oracle calls). Never raises for an oracle error."""
+    if not np.all(np.isfinite(atoms.positions)) or not np.all(np.isfinite(atoms.cell.array)):
+        return Label(False, float("nan"), None, "OracleFailure: non-finite positions or cell: not labeled", 0), 0
     reason = ""
     for attempt in range(1, max_attempts + 1):
         try:
             energy, forces = _check_label(*oracle.label(atoms), len(atoms))
-            return True, energy, forces, "", attempt, attempt
+            return Label(True, energy, forces, "", attempt), attempt
         except Exception as err:  # noqa: BLE001 — any oracle error is recorded, never swallowed
             reason = f"{type(err).__name__}: {err}"[:1000]
             log.debug("id %s attempt %d failed: %s", atoms.info.get(ID_KEY), attempt, reason)
@@ -151,39 +93,129 @@ def _label_one(oracle: Oracle, atoms, max_attempts: int) -> tuple[bool, float, n
                 oracle.reset()
             except Exception:  # noqa: BLE001
                 pass
-    nan = np.full((len(atoms), 3), np.nan)
-    return False, float("nan"), nan, reason, max_attempts, max_attempts
+    return Label(False, float("nan"), None, reason, max_attempts), max_attempts
 
 
-def _read_unlabeled(reader, rows: np.ndarray):
-    structures = reader.read(rows)
-    return structures.without_labels() if structures.has_labels else structures
+@dataclass
+class _Job:
+    """The state of one labeling run: the shard, the cache, the level and the oracle (built when needed)."""
+
+    reader: object
+    hashes: list[str]
+    db: LabelCache
+    level: Level
+    settings: OracleSettingsBase
+    oracle: Oracle | None
+    failures_since: float
+    results: dict
+    calls: int = 0
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    last_log: float = dataclasses.field(default_factory=time.monotonic)
+
+    def prepare(self, rows: list[int]) -> Oracle:
+        """The oracle (built now unless given), prepared for the ids of ``rows`` (replay preloads them)."""
+        if self.oracle is None:
+            self.oracle = get_oracle(self.settings)
+        self.oracle.prepare(np.asarray(self.reader.ids, dtype=np.int64)[rows])  # type: ignore[attr-defined]
+        log.info("%s: labeling %d structure(s) with %s", self.reader.path, len(rows), self.oracle.name)  # type: ignore
+        return self.oracle
+
+    def attempt(self, row: int, atoms, ident: int, pending: list[int]) -> None:
+        """Take the cached result of ``row``, or claim and compute it; a structure another process holds
+        goes to ``pending``."""
+        h = self.hashes[row]
+        if h in self.results:
+            return
+        claim = self.db.claim(h, self.level, self.failures_since)
+        if claim.label is not None:
+            self.results[h] = claim.label
+        elif not claim.mine:
+            pending.append(row)
+        else:
+            atoms.info[ID_KEY] = int(ident)
+            started = time.perf_counter()
+            label, calls = _label_one(self.oracle, atoms, self.settings.max_attempts)  # type: ignore[arg-type]
+            self.calls += calls
+            if not label.ok:
+                log.warning("%s: id %d failed after %d attempt(s): %s", self.reader.path, ident,  # type: ignore
+                            label.attempts, label.reason)
+            geometry = Geometry(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc)
+            self.results[h] = self.db.store(h, self.level, geometry, label, self.oracle.name,  # type: ignore
+                                            time.perf_counter() - started)
+            self.log_progress()
+
+    def log_progress(self, every: float = 30.0) -> None:
+        """Done/total, failures, seconds per oracle call and time left, at most every ``every`` seconds."""
+        now = time.monotonic()
+        if now - self.last_log < every:
+            return
+        self.last_log = now
+        done = sum(h in self.results for h in self.hashes)
+        failed = sum(not self.results[h].ok for h in self.hashes if h in self.results)
+        rate = (now - self.started) / max(self.calls, 1)
+        log.info("%s: %d/%d done (%d failed), %.3g s per oracle call, about %.0f s left", self.reader.path,  # type: ignore
+                 done, len(self.hashes), failed, rate, rate * (len(self.hashes) - done))
+
+    def run(self, rows: list[int]) -> None:
+        """Every row of ``rows`` decided: computed here, or by another process that held it."""
+        if rows:
+            self.prepare(rows)
+        pause = WAIT_SECONDS[0]
+        while rows:
+            pending: list[int] = []
+            for start in range(0, len(rows), CHUNK):
+                part = rows[start : start + CHUNK]
+                chunk = self.reader.read(part)  # type: ignore[attr-defined]
+                for row, atoms, ident in zip(part, chunk.to_atoms(), chunk.ids):
+                    self.attempt(row, atoms, int(ident), pending)
+            if pending:
+                log.info("%s: waiting for %d structure(s) another process is labeling", self.reader.path,  # type: ignore
+                         len(pending))
+                time.sleep(pause)
+                pause = min(2 * pause, WAIT_SECONDS[1])
+            rows = pending
 
 
-def _write_outputs(reader, progress: _Progress, out: Path, failed: Path, attrs: dict) -> None:
+def _refuse_duplicate_ids(reader) -> None:
+    dup = duplicate_ids(reader.ids)
+    if len(dup):
+        shown = ", ".join(str(int(i)) for i in dup[:5]) + (" ..." if len(dup) > 5 else "")
+        raise InputError(f"{reader.path}: {len(dup)} id(s) occur more than once in the shard ({shown}); "
+                         "every structure to label needs its own id")
+
+
+def _accept_existing(out: Path, good) -> None:
+    """``out`` appeared while this job ran (another job on the same shard): accept it when it is equal."""
+    from oedal.data.store import read_store
+
+    have = read_store(out)
+    same = (np.array_equal(have.ids, good.ids) and np.array_equal(have.energy, good.energy)
+            and np.array_equal(have.forces, good.forces) and np.array_equal(have.positions, good.positions))
+    if not same:
+        raise FileExistsError(f"{out} was written by another process with other labels; labeled data are never "
+                              "overwritten (move it away to relabel)")
+    log.info("%s: already written by another process with the same labels", out)
+
+
+def _write_outputs(reader, hashes: list[str], results: dict, out: Path, failed: Path, attrs: dict) -> None:
     from oedal.data.store import write_store
 
-    order = np.argsort(progress.index, kind="stable")
-    rows = np.array(progress.index, dtype=np.int64)[order]
-    ok = np.array(progress.ok, dtype=bool)[order]
-
-    bad_rows = rows[~ok]
-    bad = _read_unlabeled(reader, bad_rows)
+    labels = [results[h] for h in hashes]
+    ok = np.array([lab.ok for lab in labels], dtype=bool)
+    bad = reader.read(np.flatnonzero(~ok)).without_labels()
     with atomic_path(failed) as tmp:
         write_store(tmp, bad, attrs={**attrs, "content": "structures the oracle failed to label"})
         with h5py.File(tmp, "a") as f:
-            f[keys.REASON] = np.array([progress.reason[k] for k in order[~ok]], dtype=h5py.string_dtype())
-            f[keys.ATTEMPTS] = np.array([progress.attempts[k] for k in order[~ok]], dtype=np.int64)
-
-    good_rows = rows[ok]
-    good = _read_unlabeled(reader, good_rows)
-    energy = np.array([progress.energy[k] for k in order[ok]], dtype=np.float64)  # (n,) eV
-    forces_list = [progress.forces[k] for k in order[ok]]
-    forces = np.concatenate(forces_list) if forces_list else np.zeros((0, 3))  # (n_atoms, 3) eV/Å
-    if not np.array_equal(np.asarray(good.ids), np.array([progress.ident[k] for k in order[ok]])):
-        raise RuntimeError("internal error: labeled ids do not match the shard")  # pragma: no cover
-    good = dataclasses.replace(good, energy=energy, forces=forces)
-    write_store(out, good, attrs={**attrs, "content": "labeled structures"}, overwrite=False)
+            f[keys.REASON] = np.array([lab.reason for lab in labels if not lab.ok], dtype=h5py.string_dtype())
+            f[keys.ATTEMPTS] = np.array([lab.attempts for lab in labels if not lab.ok], dtype=np.int64)
+    good = reader.read(np.flatnonzero(ok)).without_labels()
+    forces = [lab.forces for lab in labels if lab.ok]
+    good = dataclasses.replace(good, energy=np.array([lab.energy for lab in labels if lab.ok], dtype=np.float64),
+                               forces=np.concatenate(forces) if forces else np.zeros((0, 3)))  # eV, eV/Å
+    try:
+        write_store(out, good, attrs={**attrs, "content": "labeled structures"}, overwrite=False)
+    except FileExistsError:
+        _accept_existing(out, good)
 
 
 def label_store(
@@ -193,10 +225,15 @@ def label_store(
     settings: OracleSettingsBase,
     *,
     oracle: Oracle | None = None,
+    cache: str | Path | None = None,
+    retry_failed: bool = False,
+    journal: Journal = "wal",
 ) -> LabelReport:
     """Label every structure of the shard ``unlabeled_path``; write ``out_path`` and ``failed_path``.
 
-    ``oracle`` overrides the one ``settings`` describes (tests, custom Python oracles).
+    ``cache``: the label cache to read and extend (default: a private one, removed at the end);
+    ``retry_failed``: compute again the structures whose cached result is a failure; ``oracle``
+    overrides the one ``settings`` describe (tests, custom Python oracles).
     """
     from oedal.data.store import StoreReader
 
@@ -207,83 +244,33 @@ def label_store(
         raise FileExistsError(f"{out} exists: labeled data are never overwritten (move it away to relabel)")
     if not unlabeled_path.exists():
         raise FileNotFoundError(f"shard {unlabeled_path} not found")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    failed.parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_NUM_THREADS", str(settings.threads))
-    partial = checkpoint_path(out)
-
+    level, cache_path = level_of(settings), Path(cache) if cache is not None else checkpoint_path(out)
     with StoreReader(unlabeled_path) as reader:
-        n = len(reader)
-        attrs = {
-            "format": CHECKPOINT_FORMAT,
-            "fingerprint": _fingerprint(reader),
-            "settings": _label_settings_json(settings),
-            "input": str(unlabeled_path),
-        }
-        progress = _read_checkpoint(partial, attrs) if partial.exists() else _Progress()
-        n_resumed = len(progress)
-        done = np.zeros(n, dtype=bool)
-        done[np.array(progress.index, dtype=np.int64)] = True
-        oracle = oracle or get_oracle(settings)
-        log.info(
-            "%s: %d structures, %d resumed from %s, oracle %s",
-            unlabeled_path, n, n_resumed, partial.name if n_resumed else "-", oracle.name,
-        )
-        oracle.prepare(np.asarray(reader.ids, dtype=np.int64)[~done])
+        _refuse_duplicate_ids(reader)
+        hashes = [hash_text(h) for h in reader.hashes]
+        with LabelCache(cache_path, journal=journal) as db, StopOnSigterm(exit_at_once=True):
+            db.register(level)
+            since = time.time() if retry_failed else 0.0
+            results = db.lookup(hashes, level, failures_since=since)
+            n_cached = sum(h in results for h in hashes)
+            log.info("%s: %d structures, %d in the cache %s (level %s, %s)", unlabeled_path, len(hashes), n_cached,
+                     cache_path, level.key[:12], level.kind)
+            job = _Job(reader, hashes, db, level, settings, oracle, since, results)
+            job.run([row for row, h in enumerate(hashes) if h not in results])
+        _write_outputs(reader, hashes, results, out, failed, {"input": str(unlabeled_path), "level": level.key,
+                                                              "level_of_theory": level.settings})
+    if cache is None:
+        _remove_cache_files(cache_path)
+    return _report(unlabeled_path, out, hashes, results, n_cached, job.calls, time.perf_counter() - start)
 
-        with StopOnSigterm(exit_at_once=True):  # SystemExit: the finally block writes the checkpoint
-            calls = _label_remaining(reader, oracle, settings, progress, done, partial, attrs)
 
-        _write_outputs(reader, progress, out, failed, {k: v for k, v in attrs.items() if k != "format"})
-    partial.unlink(missing_ok=True)
-    n_failed = len(progress) - int(np.sum(progress.ok))
-    report = LabelReport(n, n - n_failed, n_failed, n_resumed, calls, time.perf_counter() - start)
-    log.info(
-        "%s: done, %d labeled, %d failed, %d oracle calls in %.1f s -> %s",
-        unlabeled_path, report.n_labeled, report.n_failed, calls, report.seconds, out,
-    )
+def _report(shard: Path, out: Path, hashes: list[str], results: dict, n_cached: int, calls: int,
+            seconds: float) -> LabelReport:
+    labels = [results[h] for h in hashes]
+    n_ok = sum(lab.ok for lab in labels)
+    first = next((lab.reason for lab in labels if not lab.ok), "")
+    report = LabelReport(len(labels), n_ok, len(labels) - n_ok, n_cached, calls, seconds, first)
+    log.info("%s: done, %d labeled, %d failed, %d from the cache, %d oracle calls in %.1f s -> %s",
+             shard, report.n_labeled, report.n_failed, n_cached, calls, seconds, out)
     return report
-
-
-def _label_remaining(reader, oracle: Oracle, settings: OracleSettingsBase, progress: _Progress, done: np.ndarray,
-                     partial: Path, attrs: dict) -> int:
-    """Label the structures not ``done`` in store order, checkpointing; returns the oracle calls."""
-    start, n, n_resumed = time.perf_counter(), len(reader), len(progress)
-    calls = since_checkpoint = row = 0
-    last_checkpoint = last_log = time.monotonic()
-    try:
-        for chunk in reader.iter_chunks(CHUNK):
-            for atoms, ident in zip(chunk.to_atoms(), np.asarray(chunk.ids)):
-                row += 1
-                if done[row - 1]:
-                    continue
-                atoms.info[ID_KEY] = int(ident)
-                ok, energy, forces, reason, attempts, n_calls = _label_one(oracle, atoms, settings.max_attempts)
-                calls += n_calls
-                if not ok:
-                    log.warning("%s: id %d failed after %d attempt(s): %s", reader.path, ident, attempts, reason)
-                progress.add(row - 1, ident, ok, energy, forces, reason, attempts)
-                done[row - 1] = True
-                since_checkpoint += 1
-                now = time.monotonic()
-                every = settings.checkpoint_every
-                if (every and since_checkpoint >= every) or now - last_checkpoint >= settings.checkpoint_seconds:
-                    _write_checkpoint(partial, progress, attrs)
-                    since_checkpoint, last_checkpoint = 0, now
-                if now - last_log >= 30:
-                    _log_progress(reader.path, progress, n, time.perf_counter() - start, n_resumed)
-                    last_log = now
-    finally:
-        if since_checkpoint:  # interrupted (or finished): keep what was labeled
-            _write_checkpoint(partial, progress, attrs)
-    return calls
-
-
-def _log_progress(path, progress: _Progress, n: int, seconds: float, n_resumed: int) -> None:
-    n_done = len(progress)
-    n_failed = n_done - int(np.sum(progress.ok))
-    rate = seconds / max(n_done - n_resumed, 1)
-    log.info(
-        "%s: %d/%d done (%d failed), %.3g s/structure, about %.0f s left",
-        path, n_done, n, n_failed, rate, rate * (n - n_done),
-    )

@@ -15,7 +15,7 @@ from ase import Atoms
 from ase.units import Bohr, Hartree
 from pydantic import Field
 
-from oedal.oracles.base import ElectronicSettings, Oracle, OracleFailure
+from oedal.oracles.base import ElectronicSettings, Oracle, OracleFailure, check_spin
 
 
 class PySCFSettings(ElectronicSettings):
@@ -71,6 +71,7 @@ class PySCFOracle(Oracle):
     def label(self, atoms: Atoms) -> tuple[float, np.ndarray]:
         if atoms.pbc.any():
             raise OracleFailure("the PySCF oracle handles molecules only (pbc is set)")
+        check_spin(atoms.numbers, self.settings.charge, self.settings.multiplicity)
         key = tuple(atoms.numbers)
         if self._scanner is None or key != self._key:
             mol, self._scanner = self._build(atoms)

@@ -118,6 +118,6 @@ class ReplayOracle(Oracle):
         if len(numbers) != len(atoms) or np.any(numbers != atoms.numbers):
             raise OracleFailure(f"id {ident}: elements differ from the source {self.source}")
         deviation = float(np.max(np.abs(positions - atoms.positions))) if len(atoms) else 0.0
-        if deviation > POSITION_TOLERANCE:
+        if not deviation <= POSITION_TOLERANCE:  # NaN positions fail too (NaN > tol is False)
             raise OracleFailure(f"id {ident}: positions differ from the source {self.source} by {deviation:.3g} Å")
         return energy, np.array(forces, dtype=np.float64)

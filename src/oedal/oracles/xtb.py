@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from oedal.oracles.base import ASEOracle, ElectronicSettings
+from oedal.oracles.base import ASEOracle, ElectronicSettings, check_spin
 
 
 class XTBSettings(ElectronicSettings):
@@ -38,8 +38,10 @@ class XTBOracle(ASEOracle):
 
     def __init__(self, settings: XTBSettings) -> None:
         super().__init__(xtb_calculator(settings), name=settings.method)
+        self.settings = settings
 
     def label(self, atoms):
+        check_spin(atoms.numbers, self.settings.charge, self.settings.multiplicity)
         # Start every SCF from tblite's default guess, not from the previous structure's solution:
         # a label must not depend on which structure came before it (shard order, resume).
         if hasattr(self.calculator, "_res"):
