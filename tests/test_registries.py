@@ -39,7 +39,8 @@ def test_campaign_rejects_a_score_key_no_strategy_uses():
         validate_campaign({"strategies": ["qs1-greedy", "random"], "score": {"beta": 2.0}})
     campaign = validate_campaign({"strategies": ["qs1-greedy", "qs3-top"], "score": {"beta": 2.0}})
     assert campaign.score_settings("qs3-top") == {"kind": "qs3", "beta": 2.0, "reduction": "mean", "threshold": "median",
-                                                   "chunk_size": 2048, "jitter": 1e-8, "projections": False}
+                                                   "chunk_size": 2048, "jitter": 1e-8, "projections": False,
+                                                   "prior": "jitter"}
     assert "beta" not in campaign.score_settings("qs1-greedy") and campaign.score_settings("qs1-greedy")["projections"]
 
 
