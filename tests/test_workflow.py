@@ -132,7 +132,12 @@ def test_dry_run_lists_every_iteration_of_every_strategy(smk_env, tmp_path, conf
     trained = {(w["strategy"], int(w["seed"]), int(w["iter"])) for r, w in jobs if r == "train_model"}
     selected = {(w["strategy"], int(w["seed"]), int(w["iter"])) for r, w in jobs if r == "select_batch"}
     runs = [(s, seed) for s in campaign.strategies for seed in campaign.seeds]
-    assert trained == {(s, seed, i) for s, seed in runs for i in range(last + 1)}
+    assert trained == {(s, seed, i) for s, seed in runs for i in range(1, last + 1)}
+    # iteration 0 is one model per seed, shared by every strategy (hard links into each strategy)
+    initial = sorted(int(w["seed"]) for r, w in jobs if r == "train_initial_model")
+    assert initial == sorted(campaign.seeds)
+    shared = {(w["strategy"], int(w["seed"])) for r, w in jobs if r == "share_initial"}
+    assert shared == set(runs)
     assert selected == {(s, seed, i) for s, seed in runs for i in range(last)}
     shards = [r for r, w in jobs if r == "label_shard"]
     assert len(shards) == len(runs) * last * campaign.labeling.shards
@@ -242,7 +247,8 @@ def test_one_gpu_knob_sets_the_device_of_train_score_and_evaluate(smk_env, tmp_p
     assert all(f"--device {device} " in c for c in commands), commands
     for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
         rule = re.match(r"(?:local)?rule (\w+):", block)
-        if rule and rule.group(1) in ("train_model", "score_pool", "evaluate_model"):
+        gpu_rules = ("train_model", "train_initial_model", "score_pool", "evaluate_model", "evaluate_initial_model")
+        if rule and rule.group(1) in gpu_rules:
             assert ("gpu=1" in block) == use_gpu, block
         elif rule and rule.group(1) == "label_shard":
             assert "gpu=1" not in block, block
@@ -254,8 +260,9 @@ def test_a_gpu_job_without_a_gpu_says_so_and_gives_the_cpu_numbers(smk_env, tiny
     results = tmp_path / "results"
     first = iter_dir(results, "qs1-greedy", 0)
     run_snakemake(smk_env, results, str(first / "metrics.json"), str(first / "scores.h5"), config=_gpu_config(tmp_path))
-    for job in ("train_model", "score_pool", "evaluate_model"):
-        text = (first / "logs" / f"{job}.log").read_text()
+    shared = results / "tiny" / "seed0" / "iter_000"  # iteration 0 is trained and evaluated once per seed
+    for log in (shared / "logs" / "train_model.log", first / "logs" / "score_pool.log", shared / "logs" / "evaluate_model.log"):
+        job, text = log.stem, log.read_text()
         assert text.count("no CUDA device here: running on the CPU") == 1, (job, text)
     cpu = json.loads((iter_dir(tiny_run, "qs1-greedy", 0) / "metrics.json").read_text())
     gpu = json.loads((first / "metrics.json").read_text())

@@ -30,6 +30,9 @@ SHARDS = list(range(CAMPAIGN.labeling.shards))
 LABEL_CACHE = CAMPAIGN.labeling.cache or f"{RESULTS}/labels.sqlite"  # shared by every campaign in RESULTS
 RUN = f"{RESULTS}/{{campaign}}/{{strategy}}/seed{{seed}}"
 ITER = f"{RUN}/iter_{{iter}}"
+SEED = f"{RESULTS}/{{campaign}}/seed{{seed}}"  # what every strategy of a seed shares: the split, the test set
+INIT = f"{SEED}/iter_000"  # ... and iteration 0 (trained once per seed, copied into every strategy's run)
+TRANSFER = CAMPAIGN.dataset.transfer_sets()  # name → source of the extra test sets
 DATA = f"{RESULTS}/{{campaign}}/data"
 SOURCE = f"{DATA}/source.h5"
 
@@ -45,6 +48,7 @@ wildcard_constraints:
     iter=r"\d{3}",
     shard=r"\d+",
     member=r"[1-9]\d*",
+    transfer="|".join(re.escape(name) for name in TRANSFER) or "(?!)",
 
 
 # -- paths ---------------------------------------------------------------------------------------
@@ -90,11 +94,17 @@ def previous_dir(wildcards) -> str:
     return iter_dir(wildcards, iteration(wildcards) - 1)
 
 
+def metrics_files() -> list[str]:
+    """The metrics files of every iteration: the test set's, then one per transfer test set."""
+    return ["metrics.json"] + [f"metrics_transfer_{name}.json" for name in TRANSFER]
+
+
 def final_targets() -> list[str]:
-    """Every run's last iteration, the summary table and the learning-curve plot."""
+    """Every run's last iteration, the summary, comparison and verdict, and the learning-curve plot."""
     name = CAMPAIGN.name
-    last = [f"{d}/iter_{LAST:03d}/{f}" for _, _, d in run_dirs(name) for f in ("model.pt", "metrics.json")]
-    return last + [f"{RESULTS}/{name}/summary.csv", f"{RESULTS}/{name}/learning_curve.png"]
+    last = [f"{d}/iter_{LAST:03d}/{f}" for _, _, d in run_dirs(name) for f in ["model.pt", *metrics_files()]]
+    campaign_files = [f"{RESULTS}/{name}/{f}" for f in ("summary.csv", "comparison.csv", "verdict.txt", "learning_curve.png")]
+    return last + campaign_files
 
 
 # -- settings (params: exactly what changes a rule's output, so an edit reruns only what it changes) --
@@ -123,7 +133,7 @@ def untracked(value):
 def training_json(wildcards) -> str:
     """TrainingSettings with a seed derived per campaign/seed/iteration/member (not per strategy:
     every strategy starts from the same iteration-0 model); device and threads are resources."""
-    seed = derive_seed(wildcards.campaign, wildcards.seed, wildcards.iter, "train", member(wildcards))
+    seed = derive_seed(wildcards.campaign, wildcards.seed, wildcards.get("iter", "000"), "train", member(wildcards))
     return settings_json("training", exclude={"device", "threads"}, seed=seed)
 
 

@@ -1,8 +1,48 @@
 # Data: the campaign's labeled source (once per campaign) and the iteration-0 split (per seed).
 
 
+include: "data_helpers.smk"
+
+
 localrules:
     split_dataset,
+    share_initial,
+
+
+rule share_initial:
+    """A strategy's iteration 0 is the seed's: the split, the test set and the iteration-0 model(s) and
+    metrics, trained and evaluated once per seed (hard links where the file system allows, else copies)."""
+    input:
+        f"{SEED}/{{shared}}",
+    output:
+        f"{RUN}/{{shared}}",
+    log:
+        f"{RUN}/logs/share_initial/{{shared}}.log",
+    conda:
+        ENV_CORE
+    wildcard_constraints:
+        shared=r"test\.h5|iter_000/(?:train\.h5|valid\.h5|pool\.h5|status\.json|model(?:_k\d+)?\.pt|metrics(?:_transfer_\w[\w.-]*)?\.json)",
+    shell:
+        "(ln -f {input:q} {output:q} || cp {input:q} {output:q}) > {log:q} 2>&1"
+
+
+rule prepare_transfer:
+    """An extra test set (dataset.transfer), imported once per campaign."""
+    output:
+        f"{DATA}/transfer_{{transfer}}.h5",
+    log:
+        f"{DATA}/logs/prepare_transfer_{{transfer}}.log",
+    params:
+        source=transfer_source,
+        data_dir=untracked(CAMPAIGN.dataset.data_dir or ""),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        ENV_CORE
+    shell:
+        "oedal import {params.source:q} --out {output:q} --require-labels --data-dir {params.data_dir:q} > {log:q} 2>&1"
 
 
 if CAMPAIGN.dataset.source == "sample":
@@ -49,22 +89,22 @@ else:
 
 
 rule split_dataset:
-    """Iteration 0: initial training set, validation set, unlabeled pool and the held-out test set.
-    The seed depends on campaign and seed only, so every strategy starts from the same split."""
+    """Iteration 0: initial training set, validation set, unlabeled pool and the held-out test set,
+    once per seed (SEED/iter_000, SEED/test.h5): every strategy of a seed starts from the same split."""
     input:
         source=SOURCE,
     output:
-        train=f"{RUN}/iter_000/train.h5",
-        valid=f"{RUN}/iter_000/valid.h5",
-        pool=f"{RUN}/iter_000/pool.h5",
-        status=f"{RUN}/iter_000/status.json",
-        test=f"{RUN}/test.h5",
+        train=f"{INIT}/train.h5",
+        valid=f"{INIT}/valid.h5",
+        pool=f"{INIT}/pool.h5",
+        status=f"{INIT}/status.json",
+        test=f"{SEED}/test.h5",
     log:
-        f"{RUN}/iter_000/logs/split_dataset.log",
+        f"{INIT}/logs/split_dataset.log",
     params:
         settings=settings_json("split", exclude={"valid_redraw"}),  # read by the later steps
         seed=split_seed,
-        out_dir=f"{RUN}/iter_000",
+        out_dir=INIT,
     threads: 1
     resources:
         mem_mb=2000,

@@ -1,13 +1,19 @@
 # Helpers of the rules in report.smk (input functions, flags); shared ones live in common.smk.
 
 
-def summary_inputs(name: str):
-    """Input function: file ``name`` of every iteration of every run of the campaign."""
+def summary_inputs(*names: str):
+    """Input function: the files ``names`` of every iteration of every run of the campaign."""
 
     def files(wildcards) -> list[str]:
-        return [f"{d}/iter_{i:03d}/{name}" for _, _, d in run_dirs(wildcards.campaign) for i in range(LAST + 1)]
+        return [f"{d}/iter_{i:03d}/{name}" for _, _, d in run_dirs(wildcards.campaign) for i in range(LAST + 1)
+                for name in names]
 
     return files
+
+
+def transfer_flags(wildcards) -> str:
+    """``--metrics transfer_NAME:metrics_transfer_NAME.json`` for every transfer test set."""
+    return " ".join(f"--metrics transfer_{name}:metrics_transfer_{name}.json" for name in TRANSFER)
 
 
 def run_specs(wildcards) -> list[str]:

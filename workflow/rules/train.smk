@@ -13,8 +13,45 @@ TRAIN_SHELL = (
 )
 
 
+rule train_initial_model:
+    """Iteration 0, member 0, once per seed (every strategy of the seed shares it: rule share_initial)."""
+    input:
+        train=f"{INIT}/train.h5",
+        valid=f"{INIT}/valid.h5",
+        status=f"{INIT}/status.json",
+    output:
+        model=f"{INIT}/model.pt",
+    log:
+        f"{INIT}/logs/train_model.log",
+    benchmark:
+        f"{INIT}/benchmarks/train.tsv"
+    params:
+        model=settings_json("model"),
+        training=training_json,
+        warm_start="",
+        carry_from="",
+    threads: CAMPAIGN.resources.train_threads
+    resources:
+        **TRAIN_RESOURCES,
+    conda:
+        ENV_CORE
+    shell:
+        TRAIN_SHELL
+
+
+use rule train_initial_model as train_initial_member with:
+    output:
+        model=f"{INIT}/model_k{{member}}.pt",
+    log:
+        f"{INIT}/logs/train_member_k{{member}}.log",
+    benchmark:
+        f"{INIT}/benchmarks/train_k{{member}}.tsv"
+
+
 rule train_model:
     """Member 0 (model.pt): GM-NN trained from scratch (or warm-started) on this iteration's set."""
+    wildcard_constraints:
+        iter=r"(?!000)\d{3}",
     input:
         unpack(train_inputs),
     output:
@@ -39,6 +76,8 @@ rule train_model:
 
 rule train_member:
     """Committee member k ≥ 1 (model_k{k}.pt) for query by committee: another seed."""
+    wildcard_constraints:
+        iter=r"(?!000)\d{3}",
     input:
         unpack(train_inputs),
     output:
@@ -61,8 +100,51 @@ rule train_member:
         TRAIN_SHELL
 
 
+rule evaluate_initial_model:
+    """Test-set errors of the seed's iteration-0 model (shared by every strategy of the seed)."""
+    input:
+        model=f"{INIT}/model.pt",
+        test=f"{SEED}/test.h5",
+    output:
+        f"{INIT}/metrics.json",
+    log:
+        f"{INIT}/logs/evaluate_model.log",
+    threads: 1
+    resources:
+        **EVALUATE_RESOURCES,
+    conda:
+        ENV_CORE
+    shell:
+        "oedal evaluate --model {input.model:q} --data {input.test:q} --out {output:q} --device {resources.device:q}"
+        " > {log:q} 2>&1"
+
+
+use rule evaluate_initial_model as evaluate_initial_transfer with:
+    input:
+        model=f"{INIT}/model.pt",
+        test=f"{DATA}/transfer_{{transfer}}.h5",
+    output:
+        f"{INIT}/metrics_transfer_{{transfer}}.json",
+    log:
+        f"{INIT}/logs/evaluate_transfer_{{transfer}}.log",
+
+
+use rule evaluate_initial_model as evaluate_transfer with:
+    input:
+        model=f"{ITER}/model.pt",
+        test=f"{DATA}/transfer_{{transfer}}.h5",
+    output:
+        f"{ITER}/metrics_transfer_{{transfer}}.json",
+    log:
+        f"{ITER}/logs/evaluate_transfer_{{transfer}}.log",
+    wildcard_constraints:
+        iter=r"(?!000)\d{3}",
+
+
 rule evaluate_model:
     """Test-set errors of member 0 (energy and force MAE/RMSE/MAXE, eV and kcal/mol)."""
+    wildcard_constraints:
+        iter=r"(?!000)\d{3}",
     input:
         model=f"{ITER}/model.pt",
         test=f"{RUN}/test.h5",

@@ -10,6 +10,7 @@ scores (oedal.oed.scorers) and the ``oracle`` section is the union of the regist
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from pydantic import Field, create_model, model_validator
@@ -126,6 +127,14 @@ class DatasetSettings(Settings):
     )
     data_dir: str | None = Field(None, description="directory of named data sets (else OEDAL_DATA_DIR)")
     format: str = Field("auto", description="file format for a file source (auto: by extension)")
+    transfer: list[str] = Field(
+        default_factory=list, description="extra test sets (named data sets or labeled files, e.g. ethanol_500K): every "
+        "model is evaluated on each too (metrics_transfer_<name>.json, columns transfer_<name>_* of the summary), "
+        "the transfer test of the paper's uniform-accuracy claim")
+
+    def transfer_sets(self) -> dict[str, str]:
+        """Label (file-name safe) → source of every transfer test set."""
+        return {re.sub(r"[^A-Za-z0-9_.-]", "_", Path(s).stem if Path(s).suffix else s): s for s in self.transfer}
 
 
 class SplitSettings(Settings):

@@ -26,6 +26,14 @@ METRICS = ("forces_mae_kcal/mol/A", "forces_rmse_kcal/mol/A", "forces_maxe_kcal/
 """Test-set errors compared by default (metrics.json keys)."""
 
 
+def metrics_in(rows: Sequence[dict], base: Sequence[str] = METRICS) -> list[str]:
+    """The metrics of ``base`` present in the rows, then their variants on extra test sets (columns
+    ``{prefix}_{metric}``, e.g. transfer_ethanol_500K_forces_rmse_kcal/mol/A), in column order."""
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    return [m for m in base if m in columns] + [c for c in columns if c not in base and any(
+        c.endswith("_" + m) for m in base)]
+
+
 class RatioEstimate(NamedTuple):
     """Geometric mean over seeds of error(baseline)/error(strategy) with its interval."""
 

@@ -417,8 +417,11 @@ def _flat_metrics(metrics: dict, prefix: str = "") -> dict:
     return flat
 
 
-def summary_rows(run_dirs: list[tuple[str, int, str | Path]], iterations: int) -> list[dict]:
-    """One row per (strategy, seed, iteration): sizes, labels spent, test errors, selection time."""
+def summary_rows(run_dirs: list[tuple[str, int, str | Path]], iterations: int,
+                 extra: dict[str, str] | None = None) -> list[dict]:
+    """One row per (strategy, seed, iteration): sizes, labels spent, test errors, how the model was
+    trained, selection time; ``extra``: prefix → another metrics file of every iteration (transfer
+    test sets), its errors under ``{prefix}_`` columns."""
     rows = []
     for strategy, seed, run_dir in run_dirs:
         for it in range(iterations + 1):
@@ -428,12 +431,22 @@ def summary_rows(run_dirs: list[tuple[str, int, str | Path]], iterations: int) -
             row.update({k: status[k] for k in ("n_train", "n_valid", "n_pool", "labels_spent", "labels_failed")})
             row["stopped"] = bool(status.get("stopped"))
             row.update(_flat_metrics(_read_json(d / "metrics.json")))
-            times = [_benchmark_seconds(d / "benchmarks" / f"{s}.tsv") for s in ("score", "select")]
-            known = [t for t in times if t is not None]
-            row["selection_s"] = round(sum(known), 3) if known else None
-            row["train_s"] = _benchmark_seconds(d / "benchmarks" / "train.tsv")
+            for prefix, name in (extra or {}).items():
+                row.update(_flat_metrics(_read_json(d / name), prefix=f"{prefix}_"))
+            row.update(_job_seconds(d, Path(run_dir).parent.parent / f"seed{seed}" / d.name))
             rows.append(row)
     return rows
+
+
+def _job_seconds(d: Path, shared: Path) -> dict:
+    """Selection and training wall time (s) of an iteration from its job benchmarks (iteration 0's
+    training ran once per seed, in ``shared``)."""
+    times = [_benchmark_seconds(d / "benchmarks" / f"{s}.tsv") for s in ("score", "select")]
+    known = [t for t in times if t is not None]
+    train = _benchmark_seconds(d / "benchmarks" / "train.tsv")
+    if train is None:
+        train = _benchmark_seconds(shared / "benchmarks" / "train.tsv")
+    return {"selection_s": round(sum(known), 3) if known else None, "train_s": train}
 
 
 def _write_csv(rows: list[dict], out: str | Path) -> None:
@@ -451,19 +464,19 @@ def _write_csv(rows: list[dict], out: str | Path) -> None:
 
 def write_summary(run_dirs: list[tuple[str, int, str | Path]], iterations: int, out: str | Path,
                   comparison: str | Path | None = None, verdict: str | Path | None = None,
-                  baseline: str = "random") -> list[dict]:
+                  baseline: str = "random", extra: dict[str, str] | None = None) -> list[dict]:
     """Write the campaign's summary table (CSV) and, when asked, the paired comparison of every strategy
     with ``baseline`` (oedal.campaign.statistics: ratios with intervals over seeds, CSV) and the verdict
     (one sentence per strategy and force metric, and a warning when a wall-clock limit cut a training);
     returns the summary rows."""
     from oedal.campaign import statistics
 
-    rows = summary_rows(run_dirs, iterations)
+    rows = summary_rows(run_dirs, iterations, extra)
     _write_csv(rows, out)
     if comparison is not None:
-        _write_csv(statistics.compare_strategies(rows, baseline), comparison)
+        _write_csv(statistics.compare_strategies(rows, baseline, statistics.metrics_in(rows)), comparison)
     if verdict is not None:
-        lines = statistics.verdict_lines(rows, baseline)
+        lines = statistics.verdict_lines(rows, baseline, statistics.metrics_in(rows, statistics.FORCE_METRICS))
         with atomic_path(verdict) as tmp:
             tmp.write_text("\n".join(lines) + "\n")
         for line in lines:

@@ -64,8 +64,9 @@ def _summary(args: argparse.Namespace) -> int:
         strategy, seed, path = spec.split(":", 2)
         runs.append((strategy, int(seed), Path(path)))
     check_outputs(*(p for p in (args.out, args.comparison, args.verdict) if p))
+    extra = dict(spec.split(":", 1) for spec in args.metrics or [])
     rows = write_summary(runs, args.iterations, args.out, comparison=args.comparison, verdict=args.verdict,
-                         baseline=args.baseline)
+                         baseline=args.baseline, extra=extra)
     log.info("summary: %d rows -> %s", len(rows), args.out)
     return 0
 
@@ -126,6 +127,8 @@ def register(subparsers) -> None:
                    help="paired comparison with the baseline: ratios with intervals over seeds (CSV)")
     p.add_argument("--verdict", default=None, help="the verdict sentences and warnings (text)")
     p.add_argument("--baseline", default="random", help="the strategy every other is compared with")
+    p.add_argument("--metrics", action="append", default=None, metavar="PREFIX:FILE",
+                   help="another metrics file of every iteration (e.g. a transfer test set), as PREFIX_ columns")
     p.set_defaults(func=_summary)
 
     p = subparsers.add_parser("schema", help="JSON schema of the workflow config (CampaignSettings)")
