@@ -32,6 +32,11 @@ include: "workflow/rules/oracle.smk"
 include: "workflow/rules/report.smk"
 
 
+if CAMPAIGN.exploring:
+
+    include: "workflow/rules/explore.smk"
+
+
 rule all:
     input:
         final_targets(),

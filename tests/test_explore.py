@@ -135,7 +135,10 @@ def test_replayed_checks_give_the_recorded_decisions_and_kill_9_reruns_to_the_sa
         verdicts = [c[3] for c in w.checks]
         assert "stopped" not in verdicts[:-1] and (w.status == "stopped") == (verdicts[-1] == "stopped")
     ids, positions = candidates(straight / "c.h5")
-    assert len(ids) == sum(w.counts["candidate"] for w in walkers)
+    # every candidate-band frame, and the frame that stopped a walker unless its geometry is broken
+    broken = ("non-finite", "atoms ")
+    kept = sum(1 for w in walkers if w.status == "stopped" and not str(w.checks[-1][2]).startswith(broken))
+    assert len(ids) == sum(w.counts["candidate"] for w in walkers) + kept
     # kill -9 mid-run (after a checkpoint), then rerun: the same candidates, bit for bit
     killed = tmp_path / "killed"
     killed.mkdir()
@@ -151,3 +154,54 @@ def test_replayed_checks_give_the_recorded_decisions_and_kill_9_reruns_to_the_sa
     ids2, positions2 = candidates(killed / "c.h5")
     np.testing.assert_array_equal(ids2, ids)
     np.testing.assert_array_equal(positions2, positions)
+
+
+def _walker(k: int, status: str, candidates: int) -> Walker:
+    return Walker(k, 300.0, [1, 1], [[0, 0, 0], [0, 0, 0.74]], [[0, 0, 0], [0, 0, 0]], np.eye(3).tolist(),
+                  [False] * 3, {}, status=status, counts={"accurate": 5, "candidate": candidates})
+
+
+@pytest.mark.parametrize("converged, expect_stop", [(0.5, True), (0.51, False)])
+def test_exploration_converges_when_enough_walkers_run_clean(tmp_path, converged, expect_stop):
+    """DP-GEN's accurate ratio: 2 of 4 walkers ran their full length without a candidate (one found
+    candidates, one stopped), so the share is exactly 0.5."""
+    from oedal.campaign.explore import combined_summary, write_walkers
+    from oedal.campaign.steps import explore_stop_reason
+
+    write_walkers(tmp_path / "a.json", [_walker(0, "finished", 0), _walker(2, "finished", 3)])
+    write_walkers(tmp_path / "b.json", [_walker(1, "finished", 0), _walker(3, "stopped", 1)])
+    counts = {**combined_summary([tmp_path / "a.json", tmp_path / "b.json"], converged), "candidates": 4}
+    assert (counts["walkers"], counts["clean"], counts["with_candidates"], counts["stopped"]) == (4, 2, 1, 1)
+    assert counts["clean_share"] == 0.5 and counts["converged"] is expect_stop
+    reason = explore_stop_reason(counts)
+    assert (reason is not None and "converged" in reason) is expect_stop
+    assert "no candidate" in explore_stop_reason({**counts, "converged": False, "candidates": 0})
+
+
+def test_rattled_starts_have_the_asked_spread_and_split_keeps_the_test_set_apart(tmp_path, ethanol_structures):
+    from oedal.campaign.explore import rattled_structures, starting_structures
+    from oedal.campaign.settings import SplitSettings
+    from oedal.campaign.steps import split_explore
+    from oedal.data.store import read_store, write_store
+    from oedal.errors import InputError
+
+    rattled = rattled_structures(["ethanol"], 200, 0.1, seed=3)
+    start = starting_structures(["ethanol"])[0].positions
+    shifts = rattled.positions.reshape(200, len(start), 3) - start
+    assert abs(shifts.std() / 0.1 - 1) < 0.03 and abs(shifts.mean()) < 0.005  # 5,400 draws of N(0, 0.1²)
+    assert not rattled.has_labels
+    np.testing.assert_array_equal(rattled_structures(["ethanol"], 200, 0.1, seed=3).positions, rattled.positions)
+    labeled = ethanol_structures.subset(np.arange(30))  # stand-ins for the oracle's labels
+    write_store(tmp_path / "initial.h5", labeled)
+    write_store(tmp_path / "md.h5", ethanol_structures.subset(np.arange(100, 150)))
+    split_explore(tmp_path / "initial.h5", tmp_path / "md.h5", tmp_path / "it0", tmp_path / "test.h5",
+                  SplitSettings(n_train=20, n_valid=10, n_test=40), seed=1)
+    train, valid, test = (read_store(tmp_path / p) for p in ("it0/train.h5", "it0/valid.h5", "test.h5"))
+    assert sorted([*train.ids, *valid.ids]) == list(range(30)) and len(train) == 20
+    assert set(test.ids) <= set(range(100, 150)) and len(test) == 40 and not (tmp_path / "it0" / "pool.h5").exists()
+    status = json.loads((tmp_path / "it0" / "status.json").read_text())
+    assert (status["n_pool"], status["labels_spent"]) == (0, 30)
+    write_store(tmp_path / "unlabeled.h5", rattled)
+    with pytest.raises(InputError, match="no labels"):
+        split_explore(tmp_path / "unlabeled.h5", tmp_path / "md.h5", tmp_path / "it1", tmp_path / "t.h5",
+                      SplitSettings(n_train=20, n_valid=10, n_test=40), seed=1)

@@ -571,3 +571,51 @@ def test_a_shard_where_every_structure_fails_stops_the_campaign(smk_env, scatter
     assert proc.returncode != 0 and "oedal label: error: every structure of" in out, out[-4000:]
     assert "this calculator always fails" in out
     assert not (iter_dir(results, "random", 0) / "labeled.h5").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# An exploration campaign (dataset.source: explore)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_an_exploration_campaign_labels_what_its_walkers_found(smk_env, tmp_path):
+    """Rattled starts labeled → model → walkers → their candidates are the pool → greedy picks → labeled →
+    the next training set; the walkers' counts reach status.json and the summary; labels never twice."""
+    import csv
+
+    from oedal.data.store import read_store
+
+    config = ROOT / "tests" / "data" / "tiny_explore.yaml"
+    results = tmp_path / "results"
+    run_snakemake(smk_env, results, config=config)
+    run = results / "tiny_explore" / "qs1-greedy" / "seed0"
+    first, second = run / "iter_000", run / "iter_001"
+    pool, selected = read_store(first / "pool.h5"), read_store(first / "selected.h5")
+    counts = json.loads((first / "explore.json").read_text())
+    walkers = [json.loads((first / "explore" / f"walkers_{k}.json").read_text()) for k in (0, 1)]
+    assert counts["walkers"] == sum(len(w["walkers"]) for w in walkers) == 4  # 1 start × 2 T × 2 walkers
+    assert counts["candidates"] == len(pool) > 0
+    assert set(selected.ids) <= set(pool.ids) and len(selected) <= 6
+    train0, train1 = read_store(first / "train.h5"), read_store(second / "train.h5")
+    new = np.setdiff1d(train1.ids, train0.ids)
+    assert len(train1) == len(train0) + len(selected) and set(new) == set(selected.ids)
+    assert np.all(new >= 10**9)  # walker frames: (iteration + 1)·10⁹ + walker·10⁵ + check
+    status = json.loads((second / "status.json").read_text())
+    assert status["explore"] == counts and status["labels_spent"] == 16 + 8 + len(selected)
+    with open(results / "tiny_explore" / "summary.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert float(rows[0]["explore_candidates"]) == len(pool)
+    # a forced rerun of the walkers of iteration 0: the same candidates (labels: test_label_cache.py)
+    import sqlite3
+
+    def n_labels() -> int:
+        with sqlite3.connect(results / "labels.sqlite") as db:
+            return db.execute("SELECT COUNT(*) FROM labels").fetchone()[0]
+
+    before = n_labels()
+    assert before == 16 + 8 + len(selected)  # the rattled starts and the walkers' picks
+    proc = run_snakemake(smk_env, results, str(first / "pool.h5"), "--forcerun", "explore_shard", config=config)
+    assert "explore_shard" in proc.stdout + proc.stderr
+    again = read_store(first / "pool.h5")
+    assert np.array_equal(again.ids, pool.ids) and np.array_equal(again.positions, pool.positions)
+    assert n_labels() == before

@@ -110,6 +110,9 @@ class SelectSettings(Settings):
         "random: the baseline; qbc: the m largest committee spreads")
     n: int | None = Field(None, ge=1, description="fixed number to select")
     fraction: float | None = Field(0.1, gt=0, description="m = fraction · N_train (paper: 0.1)")
+    min_informativeness: float | None = Field(
+        None, gt=0, description="greedy: stop the batch early (fewer than m) once the best remaining score, given "
+        "the picks so far, is below this × σ_th (1: the paper's threshold of an informative structure)")
     seed: int = 0
 
     @model_validator(mode="after")

@@ -33,6 +33,11 @@ ITER = f"{RUN}/iter_{{iter}}"
 SEED = f"{RESULTS}/{{campaign}}/seed{{seed}}"  # what every strategy of a seed shares: the split, the test set
 INIT = f"{SEED}/iter_000"  # ... and iteration 0 (trained once per seed, copied into every strategy's run)
 TRANSFER = CAMPAIGN.dataset.transfer_sets()  # name → source of the extra test sets
+# What share_initial links from the seed's iteration 0 into each strategy's (the pool too, unless the
+# walkers of each strategy make it: exploration).
+_POOL = "" if CAMPAIGN.exploring else r"pool\.h5|"
+SHARED_FILES = (rf"test\.h5|iter_000/(?:train\.h5|valid\.h5|{_POOL}status\.json|model(?:_k\d+)?\.pt"
+                r"|metrics(?:_transfer_\w[\w.-]*)?\.json)")
 DATA = f"{RESULTS}/{{campaign}}/data"
 SOURCE = f"{DATA}/source.h5"
 

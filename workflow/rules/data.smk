@@ -21,7 +21,7 @@ rule share_initial:
     conda:
         ENV_CORE
     wildcard_constraints:
-        shared=r"test\.h5|iter_000/(?:train\.h5|valid\.h5|pool\.h5|status\.json|model(?:_k\d+)?\.pt|metrics(?:_transfer_\w[\w.-]*)?\.json)",
+        shared=SHARED_FILES,
     shell:
         "(ln -f {input:q} {output:q} || cp {input:q} {output:q}) > {log:q} 2>&1"
 
@@ -35,6 +35,7 @@ rule prepare_transfer:
     params:
         source=transfer_source,
         data_dir=untracked(CAMPAIGN.dataset.data_dir or ""),
+        every=CAMPAIGN.dataset.transfer_every,
     threads: 1
     resources:
         mem_mb=4000,
@@ -42,10 +43,11 @@ rule prepare_transfer:
     conda:
         ENV_CORE
     shell:
-        "oedal import {params.source:q} --out {output:q} --require-labels --data-dir {params.data_dir:q} > {log:q} 2>&1"
+        "oedal import {params.source:q} --out {output:q} --require-labels --every {params.every}"
+        " --data-dir {params.data_dir:q} > {log:q} 2>&1"
 
 
-if CAMPAIGN.dataset.source == "sample":
+if CAMPAIGN.dataset.source in ("sample", "explore"):  # explore: the sampling MD makes the test set
 
     rule prepare_dataset:
         """Langevin MD pool with its labels (`oedal sample --labels`): pool, test set and replay source."""
@@ -88,29 +90,57 @@ else:
             " --data-dir {params.data_dir:q} > {log:q} 2>&1"
 
 
-rule split_dataset:
-    """Iteration 0: initial training set, validation set, unlabeled pool and the held-out test set,
-    once per seed (SEED/iter_000, SEED/test.h5): every strategy of a seed starts from the same split."""
-    input:
-        source=SOURCE,
-    output:
-        train=f"{INIT}/train.h5",
-        valid=f"{INIT}/valid.h5",
-        pool=f"{INIT}/pool.h5",
-        status=f"{INIT}/status.json",
-        test=f"{SEED}/test.h5",
-    log:
-        f"{INIT}/logs/split_dataset.log",
-    params:
-        settings=settings_json("split", exclude={"valid_redraw"}),  # read by the later steps
-        seed=split_seed,
-        out_dir=INIT,
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        ENV_CORE
-    shell:
-        "oedal split --source {input.source:q} --out-dir {params.out_dir:q} --test {output.test:q}"
-        " --settings {params.settings:q} --seed {params.seed} > {log:q} 2>&1"
+if CAMPAIGN.exploring:
+
+    rule split_dataset:
+        """Iteration 0 of an exploration campaign, once per seed: training and validation sets from the
+        labeled rattled starts, the test set from the sampling MD; no pool (the walkers make it)."""
+        input:
+            initial=f"{DATA}/initial.h5",
+            source=SOURCE,
+        output:
+            train=f"{INIT}/train.h5",
+            valid=f"{INIT}/valid.h5",
+            status=f"{INIT}/status.json",
+            test=f"{SEED}/test.h5",
+        log:
+            f"{INIT}/logs/split_dataset.log",
+        params:
+            settings=settings_json("split", exclude={"valid_redraw"}),
+            seed=split_seed,
+            out_dir=INIT,
+        threads: 1
+        conda:
+            ENV_CORE
+        shell:
+            "oedal split --source {input.initial:q} --test-source {input.source:q} --out-dir {params.out_dir:q}"
+            " --test {output.test:q} --settings {params.settings:q} --seed {params.seed} > {log:q} 2>&1"
+
+else:
+
+    rule split_dataset:
+        """Iteration 0: initial training set, validation set, unlabeled pool and the held-out test set,
+        once per seed (SEED/iter_000, SEED/test.h5): every strategy of a seed starts from the same split."""
+        input:
+            source=SOURCE,
+        output:
+            train=f"{INIT}/train.h5",
+            valid=f"{INIT}/valid.h5",
+            pool=f"{INIT}/pool.h5",
+            status=f"{INIT}/status.json",
+            test=f"{SEED}/test.h5",
+        log:
+            f"{INIT}/logs/split_dataset.log",
+        params:
+            settings=settings_json("split", exclude={"valid_redraw"}),  # read by the later steps
+            seed=split_seed,
+            out_dir=INIT,
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        conda:
+            ENV_CORE
+        shell:
+            "oedal split --source {input.source:q} --out-dir {params.out_dir:q} --test {output.test:q}"
+            " --settings {params.settings:q} --seed {params.seed} > {log:q} 2>&1"

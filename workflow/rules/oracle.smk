@@ -26,6 +26,7 @@ rule shard_selection:
         stop=stop_json(),
         metrics=optional_flag("metrics", "--metrics"),
         scores=optional_flag("scores", "--scores"),
+        explore=optional_flag("explore", "--explore"),
         n_valid=n_valid_redraw,
         seed=valid_seed,
     threads: 1
@@ -36,7 +37,7 @@ rule shard_selection:
         ENV_CORE
     shell:
         "oedal shard --selected {input.selected:q} --pool {input.pool:q} --status {input.status:q}"
-        " {params.metrics} {params.scores} --stop {params.stop:q} --n-valid {params.n_valid} --seed {params.seed}"
+        " {params.metrics} {params.scores} {params.explore} --stop {params.stop:q} --n-valid {params.n_valid} --seed {params.seed}"
         " --request {output.request:q} --out {output.shards:q} > {log:q} 2>&1"
 
 
@@ -98,20 +99,19 @@ rule merge_labels:
         request=previous("request.json"),
         labeled=previous("labeled.h5"),
     output:
-        train=f"{ITER}/train.h5",
-        valid=f"{ITER}/valid.h5",
-        pool=f"{ITER}/pool.h5",
-        status=f"{ITER}/status.json",
+        **merge_outputs(),
     log:
         f"{ITER}/logs/merge_labels.log",
     params:
         prev_dir=previous_dir,
         out_dir=ITER,
         redraw="--redraw-valid" if CAMPAIGN.redraw_valid else "",
+        no_pool="--no-pool" if CAMPAIGN.exploring else "",
     wildcard_constraints:
         iter=r"(?!000)\d{3}",
     threads: 1
     conda:
         ENV_CORE
     shell:
-        "oedal merge --prev-dir {params.prev_dir:q} --out-dir {params.out_dir:q} {params.redraw} > {log:q} 2>&1"
+        "oedal merge --prev-dir {params.prev_dir:q} --out-dir {params.out_dir:q} {params.redraw} {params.no_pool}"
+        " > {log:q} 2>&1"

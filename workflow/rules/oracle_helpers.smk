@@ -7,8 +7,19 @@ def shard_inputs(wildcards) -> dict:
     files = {"selected": f"{here}/selected.h5", "pool": f"{here}/pool.h5", "status": f"{here}/status.json"}
     if CAMPAIGN.stop.target is not None:
         files["metrics"] = f"{here}/metrics.json"
-    if CAMPAIGN.stop.informative and parse_strategy(wildcards.strategy).score not in (None, "qbc"):
+    # (exploration: a walker stopped by the model's failure offers a frame of any I; the walkers decide)
+    if CAMPAIGN.stop.informative and not CAMPAIGN.exploring and parse_strategy(wildcards.strategy).score not in (None, "qbc"):
         files["scores"] = f"{here}/scores.h5"
+    if CAMPAIGN.exploring:  # the walkers' counts: the convergence stop
+        files["explore"] = f"{here}/explore.json"
+    return files
+
+
+def merge_outputs() -> dict:
+    """Iteration i's sets; no pool.h5 in an exploration campaign (its walkers make it)."""
+    files = {"train": f"{ITER}/train.h5", "valid": f"{ITER}/valid.h5", "status": f"{ITER}/status.json"}
+    if not CAMPAIGN.exploring:
+        files["pool"] = f"{ITER}/pool.h5"
     return files
 
 

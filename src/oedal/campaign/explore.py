@@ -9,7 +9,10 @@ frame is judged by the model's calibrated QS1 informativeness I (oedal.oed.uncer
 * **stopped**: I > ``high`` (the prediction is too uncertain to follow), or a sanity check failed (NaN,
   closest pair below ``min_distance``, a force above ``max_force``, an energy jump above
   ``max_energy_jump`` per atom between checks, a temperature above ``max_temperature``·T): the walker
-  stops; next iteration it resumes from its last accepted frame (the last check it passed).
+  stops; next iteration it resumes from its last accepted frame (the last check it passed). The frame
+  that stopped it is kept as a candidate too unless its geometry is broken (non-finite, atoms too
+  close): the model failed there, so it is the most informative frame, and without it a young model
+  whose walkers all stop at once would find nothing to learn.
 
 All walkers of a shard step together as one batch through the model (one forward and one backward per
 step for every walker; BAOAB Langevin, Leimkuhler & Matthews, Appl. Math. Res. Express 2013, 34):
@@ -160,6 +163,29 @@ def candidates_structures(records: Sequence[dict]) -> Structures:
     )
 
 
+def rattled_structures(names: Sequence[str], n: int, rattle: float, seed: int) -> Structures:
+    """``n`` unlabeled copies of the starts (in turn), every atom displaced by N(0, ``rattle``² Å²) per axis:
+    the initial training and validation structures of an exploration campaign, for the oracle to label."""
+    starts = starting_structures(names)
+    rng = np.random.default_rng([seed, 7])
+    frames = []
+    for k in range(n):
+        atoms = starts[k % len(starts)].copy()
+        atoms.positions = atoms.positions + rng.normal(scale=rattle, size=atoms.positions.shape)
+        frames.append(atoms)
+    structures = Structures.from_atoms(frames)
+    return structures
+
+
+def combined_summary(paths: Sequence[str | Path], converged: float) -> dict:
+    """The iteration's counts over every shard's walker file, and whether exploration has converged
+    (the share of walkers that ran their full length without a trigger ≥ ``converged``)."""
+    counts = summary(read_walkers(paths))
+    counts["converged"] = bool(counts["clean_share"] >= converged)
+    counts["converged_at"] = converged
+    return counts
+
+
 def starting_structures(names: Sequence[str]) -> list:
     """ase.Atoms of every start (a molecule name or a geometry file, its first frame)."""
     from oedal.campaign.sampling import starting_geometry
@@ -178,23 +204,29 @@ def dynamics(settings) -> "Dynamics":
 
 def explore_shard(model_path: str | Path, settings, *, shard: int, shards: int, seed: int, iteration: int,
                   out_candidates: str | Path, out_walkers: str | Path,
-                  previous: Sequence[str | Path] = ()) -> dict:
+                  previous: Sequence[str | Path] = (), stopped: bool = False) -> dict:
     """Run walker shard ``shard`` of ``shards`` for one iteration; write its candidates (an unlabeled store
     with datasets walker, step, informativeness) and its walkers (for the next iteration's resume).
 
     The walkers start from ``settings.starts`` (iteration 0) or resume from the ``previous`` walker
     files. A checkpoint beside ``out_walkers`` (``.partial``) is written at least every 30 s and after
-    every walker that stops; a rerun continues from it and ends with the same candidates."""
+    every walker that stops; a rerun continues from it and ends with the same candidates. ``stopped``
+    (the campaign has stopped): no MD, no candidates, the walkers passed on as they are."""
     from oedal.campaign.walkers import run_walkers
     from oedal.gmnn.model import load_model
     from oedal.oed.uncertainty import model_head
 
-    model = load_model(model_path)
-    model.eval()
-    head = model_head(model)
     walkers = (resume_walkers(read_walkers(previous)) if previous else
                start_walkers(starting_structures(settings.starts), settings.temperatures, settings.walkers_per_start,
                              seed))[shard::shards]
+    if stopped:
+        _write_candidates(out_candidates, [])
+        write_walkers(out_walkers, walkers, summary=summary(walkers))
+        log.info("the campaign has stopped: no walkers run")
+        return summary(walkers)
+    model = load_model(model_path)
+    model.eval()
+    head = model_head(model)
     partial = Path(str(out_walkers) + ".partial")
     records: list[dict] = []
     if partial.exists():

@@ -131,6 +131,8 @@ class DatasetSettings(Settings):
         default_factory=list, description="extra test sets (named data sets or labeled files, e.g. ethanol_500K): every "
         "model is evaluated on each too (metrics_transfer_<name>.json, columns transfer_<name>_* of the summary), "
         "the transfer test of the paper's uniform-accuracy claim")
+    transfer_every: int = Field(1, ge=1, description="keep every k-th structure of each transfer test set "
+                                "(5: 1,000 of a 5,000-frame trajectory, spread over all of it)")
 
     def transfer_sets(self) -> dict[str, str]:
         """Label (file-name safe) → source of every transfer test set."""
@@ -248,7 +250,21 @@ class CampaignSettings(Settings):
             raise ValueError("training.seed / select.seed are derived from `seeds` per iteration; remove them")
         if self.stop.max_train is not None and self.stop.max_train < self.split.n_train:
             raise ValueError(f"stop.max_train ({self.stop.max_train}) is below split.n_train ({self.split.n_train})")
+        if self.exploring:
+            self._check_explore()
         return self
+
+    def _check_explore(self) -> None:
+        if self.oracle.kind == "replay":
+            raise ValueError("dataset.source explore: the walkers' frames are new; the oracle must compute "
+                             "(xtb, pyscf, ase), not replay")
+        if self.split.valid_redraw:
+            raise ValueError("split.valid_redraw: an exploration campaign keeps its validation set; remove it")
+
+    @property
+    def exploring(self) -> bool:
+        """dataset.source explore: the walkers make each iteration's pool (oedal.campaign.explore)."""
+        return self.dataset.source == "explore"
 
     def score_settings(self, strategy: str) -> dict:
         """The settings of ``strategy``'s score (as oedal score reads them): the campaign's score keys
@@ -266,5 +282,5 @@ class CampaignSettings(Settings):
     def redraw_valid(self) -> bool:
         """The effective ``split.valid_redraw`` (default: only for the replay oracle)."""
         if self.split.valid_redraw is None:
-            return self.oracle.kind == "replay"
+            return self.oracle.kind == "replay" and not self.exploring
         return self.split.valid_redraw

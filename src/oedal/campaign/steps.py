@@ -149,6 +149,31 @@ def split_dataset(
     return result
 
 
+def split_explore(initial: str | Path, sampled: str | Path, out_dir: str | Path, test: str | Path,
+                  split: SplitSettings, seed: int) -> None:
+    """Iteration 0 of an exploration campaign: ``train.h5 valid.h5 status.json`` from the labeled
+    ``initial`` structures (rattled starts), the test set from the labeled ``sampled`` MD; no pool (the
+    walkers make each iteration's)."""
+    rng = np.random.default_rng(seed)
+    out = Path(out_dir)
+    initial_set, sampled_set = _read(initial), _read(sampled)
+    for path, s, need in ((initial, initial_set, split.n_train + split.n_valid), (sampled, sampled_set, split.n_test)):
+        if not s.has_labels:
+            raise InputError(f"{path}: no labels (the oracle labels the initial and test structures)")
+        if len(s) < need:
+            raise SettingsError(f"split: {path} holds {len(s)} structures, fewer than the {need} asked for")
+    rows = rng.permutation(len(initial_set))
+    train, valid = np.sort(rows[: split.n_train]), np.sort(rows[split.n_train: split.n_train + split.n_valid])
+    _write(out / "train.h5", initial_set.subset(train))
+    _write(out / "valid.h5", initial_set.subset(valid))
+    _write(test, sampled_set.subset(np.sort(rng.permutation(len(sampled_set))[: split.n_test])))
+    _write_json(out / "status.json", {
+        "iteration": 0, "stopped": False, "reason": None, "n_train": len(train), "n_valid": len(valid),
+        "n_pool": 0, "labels_spent": len(train) + len(valid), "labels_failed": 0})
+    log.info("split (exploration): train %d, valid %d from %s; test %d from %s", len(train), len(valid), initial,
+             split.n_test, sampled)
+
+
 # ---------------------------------------------------------------------------------------------
 # Stop decision and scatter (shard)
 # ---------------------------------------------------------------------------------------------
@@ -196,13 +221,27 @@ def decide_stop(
     target_metric: str = "forces_mae_kcal/mol/A",
     target: float | None = None,
     informative: bool = True,
+    explore: str | Path | None = None,
 ) -> StopDecision:
     """The stop decision of an iteration from its status.json, metrics.json (``target``) and scores
-    file (``informative``: stop when no candidate has I > 1, section 4); see :func:`stop_reason`."""
+    file (``informative``: stop when no candidate has I > 1, section 4) and the walkers' explore.json
+    (``explore``: :func:`explore_stop_reason`); see :func:`stop_reason`."""
     n_informative = count_informative(scores) if (scores and informative) else None
     reason = stop_reason(_read_json(status), _read_json(metrics) if metrics else None, n_informative,
                          target_metric, target)
+    if reason is None and explore is not None:
+        reason = explore_stop_reason(_read_json(explore))
     return StopDecision(reason, n_informative)
+
+
+def explore_stop_reason(counts: dict) -> str | None:
+    """Exploration has converged (DP-GEN's accurate ratio), or found nothing to label."""
+    if counts.get("converged"):
+        return (f"exploration converged: {counts['clean']} of {counts['walkers']} walkers ran their full length "
+                f"without a trigger ({counts['clean_share']:.0%} ≥ {counts['converged_at']:.0%})")
+    if counts.get("candidates", 1) == 0:
+        return "exploration found no candidate (every walker accurate or stopped by a sanity check)"
+    return None
 
 
 def scatter_selection(
@@ -248,11 +287,12 @@ def shard_selection(
     target_metric: str = "forces_mae_kcal/mol/A",
     target: float | None = None,
     informative: bool = True,
+    explore: str | Path | None = None,
 ) -> dict:
     """Decide whether to stop (:func:`decide_stop`), then scatter the structures to label over the
     shards (:func:`scatter_selection`; empty shards once stopped) and write the decision to ``request``."""
     stop = decide_stop(status, metrics=metrics, scores=scores, target_metric=target_metric, target=target,
-                       informative=informative)
+                       informative=informative, explore=explore)
     if stop.reason is None:
         selected_ids, valid_ids = scatter_selection(selected, pool, shards, n_valid=n_valid, seed=seed)
     else:
@@ -277,12 +317,12 @@ def shard_selection(
 # ---------------------------------------------------------------------------------------------
 
 
-def gather_stores(parts: list[str | Path], out: str | Path) -> int:
-    """Concatenate the labeled shards into one store (returns the number of structures)."""
+def gather_stores(parts: list[str | Path], out: str | Path, *, labeled: bool = True) -> int:
+    """Concatenate the (labeled) shards into one store (returns the number of structures)."""
     from oedal.data.structures import Structures
 
     joined = Structures.concatenate([_read(p) for p in parts])
-    if len(joined) and not joined.has_labels:
+    if labeled and len(joined) and not joined.has_labels:
         raise InputError(f"{out}: a labeled shard holds structures without labels")
     _write(out, joined)
     return len(joined)
@@ -314,7 +354,8 @@ def gather_failed(parts: list[str | Path], out: str | Path) -> int:
     return len(joined)
 
 
-def merge_labels(prev_dir: str | Path, out_dir: str | Path, *, redraw_valid: bool = False) -> dict:
+def merge_labels(prev_dir: str | Path, out_dir: str | Path, *, redraw_valid: bool = False,
+                 keep_pool: bool = True) -> dict:
     """Iteration i from i−1: train += labeled selection; pool −= requested; validation redrawn or kept.
 
     With a redraw, the old validation structures go back to the pool without labels (as in the
@@ -341,7 +382,8 @@ def merge_labels(prev_dir: str | Path, out_dir: str | Path, *, redraw_valid: boo
         new_valid, new_pool = valid, pool_rest
     _write(out / "train.h5", new_train)
     _write(out / "valid.h5", new_valid)
-    _write(out / "pool.h5", new_pool.without_labels())
+    if keep_pool:  # (exploration: the walkers make the next pool)
+        _write(out / "pool.h5", new_pool.without_labels())
     n_requested = len(requested)
     status = {
         "iteration": int(state["iteration"]) + 1,
@@ -349,10 +391,12 @@ def merge_labels(prev_dir: str | Path, out_dir: str | Path, *, redraw_valid: boo
         "reason": request.get("reason"),
         "n_train": len(new_train),
         "n_valid": len(new_valid),
-        "n_pool": len(new_pool),
+        "n_pool": len(new_pool) if keep_pool else 0,
         "labels_spent": int(state["labels_spent"]) + n_requested,
         "labels_failed": int(state.get("labels_failed", 0)) + n_requested - len(new),
     }
+    if (prev / "explore.json").exists():  # the walkers that made the labeled pool: accurate / candidate / stopped
+        status["explore"] = _read_json(prev / "explore.json")
     _write_json(out / "status.json", status)
     log.info("merge → %s: train %d, valid %d, pool %d, labels spent %d%s", out, status["n_train"], status["n_valid"],
              status["n_pool"], status["labels_spent"], " (stopped)" if stopped else "")
@@ -433,6 +477,8 @@ def summary_rows(run_dirs: list[tuple[str, int, str | Path]], iterations: int,
             row.update(_flat_metrics(_read_json(d / "metrics.json")))
             for prefix, name in (extra or {}).items():
                 row.update(_flat_metrics(_read_json(d / name), prefix=f"{prefix}_"))
+            if (d / "explore.json").exists():  # this model's walkers: accurate / candidate / stopped
+                row.update(_flat_metrics(_read_json(d / "explore.json"), prefix="explore_"))
             row.update(_job_seconds(d, Path(run_dir).parent.parent / f"seed{seed}" / d.name))
             rows.append(row)
     return rows

@@ -117,16 +117,35 @@ def _check(b: _Batch, energies, forces, u: dict, dyn: Dynamics, iteration: int, 
         if verdict == "stopped":
             w.status, w.reason = "stopped", reason or f"{dyn.measure} {value:.3g} > {dyn.high}"
             stopping.append(k)
+            if labelable(b.x[s], limits["min_distance"]):  # the model failed here, the geometry did not:
+                records.append(_record(b, k, u, iteration, dyn))  # the most informative frame, a candidate
             continue
         w.counts[verdict] += 1
         w.last_energy = float(energies[k])
         w.accepted = {"positions": b.x[s].tolist(), "velocities": b.v[s].tolist()}
         if verdict == "candidate":
-            records.append({"id": (iteration + 1) * ID_BASE + w.index * 10**5 + (w.step // dyn.check_every),
-                            "walker": w.index, "step": w.step, "informativeness": float(u["informativeness"][k]),
-                            "force_error": float(u["force_error"][k]),
-                            "numbers": w.numbers, "positions": b.x[s].tolist(), "cell": w.cell, "pbc": w.pbc})
+            records.append(_record(b, k, u, iteration, dyn))
     return stopping
+
+
+def labelable(positions: np.ndarray, min_distance: float) -> bool:
+    """A stopped walker's frame is worth an oracle call unless its geometry itself is broken (non-finite
+    positions, atoms closer than ``min_distance``): too uncertain, too hot or a force spike of the model
+    mark exactly the frames the model has to learn."""
+    if not np.all(np.isfinite(positions)):
+        return False
+    n = len(positions)
+    d = np.linalg.norm(positions[:, None, :] - positions[None, :, :], axis=-1)[np.triu_indices(n, 1)]
+    return n < 2 or bool(d.min() >= min_distance)
+
+
+def _record(b: _Batch, k: int, u: dict, iteration: int, dyn: Dynamics) -> dict:
+    """Walker ``k``'s current frame as a candidate (id from iteration, walker and check)."""
+    w = b.walkers[k]
+    return {"id": (iteration + 1) * ID_BASE + w.index * 10**5 + (w.step // dyn.check_every),
+            "walker": w.index, "step": w.step, "informativeness": float(u["informativeness"][k]),
+            "force_error": float(u["force_error"][k]),
+            "numbers": w.numbers, "positions": b.x[b.slice(k)].tolist(), "cell": w.cell, "pbc": w.pbc}
 
 
 def _store(b: _Batch) -> None:

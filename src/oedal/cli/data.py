@@ -43,6 +43,8 @@ def run_import(args: argparse.Namespace) -> int:
         structures = load_dataset(args.src, data_dir=args.data_dir, **checks)
     else:
         structures = import_file(args.src, args.format, **checks)
+    if args.every > 1:  # a thinned trajectory: every k-th frame spans it with less correlated frames
+        structures = structures.subset(np.arange(0, len(structures), args.every))
     write_store(args.out, structures, attrs={"source": str(args.src)})
     log.info("wrote %d structures to %s", len(structures), args.out)
     return 0
@@ -108,6 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output store (.h5)")
     p.add_argument("--format", default="auto", choices=FORMATS)
     p.add_argument("--limit", type=int, default=None, help="keep the first N structures")
+    p.add_argument("--every", type=int, default=1, help="keep every k-th structure (after --limit)")
     p.add_argument("--min-distance", type=float, default=0.5, help="smallest allowed interatomic distance (Å); 0 skips")
     p.add_argument("--elements", default=None, help="allowed elements, e.g. H,C,O (default: any)")
     p.add_argument("--require-labels", action="store_true", help="fail when energies are missing")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 import logging
 
 from oedal.files import check_outputs
@@ -21,8 +23,40 @@ def _explore(args: argparse.Namespace) -> int:
     if not 0 <= args.shard < args.shards:
         raise ValueError(f"--shard {args.shard} is not in 0..{args.shards - 1}")
     set_threads(args.threads)
+    stopped = bool(args.status and json.loads(Path(args.status).read_text()).get("stopped"))
     explore_shard(args.model, settings, shard=args.shard, shards=args.shards, seed=args.seed, iteration=args.iteration,
-                  out_candidates=args.candidates, out_walkers=args.walkers, previous=args.previous or ())
+                  out_candidates=args.candidates, out_walkers=args.walkers, previous=args.previous or (),
+                  stopped=stopped)
+    return 0
+
+
+def _rattle(args: argparse.Namespace) -> int:
+    from oedal.campaign.explore import rattled_structures
+    from oedal.campaign.settings import ExploreSettings
+    from oedal.data.store import write_store
+    from oedal.settings import load_settings
+
+    settings = load_settings(ExploreSettings, args.settings)
+    check_outputs(args.out)
+    structures = rattled_structures(settings.starts, args.n, settings.rattle, args.seed)
+    write_store(args.out, structures, attrs={"content": f"rattled starts (sigma {settings.rattle} A)"})
+    log.info("wrote %d rattled copies of %s to %s", len(structures), ", ".join(settings.starts), args.out)
+    return 0
+
+
+def _gather(args: argparse.Namespace) -> int:
+    from oedal.campaign.explore import combined_summary
+    from oedal.campaign.steps import gather_stores
+    from oedal.files import atomic_path
+
+    check_outputs(args.out, args.summary)
+    n = gather_stores(args.candidates, args.out, labeled=False)
+    counts = {**combined_summary(args.walkers, args.converged), "candidates": n}
+    with atomic_path(args.summary) as tmp:
+        tmp.write_text(json.dumps(counts, indent=2) + "\n")
+    log.info("exploration: %d candidates; %d of %d walkers clean (%.0f%%), %d stopped%s", n, counts["clean"],
+             counts["walkers"], 100 * counts["clean_share"], counts["stopped"],
+             " — converged" if counts["converged"] else "")
     return 0
 
 
@@ -42,4 +76,20 @@ def register(sub) -> None:
     p.add_argument("--candidates", required=True, help="candidates to write (unlabeled store, .h5)")
     p.add_argument("--walkers", required=True, help="walker states to write (.json)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (one is fastest for small molecules)")
+    p.add_argument("--status", default=None, help="the iteration's status.json: once the campaign has stopped, no MD")
     p.set_defaults(func=_explore)
+
+    p = sub.add_parser("rattle", help="rattled copies of the exploration starts (unlabeled): the initial structures")
+    p.add_argument("--settings", default=None, help="ExploreSettings as JSON text or file (starts, rattle)")
+    p.add_argument("--n", type=int, required=True, help="number of structures")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="unlabeled store to write (.h5)")
+    p.set_defaults(func=_rattle)
+
+    p = sub.add_parser("gather-candidates", help="one pool from every walker shard's candidates, and the counts")
+    p.add_argument("--candidates", nargs="+", required=True, help="candidate stores of the shards")
+    p.add_argument("--walkers", nargs="+", required=True, help="walker files of the shards")
+    p.add_argument("--converged", type=float, required=True, help="share of clean walkers that ends exploration")
+    p.add_argument("--out", required=True, help="the iteration's pool (.h5)")
+    p.add_argument("--summary", required=True, help="counts accurate / candidate / stopped (explore.json)")
+    p.set_defaults(func=_gather)

@@ -19,7 +19,12 @@ def _split(args: argparse.Namespace) -> int:
 
     settings = load_settings(SplitSettings, args.settings)
     check_outputs(args.test, folders=(args.out_dir,))
-    split_dataset(args.source, args.out_dir, args.test, settings, args.seed)
+    if args.test_source:
+        from oedal.campaign.steps import split_explore
+
+        split_explore(args.source, args.test_source, args.out_dir, args.test, settings, args.seed)
+    else:
+        split_dataset(args.source, args.out_dir, args.test, settings, args.seed)
     return 0
 
 
@@ -33,7 +38,7 @@ def _shard(args: argparse.Namespace) -> int:
     shard_selection(
         args.selected, args.pool, args.status, args.out, args.request,
         metrics=args.metrics, scores=args.scores, n_valid=args.n_valid, seed=args.seed,
-        target_metric=stop.target_metric, target=stop.target, informative=stop.informative,
+        target_metric=stop.target_metric, target=stop.target, informative=stop.informative, explore=args.explore,
     )
     return 0
 
@@ -52,7 +57,7 @@ def _merge(args: argparse.Namespace) -> int:
     from oedal.campaign.steps import merge_labels
 
     check_outputs(folders=(args.out_dir,))
-    merge_labels(args.prev_dir, args.out_dir, redraw_valid=args.redraw_valid)
+    merge_labels(args.prev_dir, args.out_dir, redraw_valid=args.redraw_valid, keep_pool=not args.no_pool)
     return 0
 
 
@@ -91,6 +96,9 @@ def register(subparsers) -> None:
     p.add_argument("--test", required=True, help="test-set store to write")
     p.add_argument("--settings", default=None, help="SplitSettings as JSON (string or file)")
     p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--test-source", default=None,
+                   help="exploration: train/valid from --source (labeled starts), the test set from this labeled "
+                   "store; no pool is written")
     p.set_defaults(func=_split)
 
     p = subparsers.add_parser("shard", help="decide whether to stop; scatter the structures to label over shards")
@@ -100,6 +108,7 @@ def register(subparsers) -> None:
     p.add_argument("--metrics", default=None, help="metrics.json (for stop.target)")
     p.add_argument("--scores", default=None, help="scores.h5 (for the I ≤ 1 stop)")
     p.add_argument("--stop", default=None, help="StopSettings as JSON")
+    p.add_argument("--explore", default=None, help="explore.json of this iteration's walkers (convergence stop)")
     p.add_argument("--n-valid", type=int, default=0, help="validation structures to redraw from the pool (0: keep)")
     p.add_argument("--seed", type=int, default=0, help="seed of the validation redraw")
     p.add_argument("--request", required=True, help="request.json to write")
@@ -117,6 +126,7 @@ def register(subparsers) -> None:
     p.add_argument("--prev-dir", required=True, help="iteration i-1 directory")
     p.add_argument("--out-dir", required=True, help="iteration i directory")
     p.add_argument("--redraw-valid", action="store_true", help="the labeled redraw becomes the validation set")
+    p.add_argument("--no-pool", action="store_true", help="exploration: write no pool.h5 (the walkers make it)")
     p.set_defaults(func=_merge)
 
     p = subparsers.add_parser("summary", help="campaign summary table (CSV)")

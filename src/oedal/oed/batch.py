@@ -102,7 +102,9 @@ def _pick(sc: dict, scores_path: Path, settings: SelectSettings, m: int, exclude
         return selection.select_top(sc[keys.SCORE], ids, m, excluded)
     if settings.method == "random":
         return selection.select_random(ids, m, settings.seed, excluded)
-    return selection.select_greedy(scorer_of(kind).greedy_terms(sc, str(scores_path)), ids, m, excluded)
+    floor = None if settings.min_informativeness is None else settings.min_informativeness * float(sc["attrs"]["threshold"])
+    return selection.select_greedy(scorer_of(kind).greedy_terms(sc, str(scores_path)), ids, m, excluded,
+                                   min_score=floor)
 
 
 def select_batch(

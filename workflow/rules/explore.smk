@@ -1,0 +1,91 @@
+# Exploration campaigns (dataset.source: explore; DESIGN §9): the oracle labels rattled copies of the
+# starts (iteration 0's training and validation sets); every iteration, MD walkers driven by that
+# iteration's model make the pool (their candidates); the usual score → select → label → merge follows.
+# The test set comes from the `sampling` MD with the oracle (prepare_dataset in data.smk).
+
+
+include: "explore_helpers.smk"
+
+
+localrules:
+    gather_candidates,
+
+
+rule rattle_starts:
+    """The initial structures: n_train + n_valid rattled copies of the starts, labeled by the oracle
+    through the label cache (a rerun computes nothing twice)."""
+    output:
+        unlabeled=f"{DATA}/initial_unlabeled.h5",
+        labeled=protected(f"{DATA}/initial.h5"),
+        failed=f"{DATA}/initial_failed.h5",
+    log:
+        f"{DATA}/logs/rattle_starts.log",
+    params:
+        explore=settings_json("explore", include={"starts", "rattle"}),
+        n=CAMPAIGN.split.n_train + CAMPAIGN.split.n_valid,
+        oracle=oracle_json,
+        cache=untracked(LABEL_CACHE),
+        journal=untracked(CAMPAIGN.labeling.cache_journal),
+        max_attempts=untracked(CAMPAIGN.oracle.max_attempts),
+    threads: CAMPAIGN.oracle.threads
+    resources:
+        **LABEL_RESOURCES,
+    conda:
+        ENV_ORACLE
+    shell:
+        "(oedal rattle --settings {params.explore:q} --n {params.n} --out {output.unlabeled:q}"
+        " && oedal label --in {output.unlabeled:q} --out {output.labeled:q} --failed {output.failed:q}"
+        " --oracle-settings {params.oracle:q} --cache {params.cache:q} --cache-journal {params.journal:q}"
+        " --max-attempts {params.max_attempts} --threads {threads}) > {log:q} 2>&1"
+
+
+rule explore_shard:
+    """One shard of walkers with this iteration's model (resumed from the previous iteration's walkers):
+    its candidates and walker states. A killed job resumes from its checkpoint to the same candidates."""
+    input:
+        unpack(explore_inputs),
+    output:
+        candidates=f"{ITER}/explore/candidates_{{shard}}.h5",
+        walkers=f"{ITER}/explore/walkers_{{shard}}.json",
+    log:
+        f"{ITER}/logs/explore_shard_{{shard}}.log",
+    benchmark:
+        f"{ITER}/benchmarks/explore_{{shard}}.tsv"
+    params:
+        settings=settings_json("explore", exclude={"shards", "converged", "initial", "rattle"}),
+        previous=previous_walkers_flag,
+        seed=explore_seed,
+        shards=CAMPAIGN.explore.shards,
+        iteration=iteration,
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=CAMPAIGN.resources.score_runtime,
+    conda:
+        ENV_CORE
+    shell:
+        "oedal explore --model {input.model:q} --settings {params.settings:q} {params.previous}"
+        " --shard {wildcards.shard} --shards {params.shards} --seed {params.seed} --iteration {params.iteration}"
+        " --candidates {output.candidates:q} --walkers {output.walkers:q} --status {input.status:q}"
+        " --threads {threads} > {log:q} 2>&1"
+
+
+rule gather_candidates:
+    """The iteration's pool: every walker's candidates (greedy batch OED then picks among all of them, so
+    near-identical frames of different walkers are not labeled together), and the walkers' counts."""
+    input:
+        candidates=expand(f"{ITER}/explore/candidates_{{shard}}.h5", shard=EXPLORE_SHARDS, allow_missing=True),
+        walkers=expand(f"{ITER}/explore/walkers_{{shard}}.json", shard=EXPLORE_SHARDS, allow_missing=True),
+    output:
+        pool=f"{ITER}/pool.h5",
+        summary=f"{ITER}/explore.json",
+    log:
+        f"{ITER}/logs/gather_candidates.log",
+    params:
+        converged=CAMPAIGN.explore.converged,
+    threads: 1
+    conda:
+        ENV_CORE
+    shell:
+        "oedal gather-candidates --candidates {input.candidates:q} --walkers {input.walkers:q}"
+        " --converged {params.converged} --out {output.pool:q} --summary {output.summary:q} > {log:q} 2>&1"
