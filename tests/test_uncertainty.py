@@ -64,3 +64,14 @@ def test_stored_uncertainty_is_calibrated_on_the_validation_set(trained, ethanol
     g_train, _ = all_sensitivities(model, ethanol_structures.subset(np.arange(40)), forces=False)
     g_far, _ = all_sensitivities(model, far, forces=False)
     assert np.median(head.structure(g_far)["informativeness"]) > np.median(head.structure(g_train)["informativeness"])
+
+
+def test_evaluate_reports_the_calibration_and_reproduces_the_validation_figures(trained):
+    """oedal evaluate on the model's own validation set recomputes the figures stored when it was trained."""
+    out = trained / "metrics_valid.json"
+    assert main(["evaluate", "--model", str(trained / "m.pt"), "--data", str(trained / "valid.h5"), "--out",
+                 str(out), "--threads", "1"]) == 0
+    u = json.loads(out.read_text())["uncertainty"]
+    assert u["n"] == u["validation_n"] == 40
+    assert u["spearman"] == pytest.approx(u["validation_spearman"], abs=1e-9)
+    assert u["miscalibration_area"] == pytest.approx(u["validation_miscalibration_area"], abs=1e-9)

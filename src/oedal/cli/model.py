@@ -85,8 +85,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     model = load_model(args.model, device=resolve_device(args.device))
     check_store(args.data, labels=True, forces=True, known_numbers=model.species, min_distance=args.min_distance)
-    metrics = error_metrics(model, read_store(args.data), batch_size=args.batch_size)
+    data = read_store(args.data)
+    metrics = error_metrics(model, data, batch_size=args.batch_size)
     metrics.update(training_record(model.meta))
+    if model.meta.get("uncertainty") is not None and len(data) > 2:  # does the uncertainty track the error?
+        from oedal.oed.uncertainty import assess_on, model_head
+
+        metrics["uncertainty"] = assess_on(model, model_head(model), data)
     metrics["model"] = str(args.model)
     metrics["data"] = str(args.data)
     _write_json_atomic(metrics, Path(args.out))

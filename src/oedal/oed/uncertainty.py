@@ -121,6 +121,20 @@ def fit_uncertainty(model, train, valid, *, atoms: bool = False, jitter: float =
     return head
 
 
+def assess_on(model, head: UncertaintyHead, structures) -> dict:
+    """How well the stored uncertainty tracks the errors on labeled ``structures`` (a test set, or frames
+    labeled after the model was trained): Spearman r of score and per-structure force RMS, the
+    miscalibration area of the force-error map, and the validation figures stored at training."""
+    from oedal.gmnn.evaluation import predict
+    from oedal.oed.sensitivities import all_sensitivities
+
+    g, _ = all_sensitivities(model, structures, forces=False)
+    f_err = predict(model, structures).forces - np.asarray(structures.forces, np.float64)
+    quality = calibration.assess(calibration.ErrorMap(*head.error_map), head.structure(g)["s"], f_err,
+                                 np.asarray(structures.n_atoms, np.int64))
+    return {**quality._asdict(), **{f"validation_{k}": v for k, v in head.validation.items()}}
+
+
 def _atom_uncertainty(gf_train: np.ndarray, gf_valid: np.ndarray, f_err: np.ndarray, jitter: float):
     """The force Fisher factor and the map from an atom's mean s over x, y, z to its force RMS."""
     factor = fisher.factor_from_sensitivities(gf_train, jitter)
