@@ -279,3 +279,30 @@ def test_summary_comparison_and_verdict_files(tmp_path):
     assert float(at_30["ratio"]) == pytest.approx(1 / 0.8) and int(at_30["n"]) == 2
     text = (tmp_path / "verdict.txt").read_text()
     assert "qs1-greedy vs random at n train 30: forces mae 1.25× lower" in text
+
+
+@pytest.mark.parametrize("n, share, expected", [(3, 0.2, [2]), (10, 0.2, [2, 7]), (5, 0.5, [0, 2, 4]),
+                                                 (4, 0.0, []), (1, 0.2, [])])
+def test_validation_picks_take_every_kth_pick_rounded(n, share, expected):
+    from oedal.campaign.steps import validation_picks
+
+    assert validation_picks(n, share).tolist() == expected
+
+
+def test_merge_sends_a_share_of_the_picks_to_validation_in_picking_order(tmp_path, iteration0, source):
+    """valid_share 0.2 of 9 picks (one failed): picks 2 and 7 of the picking order join the validation set."""
+    out, _ = iteration0
+    selected_ids = _select(out / "pool.h5", out / "selected.h5", 9)
+    shards = [tmp_path / f"shard_{k}.h5" for k in range(2)]
+    shard_selection(out / "selected.h5", out / "pool.h5", out / "status.json", shards, out / "request.json",
+                    informative=False)
+    picked = json.loads((out / "request.json").read_text())["selected_ids"]
+    failed = picked[7]  # a failed pick that would have gone to validation joins nothing
+    gather_stores(_label(tmp_path, shards, source, drop=[failed]), out / "labeled.h5")
+    nxt = tmp_path / "iter_001"
+    status = merge_labels(out, nxt, keep_pool=False, valid_share=0.2)
+    train0, train1, valid0, valid1 = (ids(p) for p in (out / "train.h5", nxt / "train.h5", out / "valid.h5",
+                                                        nxt / "valid.h5"))
+    assert sorted(set(valid1) - set(valid0)) == [picked[2]]
+    assert sorted(set(train1) - set(train0)) == sorted(set(selected_ids) - {picked[2], failed})
+    assert status["n_pool"] == 0 and not (nxt / "pool.h5").exists() and status["labels_failed"] == 1

@@ -596,10 +596,12 @@ def test_an_exploration_campaign_labels_what_its_walkers_found(smk_env, tmp_path
     assert counts["walkers"] == sum(len(w["walkers"]) for w in walkers) == 4  # 1 start × 2 T × 2 walkers
     assert counts["candidates"] == len(pool) > 0
     assert set(selected.ids) <= set(pool.ids) and len(selected) <= 6
-    train0, train1 = read_store(first / "train.h5"), read_store(second / "train.h5")
-    new = np.setdiff1d(train1.ids, train0.ids)
-    assert len(train1) == len(train0) + len(selected) and set(new) == set(selected.ids)
-    assert np.all(new >= 10**9)  # walker frames: (iteration + 1)·10⁹ + walker·10⁵ + check
+    from oedal.campaign.steps import validation_picks
+
+    (train0, valid0), (train1, valid1) = ((read_store(d / "train.h5"), read_store(d / "valid.h5")) for d in (first, second))
+    new = np.setdiff1d(np.concatenate([train1.ids, valid1.ids]), np.concatenate([train0.ids, valid0.ids]))
+    assert set(new) == set(selected.ids) and np.all(new >= 10**9)  # walker frames: (iteration + 1)·10⁹ + walker·10⁵ + check
+    assert len(valid1) - len(valid0) == len(validation_picks(len(selected), 0.2))  # split.valid_share of exploration
     status = json.loads((second / "status.json").read_text())
     assert status["explore"] == counts and status["labels_spent"] == 16 + 8 + len(selected)
     with open(results / "tiny_explore" / "summary.csv") as fh:

@@ -107,6 +107,7 @@ rule merge_labels:
         out_dir=ITER,
         redraw="--redraw-valid" if CAMPAIGN.redraw_valid else "",
         no_pool="--no-pool" if CAMPAIGN.exploring else "",
+        valid_share=CAMPAIGN.valid_share,
     wildcard_constraints:
         iter=r"(?!000)\d{3}",
     threads: 1
@@ -114,4 +115,5 @@ rule merge_labels:
         ENV_CORE
     shell:
         "oedal merge --prev-dir {params.prev_dir:q} --out-dir {params.out_dir:q} {params.redraw} {params.no_pool}"
+        " --valid-share {params.valid_share}"
         " > {log:q} 2>&1"

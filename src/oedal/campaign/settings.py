@@ -152,6 +152,10 @@ class SplitSettings(Settings):
         "the new validation structures are labeled by the oracle and counted. "
         "Default: true for the replay oracle, false otherwise (keep the validation set fixed)",
     )
+    valid_share: float | None = Field(
+        None, ge=0, lt=1, description="share of every labeled batch that joins the validation set instead of the "
+        "training set, so that early stopping sees the newly explored region (default: 0.2 for exploration "
+        "campaigns, whose initial validation set holds only rattled starts; 0 otherwise)")
 
 
 class StopSettings(Settings):
@@ -259,7 +263,15 @@ class CampaignSettings(Settings):
             raise ValueError("dataset.source explore: the walkers' frames are new; the oracle must compute "
                              "(xtb, pyscf, ase), not replay")
         if self.split.valid_redraw:
-            raise ValueError("split.valid_redraw: an exploration campaign keeps its validation set; remove it")
+            raise ValueError("split.valid_redraw: an exploration campaign keeps its validation set (it grows by "
+                             "split.valid_share of every labeled batch); remove it")
+
+    @property
+    def valid_share(self) -> float:
+        """The effective ``split.valid_share``."""
+        if self.split.valid_share is None:
+            return 0.2 if self.exploring else 0.0
+        return self.split.valid_share
 
     @property
     def exploring(self) -> bool:

@@ -354,8 +354,15 @@ def gather_failed(parts: list[str | Path], out: str | Path) -> int:
     return len(joined)
 
 
+def validation_picks(n: int, share: float) -> np.ndarray:
+    """Positions (in picking order) of the picks that join the validation set: every 1/share-th, rounded
+    to nearest (share 0.2: picks 2, 7, 12, ...; 3 picks give 1), so the first, most informative picks train."""
+    i = np.arange(n)
+    return np.flatnonzero(np.floor((i + 1) * share + 0.5) > np.floor(i * share + 0.5))
+
+
 def merge_labels(prev_dir: str | Path, out_dir: str | Path, *, redraw_valid: bool = False,
-                 keep_pool: bool = True) -> dict:
+                 keep_pool: bool = True, valid_share: float = 0.0) -> dict:
     """Iteration i from i−1: train += labeled selection; pool −= requested; validation redrawn or kept.
 
     With a redraw, the old validation structures go back to the pool without labels (as in the
@@ -372,7 +379,12 @@ def merge_labels(prev_dir: str | Path, out_dir: str | Path, *, redraw_valid: boo
     requested_hashes = pool_hashes[_rows_of(pool.ids, requested)]
     _check_labeled(prev, new.ids, new_hashes, requested_hashes, train.ids, train_hashes)
     sel_rows = _rows_of(new.ids, request["selected_ids"])
+    picked = np.asarray(request["selected_ids"], dtype=np.int64)  # in picking order
+    to_valid = picked[validation_picks(len(picked), valid_share)] if valid_share else picked[:0]
+    to_valid = _rows_of(new.ids, to_valid[np.isin(to_valid, new.ids)])  # (a failed label joins nothing)
+    sel_rows = sel_rows[~np.isin(sel_rows, to_valid)]
     new_train = Structures.concatenate([train, new.subset(sel_rows)]) if len(sel_rows) else train
+    valid = Structures.concatenate([valid, new.subset(to_valid)]) if len(to_valid) else valid
     pool_rest = pool.subset(np.flatnonzero(~np.isin(pool_hashes, requested_hashes)))  # by content
     valid_rows = _rows_of(new.ids, request["valid_ids"])
     if redraw_valid and not stopped and len(valid_rows):  # (every redrawn label failed: keep the old set)

@@ -57,7 +57,8 @@ def _merge(args: argparse.Namespace) -> int:
     from oedal.campaign.steps import merge_labels
 
     check_outputs(folders=(args.out_dir,))
-    merge_labels(args.prev_dir, args.out_dir, redraw_valid=args.redraw_valid, keep_pool=not args.no_pool)
+    merge_labels(args.prev_dir, args.out_dir, redraw_valid=args.redraw_valid, keep_pool=not args.no_pool,
+                 valid_share=args.valid_share)
     return 0
 
 
@@ -127,6 +128,8 @@ def register(subparsers) -> None:
     p.add_argument("--out-dir", required=True, help="iteration i directory")
     p.add_argument("--redraw-valid", action="store_true", help="the labeled redraw becomes the validation set")
     p.add_argument("--no-pool", action="store_true", help="exploration: write no pool.h5 (the walkers make it)")
+    p.add_argument("--valid-share", type=float, default=0.0,
+                   help="share of the labeled selection that joins the validation set (every 1/share-th pick)")
     p.set_defaults(func=_merge)
 
     p = subparsers.add_parser("summary", help="campaign summary table (CSV)")
