@@ -21,7 +21,7 @@ rule rattle_starts:
     log:
         f"{DATA}/logs/rattle_starts.log",
     params:
-        explore=settings_json("explore", include={"starts", "rattle"}),
+        explore=settings_json("explore", include={"starts", "rattle", "min_distance"}),
         n=CAMPAIGN.split.n_train + CAMPAIGN.split.n_valid,
         oracle=oracle_json,
         cache=untracked(LABEL_CACHE),

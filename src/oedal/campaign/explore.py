@@ -163,18 +163,28 @@ def candidates_structures(records: Sequence[dict]) -> Structures:
     )
 
 
-def rattled_structures(names: Sequence[str], n: int, rattle: float, seed: int) -> Structures:
-    """``n`` unlabeled copies of the starts (in turn), every atom displaced by N(0, ``rattle``² Å²) per axis:
-    the initial training and validation structures of an exploration campaign, for the oracle to label."""
+def rattled_structures(names: Sequence[str], n: int, rattle: float, seed: int, min_distance: float = 0.5,
+                       tries: int = 1000) -> Structures:
+    """``n`` unlabeled copies of the starts (in turn), every atom displaced by N(0, ``rattle``² Å²) per axis,
+    a copy with two atoms closer than ``min_distance`` Å drawn again: the initial training and validation
+    structures of an exploration campaign, for the oracle to label."""
+    from oedal.campaign.walkers import labelable
+
     starts = starting_structures(names)
     rng = np.random.default_rng([seed, 7])
     frames = []
     for k in range(n):
         atoms = starts[k % len(starts)].copy()
-        atoms.positions = atoms.positions + rng.normal(scale=rattle, size=atoms.positions.shape)
+        for _ in range(tries):
+            shifted = atoms.positions + rng.normal(scale=rattle, size=atoms.positions.shape)
+            if labelable(shifted, min_distance):
+                break
+        else:
+            raise InputError(f"explore.rattle {rattle} Å: no copy of start {k % len(starts)} with every pair "
+                             f"≥ {min_distance} Å in {tries} draws; lower explore.rattle")
+        atoms.positions = shifted
         frames.append(atoms)
-    structures = Structures.from_atoms(frames)
-    return structures
+    return Structures.from_atoms(frames)
 
 
 def combined_summary(paths: Sequence[str | Path], converged: float) -> dict:

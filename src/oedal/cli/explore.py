@@ -38,7 +38,7 @@ def _rattle(args: argparse.Namespace) -> int:
 
     settings = load_settings(ExploreSettings, args.settings)
     check_outputs(args.out)
-    structures = rattled_structures(settings.starts, args.n, settings.rattle, args.seed)
+    structures = rattled_structures(settings.starts, args.n, settings.rattle, args.seed, settings.min_distance)
     write_store(args.out, structures, attrs={"content": f"rattled starts (sigma {settings.rattle} A)"})
     log.info("wrote %d rattled copies of %s to %s", len(structures), ", ".join(settings.starts), args.out)
     return 0
