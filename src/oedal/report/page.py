@@ -63,7 +63,7 @@ def verdict_section(verdict: list[str], comparison: list[dict]) -> str:
                   "seeds", "p", "beyond the seed-to-seed spread?"],
                  [[r["strategy"], r["x"].replace("_", " "), r["x_value"], _metric_name(r["metric"]), r["ratio"],
                    r["low"], r["high"], r["n"], r["p_value"], _beyond_spread(r)] for r in rows],
-                 keys=["strategy", "x", "x_value", "metric", "ratio", "low", "high", "n", "p_value", "beyond"],
+                 keys=["strategy", "at", "x_value", "error", "ratio", "low", "high", "n", "p_value", "beyond"],
                  table_id="key-ratios",
                  row_attrs=[{k: r[k] for k in ("strategy", "metric", "x", "x_value")} for r in rows])
     explain = (f'<p class="muted">ratio = error({BASELINE}) / error(strategy) over paired seeds (&gt; 1: the strategy '
@@ -137,7 +137,8 @@ def correlation_html(run: Run, i: int, figs: dict[str, bytes | None]) -> str:
         f"Pearson r {found.pearson:.2f}, Spearman r {found.spearman:.2f}")
     numbers = table(["strategy", "seed", "iteration", "test structures", "Pearson r", "Spearman r"],
                     [[run.strategy, run.seed, i, len(found.scores), found.pearson, found.spearman]],
-                    keys=["strategy", "seed", "iteration", "n", "pearson", "spearman"])
+                    keys=["strategy", "seed", "iteration", "n", "pearson", "spearman"],
+                    table_id=f"correlation-{run.strategy}")
     return numbers + image(figs[name], name)
 
 
@@ -206,8 +207,8 @@ def provenance_section(results: CampaignResults) -> str:
               else '<p class="note">campaign settings not recorded (no campaign.json)</p>')
     body = (f"<p>workflow git revision: <code>{esc(git_revision())}</code>; report made "
             f"{esc(time.strftime('%Y-%m-%d %H:%M:%S %Z'))} from <code>{esc(results.root)}</code></p>"
-            + table(["package", "version"], versions.items(), table_id="versions")
-            + table(["data file", "sha256"], sums.items(), table_id="checksums")
+            + table(["package", "version"], versions.items(), keys=["package", "version"], table_id="versions")
+            + table(["data file", "sha256"], sums.items(), keys=["file", "sha256"], table_id="checksums")
             + f"<details><summary>campaign settings</summary>{config}</details>")
     return section("Provenance", body, "provenance")
 
