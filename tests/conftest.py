@@ -1,4 +1,5 @@
-"""Shared fixtures: the read-only reference data in ../shared/data and a small ethanol set."""
+"""Shared fixtures: the read-only reference data in ../shared/data and a small ethanol set; the Snakemake
+environment and the tiny campaign, run once per session (tests/test_workflow.py, tests/test_report.py)."""
 
 from __future__ import annotations
 
