@@ -130,12 +130,13 @@ class CampaignResults:
             out.append(f"no {CAMPAIGN_FILE}: the campaign settings were not recorded (the config is not shown)")
         for run in self.runs:
             name = f"{run.strategy} seed {run.seed}"
+            done = "iteration 0" if run.complete == 1 else f"iterations 0–{run.complete - 1}"
             if not run.complete:
                 out.append(f"{name}: no finished iteration yet (skipped)")
             elif run.started >= run.complete:
-                out.append(f"{name}: iterations 0–{run.complete - 1} finished, iteration {run.complete} in progress")
+                out.append(f"{name}: {done} finished, iteration {run.complete} in progress")
             elif self.planned_last is not None and run.complete - 1 < self.planned_last:
-                out.append(f"{name}: iterations 0–{run.complete - 1} of 0–{self.planned_last} finished")
+                out.append(f"{name}: {done} of 0–{self.planned_last} finished")
         return out
 
 

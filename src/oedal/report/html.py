@@ -27,13 +27,19 @@ def esc(value: object) -> str:
 
 
 def fmt(value: object, digits: int = 3) -> str:
-    """A number for people: ``digits`` significant digits, "–" for missing or NaN."""
+    """A number for people: integers as they are, floats with ``digits`` significant digits (trailing
+    zeros kept: 1.00) or without decimals from 1000 on; "–" for missing or NaN."""
     if value is None or value == "":
         return "–"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, (int, float)):
-        return "–" if isinstance(value, float) and math.isnan(value) else f"{value:.{digits}g}"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "–"
+        text = f"{value:#.{digits}g}".rstrip(".")
+        return f"{value:,.0f}" if "e+" in text else text
     return str(value)
 
 

@@ -25,17 +25,22 @@ CURVE_COLUMNS = ("n_train", "labels_spent", "labels_failed") + tuple(
 
 
 def key_comparisons(comparison: list[dict]) -> list[dict]:
-    """Per strategy, x (n_train, labels_spent) and force metric: the comparison row at the largest x
-    both curves reach (the rows verdict_lines speaks about)."""
+    """Per strategy, x (n_train, labels_spent) and force metric: the comparison row at the largest x both
+    curves reach (the row verdict_lines speaks about) and, where fewer seeds got there (mid-run), also the
+    row at the largest x that the most seeds reached."""
     from oedal.campaign.statistics import FORCE_METRICS
 
-    last: dict[tuple, dict] = {}
+    groups: dict[tuple, list[dict]] = {}
     for row in comparison:
         if row["metric"] in FORCE_METRICS and row["n"]:
-            key = (row["strategy"], row["x"], row["metric"])
-            if key not in last or row["x_value"] >= last[key]["x_value"]:
-                last[key] = row
-    return [last[k] for k in sorted(last, key=lambda k: (k[0], k[1] != "n_train", FORCE_METRICS.index(k[2])))]
+            groups.setdefault((row["strategy"], row["x"], row["metric"]), []).append(row)
+    out = []
+    for key in sorted(groups, key=lambda k: (k[0], k[1] != "n_train", FORCE_METRICS.index(k[2]))):
+        rows = sorted(groups[key], key=lambda r: r["x_value"])
+        most = max(r["n"] for r in rows)
+        widest = [r for r in rows if r["n"] == most][-1]
+        out += [rows[-1]] if widest is rows[-1] else [widest, rows[-1]]
+    return out
 
 
 def _metric_name(metric: str) -> str:
@@ -51,13 +56,23 @@ def _beyond_spread(row: dict) -> str:
     return "yes" if row["low"] > 1 or row["high"] < 1 else "no"
 
 
+def _verdict_item(line: str) -> str:
+    """A verdict sentence as a list item: green where the strategy is better beyond the spread, red where it
+    is worse, grey within the spread or with one seed."""
+    if "within" in line or "one seed" in line:
+        return f'<li class="spread">{esc(line)}</li>'
+    return f'<li class="{"better" if " lower " in line else "worse"}">{esc(line)}</li>'
+
+
 def verdict_section(verdict: list[str], comparison: list[dict]) -> str:
     """The verdict sentences (warnings loud) and the key ratios with their intervals over seeds."""
     warnings = "".join(f'<div class="warning">{esc(v)}</div>' for v in verdict if v.startswith("WARNING"))
-    items = []
-    for line in (v for v in verdict if not v.startswith("WARNING")):
-        cls = "spread" if "within" in line or "one seed" in line else ("better" if " lower " in line else "worse")
-        items.append(f'<li class="{cls}">{esc(line)}</li>')
+    main = [_verdict_item(v) for v in verdict if not v.startswith("WARNING") and " transfer " not in v]
+    transfer = [_verdict_item(v) for v in verdict if not v.startswith("WARNING") and " transfer " in v]
+    verdicts = f'<ul class="verdict">{"".join(main)}</ul>' if main else '<p class="note">no comparison yet</p>'
+    if transfer:
+        verdicts += (f"<details><summary>on the transfer test sets ({len(transfer)})</summary>"
+                     f'<ul class="verdict">{"".join(transfer)}</ul></details>')
     rows = key_comparisons(comparison)
     body = table(["strategy", "compared at", "value", "error", f"ratio {BASELINE}/strategy", "low", "high",
                   "seeds", "p", "beyond the seed-to-seed spread?"],
@@ -69,7 +84,6 @@ def verdict_section(verdict: list[str], comparison: list[dict]) -> str:
     explain = (f'<p class="muted">ratio = error({BASELINE}) / error(strategy) over paired seeds (&gt; 1: the strategy '
                "has the lower test error); 95 % Student-t interval of the geometric mean over seeds; "
                "at equal labels spent the strategy's curve is interpolated at the baseline's points.</p>")
-    verdicts = f'<ul class="verdict">{"".join(items)}</ul>' if items else '<p class="note">no comparison yet</p>'
     return section("Verdict", warnings + verdicts + (body if rows else "") + explain, "verdict")
 
 
@@ -222,7 +236,8 @@ def build_report(results: CampaignResults, inspect: bool = True) -> tuple[str, d
     verdict = statistics.verdict_lines(rows, BASELINE, statistics.metrics_in(rows, statistics.FORCE_METRICS)) \
         if rows else []
     figs: dict[str, bytes | None] = {}
-    notes = "".join(f'<div class="note">{esc(n)}</div>' for n in results.notes())
+    notes = results.notes()
+    notes = (f'<div class="note"><ul>{"".join(f"<li>{esc(n)}</li>" for n in notes)}</ul></div>' if notes else "")
     head = (f"<h1>Campaign {esc(results.name)}</h1><p class=\"muted\">{len(results.runs)} runs, "
             f"{len(rows)} finished iterations</p>{notes}")
     body = "\n".join([head, verdict_section(verdict, comparison), curves_section(rows, figs),
