@@ -33,6 +33,7 @@ class Run:
     transfer: dict[str, str] = field(default_factory=dict)  # column prefix → metrics file of every iteration
 
     def iter_dir(self, i: int) -> Path:
+        """``{run}/iter_{i:03d}``."""
         return self.path / f"iter_{i:03d}"
 
     @property
@@ -89,10 +90,12 @@ class CampaignResults:
 
     @classmethod
     def read(cls, root: str | Path) -> "CampaignResults":
+        """The campaign folder ``root`` (RESULTS_DIR/CAMPAIGN) as it is now."""
         return cls(Path(root), find_runs(root))
 
     @property
     def name(self) -> str:
+        """The campaign's name (its folder's)."""
         return self.root.name
 
     @cached_property

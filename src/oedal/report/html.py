@@ -23,6 +23,7 @@ ul.verdict li{margin:.2em 0} img{max-width:100%;height:auto} pre{background:#f6f
 
 
 def esc(value: object) -> str:
+    """Text and attribute values, HTML-escaped."""
     return html.escape(str(value), quote=True)
 
 
@@ -82,6 +83,7 @@ def image(png: bytes | None, alt: str) -> str:
 
 
 def section(title: str, body: str, ident: str) -> str:
+    """A ``<section id=ident>`` with its heading."""
     return f'<section id="{esc(ident)}"><h2>{esc(title)}</h2>\n{body}\n</section>'
 
 
