@@ -173,7 +173,7 @@ def test_every_path_and_string_in_a_shell_line_is_quoted(smk_env, tmp_path):
     commands = re.findall(r"^\s*(?:Shell command: )?(oedal \w+ .*)$", proc.stdout + proc.stderr, flags=re.M)
     verbs = {c.split()[1] for c in commands}
     assert verbs == {"import", "split", "train", "evaluate", "score", "select", "shard", "label", "gather", "merge",
-                     "summary"}, verbs
+                     "summary", "record", "report"}, verbs
     for command in commands:
         words = shlex.split(command)
         assert "touch" not in words, command
