@@ -138,21 +138,32 @@ def score_error_scatter(scores: np.ndarray, errors: np.ndarray, title: str) -> b
     return png(fig)
 
 
-def parity_and_histogram(ref: np.ndarray, pred: np.ndarray, title: str) -> bytes:
-    """Force components, predicted against reference (kcal/mol/Å), and the histogram of their errors."""
-    plt = _pyplot()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.scatter(ref, pred, s=2, alpha=0.3)
+def _parity(ax, ref: np.ndarray, pred: np.ndarray, what: str, unit: str) -> None:
+    """Predicted against reference with the diagonal."""
+    ax.scatter(ref, pred, s=2, alpha=0.3)
     lo, hi = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
-    a.plot([lo, hi], [lo, hi], color="k", lw=0.8)
-    a.set_xlabel("reference force component (kcal/mol/Å)")
-    a.set_ylabel("predicted (kcal/mol/Å)")
-    a.set_title("parity", fontsize=10)
-    b.hist(pred - ref, bins=80, color="tab:green", alpha=0.8)
-    b.set_yscale("log")
-    b.set_xlabel("force component error (kcal/mol/Å)")
-    b.set_ylabel("components")
-    b.set_title("error distribution", fontsize=10)
+    ax.plot([lo, hi], [lo, hi], color="k", lw=0.8)
+    ax.set_xlabel(f"reference {what} ({unit})")
+    ax.set_ylabel(f"predicted ({unit})")
+    ax.set_title(f"{what} parity", fontsize=10)
+
+
+def parity_and_histogram(force_ref: np.ndarray, force_pred: np.ndarray, title: str,
+                         energy_ref: np.ndarray | None = None, energy_pred: np.ndarray | None = None) -> bytes:
+    """Force components predicted against reference (kcal/mol/Å), the histogram of their errors and, when
+    given, energies predicted against reference (kcal/mol, each shifted by the mean reference energy)."""
+    plt = _pyplot()
+    n = 3 if energy_ref is not None else 2
+    fig, axes = plt.subplots(1, n, figsize=(5 * n, 4))
+    if energy_ref is not None:
+        shift = float(np.mean(energy_ref))
+        _parity(axes[-1], energy_ref - shift, energy_pred - shift, "energy − mean", "kcal/mol")
+    _parity(axes[0], force_ref, force_pred, "force component", "kcal/mol/Å")
+    axes[1].hist(force_pred - force_ref, bins=80, color="tab:green", alpha=0.8)
+    axes[1].set_yscale("log")
+    axes[1].set_xlabel("force component error (kcal/mol/Å)")
+    axes[1].set_ylabel("components")
+    axes[1].set_title("force error distribution", fontsize=10)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return png(fig)

@@ -157,7 +157,7 @@ def correlation_html(run: Run, i: int, figs: dict[str, bytes | None]) -> str:
 
 
 def parity_html(run: Run, figs: dict[str, bytes | None]) -> str:
-    """Parity plot and force-error histogram of the run's last model on its test set."""
+    """Parity plots (forces, energies) and force-error histogram of the run's last model on its test set."""
     import numpy as np
 
     from oedal.report.models import test_predictions
@@ -166,7 +166,8 @@ def parity_html(run: Run, figs: dict[str, bytes | None]) -> str:
     name = f"parity_{run.strategy}_seed{run.seed}_iter{run.last:03d}"
     mae = float(np.mean(np.abs(pred.force_pred - pred.force_ref)))
     figs[name] = figures.parity_and_histogram(pred.force_ref, pred.force_pred,
-                                              f"{run.strategy} seed {run.seed}, iteration {run.last} (last model)")
+                                              f"{run.strategy} seed {run.seed}, iteration {run.last} (last model)",
+                                              pred.energy_ref, pred.energy_pred)
     return (f"<p>last model (iteration {run.last}) on {len(pred.energy_ref)} test structures: force MAE "
             f'<span data-key="parity_force_mae" data-value="{mae!r}">{fmt(mae)}</span> kcal/mol/Å</p>'
             + image(figs[name], name))
