@@ -8,6 +8,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 CORES  ?= 2
 CONFIG ?= config/config.yaml
+RUNLOG ?= .snakemake/make-run.log
 
 .PHONY: venv run test lint bench clean
 
@@ -20,8 +21,14 @@ $(BIN)/oedal: pyproject.toml
 
 venv: $(BIN)/oedal
 
+# Snakemake's job blocks go to $(RUNLOG); the console gets where each run stands, the verdict and the
+# report's path at the end, or the log's tail when a job failed.
 run: venv
-	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --printshellcmds
+	@mkdir -p $(dir $(RUNLOG))
+	@echo "running $(CONFIG) on $(CORES) cores; follow with: tail -f $(RUNLOG)  or  $(BIN)/oedal status --config $(CONFIG)"
+	@$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --printshellcmds > $(RUNLOG) 2>&1 || { \
+	  echo "snakemake failed; the last lines of $(RUNLOG):"; tail -n 40 $(RUNLOG); exit 1; }
+	@$(BIN)/oedal status --config $(CONFIG) --verdict
 
 test: venv
 	$(BIN)/python -m pytest -q

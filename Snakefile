@@ -23,6 +23,9 @@ CAMPAIGN = validate_campaign(
 validate(CAMPAIGN.model_dump(mode="json"), "workflow/schemas/config.schema.json", set_default=False)
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"

@@ -1,10 +1,15 @@
-"""Shared fixtures: the read-only reference data in ../shared/data and a small ethanol set."""
+"""Shared fixtures: the read-only reference data in ../shared/data and a small ethanol set; the Snakemake
+environment and the tiny campaign, run once per session (tests/test_workflow.py, tests/test_report.py)."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
+
+from workflow_helpers import run_snakemake
 
 SHARED_DATA = (Path(__file__).resolve().parent / ".." / ".." / "shared" / "data").resolve()
 
@@ -49,3 +54,28 @@ def kernel_backend(request):
 
     with using(request.param) as chosen:
         yield chosen
+
+
+@pytest.fixture(scope="session")
+def smk_env(tmp_path_factory) -> dict:
+    """The environment of the Snakemake subprocess.
+
+    The Slurm executor plugin asks `scontrol show config` for MinJobAge when Snakemake starts; on a
+    machine with the Slurm client but no reachable controller that waits 10 s per invocation. These
+    tests use the local executor, so a stub `scontrol` that fails at once goes first on PATH."""
+    stub = tmp_path_factory.mktemp("stub")
+    (stub / "scontrol").write_text("#!/bin/sh\nexit 1\n")
+    (stub / "scontrol").chmod(0o755)
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(stub), str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+@pytest.fixture(scope="session")
+def tiny_run(smk_env, tmp_path_factory) -> Path:
+    """The tiny campaign (config/tiny.yaml), run once per test session for tests/test_workflow.py and
+    tests/test_report.py, in a results_dir with a space in its name (every path of every shell line must
+    be quoted for it to work). Tests that change its files say so and run last (test_workflow.py)."""
+    results = tmp_path_factory.mktemp("results") / "with space"
+    run_snakemake(smk_env, results)
+    return results

@@ -1,5 +1,5 @@
-"""The layer contract (DESIGN §2: cli → campaign → oed | oracles → gmnn → data → base), checked with
-import-linter; and a contract that is broken is reported as broken."""
+"""The layer contract (DESIGN §2, with the report above the campaign: cli → report → campaign → oed | oracles
+→ gmnn → data → base), checked with import-linter; and a contract that is broken is reported as broken."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ def test_imports_point_one_way():
     proc = lint(ROOT / "src", ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "1 kept, 0 broken" in proc.stdout
+    assert "cli → report → campaign" in proc.stdout  # the report layer sits between cli and campaign
 
 
 def test_every_module_of_the_package_is_in_a_layer():

@@ -21,36 +21,11 @@ import numpy as np
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-TINY = ROOT / "config" / "tiny.yaml"
+from workflow_helpers import ROOT, SNAKEMAKE, TINY, run_snakemake  # noqa: F401  (smk_env, tiny_run: conftest.py)
 STRATEGIES = ("qs1-greedy", "random")
 LAST = 2  # config/tiny.yaml: two selection rounds → iterations 0, 1, 2
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def smk_env(tmp_path_factory) -> dict:
-    """The environment of the Snakemake subprocess.
-
-    The Slurm executor plugin asks `scontrol show config` for MinJobAge when Snakemake starts; on a
-    machine with the Slurm client but no reachable controller that waits 10 s per invocation. These
-    tests use the local executor, so a stub `scontrol` that fails at once goes first on PATH."""
-    stub = tmp_path_factory.mktemp("stub")
-    (stub / "scontrol").write_text("#!/bin/sh\nexit 1\n")
-    (stub / "scontrol").chmod(0o755)
-    env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(stub), str(Path(sys.executable).parent), env.get("PATH", "")])
-    return env
-
-
-def run_snakemake(env: dict, results: Path, *args: str, config: Path = TINY, check: bool = True):
-    cmd = [*SNAKEMAKE, "--configfile", str(config), "--config", f"results_dir={results}", "--cores", "2", *args]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
-    return proc
 
 
 def dry_run_jobs(env: dict, results: Path, *args: str, config: Path = TINY) -> list[tuple[str, dict]]:
@@ -198,7 +173,7 @@ def test_every_path_and_string_in_a_shell_line_is_quoted(smk_env, tmp_path):
     commands = re.findall(r"^\s*(?:Shell command: )?(oedal \w+ .*)$", proc.stdout + proc.stderr, flags=re.M)
     verbs = {c.split()[1] for c in commands}
     assert verbs == {"import", "split", "train", "evaluate", "score", "select", "shard", "label", "gather", "merge",
-                     "summary"}, verbs
+                     "summary", "record", "report"}, verbs
     for command in commands:
         words = shlex.split(command)
         assert "touch" not in words, command
@@ -274,15 +249,6 @@ def test_a_gpu_job_without_a_gpu_says_so_and_gives_the_cpu_numbers(smk_env, tiny
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_run(smk_env, tmp_path_factory) -> Path:
-    """The tiny campaign, run once, in a results_dir with a space in its name (every path of every
-    shell line must be quoted for it to work)."""
-    results = tmp_path_factory.mktemp("results") / "with space"
-    run_snakemake(smk_env, results)
-    return results
-
-
 def test_tiny_campaign_end_to_end(tiny_run):
     from oedal.data.store import read_store
 
@@ -323,6 +289,8 @@ def test_tiny_campaign_end_to_end(tiny_run):
     selecting = table[table["iteration"] < LAST]
     assert selecting["selection_s"].notna().all()  # random: the select step alone
     assert (results / "tiny" / "learning_curve.png").stat().st_size > 1000
+    assert (results / "tiny" / "report.html").stat().st_size > 10000  # tests/test_report.py looks inside
+    assert json.loads((results / "tiny" / "campaign.json").read_text())["last_iteration"] == LAST
 
 
 def test_every_label_is_computed_once_and_lives_in_the_cache(tiny_run):
@@ -356,7 +324,9 @@ def test_more_iterations_and_runtime_knobs_rerun_nothing_that_exists(smk_env, ti
     jobs = dry_run_outputs(smk_env, tiny_run, config=config)
     assert {rule for rule, _ in jobs} >= {"select_batch", "label_shard", "merge_labels", "train_model"}
     existing = [(rule, f) for rule, outputs in jobs for f in outputs if Path(f).exists()]
-    assert {rule for rule, _ in existing} <= {"summarize_campaign", "plot_learning_curve"}, existing
+    # campaign.json records every setting (so the report shows them): it and what reads it are rewritten
+    assert {rule for rule, _ in existing} <= {"summarize_campaign", "plot_learning_curve", "record_campaign",
+                                               "report_campaign"}, existing
     planned = {(rule, re.search(r"iter_(\d{3})", o[0]).group(1)) for rule, o in jobs if o and "iter_" in o[0]}
     assert {it for _, it in planned} == {"002", "003"}, planned  # iteration 2 now selects; 3 is new
 

@@ -105,10 +105,12 @@ def metrics_files() -> list[str]:
 
 
 def final_targets() -> list[str]:
-    """Every run's last iteration, the summary, comparison and verdict, and the learning-curve plot."""
+    """Every run's last iteration, the settings record, the summary, comparison and verdict, the learning-curve
+    plot and the report page."""
     name = CAMPAIGN.name
     last = [f"{d}/iter_{LAST:03d}/{f}" for _, _, d in run_dirs(name) for f in ["model.pt", *metrics_files()]]
-    campaign_files = [f"{RESULTS}/{name}/{f}" for f in ("summary.csv", "comparison.csv", "verdict.txt", "learning_curve.png")]
+    campaign_files = [f"{RESULTS}/{name}/{f}" for f in (
+        "campaign.json", "summary.csv", "comparison.csv", "verdict.txt", "learning_curve.png", "report.html")]
     return last + campaign_files
 
 

@@ -1,12 +1,30 @@
-# The campaign's summary table and learning curves.
+# The campaign's settings record, summary table, learning curves and report page.
 
 
 include: "report_helpers.smk"
 
 
 localrules:
+    record_campaign,
     summarize_campaign,
     plot_learning_curve,
+
+
+rule record_campaign:
+    """The resolved campaign settings and their plan (campaign.json), run before anything else, so that
+    `oedal report` and `oedal status` know them while the campaign runs."""
+    output:
+        f"{RESULTS}/{{campaign}}/campaign.json",
+    log:
+        f"{RESULTS}/{{campaign}}/logs/record_campaign.log",
+    params:
+        campaign=campaign_json(),
+    priority: 100
+    threads: 1
+    conda:
+        ENV_CORE
+    shell:
+        "oedal record --campaign {params.campaign:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule summarize_campaign:
@@ -39,7 +57,11 @@ rule plot_learning_curve:
     input:
         f"{RESULTS}/{{campaign}}/summary.csv",
     output:
-        report(f"{RESULTS}/{{campaign}}/learning_curve.png", category="learning curves"),
+        report(
+            f"{RESULTS}/{{campaign}}/learning_curve.png",
+            caption="../report/learning_curve.rst",
+            category="learning curves",
+        ),
     log:
         f"{RESULTS}/{{campaign}}/logs/plot_learning_curve.log",
     threads: 1
@@ -47,3 +69,35 @@ rule plot_learning_curve:
         ENV_CORE
     script:
         "../scripts/plot_learning_curve.py"
+
+
+rule report_campaign:
+    """One self-contained HTML page: the verdict first, learning curves, pool scores and score–error
+    correlation, the last models on the test set, cost and provenance; its figures also as PNG files."""
+    input:
+        summary=f"{RESULTS}/{{campaign}}/summary.csv",
+        comparison=f"{RESULTS}/{{campaign}}/comparison.csv",
+        verdict=f"{RESULTS}/{{campaign}}/verdict.txt",
+        campaign=f"{RESULTS}/{{campaign}}/campaign.json",
+    output:
+        html=report(
+            f"{RESULTS}/{{campaign}}/report.html", caption="../report/report.rst", category="report"
+        ),
+        figures=report(
+            directory(f"{RESULTS}/{{campaign}}/report_figures"),
+            patterns=["{name}.png"],
+            caption="../report/figures.rst",
+            category="report figures",
+        ),
+    log:
+        f"{RESULTS}/{{campaign}}/logs/report_campaign.log",
+    params:
+        folder=campaign_folder,
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        ENV_CORE
+    shell:
+        "oedal report {params.folder:q} --out {output.html:q} --figures {output.figures:q} > {log:q} 2>&1"

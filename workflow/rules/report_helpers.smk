@@ -19,3 +19,14 @@ def transfer_flags(wildcards) -> str:
 def run_specs(wildcards) -> list[str]:
     """``STRATEGY:SEED:RUN_DIR`` for `oedal summary`."""
     return [f"{s}:{seed}:{d}" for s, seed, d in run_dirs(wildcards.campaign)]
+
+
+def campaign_folder(wildcards) -> str:
+    """The campaign's results folder, RESULTS/CAMPAIGN (what `oedal report` reads)."""
+    return f"{RESULTS}/{wildcards.campaign}"
+
+
+def campaign_json() -> str:
+    """The campaign config as set (defaults are filled in by `oedal record`) as JSON: campaign.json records
+    every setting, so any edit rewrites it."""
+    return json.dumps(CAMPAIGN.model_dump(mode="json", exclude_unset=True), sort_keys=True, separators=(",", ":"))

@@ -18,7 +18,7 @@ from oedal.errors import OedalError
 from oedal.gmnn.kernels import ENV_KERNELS, KERNEL_KINDS, use_backend
 
 # Sub-command modules, in the order they appear in --help.
-COMMAND_MODULES = ("data", "model", "oed", "oracle", "cache", "explore", "steps")
+COMMAND_MODULES = ("data", "model", "oed", "oracle", "cache", "explore", "steps", "report")
 
 
 def add_min_distance(parser: argparse.ArgumentParser) -> None:

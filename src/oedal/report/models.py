@@ -1,0 +1,92 @@
+"""The models of a run looked at closely: predictions of a model on the run's test set (parity, error
+distribution) and the score of every test structure against its error (Pearson and Spearman r).
+
+Evaluation uses oedal.gmnn.evaluation.predict; scoring re-runs the iteration's own score
+(oedal.oed.scoring.score_pool with the settings stored in its scores.h5) on the test set.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from oedal.report.collect import Run
+
+
+class TestPredictions(NamedTuple):
+    """A model on the run's test set, in kcal/mol and kcal/mol/Å."""
+
+    iteration: int
+    energy_ref: np.ndarray  # (n_structures,)
+    energy_pred: np.ndarray  # (n_structures,)
+    force_ref: np.ndarray  # (n_atoms_total * 3,) components
+    force_pred: np.ndarray  # (n_atoms_total * 3,)
+    force_rmse: np.ndarray  # (n_structures,) RMSE over each structure's force components
+
+
+class ScoreErrors(NamedTuple):
+    """Scores of the test structures against their force errors under the same model."""
+
+    iteration: int
+    scores: np.ndarray  # (n_structures,)
+    errors: np.ndarray  # (n_structures,) force RMSE per structure, kcal/mol/Å
+    pearson: float
+    spearman: float
+
+
+def test_predictions(run: Run, iteration: int) -> TestPredictions:
+    """Predict the run's test set (``{run}/test.h5``) with the model of ``iteration`` (CPU)."""
+    from oedal.data.store import read_store
+    from oedal.gmnn.evaluation import KCAL_PER_MOL, predict
+    from oedal.gmnn.model import load_model
+
+    test = read_store(run.path / "test.h5")
+    pred = predict(load_model(run.iter_dir(iteration) / "model.pt", device="cpu"), test)
+    f_ref = np.asarray(test.forces, np.float64) / KCAL_PER_MOL  # (n_atoms_total, 3) kcal/mol/Å
+    f_pred = pred.forces / KCAL_PER_MOL
+    per_atom = ((f_pred - f_ref) ** 2).sum(axis=1)
+    n_atoms = np.asarray(test.n_atoms, np.int64)
+    per_struct = np.add.reduceat(per_atom, np.r_[0, np.cumsum(n_atoms)[:-1]]) if len(n_atoms) else per_atom
+    return TestPredictions(iteration, np.asarray(test.energy) / KCAL_PER_MOL, pred.energy / KCAL_PER_MOL,
+                           f_ref.ravel(), f_pred.ravel(), np.sqrt(per_struct / (3 * n_atoms)))
+
+
+def last_scored(run: Run) -> int | None:
+    """The last finished iteration of the run with a scores.h5 (random runs score nothing)."""
+    scored = [i for i in range(run.complete) if (run.iter_dir(i) / "scores.h5").is_file()]
+    return scored[-1] if scored else None
+
+
+def score_test_set(run: Run, iteration: int) -> np.ndarray:
+    """The score of every test structure under the models and score settings of ``iteration`` (the
+    Fisher matrix of that iteration's training set), on the CPU."""
+    from oedal.oed.scorers import ScoreSettings
+    from oedal.oed.scoring import read_scores, score_pool
+    from oedal.settings import load_settings
+
+    d = run.iter_dir(iteration)
+    attrs = read_scores(d / "scores.h5")["attrs"]
+    settings = load_settings(ScoreSettings, str(attrs["settings"]), device="cpu")
+    if "projections" in type(settings).model_fields:  # the report needs the scores alone
+        settings = settings.model_copy(update={"projections": False})
+    models = [d / Path(p).name for p in json.loads(str(attrs.get("models", '["model.pt"]')))]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "scores.h5"
+        score_pool(models, d / "train.h5", run.path / "test.h5", out, settings)
+        return np.asarray(read_scores(out)["score"], np.float64)
+
+
+def score_errors(run: Run, iteration: int) -> ScoreErrors:
+    """Test-set scores against the force errors of the same model, with Pearson and Spearman r."""
+    from scipy import stats
+
+    scores = score_test_set(run, iteration)
+    errors = test_predictions(run, iteration).force_rmse
+    ok = np.isfinite(scores) & np.isfinite(errors)
+    pearson = float(stats.pearsonr(scores[ok], errors[ok])[0]) if ok.sum() > 2 else float("nan")
+    spearman = float(stats.spearmanr(scores[ok], errors[ok])[0]) if ok.sum() > 2 else float("nan")
+    return ScoreErrors(iteration, scores, errors, pearson, spearman)
