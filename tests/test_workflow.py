@@ -108,7 +108,7 @@ def test_dry_run_lists_every_iteration_of_every_strategy(smk_env, tmp_path, conf
     selected = {(w["strategy"], int(w["seed"]), int(w["iter"])) for r, w in jobs if r == "select_batch"}
     runs = [(s, seed) for s in campaign.strategies for seed in campaign.seeds]
     assert trained == {(s, seed, i) for s, seed in runs for i in range(1, last + 1)}
-    # iteration 0 is one model per seed, shared by every strategy (hard links into each strategy)
+    # iteration 0 is one model per seed, shared by every strategy (copied into each strategy)
     initial = sorted(int(w["seed"]) for r, w in jobs if r == "train_initial_model")
     assert initial == sorted(campaign.seeds)
     shared = {(w["strategy"], int(w["seed"])) for r, w in jobs if r == "share_initial"}

@@ -164,7 +164,8 @@ def select_json(wildcards) -> str:
         raise ValueError(f"iteration {i}: nothing is selected in the last iteration ({LAST}) of the plan")
     seed = derive_seed(wildcards.campaign, wildcards.strategy, wildcards.seed, wildcards.iter, "select")
     method = parse_strategy(wildcards.strategy).method
-    return settings_json("select", method=method, n=BATCHES[i], fraction=None, seed=seed)
+    unset = {"min_informativeness"} if CAMPAIGN.select.min_informativeness is None else set()  # (reruns nothing)
+    return settings_json("select", exclude=unset, method=method, n=BATCHES[i], fraction=None, seed=seed)
 
 
 def oracle_json(wildcards) -> str:

@@ -11,7 +11,9 @@ localrules:
 
 rule share_initial:
     """A strategy's iteration 0 is the seed's: the split, the test set and the iteration-0 model(s) and
-    metrics, trained and evaluated once per seed (hard links where the file system allows, else copies)."""
+    metrics, trained and evaluated once per seed, copied (reflinks where the file system has them). Not
+    hard links: Snakemake touches every output after its job, and through a hard link that touch would
+    make the seed's files, and every other strategy's copy, look newer than what was made from them."""
     input:
         f"{SEED}/{{shared}}",
     output:
@@ -23,7 +25,7 @@ rule share_initial:
     wildcard_constraints:
         shared=SHARED_FILES,
     shell:
-        "(ln -f {input:q} {output:q} || cp {input:q} {output:q}) > {log:q} 2>&1"
+        "cp --reflink=auto {input:q} {output:q} > {log:q} 2>&1"
 
 
 rule prepare_transfer:
@@ -106,7 +108,7 @@ if CAMPAIGN.exploring:
         log:
             f"{INIT}/logs/split_dataset.log",
         params:
-            settings=settings_json("split", exclude={"valid_redraw"}),
+            settings=settings_json("split", exclude={"valid_redraw", "valid_share"}),
             seed=split_seed,
             out_dir=INIT,
         threads: 1
@@ -132,7 +134,7 @@ else:
         log:
             f"{INIT}/logs/split_dataset.log",
         params:
-            settings=settings_json("split", exclude={"valid_redraw"}),  # read by the later steps
+            settings=settings_json("split", exclude={"valid_redraw", "valid_share"}),  # read by the later steps
             seed=split_seed,
             out_dir=INIT,
         threads: 1

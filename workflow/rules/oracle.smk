@@ -105,15 +105,12 @@ rule merge_labels:
     params:
         prev_dir=previous_dir,
         out_dir=ITER,
-        redraw="--redraw-valid" if CAMPAIGN.redraw_valid else "",
-        no_pool="--no-pool" if CAMPAIGN.exploring else "",
-        valid_share=CAMPAIGN.valid_share,
+        flags=merge_flags(),
     wildcard_constraints:
         iter=r"(?!000)\d{3}",
     threads: 1
     conda:
         ENV_CORE
     shell:
-        "oedal merge --prev-dir {params.prev_dir:q} --out-dir {params.out_dir:q} {params.redraw} {params.no_pool}"
-        " --valid-share {params.valid_share}"
+        "oedal merge --prev-dir {params.prev_dir:q} --out-dir {params.out_dir:q} {params.flags}"
         " > {log:q} 2>&1"

@@ -32,3 +32,15 @@ def label_inputs(wildcards) -> dict:
     if CAMPAIGN.oracle.kind == "replay" and CAMPAIGN.oracle.source is None:
         files["source"] = SOURCE.format(campaign=wildcards.campaign)
     return files
+
+
+def merge_flags() -> str:
+    """How the labeled batch joins the sets: a redrawn validation set (the paper's protocol with a replay
+    oracle), or for exploration no pool and a share of the batch to validation. One string, empty in the
+    plain case, so that a campaign made before these options existed reruns nothing."""
+    flags = ["--redraw-valid"] if CAMPAIGN.redraw_valid else []
+    if CAMPAIGN.exploring:
+        flags.append("--no-pool")
+    if CAMPAIGN.valid_share:
+        flags.append(f"--valid-share {CAMPAIGN.valid_share}")
+    return " ".join(flags)

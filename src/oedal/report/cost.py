@@ -47,7 +47,7 @@ def job_kind(path: Path) -> str:
 
 
 def unique_benchmarks(root: Path) -> list[Path]:
-    """Every benchmark file under ``root`` once (iteration 0's files are hard links in every strategy)."""
+    """Every benchmark file under ``root`` once (a file linked into several folders counts once)."""
     seen, out = set(), []
     for path in sorted(root.rglob("benchmarks/*.tsv")):
         key = (path.stat().st_dev, path.stat().st_ino)
