@@ -105,9 +105,10 @@ class ExploreSettings(Settings):
     shards: int = Field(2, ge=1, description="walker jobs per iteration")
     converged: float = Field(0.9, gt=0, le=1, description="stop when this share of walkers runs its full length "
                              "without a trigger (no candidate, not stopped)")
-    initial: Literal["rattle", "md"] = Field("rattle", description="the initial training and validation structures: "
-                                             "rattled copies of the starts, or frames of a short MD with the oracle")
-    rattle: float = Field(0.15, gt=0, description="rattle: standard deviation of the displacements (Å)")
+    initial: Literal["rattle"] = Field("rattle", description="the initial training and validation structures: "
+                                       "rattled copies of the starts, labeled by the oracle (the only kind so far)")
+    rattle: float = Field(0.15, gt=0, description="standard deviation of the rattle displacements (Å); a copy "
+                          "with two atoms closer than min_distance is drawn again")
 
     @model_validator(mode="after")
     def _check(self) -> "ExploreSettings":
