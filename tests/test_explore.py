@@ -190,7 +190,7 @@ def test_rattled_starts_have_the_asked_spread_and_split_keeps_the_test_set_apart
     shifts = rattled.positions.reshape(200, len(start), 3) - start
     assert abs(shifts.std() / 0.1 - 1) < 0.03 and abs(shifts.mean()) < 0.005  # 5,400 draws of N(0, 0.1²)
     assert not rattled.has_labels
-    from oedal.campaign.walkers import labelable
+    from oedal.campaign.explore import labelable
 
     wild = rattled_structures(["ethanol"], 50, 0.3, seed=3, min_distance=0.7)  # copies with close pairs redrawn
     assert all(labelable(wild.positions[9 * k: 9 * k + 9], 0.7) for k in range(50))

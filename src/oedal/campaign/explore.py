@@ -55,11 +55,9 @@ def sanity_reason(positions: np.ndarray, forces: np.ndarray, energy: float, prev
     """Why a frame of one walker is unphysical, or None: NaN, close atoms, force or energy spike, heat."""
     if not (np.isfinite(energy) and np.all(np.isfinite(forces)) and np.all(np.isfinite(positions))):
         return "non-finite energy, forces or positions"
-    n = len(positions)
-    if n > 1:
-        d = np.linalg.norm(positions[:, None, :] - positions[None, :, :], axis=-1)[np.triu_indices(n, 1)]
-        if d.min() < limits["min_distance"]:
-            return f"atoms {d.min():.2f} Å apart (< {limits['min_distance']} Å)"
+    n, dmin = len(positions), closest_pair(positions)
+    if dmin < limits["min_distance"]:
+        return f"atoms {dmin:.2f} Å apart (< {limits['min_distance']} Å)"
     if np.abs(forces).max() > limits["max_force"]:
         return f"a force of {np.abs(forces).max():.1f} eV/Å (> {limits['max_force']})"
     if previous_energy is not None and abs(energy - previous_energy) / n > limits["max_energy_jump"]:
@@ -67,6 +65,21 @@ def sanity_reason(positions: np.ndarray, forces: np.ndarray, energy: float, prev
     if temperature > limits["max_temperature"]:
         return f"a temperature of {temperature:.0f} K (> {limits['max_temperature']:.0f} K)"
     return None
+
+
+def closest_pair(positions: np.ndarray) -> float:
+    """The smallest interatomic distance (Å) of one structure ``(n, 3)``; inf for fewer than two atoms."""
+    n = len(positions)
+    if n < 2:
+        return math.inf
+    return float(np.linalg.norm(positions[:, None, :] - positions[None, :, :], axis=-1)[np.triu_indices(n, 1)].min())
+
+
+def labelable(positions: np.ndarray, min_distance: float) -> bool:
+    """A stopped walker's frame is worth an oracle call unless its geometry itself is broken (non-finite
+    positions, atoms closer than ``min_distance``): too uncertain, too hot or a force spike of the model
+    mark exactly the frames the model has to learn."""
+    return bool(np.all(np.isfinite(positions))) and closest_pair(positions) >= min_distance
 
 
 @dataclass
@@ -168,8 +181,6 @@ def rattled_structures(names: Sequence[str], n: int, rattle: float, seed: int, m
     """``n`` unlabeled copies of the starts (in turn), every atom displaced by N(0, ``rattle``² Å²) per axis,
     a copy with two atoms closer than ``min_distance`` Å drawn again: the initial training and validation
     structures of an exploration campaign, for the oracle to label."""
-    from oedal.campaign.walkers import labelable
-
     starts = starting_structures(names)
     rng = np.random.default_rng([seed, 7])
     frames = []
@@ -230,10 +241,11 @@ def explore_shard(model_path: str | Path, settings, *, shard: int, shards: int, 
                start_walkers(starting_structures(settings.starts), settings.temperatures, settings.walkers_per_start,
                              seed))[shard::shards]
     if stopped:
+        counts = summary(walkers)
         _write_candidates(out_candidates, [])
-        write_walkers(out_walkers, walkers, summary=summary(walkers))
+        write_walkers(out_walkers, walkers, summary=counts)
         log.info("the campaign has stopped: no walkers run")
-        return summary(walkers)
+        return counts
     model = load_model(model_path)
     model.eval()
     head = model_head(model)

@@ -130,23 +130,17 @@ def split_dataset(
         _write(out / "valid.h5", reader.read(result.valid))
         _write(out / "pool.h5", reader.read(result.pool).without_labels())
         _write(test, reader.read(result.test))
-    n_init = len(result.train) + len(result.valid)
-    _write_json(
-        out / "status.json",
-        {
-            "iteration": 0,
-            "stopped": False,
-            "reason": None,
-            "n_train": len(result.train),
-            "n_valid": len(result.valid),
-            "n_pool": len(result.pool),
-            "labels_spent": n_init,
-            "labels_failed": 0,
-        },
-    )
+    _write_initial_status(out, len(result.train), len(result.valid), len(result.pool))
     log.info("split %s: train %d, valid %d, pool %d, test %d (seed %d)", source, len(result.train),
              len(result.valid), len(result.pool), len(result.test), seed)
     return result
+
+
+def _write_initial_status(out: Path, n_train: int, n_valid: int, n_pool: int) -> None:
+    """Iteration 0's status.json: the initial training and validation structures are the labels spent."""
+    _write_json(out / "status.json", {
+        "iteration": 0, "stopped": False, "reason": None, "n_train": n_train, "n_valid": n_valid,
+        "n_pool": n_pool, "labels_spent": n_train + n_valid, "labels_failed": 0})
 
 
 def split_explore(initial: str | Path, sampled: str | Path, out_dir: str | Path, test: str | Path,
@@ -167,9 +161,7 @@ def split_explore(initial: str | Path, sampled: str | Path, out_dir: str | Path,
     _write(out / "train.h5", initial_set.subset(train))
     _write(out / "valid.h5", initial_set.subset(valid))
     _write(test, sampled_set.subset(np.sort(rng.permutation(len(sampled_set))[: split.n_test])))
-    _write_json(out / "status.json", {
-        "iteration": 0, "stopped": False, "reason": None, "n_train": len(train), "n_valid": len(valid),
-        "n_pool": 0, "labels_spent": len(train) + len(valid), "labels_failed": 0})
+    _write_initial_status(out, len(train), len(valid), 0)
     log.info("split (exploration): train %d, valid %d from %s; test %d from %s", len(train), len(valid), initial,
              split.n_test, sampled)
 

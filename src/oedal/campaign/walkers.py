@@ -19,7 +19,7 @@ import torch
 from ase import units
 from ase.data import atomic_masses
 
-from oedal.campaign.explore import ID_BASE, Walker, decide, sanity_reason
+from oedal.campaign.explore import ID_BASE, Walker, decide, labelable, sanity_reason
 from oedal.data.structures import Structures
 from oedal.gmnn.batching import make_batch
 from oedal.oed.uncertainty import UncertaintyHead
@@ -126,17 +126,6 @@ def _check(b: _Batch, energies, forces, u: dict, dyn: Dynamics, iteration: int, 
         if verdict == "candidate":
             records.append(_record(b, k, u, iteration, dyn))
     return stopping
-
-
-def labelable(positions: np.ndarray, min_distance: float) -> bool:
-    """A stopped walker's frame is worth an oracle call unless its geometry itself is broken (non-finite
-    positions, atoms closer than ``min_distance``): too uncertain, too hot or a force spike of the model
-    mark exactly the frames the model has to learn."""
-    if not np.all(np.isfinite(positions)):
-        return False
-    n = len(positions)
-    d = np.linalg.norm(positions[:, None, :] - positions[None, :, :], axis=-1)[np.triu_indices(n, 1)]
-    return n < 2 or bool(d.min() >= min_distance)
 
 
 def _record(b: _Batch, k: int, u: dict, iteration: int, dyn: Dynamics) -> dict:

@@ -3,7 +3,6 @@ the workflow and the campaign settings."""
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -22,18 +21,11 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
     return out
 
 
-def sha256(path: Path, block: int = 1 << 20) -> str:
-    """SHA-256 of a file, read in blocks of ``block`` bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def data_checksums(root: Path) -> dict[str, str]:
     """SHA-256 of every store of the campaign's data folder (``data/*.h5``: the source, transfer sets)."""
-    return {p.name: sha256(p) for p in sorted((root / "data").glob("*.h5"))}
+    from oedal.data.datasets import sha256_of
+
+    return {p.name: sha256_of(p) for p in sorted((root / "data").glob("*.h5"))}
 
 
 def git_revision(cwd: Path | None = None) -> str:
