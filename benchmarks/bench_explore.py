@@ -3,7 +3,7 @@ per walker; the exploration campaign against pool-based selection. Not a test.
 
     python benchmarks/bench_explore.py calculator [--steps 300 --rounds 5]   # ms per MD step, plain vs uncertainty
     python benchmarks/bench_explore.py walkers [--walkers 1 4 16 --steps 200] # ms per walker-step, batched vs ASE
-    python benchmarks/bench_explore.py campaigns                             # labels to 1 kcal/mol/Å (xTB, long)
+    python benchmarks/bench_explore.py campaigns [--report]                  # labels to 1 kcal/mol/Å (xTB, ≈ 1 h)
 
 Model: the paper's GM-NN (r_c 4 Å, 9 Gaussians, 7 radial functions, [256, 128]) trained by `oedal train` for
 60 epochs on 300 frames of ethanol_1000K (../shared/data/gmnn_ethanol or $OEDAL_DATA_DIR), which stores its
@@ -148,21 +148,101 @@ def bench_walkers(args) -> None:
               f"{np.median(a_ms):6.2f}: batched ×{np.median(ratios):.2f} faster")
 
 
-def bench_campaigns(args) -> None:
-    """Labels spent against test force MAE: exploration (config/explore_ethanol.yaml) and the pool campaign
-    (config/config.yaml: QS1-greedy and random on an xTB MD pool), each on its own xTB MD test set."""
-    for config in ("config/explore_ethanol.yaml", "config/config.yaml"):
-        subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(args.cores), "--configfile", config],
-                       cwd=ROOT, check=True)
+TEST = ROOT / "results" / "bench_explore_data" / "xtb_1000K_test.h5"  # the common test set (dataset.transfer)
+F_MAE = "forces_mae_kcal/mol/A"
+STEPS = {"MD (walkers)": ("explore_",), "scoring + selection": ("score", "select"), "training": ("train",),
+         "labeling (xTB)": ("label_",)}
+
+
+def common_test_set() -> None:
+    """The independent 1000 K GFN2-xTB MD test set every arm is evaluated on (500 frames, 20 steps apart,
+    its own random stream: neither the walkers nor the pool trajectory)."""
+    if not TEST.exists():
+        TEST.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "oedal", "sample", "--n-frames", "500", "--interval", "20", "--seed",
+                        "101", "--labels", "--threads", "1", "--out", str(TEST)], check=True)
+
+
+def cycle_seconds(iteration: Path) -> dict[str, tuple[float, float]]:
+    """(wall s, CPU s) of one AL cycle's jobs by kind, from Snakemake's benchmark files of the iteration."""
     import csv
 
-    for name in ("explore_ethanol", "default"):
-        with open(ROOT / "results" / name / "summary.csv") as fh:
-            rows = list(csv.DictReader(fh))
-        print(f"{name}:")
-        for r in rows:
-            print(f"  {r['strategy']:12s} seed {r['seed']} iter {r['iteration']}: labels {r['labels_spent']:>5s}, "
-                  f"force MAE {float(r['forces_mae_kcal/mol/A']):.2f} kcal/mol/Å")
+    out = {}
+    for kind, prefixes in STEPS.items():
+        wall = cpu = 0.0
+        for f in sorted((iteration / "benchmarks").glob("*.tsv")):
+            if f.name.startswith(prefixes):
+                row = next(csv.DictReader(f.open(), delimiter="\t"))
+                wall, cpu = wall + float(row["s"]), cpu + float(row["cpu_time"])
+        out[kind] = (wall, cpu)
+    return out
+
+
+def curve(run: Path) -> list[dict]:
+    """Labels spent and the common test set's metrics of every finished iteration of one run (read from
+    the iteration folders, so that a campaign still running can be looked at)."""
+    rows = []
+    for d in sorted(run.glob("iter_*")):
+        metrics = d / f"metrics_transfer_{TEST.stem}.json"
+        if metrics.exists() and (d / "status.json").exists():
+            rows.append({**json.loads(metrics.read_text()), **json.loads((d / "status.json").read_text())})
+    return rows
+
+
+def labels_to_reach(rows: list[dict], target: float) -> str:
+    """Labels spent when the common test set's force MAE first reaches ``target`` kcal/mol/Å."""
+    for r in rows:
+        if r[F_MAE] <= target:
+            return f"{r['labels_spent']} labels"
+    best = min(rows, key=lambda r: r[F_MAE])
+    return f"not reached (best {best[F_MAE]:.2f} at {best['labels_spent']})"
+
+
+def report_campaigns() -> None:
+    arms = {"(a) exploration, OED trigger + greedy QS1": ("bench_explore", "qs1-greedy"),
+            "(a′) the same, initial set from a short xTB MD": ("bench_explore_md", "qs1-greedy"),
+            "(b) pool, greedy QS1": ("bench_pool", "qs1-greedy"), "(c) pool, random": ("bench_pool", "random")}
+    print(f"ethanol, GFN2-xTB labels; test: {len(_test_frames())} frames of an independent 1000 K xTB MD; "
+          "force MAE in kcal/mol/Å")
+    for arm, (campaign, strategy) in arms.items():
+        run = ROOT / "results" / campaign / strategy / "seed0"
+        rows = curve(run)
+        if not rows:
+            print(f"{arm}: no model evaluated yet")
+            continue
+        print(f"{arm}\n  labels:MAE  " + "  ".join(f"{r['labels_spent']}:{r[F_MAE]:.2f}" for r in rows))
+        print("  to 3 / 2 / 1.5 / 1: " + " | ".join(labels_to_reach(rows, t) for t in (3.0, 2.0, 1.5, 1.0)))
+        cycles = [cycle_seconds(d) for d in sorted(run.glob("iter_*"))[1:] if (d / "benchmarks").is_dir()]
+        cycles = [c for c in cycles if c["training"][0] > 0]
+        if cycles:
+            split = ", ".join(f"{k} {np.mean([c[k][0] for c in cycles]):.0f} s wall / "
+                              f"{np.mean([c[k][1] for c in cycles]):.0f} s CPU" for k in STEPS)
+            print(f"  per AL cycle (mean of {len(cycles)}): {split}")
+
+
+def _test_frames():
+    from oedal.data.store import read_store
+
+    return read_store(TEST).n_atoms
+
+
+def bench_campaigns(args) -> None:
+    """Labels spent against the force MAE on one common, independent 1000 K xTB MD test set for (a)
+    exploration (config/bench_explore.yaml), (a′) the same from a short-MD initial set
+    (+ config/bench_explore_md.yaml), (b) pool-based greedy QS1 and (c) random on an xTB MD pool
+    (config/bench_pool.yaml): the same model, training and batches. The pool campaign runs on one core
+    beside the two exploration campaigns on the other (``--cores 1`` each); ``--report`` only prints."""
+    common_test_set()
+    if not args.report:
+        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+        smk = [sys.executable, "-m", "snakemake", "--cores", "1", "--configfile"]
+        explore = "config/bench_explore.yaml"
+        pool = subprocess.Popen([*smk, "config/bench_pool.yaml"], cwd=ROOT, env=env)  # one core: (b) and (c)
+        for configs in ([explore], [explore, "config/bench_explore_md.yaml"]):  # the other core: (a), then (a′)
+            subprocess.run([*smk, *configs], cwd=ROOT, env=env, check=True)
+        if pool.wait():
+            sys.exit("the pool campaign failed: see .snakemake/log")
+    report_campaigns()
 
 
 def main() -> None:
@@ -176,7 +256,7 @@ def main() -> None:
     w.add_argument("--steps", type=int, default=200)
     w.add_argument("--rounds", type=int, default=3)
     k = sub.add_parser("campaigns")
-    k.add_argument("--cores", type=int, default=2)
+    k.add_argument("--report", action="store_true", help="only print the figures of the finished campaigns")
     for q in (c, w, k):
         q.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "oedal_bench_explore")
     args = p.parse_args()

@@ -102,7 +102,7 @@ def model_file(tmp_path_factory, ethanol_structures):
 
 
 EXPLORE = {"starts": ["ethanol"], "temperatures": [300.0, 900.0], "walkers_per_start": 3, "steps": 400,
-           "check_every": 10, "low": 1.0, "high": 50.0, "max_temperature_factor": 6.0}
+           "check_every": 10, "low": 1.0, "high": 50.0, "max_temperature_factor": 6.0, "ramp": False}
 
 
 def run_explore(model_file, out, extra=(), wait=True):
@@ -136,8 +136,10 @@ def test_replayed_checks_give_the_recorded_decisions_and_kill_9_reruns_to_the_sa
         assert "stopped" not in verdicts[:-1] and (w.status == "stopped") == (verdicts[-1] == "stopped")
     ids, positions = candidates(straight / "c.h5")
     # every candidate-band frame, and the frame that stopped a walker unless its geometry is broken
-    broken = ("non-finite", "atoms ")
-    kept = sum(1 for w in walkers if w.status == "stopped" and not str(w.checks[-1][2]).startswith(broken))
+    def broken(reason) -> bool:
+        return str(reason).startswith(("non-finite", "atoms ")) or "covalent radii" in str(reason)
+
+    kept = sum(1 for w in walkers if w.status == "stopped" and not broken(w.checks[-1][2]))
     assert len(ids) == sum(w.counts["candidate"] for w in walkers) + kept
     # kill -9 mid-run (after a checkpoint), then rerun: the same candidates, bit for bit
     killed = tmp_path / "killed"
@@ -188,12 +190,18 @@ def test_rattled_starts_have_the_asked_spread_and_split_keeps_the_test_set_apart
     rattled = rattled_structures(["ethanol"], 200, 0.1, seed=3)
     start = starting_structures(["ethanol"])[0].positions
     shifts = rattled.positions.reshape(200, len(start), 3) - start
-    assert abs(shifts.std() / 0.1 - 1) < 0.03 and abs(shifts.mean()) < 0.005  # 5,400 draws of N(0, 0.1²)
+    sigma = 0.1 * np.arange(1, 201) / 200  # copy k rattled by rattle·(k+1)/n
+    assert abs((shifts / sigma[:, None, None]).std() - 1) < 0.03 and abs(shifts.mean()) < 0.005  # 5,400 draws
+    assert abs(shifts[150:].std() / shifts[:50].std() - 7.0) < 1.0  # the last quarter ≈ 7× the first's spread
     assert not rattled.has_labels
     from oedal.campaign.explore import labelable
 
-    wild = rattled_structures(["ethanol"], 50, 0.3, seed=3, min_distance=0.7)  # copies with close pairs redrawn
-    assert all(labelable(wild.positions[9 * k: 9 * k + 9], 0.7) for k in range(50))
+    limits = {"min_distance": 0.5, "min_bond_factor": 0.8}
+    wild = rattled_structures(["ethanol"], 50, 0.4, seed=3, limits=limits)  # copies with short contacts redrawn
+    numbers = starting_structures(["ethanol"])[0].numbers
+    assert all(labelable(wild.positions[9 * k: 9 * k + 9], numbers, limits) for k in range(50))
+    assert not all(labelable(p, numbers, limits) for p in rattled_structures(["ethanol"], 50, 0.4, seed=3).positions
+                   .reshape(50, 9, 3))  # without the bound some copies do have one
     np.testing.assert_array_equal(rattled_structures(["ethanol"], 200, 0.1, seed=3).positions, rattled.positions)
     labeled = ethanol_structures.subset(np.arange(30))  # stand-ins for the oracle's labels
     write_store(tmp_path / "initial.h5", labeled)
@@ -209,3 +217,110 @@ def test_rattled_starts_have_the_asked_spread_and_split_keeps_the_test_set_apart
     with pytest.raises(InputError, match="no labels"):
         split_explore(tmp_path / "unlabeled.h5", tmp_path / "md.h5", tmp_path / "it1", tmp_path / "t.h5",
                       SplitSettings(n_train=20, n_valid=10, n_test=40), seed=1)
+
+
+def test_short_contacts_are_judged_by_covalent_radii():
+    from oedal.campaign.explore import labelable, short_contact
+
+    limits = {"min_distance": 0.5, "min_bond_factor": 0.7}  # C–H bound 0.7·(0.76 + 0.31) = 0.749 Å
+    ch = lambda d: np.array([[0.0, 0.0, 0.0], [d, 0.0, 0.0]])  # noqa: E731
+    assert short_contact(ch(0.74), [6, 1], limits).startswith("C–H 0.74 Å apart")
+    assert short_contact(ch(0.76), [6, 1], limits) is None
+    loose = {**limits, "min_distance": 0.4}
+    assert short_contact(ch(0.45), [1, 1], loose) is None  # H–H: 0.7·0.62 = 0.434 Å
+    assert short_contact(ch(0.42), [1, 1], loose).startswith("H–H 0.42 Å apart")
+    assert short_contact(ch(0.45), [1, 1], limits).startswith("atoms 0.45 Å apart")  # below min_distance
+    assert not labelable(ch(0.7), [6, 1], limits) and labelable(ch(0.7), [1, 1], limits)
+    assert not labelable(ch(np.nan), [1, 1], limits)
+
+
+def test_the_ramp_runs_the_lowest_temperatures_first_and_waiting_walkers_are_never_clean():
+    from oedal.campaign.explore import hold_back, resume_walkers
+
+    atoms = Atoms("H2", positions=[[0, 0, 0], [0.74, 0, 0]])
+    walkers = start_walkers([atoms], [1000.0, 300.0, 600.0], 2, seed=0)
+    hold_back(walkers, 0)
+    assert [w.status for w in walkers] == ["waiting", "waiting", "running", "running", "waiting", "waiting"]
+    for w in walkers:
+        w.status = "finished" if w.status == "running" else w.status
+    counts = summary(walkers)
+    assert counts["waiting"] == 4 and counts["clean"] == 2 and counts["clean_share"] == pytest.approx(1 / 3)
+    again = resume_walkers(walkers)
+    hold_back(again, 1)
+    assert [w.temperature for w in again if w.status == "running"] == [300.0, 300.0, 600.0, 600.0]
+    hold_back(again, 2)
+    assert all(w.status == "running" for w in again[2:4]) and summary(resume_walkers(again))["waiting"] == 0
+
+
+def test_the_initial_md_starts_in_the_basin_and_leaves_it(tmp_path):
+    """explore.initial: md — frames of a short xTB MD of the start, unlabeled, one every interval steps."""
+    from oedal.campaign.explore import initial_structures, starting_structures
+    from oedal.campaign.settings import ExploreSettings, SamplingSettings
+
+    settings = ExploreSettings(initial="md", temperatures=[300.0, 1000.0], initial_interval=5)
+    frames = initial_structures(settings, SamplingSettings(), 12, seed=3)
+    assert len(frames) == 12 and not frames.has_labels and list(frames.ids) == list(range(12))
+    start = starting_structures(["ethanol"])[0].positions
+    rms = np.sqrt(((frames.positions.reshape(12, 9, 3) - start) ** 2).mean(axis=(1, 2)))
+    assert rms[0] < 0.1 < rms[-4:].max()  # 2.5 fs in: still at the start; 30 fs at 1000 K: away from it
+    again = initial_structures(settings, SamplingSettings(), 12, seed=3)
+    np.testing.assert_allclose(again.positions, frames.positions, atol=1e-6)  # seeded (xTB: last-bit noise)
+
+
+def ethanol_box(a: float = 7.0) -> Atoms:
+    """Two ethanol molecules in a periodic cube of edge ``a`` Å."""
+    from ase.build import molecule
+
+    one = molecule("CH3CH2OH")
+    one.center()
+    two = one.copy()
+    two.positions += a / 2
+    box = one + two
+    box.set_cell([a, a, a])
+    box.pbc = True
+    box.wrap()
+    return box
+
+
+def test_npt_walkers_follow_the_pressure_and_a_rerun_from_a_checkpoint_repeats_them(model_file, tmp_path):
+    from oedal.campaign.explore import write_walkers
+    from oedal.gmnn.model import load_model
+    from oedal.oed.uncertainty import model_head
+
+    torch.set_num_threads(1)
+    model = load_model(model_file)
+    model.eval()
+    head = model_head(model)
+    limits = {**LIMITS, "max_temperature_factor": 100.0}
+
+    def run(pressure, steps=100, walkers=None, checkpoint=None):
+        walkers = walkers or start_walkers([ethanol_box()], [600.0], 1, seed=1)
+        records = []
+        run_walkers(model, head, walkers, Dynamics(steps, 0.5, 0.01, 10, 1e-9, 1e9, limits, pressure=pressure),
+                    0, records, checkpoint, checkpoint_seconds=0.0)
+        return walkers, records
+
+    volume = lambda cell: abs(np.linalg.det(np.asarray(cell)))  # noqa: E731
+    v0 = volume(ethanol_box().cell)
+    nvt, _ = run(None)
+    assert volume(nvt[0].cell) == pytest.approx(v0, rel=1e-12)  # molecules' NVT path: the cell stays
+    squeezed, records = run(50.0)
+    free, _ = run(0.0)
+    assert volume(squeezed[0].cell) < 0.98 * v0 and volume(squeezed[0].cell) < volume(free[0].cell)
+    assert len(records) == 10 and volume(records[-1]["cell"]) == pytest.approx(volume(squeezed[0].cell))
+    # a job killed after its 4th check and rerun from the checkpoint ends where the straight run does
+    saved = tmp_path / "w.json"
+
+    def killed_after_4(walkers, recs):
+        write_walkers(saved, walkers, records=recs)
+        if len(recs) == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(50.0, checkpoint=killed_after_4)
+    data = json.loads(saved.read_text())
+    resumed, rest = run(50.0, walkers=read_walkers([saved]))
+    again = data["records"] + rest
+    assert [r["id"] for r in again] == [r["id"] for r in records]
+    np.testing.assert_array_equal([r["positions"] for r in again], [r["positions"] for r in records])  # bit for bit
+    np.testing.assert_array_equal(resumed[0].cell, squeezed[0].cell)

@@ -564,6 +564,7 @@ def test_an_exploration_campaign_labels_what_its_walkers_found(smk_env, tmp_path
     counts = json.loads((first / "explore.json").read_text())
     walkers = [json.loads((first / "explore" / f"walkers_{k}.json").read_text()) for k in (0, 1)]
     assert counts["walkers"] == sum(len(w["walkers"]) for w in walkers) == 4  # 1 start × 2 T × 2 walkers
+    assert counts["waiting"] == 2 and json.loads((second / "explore.json").read_text())["waiting"] == 0  # the ramp
     assert counts["candidates"] == len(pool) > 0
     assert set(selected.ids) <= set(pool.ids) and len(selected) <= 6
     from oedal.campaign.steps import validation_picks

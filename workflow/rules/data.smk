@@ -36,7 +36,7 @@ rule prepare_transfer:
         f"{DATA}/logs/prepare_transfer_{{transfer}}.log",
     params:
         source=transfer_source,
-        data_dir=untracked(CAMPAIGN.dataset.data_dir or ""),
+        data_dir=untracked(DATA_DIR_FLAG),
         every=CAMPAIGN.dataset.transfer_every,
     threads: 1
     resources:
@@ -46,7 +46,7 @@ rule prepare_transfer:
         ENV_CORE
     shell:
         "oedal import {params.source:q} --out {output:q} --require-labels --every {params.every}"
-        " --data-dir {params.data_dir:q} > {log:q} 2>&1"
+        " {params.data_dir} > {log:q} 2>&1"
 
 
 if CAMPAIGN.dataset.source in ("sample", "explore"):  # explore: the sampling MD makes the test set
@@ -79,7 +79,7 @@ else:
             f"{DATA}/logs/prepare_dataset.log",
         params:
             source=CAMPAIGN.dataset.source,
-            data_dir=untracked(CAMPAIGN.dataset.data_dir or ""),  # where the file is, not what it holds
+            data_dir=untracked(DATA_DIR_FLAG),  # where the file is, not what it holds
             format=CAMPAIGN.dataset.format,
         threads: 1
         resources:
@@ -89,7 +89,7 @@ else:
             ENV_CORE
         shell:
             "oedal import {params.source:q} --out {output:q} --format {params.format:q} --require-labels"
-            " --data-dir {params.data_dir:q} > {log:q} 2>&1"
+            " {params.data_dir} > {log:q} 2>&1"
 
 
 if CAMPAIGN.exploring:

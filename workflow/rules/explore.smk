@@ -11,17 +11,20 @@ localrules:
     gather_candidates,
 
 
-rule rattle_starts:
-    """The initial structures: n_train + n_valid rattled copies of the starts, labeled by the oracle
-    through the label cache (a rerun computes nothing twice)."""
+rule initial_structures:
+    """The initial structures: n_train + n_valid rattled copies of the starts, or frames of a short MD of
+    them with the cheap sampling potential (explore.initial), labeled by the oracle through the label
+    cache (a rerun computes nothing twice)."""
     output:
         unlabeled=f"{DATA}/initial_unlabeled.h5",
         labeled=protected(f"{DATA}/initial.h5"),
         failed=f"{DATA}/initial_failed.h5",
     log:
-        f"{DATA}/logs/rattle_starts.log",
+        f"{DATA}/logs/initial_structures.log",
     params:
-        explore=settings_json("explore", include={"starts", "rattle", "min_distance"}),
+        explore=settings_json("explore", include={"starts", "temperatures", "initial", "initial_temperature",
+                                                  "initial_interval", "rattle", "min_distance", "min_bond_factor"}),
+        sampling=initial_sampling_json,
         n=CAMPAIGN.split.n_train + CAMPAIGN.split.n_valid,
         oracle=oracle_json,
         cache=untracked(LABEL_CACHE),
@@ -33,7 +36,8 @@ rule rattle_starts:
     conda:
         ENV_ORACLE
     shell:
-        "(oedal rattle --settings {params.explore:q} --n {params.n} --out {output.unlabeled:q}"
+        "(oedal initial --settings {params.explore:q} --sampling {params.sampling:q} --n {params.n}"
+        " --out {output.unlabeled:q}"
         " && oedal label --in {output.unlabeled:q} --out {output.labeled:q} --failed {output.failed:q}"
         " --oracle-settings {params.oracle:q} --cache {params.cache:q} --cache-journal {params.journal:q}"
         " --max-attempts {params.max_attempts} --threads {threads}) > {log:q} 2>&1"
@@ -52,7 +56,7 @@ rule explore_shard:
     benchmark:
         f"{ITER}/benchmarks/explore_{{shard}}.tsv"
     params:
-        settings=settings_json("explore", exclude={"shards", "converged", "initial", "rattle"}),
+        settings=settings_json("explore", exclude={"shards", "converged", "initial", "initial_temperature", "initial_interval", "rattle"}),
         previous=previous_walkers_flag,
         seed=explore_seed,
         shards=CAMPAIGN.explore.shards,

@@ -21,3 +21,11 @@ def previous_walkers_flag(wildcards, input) -> str:
 def explore_seed(wildcards) -> int:
     """The walkers' random streams: one per campaign seed (not per strategy: iteration 0 is shared)."""
     return derive_seed(wildcards.campaign, wildcards.seed, "explore")
+
+
+def initial_sampling_json(wildcards) -> str:
+    """The MD settings the initial structures depend on: the cheap potential, time step and friction
+    for explore.initial: md; nothing for rattled starts (an edit of the test set's MD reruns nothing)."""
+    if CAMPAIGN.explore.initial != "md":
+        return "{}"
+    return settings_json("sampling", include={"potential", "timestep", "friction"})

@@ -32,6 +32,8 @@ from typing import Literal, Sequence
 
 import numpy as np
 from ase import units
+from ase.data import chemical_symbols, covalent_radii
+from ase.geometry import get_distances
 
 from oedal.data.structures import Structures
 from oedal.errors import InputError
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 Decision = Literal["accurate", "candidate", "stopped"]
 WALKERS_FORMAT = "oedal-walkers-1"
 ID_BASE = 10**9  # candidate ids: (iteration + 1)·ID_BASE + walker·10⁵ + check
+LIMITS = ("min_distance", "min_bond_factor", "max_force", "max_energy_jump", "max_temperature_factor")
 
 
 def decide(informativeness: float, low: float, high: float, sanity: str | None = None) -> Decision:
@@ -50,14 +53,14 @@ def decide(informativeness: float, low: float, high: float, sanity: str | None =
     return "candidate" if informativeness >= low else "accurate"
 
 
-def sanity_reason(positions: np.ndarray, forces: np.ndarray, energy: float, previous_energy: float | None,
-                  temperature: float, limits: dict) -> str | None:
+def sanity_reason(positions: np.ndarray, numbers: np.ndarray, forces: np.ndarray, energy: float,
+                  previous_energy: float | None, temperature: float, limits: dict) -> str | None:
     """Why a frame of one walker is unphysical, or None: NaN, close atoms, force or energy spike, heat."""
     if not (np.isfinite(energy) and np.all(np.isfinite(forces)) and np.all(np.isfinite(positions))):
         return "non-finite energy, forces or positions"
-    n, dmin = len(positions), closest_pair(positions)
-    if dmin < limits["min_distance"]:
-        return f"atoms {dmin:.2f} Å apart (< {limits['min_distance']} Å)"
+    n, contact = len(positions), short_contact(positions, numbers, limits)
+    if contact is not None:
+        return contact
     if np.abs(forces).max() > limits["max_force"]:
         return f"a force of {np.abs(forces).max():.1f} eV/Å (> {limits['max_force']})"
     if previous_energy is not None and abs(energy - previous_energy) / n > limits["max_energy_jump"]:
@@ -67,19 +70,38 @@ def sanity_reason(positions: np.ndarray, forces: np.ndarray, energy: float, prev
     return None
 
 
-def closest_pair(positions: np.ndarray) -> float:
-    """The smallest interatomic distance (Å) of one structure ``(n, 3)``; inf for fewer than two atoms."""
+def short_contact(positions: np.ndarray, numbers: np.ndarray, limits: dict) -> str | None:
+    """Why two atoms of one structure ``(n, 3)`` are too close, or None: closer than ``min_distance`` Å, or
+    than ``min_bond_factor`` × the sum of their covalent radii (ase.data.covalent_radii; at 0.7: C–H 0.75 Å,
+    O–H 0.68 Å, C–C 1.06 Å, H–H 0.43 Å); periodic images count where ``limits`` holds ``cell`` and
+    ``pbc``. Such a geometry is broken: a walker there has left chemistry
+    (the model's hole), and an oracle call on it teaches nothing a campaign wants."""
     n = len(positions)
     if n < 2:
-        return math.inf
-    return float(np.linalg.norm(positions[:, None, :] - positions[None, :, :], axis=-1)[np.triu_indices(n, 1)].min())
+        return None
+    i, j = np.triu_indices(n, 1)
+    if any(limits.get("pbc") or ()):  # nearest periodic image (minimum image convention)
+        d = get_distances(positions, cell=limits["cell"], pbc=limits["pbc"])[1][i, j]
+    else:
+        d = np.linalg.norm(positions[i] - positions[j], axis=-1)
+    k = int(np.argmin(d))
+    if d[k] < limits["min_distance"]:
+        return f"atoms {d[k]:.2f} Å apart (< {limits['min_distance']} Å)"
+    z = np.asarray(numbers)
+    bond = covalent_radii[z[i]] + covalent_radii[z[j]]
+    factor = limits.get("min_bond_factor", 0.0)
+    k = int(np.argmin(d / bond))
+    if d[k] < factor * bond[k]:
+        return (f"{chemical_symbols[z[i[k]]]}–{chemical_symbols[z[j[k]]]} {d[k]:.2f} Å apart "
+                f"(< {factor} × {bond[k]:.2f} Å, the covalent radii)")
+    return None
 
 
-def labelable(positions: np.ndarray, min_distance: float) -> bool:
+def labelable(positions: np.ndarray, numbers: np.ndarray, limits: dict) -> bool:
     """A stopped walker's frame is worth an oracle call unless its geometry itself is broken (non-finite
-    positions, atoms closer than ``min_distance``): too uncertain, too hot or a force spike of the model
-    mark exactly the frames the model has to learn."""
-    return bool(np.all(np.isfinite(positions))) and closest_pair(positions) >= min_distance
+    positions, a short contact): too uncertain, too hot or a force spike of the model mark exactly the
+    frames the model has to learn."""
+    return bool(np.all(np.isfinite(positions))) and short_contact(positions, numbers, limits) is None
 
 
 @dataclass
@@ -99,7 +121,8 @@ class Walker:
     reason: str | None = None
     counts: dict = field(default_factory=lambda: {"accurate": 0, "candidate": 0})
     last_energy: float | None = None
-    accepted: dict | None = None  # the last frame that passed its check: positions, velocities
+    accepted: dict | None = None  # the last frame that passed its check: positions, velocities, cell, cell_momentum
+    cell_momentum: list | float | None = None  # NPT: the barostat's cell momentum (ASE LangevinBAOAB p_eps)
     checks: list = field(default_factory=list)  # [step, measured value, sanity reason or None, decision] per check
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
@@ -128,8 +151,9 @@ def resume_walkers(previous: Sequence[Walker]) -> list[Walker]:
     out = []
     for w in previous:
         frame = w.accepted or {"positions": w.positions, "velocities": w.velocities}
-        out.append(Walker(w.index, w.temperature, w.numbers, frame["positions"], frame["velocities"], w.cell, w.pbc,
-                          w.rng))
+        out.append(Walker(w.index, w.temperature, w.numbers, frame["positions"], frame["velocities"],
+                          frame.get("cell", w.cell), w.pbc, w.rng,
+                          cell_momentum=frame.get("cell_momentum", w.cell_momentum)))
     return out
 
 
@@ -151,11 +175,14 @@ def write_walkers(path: str | Path, walkers: Sequence[Walker], **extra) -> None:
 
 def summary(walkers: Sequence[Walker]) -> dict:
     """Per-iteration counts: walkers that ran their full length without a trigger (accurate: no
-    candidate either), with candidates, stopped; frames judged accurate / candidate."""
+    candidate either), with candidates, stopped, waiting (the ramp has not reached their temperature;
+    never clean, so a campaign cannot converge before every temperature has run); frames judged
+    accurate / candidate."""
     finished = [w for w in walkers if w.status == "finished"]
     clean = sum(1 for w in finished if w.counts["candidate"] == 0)
     return {"walkers": len(walkers), "clean": clean, "with_candidates": len(finished) - clean,
             "stopped": sum(1 for w in walkers if w.status == "stopped"),
+            "waiting": sum(1 for w in walkers if w.status == "waiting"),
             "accurate_frames": sum(w.counts["accurate"] for w in walkers),
             "candidate_frames": sum(w.counts["candidate"] for w in walkers),
             "clean_share": clean / len(walkers) if walkers else 0.0,
@@ -176,26 +203,69 @@ def candidates_structures(records: Sequence[dict]) -> Structures:
     )
 
 
-def rattled_structures(names: Sequence[str], n: int, rattle: float, seed: int, min_distance: float = 0.5,
+def rattled_structures(names: Sequence[str], n: int, rattle: float, seed: int, limits: dict | None = None,
                        tries: int = 1000) -> Structures:
-    """``n`` unlabeled copies of the starts (in turn), every atom displaced by N(0, ``rattle``² Å²) per axis,
-    a copy with two atoms closer than ``min_distance`` Å drawn again: the initial training and validation
-    structures of an exploration campaign, for the oracle to label."""
+    """``n`` unlabeled copies of the starts (in turn), copy k's atoms displaced by N(0, σ_k²) per axis with
+    σ_k = ``rattle``·(k + 1)/n Å: amplitudes spread evenly up to ``rattle``, so that the model learns the
+    basin the walkers start in as well as its walls (one large σ gives only distorted copies, and a model
+    that has never seen the start's neighbourhood sends its walkers downhill into its own holes). A copy
+    with a short contact (``limits``: min_distance, min_bond_factor; short_contact) is drawn again. The
+    initial training and validation structures of an exploration campaign, for the oracle to label."""
+    limits = {"min_distance": 0.5, "min_bond_factor": 0.0} if limits is None else limits
     starts = starting_structures(names)
     rng = np.random.default_rng([seed, 7])
     frames = []
     for k in range(n):
         atoms = starts[k % len(starts)].copy()
         for _ in range(tries):
-            shifted = atoms.positions + rng.normal(scale=rattle, size=atoms.positions.shape)
-            if labelable(shifted, min_distance):
+            shifted = atoms.positions + rng.normal(scale=rattle * (k + 1) / n, size=atoms.positions.shape)
+            if labelable(shifted, atoms.numbers, limits):
                 break
         else:
-            raise InputError(f"explore.rattle {rattle} Å: no copy of start {k % len(starts)} with every pair "
-                             f"≥ {min_distance} Å in {tries} draws; lower explore.rattle")
+            raise InputError(f"explore.rattle {rattle} Å: no copy of start {k % len(starts)} without a short contact "
+                             f"({limits}) in {tries} draws; lower explore.rattle")
         atoms.positions = shifted
         frames.append(atoms)
     return Structures.from_atoms(frames)
+
+
+def initial_structures(settings, sampling, n: int, seed: int) -> Structures:
+    """The ``n`` unlabeled initial structures of an exploration campaign (``settings.initial``): rattled
+    copies of the starts, or frames of a short MD of each start with ``sampling.potential``."""
+    if settings.initial == "rattle":
+        limits = {"min_distance": settings.min_distance, "min_bond_factor": settings.min_bond_factor}
+        return rattled_structures(settings.starts, n, settings.rattle, seed, limits)
+    return md_structures(settings, sampling, n, seed)
+
+
+def md_structures(settings, sampling, n: int, seed: int) -> Structures:
+    """``n`` frames (unlabeled) of Langevin MD from the starts in turn (⌈n / starts⌉ each), with the cheap
+    ``sampling.potential`` at ``initial_temperature`` (default: the hottest walker's), one every
+    ``initial_interval`` steps and no equilibration: the first frames lie in the start's basin, the
+    later ones where the heat takes the molecule. The oracle labels them (through the label cache)."""
+    from oedal.campaign.sampling import run_md
+
+    temperature = settings.initial_temperature or max(settings.temperatures)
+    per_start = -(-n // len(settings.starts))
+    parts = []
+    for k, atoms in enumerate(starting_structures(settings.starts)):
+        md = sampling.model_copy(update={"temperature": temperature, "n_frames": per_start, "equilibration_steps": 0,
+                                         "interval": settings.initial_interval, "seed": seed * 1000 + k})
+        parts.append(run_md(atoms, md).structures.without_labels())
+    frames = Structures.concatenate(parts).subset(np.arange(n))
+    return Structures(positions=frames.positions, numbers=frames.numbers, n_atoms=frames.n_atoms, cell=frames.cell,
+                      pbc=frames.pbc, ids=np.arange(n))
+
+
+def hold_back(walkers: Sequence[Walker], iteration: int) -> None:
+    """The temperature ramp (DP-GEN's schedule, explore.ramp): in iteration ``i`` only the walkers of the
+    i + 1 lowest temperatures run; the others wait where they start. A young model meets the hot,
+    distorted frames only after it has learned the basin."""
+    ladder = sorted({w.temperature for w in walkers})
+    allowed = set(ladder[: iteration + 1])
+    for w in walkers:
+        if w.temperature not in allowed and w.status == "running":
+            w.status = "waiting"
 
 
 def combined_summary(paths: Sequence[str | Path], converged: float) -> dict:
@@ -218,9 +288,9 @@ def dynamics(settings) -> "Dynamics":
     """The walkers' Dynamics from the campaign's ExploreSettings."""
     from oedal.campaign.walkers import Dynamics
 
-    limits = {k: getattr(settings, k) for k in ("min_distance", "max_force", "max_energy_jump", "max_temperature_factor")}
+    limits = {k: getattr(settings, k) for k in LIMITS}
     return Dynamics(settings.steps, settings.timestep, settings.friction, settings.check_every, settings.low,
-                    settings.high, limits, settings.measure)
+                    settings.high, limits, settings.measure, settings.pressure, settings.hydrostatic)
 
 
 def explore_shard(model_path: str | Path, settings, *, shard: int, shards: int, seed: int, iteration: int,
@@ -240,6 +310,8 @@ def explore_shard(model_path: str | Path, settings, *, shard: int, shards: int, 
     walkers = (resume_walkers(read_walkers(previous)) if previous else
                start_walkers(starting_structures(settings.starts), settings.temperatures, settings.walkers_per_start,
                              seed))[shard::shards]
+    if settings.ramp:
+        hold_back(walkers, iteration)
     if stopped:
         counts = summary(walkers)
         _write_candidates(out_candidates, [])

@@ -93,22 +93,35 @@ class ExploreSettings(Settings):
     timestep: float = Field(0.5, gt=0, description="fs")
     friction: float = Field(0.01, ge=0, description="Langevin friction (1/fs)")
     check_every: int = Field(10, ge=1, description="MD steps between checks of the uncertainty")
+    pressure: float | None = Field(None, description="GPa: walkers of periodic starts run NPT (ASE's LangevinBAOAB, "
+                                   "Langevin–Hoover barostat), molecules stay NVT; None: every walker NVT")
+    hydrostatic: bool = Field(True, description="NPT: scale the cell, keep its shape (false: fully flexible cell)")
     measure: Literal["informativeness", "force_error"] = Field(
         "informativeness", description="what low/high bound: the informativeness I = score/σ_th (the paper's "
         "data-derived threshold: I > 1 is informative) or the expected force error (eV/Å, the calibrated map)")
     low: float = Field(1.0, gt=0, description="below: accurate (I, or eV/Å)")
     high: float = Field(20.0, gt=0, description="above: the walker stops (I, or eV/Å)")
     min_distance: float = Field(0.5, gt=0, description="sanity: closest pair (Å)")
+    min_bond_factor: float = Field(0.7, ge=0, description="sanity: closest pair relative to the sum of the two "
+                                   "covalent radii (0.7: C–H 0.75 Å, O–H 0.68 Å); such frames are not labeled")
     max_force: float = Field(30.0, gt=0, description="sanity: largest force component (eV/Å)")
     max_energy_jump: float = Field(1.0, gt=0, description="sanity: energy change between checks (eV/atom)")
     max_temperature_factor: float = Field(3.0, gt=1, description="sanity: kinetic temperature above this × T")
     shards: int = Field(2, ge=1, description="walker jobs per iteration")
     converged: float = Field(0.9, gt=0, le=1, description="stop when this share of walkers runs its full length "
                              "without a trigger (no candidate, not stopped)")
-    initial: Literal["rattle"] = Field("rattle", description="the initial training and validation structures: "
-                                       "rattled copies of the starts, labeled by the oracle (the only kind so far)")
-    rattle: float = Field(0.15, gt=0, description="standard deviation of the rattle displacements (Å); a copy "
-                          "with two atoms closer than min_distance is drawn again")
+    initial: Literal["rattle", "md"] = Field(
+        "rattle", description="the initial training and validation structures, labeled by the oracle: 'rattle' "
+        "(copies of the starts, displacements graded up to `rattle`) or 'md' (a short Langevin MD of each start "
+        "with sampling.potential, a cheap method such as xTB, at initial_temperature: a frame every "
+        "initial_interval steps from the first step on)")
+    initial_temperature: float | None = Field(None, gt=0, description="K of the initial MD (default: the highest "
+                                              "of temperatures)")
+    initial_interval: int = Field(10, ge=1, description="MD steps between the initial MD's frames")
+    rattle: float = Field(0.15, gt=0, description="largest standard deviation of the rattle displacements (Å); "
+                          "copy k of n is rattled by rattle·(k+1)/n; a copy with a short contact is drawn again")
+    ramp: bool = Field(True, description="heat up across iterations (DP-GEN's schedule): iteration i runs the "
+                       "walkers of the i+1 lowest temperatures, the others wait; no convergence before all run")
 
     @model_validator(mode="after")
     def _check(self) -> "ExploreSettings":

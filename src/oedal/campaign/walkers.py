@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -37,8 +38,10 @@ class Dynamics:
     check_every: int  # steps between checks of the uncertainty
     low: float  # below: accurate
     high: float  # above: stopped
-    limits: dict  # sanity: min_distance Å, max_force eV/Å, max_energy_jump eV/atom, max_temperature_factor
+    limits: dict  # sanity: min_distance Å, min_bond_factor, max_force eV/Å, max_energy_jump eV/atom, max_temperature_factor
     measure: str = "informativeness"  # what low/high bound: informativeness (I) or force_error (eV/Å)
+    pressure: float | None = None  # GPa: periodic walkers run NPT (run_cell_walker); None: NVT
+    hydrostatic: bool = True  # NPT: the cell keeps its shape
 
 
 class _Batch:
@@ -109,32 +112,58 @@ def _check(b: _Batch, energies, forces, u: dict, dyn: Dynamics, iteration: int, 
     stopping = []
     for k, w in enumerate(b.walkers):
         s = b.slice(k)
-        limits = {**dyn.limits, "max_temperature": dyn.limits["max_temperature_factor"] * w.temperature}
-        reason = sanity_reason(b.x[s], forces[s], float(energies[k]), w.last_energy, b.temperature(k), limits)
-        value = float(u[dyn.measure][k])
-        verdict = decide(value, dyn.low, dyn.high, reason)
-        w.checks.append([w.step, value, reason, verdict])
-        if verdict == "stopped":
-            w.status, w.reason = "stopped", reason or f"{dyn.measure} {value:.3g} > {dyn.high}"
+        frame = Frame(b.x[s], b.v[s], b.numbers[s], forces[s], float(energies[k]), b.temperature(k), w.cell)
+        if judge(w, frame, {key: float(u[key][k]) for key in ("informativeness", "force_error")}, dyn, iteration,
+                 records):
             stopping.append(k)
-            if labelable(b.x[s], limits["min_distance"]):  # the model failed here, the geometry did not:
-                records.append(_record(b, k, u, iteration, dyn))  # the most informative frame, a candidate
-            continue
-        w.counts[verdict] += 1
-        w.last_energy = float(energies[k])
-        w.accepted = {"positions": b.x[s].tolist(), "velocities": b.v[s].tolist()}
-        if verdict == "candidate":
-            records.append(_record(b, k, u, iteration, dyn))
     return stopping
 
 
-def _record(b: _Batch, k: int, u: dict, iteration: int, dyn: Dynamics) -> dict:
-    """Walker ``k``'s current frame as a candidate (id from iteration, walker and check)."""
-    w = b.walkers[k]
+@dataclass(frozen=True)
+class Frame:
+    """One walker's state at a check: positions, velocities (Å, Å per ASE time unit), forces (eV/Å),
+    energy (eV), kinetic temperature (K), cell (3, 3) Å; ``cell_momentum``: the barostat's (NPT)."""
+
+    x: np.ndarray
+    v: np.ndarray
+    numbers: np.ndarray
+    forces: np.ndarray
+    energy: float
+    temperature: float
+    cell: list
+    cell_momentum: list | None = None
+
+
+def judge(w: Walker, f: Frame, u: dict, dyn: Dynamics, iteration: int, records: list) -> bool:
+    """Judge walker ``w``'s frame ``f`` with its uncertainty ``u`` (informativeness, force_error): count
+    it, record a candidate (or the frame that stops it, unless broken), move the walker's last accepted
+    frame. Returns whether the walker stops now."""
+    limits = {**dyn.limits, "max_temperature": dyn.limits["max_temperature_factor"] * w.temperature,
+              "cell": f.cell, "pbc": w.pbc}
+    reason = sanity_reason(f.x, f.numbers, f.forces, f.energy, w.last_energy, f.temperature, limits)
+    value = u[dyn.measure]
+    verdict = decide(value, dyn.low, dyn.high, reason)
+    w.checks.append([w.step, value, reason, verdict])
+    if verdict == "stopped":
+        w.status, w.reason = "stopped", reason or f"{dyn.measure} {value:.3g} > {dyn.high}"
+        if labelable(f.x, f.numbers, limits):  # the model failed here, the geometry did not:
+            records.append(_record(w, f, u, iteration, dyn))  # the most informative frame, a candidate
+        return True
+    w.counts[verdict] += 1
+    w.last_energy = f.energy
+    w.accepted = {"positions": f.x.tolist(), "velocities": f.v.tolist(), "cell": f.cell,
+                  "cell_momentum": f.cell_momentum}
+    if verdict == "candidate":
+        records.append(_record(w, f, u, iteration, dyn))
+    return False
+
+
+def _record(w: Walker, f: Frame, u: dict, iteration: int, dyn: Dynamics) -> dict:
+    """Walker ``w``'s frame as a candidate (id from iteration, walker and check)."""
     return {"id": (iteration + 1) * ID_BASE + w.index * 10**5 + (w.step // dyn.check_every),
-            "walker": w.index, "step": w.step, "informativeness": float(u["informativeness"][k]),
-            "force_error": float(u["force_error"][k]),
-            "numbers": w.numbers, "positions": b.x[b.slice(k)].tolist(), "cell": w.cell, "pbc": w.pbc}
+            "walker": w.index, "step": w.step, "informativeness": u["informativeness"],
+            "force_error": u["force_error"], "numbers": w.numbers, "positions": f.x.tolist(), "cell": f.cell,
+            "pbc": w.pbc}
 
 
 def _store(b: _Batch) -> None:
@@ -150,8 +179,12 @@ def run_walkers(model, head: UncertaintyHead, walkers: Sequence[Walker], dyn: Dy
     """Step every running walker to ``dyn.steps`` (or until it stops), all as one batch; candidates go
     to ``records``. ``checkpoint(walkers, records)`` is called at least every ``checkpoint_seconds``,
     always right after a check (a rerun from it repeats the same steps)."""
-    active = [w for w in walkers if w.status == "running"]
     last_save = time.monotonic()
+    for w in [w for w in walkers if w.status == "running" and dyn.pressure is not None and all(w.pbc)]:
+        last_save = run_cell_walker(model, head, w, dyn, iteration, records,
+                                    lambda: checkpoint(walkers, records) if checkpoint else None,
+                                    checkpoint_seconds, last_save)
+    active = [w for w in walkers if w.status == "running" and not (dyn.pressure is not None and all(w.pbc))]
     while active:
         b = _Batch(active)
         energies, forces, _ = _evaluate(model, head, b, check=False)
@@ -173,3 +206,56 @@ def run_walkers(model, head: UncertaintyHead, walkers: Sequence[Walker], dyn: Dy
             if w.status == "running" and w.step >= dyn.steps:
                 w.status = "finished"
         active = [w for w in active if w.status == "running"]
+
+
+def run_cell_walker(model, head: UncertaintyHead, w: Walker, dyn: Dynamics, iteration: int, records: list,
+                    save: Callable[[], None], checkpoint_seconds: float, last_save: float) -> float:
+    """Step one periodic walker at constant pressure to ``dyn.steps`` (or until it stops), judged every
+    ``check_every`` steps; returns the time of the last ``save``. One ASE dynamics per walker, not a batch:
+    the cell's equations couple all of a walker's atoms, ASE's integrator is maintained and tested, and a
+    periodic walker is large enough (tens to hundreds of atoms) that the per-call overhead batching saves
+    is small. Every stretch between checks starts from the walker's stored state, exactly as a rerun from
+    a checkpoint does, so that a killed job reruns to the same candidates (the calculator's cached
+    forces at the same positions make that free)."""
+    from oedal.oed.calculator import UncertaintyCalculator
+
+    calc = UncertaintyCalculator(model, head=head)
+    while w.status == "running" and w.step < dyn.steps:
+        atoms, md, rng = _cell_dynamics(w, dyn, calc)
+        n = min(dyn.check_every, dyn.steps - w.step)
+        md.run(n)
+        w.step += n
+        r = atoms.calc.results
+        frame = Frame(atoms.positions.copy(), atoms.get_velocities(), atoms.numbers, r["forces"], r["energy"],
+                      atoms.get_temperature(), atoms.cell[:].tolist(), np.asarray(md.p_eps).tolist())
+        stopped = judge(w, frame, {k: r[k] for k in ("informativeness", "force_error")}, dyn, iteration, records)
+        w.positions, w.velocities, w.cell = frame.x.tolist(), frame.v.tolist(), frame.cell
+        w.cell_momentum, w.rng = frame.cell_momentum, rng.bit_generator.state
+        if stopped or time.monotonic() - last_save >= checkpoint_seconds:
+            save()
+            last_save = time.monotonic()
+    if w.status == "running":
+        w.status = "finished"
+    return last_save
+
+
+def _cell_dynamics(w: Walker, dyn: Dynamics, calc):
+    """(atoms, ASE LangevinBAOAB, its random stream) from walker ``w``'s stored state: BAOAB for the atoms,
+    Langevin–Hoover for the cell (Quigley & Probert, J. Chem. Phys. 120, 11432 (2004)) at ``dyn.pressure``."""
+    from ase import Atoms
+    from ase.md.langevinbaoab import LangevinBAOAB
+
+    atoms = Atoms(w.numbers, positions=w.positions, cell=w.cell, pbc=w.pbc)
+    atoms.set_velocities(np.asarray(w.velocities))
+    atoms.calc = calc
+    rng = np.random.default_rng()
+    rng.bit_generator.state = w.rng
+    t_tau = units.fs / dyn.friction if dyn.friction > 0 else 50 * dyn.timestep * units.fs
+    with warnings.catch_warnings():  # ASE's heuristic barostat mass (a cell period of P_tau / 4) is meant
+        warnings.simplefilter("ignore", UserWarning)
+        md = LangevinBAOAB(atoms, dyn.timestep * units.fs, temperature_K=w.temperature, rng=rng,
+                           externalstress=-dyn.pressure * units.GPa, hydrostatic=dyn.hydrostatic,
+                           T_tau=t_tau, P_tau=20 * t_tau)  # ASE's default cell time scale, said aloud
+    if w.cell_momentum is not None:
+        md.p_eps = np.asarray(w.cell_momentum) if np.ndim(w.cell_momentum) else float(w.cell_momentum)
+    return atoms, md, rng

@@ -30,17 +30,20 @@ def _explore(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rattle(args: argparse.Namespace) -> int:
-    from oedal.campaign.explore import rattled_structures
-    from oedal.campaign.settings import ExploreSettings
+def _initial(args: argparse.Namespace) -> int:
+    from oedal.campaign.explore import initial_structures
+    from oedal.campaign.settings import ExploreSettings, SamplingSettings
     from oedal.data.store import write_store
     from oedal.settings import load_settings
 
     settings = load_settings(ExploreSettings, args.settings)
+    sampling = load_settings(SamplingSettings, args.sampling)
     check_outputs(args.out)
-    structures = rattled_structures(settings.starts, args.n, settings.rattle, args.seed, settings.min_distance)
-    write_store(args.out, structures, attrs={"content": f"rattled starts (sigma {settings.rattle} A)"})
-    log.info("wrote %d rattled copies of %s to %s", len(structures), ", ".join(settings.starts), args.out)
+    structures = initial_structures(settings, sampling, args.n, args.seed)
+    how = (f"rattled starts (sigma up to {settings.rattle} A)" if settings.initial == "rattle" else
+           f"MD of the starts with {sampling.potential.kind}")
+    write_store(args.out, structures, attrs={"content": how})
+    log.info("wrote %d initial structures (%s) of %s to %s", len(structures), how, ", ".join(settings.starts), args.out)
     return 0
 
 
@@ -79,12 +82,14 @@ def register(sub) -> None:
     p.add_argument("--status", default=None, help="the iteration's status.json: once the campaign has stopped, no MD")
     p.set_defaults(func=_explore)
 
-    p = sub.add_parser("rattle", help="rattled copies of the exploration starts (unlabeled): the initial structures")
-    p.add_argument("--settings", default=None, help="ExploreSettings as JSON text or file (starts, rattle)")
+    p = sub.add_parser("initial", aliases=["rattle"], help="the exploration campaign's initial structures "
+                       "(unlabeled): rattled copies of the starts, or a short MD of them (explore.initial)")
+    p.add_argument("--settings", default=None, help="ExploreSettings as JSON text or file (starts, initial, rattle)")
+    p.add_argument("--sampling", default=None, help="SamplingSettings as JSON text or file (the MD's potential)")
     p.add_argument("--n", type=int, required=True, help="number of structures")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="unlabeled store to write (.h5)")
-    p.set_defaults(func=_rattle)
+    p.set_defaults(func=_initial)
 
     p = sub.add_parser("gather-candidates", help="one pool from every walker shard's candidates, and the counts")
     p.add_argument("--candidates", nargs="+", required=True, help="candidate stores of the shards")
