@@ -2,7 +2,7 @@
 per walker; the exploration campaign against pool-based selection. Not a test.
 
     python benchmarks/bench_explore.py calculator [--steps 300 --rounds 5]   # ms per MD step, plain vs uncertainty
-    python benchmarks/bench_explore.py walkers [--walkers 1 4 16 --steps 200] # ms per walker-step, batched vs ASE
+    python benchmarks/bench_explore.py walkers [--walkers 1 4 16 --steps 200 --torch-sim]  # ms per walker-step
     python benchmarks/bench_explore.py campaigns [--report]                  # labels to 1 kcal/mol/Å (xTB, ≈ 1 h)
 
 Model: the paper's GM-NN (r_c 4 Å, 9 Gaussians, 7 radial functions, [256, 128]) trained by `oedal train` for
@@ -133,19 +133,70 @@ def per_walker_ms(path: Path, n: int, steps: int) -> float:
     return 1e3 * (time.perf_counter() - t) / (n * steps)
 
 
+def torch_sim_ms(path: Path, n: int, steps: int) -> float:
+    """Wall ms per walker-step of the same ``n`` walkers stepped by torch-sim's batched BAOAB Langevin
+    (torch_sim.integrators.nvt_langevin) with GM-NN behind torch-sim's ModelInterface: energies and forces
+    only (no uncertainty at all: the comparison favours torch-sim)."""
+    import torch
+    import torch_sim as ts
+    from ase import units
+    from torch_sim.integrators.nvt import nvt_langevin
+    from torch_sim.models.interface import ModelInterface
+
+    from oedal.data.structures import Structures
+    from oedal.gmnn.batching import make_batch
+    from oedal.gmnn.model import load_model
+
+    class GMNNModel(ModelInterface):
+        def __init__(self, model):
+            super().__init__()
+            self.model, self._device, self._dtype = model, torch.device("cpu"), torch.float64
+            self._compute_forces, self._compute_stress = True, False
+
+        def forward(self, state, **_):
+            n_atoms = torch.bincount(state.system_idx).numpy()
+            s = Structures(positions=state.positions.detach().numpy(), numbers=state.atomic_numbers.numpy(),
+                           n_atoms=n_atoms, cell=np.zeros((len(n_atoms), 3, 3)), pbc=np.zeros((len(n_atoms), 3), bool),
+                           ids=np.arange(len(n_atoms)))
+            ev = self.model.evaluate(make_batch(s, self.model.cutoff, self.model.species, dtype=torch.float64))
+            return {"energy": ev.energy.double(), "forces": ev.forces.double()}
+
+    model = load_model(path)
+    model.eval()
+    torch.set_num_threads(1)
+    wrapped = GMNNModel(model)
+    state = ts.io.atoms_to_state([ethanol(k) for k in range(n)], torch.device("cpu"), torch.float64)
+    kt = torch.tensor(units.kB * 300.0, dtype=torch.float64)
+    init, update = nvt_langevin(wrapped, dt=torch.tensor(0.5 * units.fs, dtype=torch.float64), kT=kt,
+                                gamma=torch.tensor(0.01 / units.fs, dtype=torch.float64), seed=1)
+    state = init(state)
+    t = time.perf_counter()
+    for _ in range(steps):
+        state = update(state)
+    return 1e3 * (time.perf_counter() - t) / (n * steps)
+
+
 def bench_walkers(args) -> None:
     path = trained_model(args.folder)
     batched_ms(path, 2, 20), per_walker_ms(path, 1, 20)  # warm-up: kernels compiled, caches filled
+    if args.torch_sim:
+        torch_sim_ms(path, 2, 20)
     print(f"ethanol walkers at 300 K, checked every 10 steps, {args.steps} steps each, one thread (median of "
           f"{args.rounds} alternating rounds):")
     for n in args.walkers:
-        ratios, b_ms, a_ms = [], [], []
+        ratios, b_ms, a_ms, t_ms, t_ratios = [], [], [], [], []
         for _ in range(args.rounds):
             b_ms.append(batched_ms(path, n, args.steps))
             a_ms.append(per_walker_ms(path, n, args.steps))
             ratios.append(a_ms[-1] / b_ms[-1])
-        print(f"  {n:3d} walkers: batched {np.median(b_ms):6.2f} ms per walker-step, one ASE MD per walker "
-              f"{np.median(a_ms):6.2f}: batched ×{np.median(ratios):.2f} faster")
+            if args.torch_sim:
+                t_ms.append(torch_sim_ms(path, n, args.steps))
+                t_ratios.append(t_ms[-1] / b_ms[-1])
+        line = (f"  {n:3d} walkers: batched {np.median(b_ms):6.2f} ms per walker-step, one ASE MD per walker "
+                f"{np.median(a_ms):6.2f}: batched ×{np.median(ratios):.2f} faster")
+        if t_ms:
+            line += f"; torch-sim nvt_langevin {np.median(t_ms):6.2f} (×{np.median(t_ratios):.2f} of ours)"
+        print(line)
 
 
 TEST = ROOT / "results" / "bench_explore_data" / "xtb_1000K_test.h5"  # the common test set (dataset.transfer)
@@ -201,6 +252,7 @@ def labels_to_reach(rows: list[dict], target: float) -> str:
 def report_campaigns() -> None:
     arms = {"(a) exploration, OED trigger + greedy QS1": ("bench_explore", "qs1-greedy"),
             "(a′) the same, initial set from a short xTB MD": ("bench_explore_md", "qs1-greedy"),
+            "(a″) the same as (a), bands in eV/Å (calibrated force error)": ("bench_explore_force", "qs1-greedy"),
             "(b) pool, greedy QS1": ("bench_pool", "qs1-greedy"), "(c) pool, random": ("bench_pool", "random")}
     print(f"ethanol, GFN2-xTB labels; test: {len(_test_frames())} frames of an independent 1000 K xTB MD; "
           "force MAE in kcal/mol/Å")
@@ -212,6 +264,12 @@ def report_campaigns() -> None:
             continue
         print(f"{arm}\n  labels:MAE  " + "  ".join(f"{r['labels_spent']}:{r[F_MAE]:.2f}" for r in rows))
         print("  to 3 / 2 / 1.5 / 1: " + " | ".join(labels_to_reach(rows, t) for t in (3.0, 2.0, 1.5, 1.0)))
+        walkers = [json.loads(f.read_text()) for f in sorted(run.glob("iter_*/explore.json"))]
+        if walkers:
+            print("  walkers per round (clean/candidates/stopped/waiting): " + "  ".join(
+                f"{w['clean']}/{w['with_candidates']}/{w['stopped']}/{w.get('waiting', 0)}" for w in walkers))
+            reasons = sorted({r.split(" (")[0] for w in walkers for r in w["stop_reasons"]})
+            print(f"  stop reasons: {'; '.join(reasons) or 'none'}")
         cycles = [cycle_seconds(d) for d in sorted(run.glob("iter_*"))[1:] if (d / "benchmarks").is_dir()]
         cycles = [c for c in cycles if c["training"][0] > 0]
         if cycles:
@@ -229,19 +287,25 @@ def _test_frames():
 def bench_campaigns(args) -> None:
     """Labels spent against the force MAE on one common, independent 1000 K xTB MD test set for (a)
     exploration (config/bench_explore.yaml), (a′) the same from a short-MD initial set
-    (+ config/bench_explore_md.yaml), (b) pool-based greedy QS1 and (c) random on an xTB MD pool
-    (config/bench_pool.yaml): the same model, training and batches. The pool campaign runs on one core
-    beside the two exploration campaigns on the other (``--cores 1`` each); ``--report`` only prints."""
+    (+ config/bench_explore_md.yaml), (a″) with bands in eV/Å (+ config/bench_explore_force.yaml), (b)
+    pool-based greedy QS1 and (c) random on an xTB MD pool (config/bench_pool.yaml): the same model,
+    training and batches. Two queues of campaigns, one core each (``--cores 1``); ``--report`` only prints."""
     common_test_set()
     if not args.report:
+        from concurrent.futures import ThreadPoolExecutor
+
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-        smk = [sys.executable, "-m", "snakemake", "--cores", "1", "--configfile"]
         explore = "config/bench_explore.yaml"
-        pool = subprocess.Popen([*smk, "config/bench_pool.yaml"], cwd=ROOT, env=env)  # one core: (b) and (c)
-        for configs in ([explore], [explore, "config/bench_explore_md.yaml"]):  # the other core: (a), then (a′)
-            subprocess.run([*smk, *configs], cwd=ROOT, env=env, check=True)
-        if pool.wait():
-            sys.exit("the pool campaign failed: see .snakemake/log")
+        queues = ([[explore], [explore, "config/bench_explore_md.yaml"]],  # one core
+                  [["config/bench_pool.yaml"], [explore, "config/bench_explore_force.yaml"]])  # the other
+
+        def run(queue) -> None:
+            for configs in queue:
+                subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", *configs], cwd=ROOT,
+                               env=env, check=True)
+
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(run, queues))
     report_campaigns()
 
 
@@ -255,6 +319,8 @@ def main() -> None:
     w.add_argument("--walkers", type=int, nargs="+", default=[1, 4, 16])
     w.add_argument("--steps", type=int, default=200)
     w.add_argument("--rounds", type=int, default=3)
+    w.add_argument("--torch-sim", action="store_true", help="also torch-sim's batched Langevin (pip install "
+                   "torch-sim-atomistic; energies and forces only)")
     k = sub.add_parser("campaigns")
     k.add_argument("--report", action="store_true", help="only print the figures of the finished campaigns")
     for q in (c, w, k):

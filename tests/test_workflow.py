@@ -288,6 +288,17 @@ def test_tiny_campaign_end_to_end(tiny_run):
         assert rows.sort_values("iteration")["labels_spent"].is_monotonic_increasing
     selecting = table[table["iteration"] < LAST]
     assert selecting["selection_s"].notna().all()  # random: the select step alone
+    # each model on the frames it picked, once labeled: their number, and its errors there recomputed
+    assert (selecting["labeled_n_structures"] == m).all() and table["labeled_n_structures"].isna().sum() == 2
+    from oedal.gmnn.evaluation import error_metrics
+    from oedal.gmnn.model import load_model
+
+    d = iter_dir(results, "random", 1)
+    labeled = read_store(d / "labeled.h5")  # the picks and the redrawn validation structures: the picks only
+    picks = labeled.subset(np.flatnonzero(np.isin(labeled.ids, read_ids(d / "selected.h5"))))
+    again = error_metrics(load_model(d / "model.pt"), picks)["forces_mae_kcal/mol/A"]
+    row = table[(table["strategy"] == "random") & (table["iteration"] == 1)].iloc[0]
+    assert row["labeled_forces_mae_kcal/mol/A"] == pytest.approx(again, rel=1e-6)
     assert (results / "tiny" / "learning_curve.png").stat().st_size > 1000
     assert (results / "tiny" / "report.html").stat().st_size > 10000  # tests/test_report.py looks inside
     assert json.loads((results / "tiny" / "campaign.json").read_text())["last_iteration"] == LAST

@@ -34,6 +34,7 @@ rule summarize_campaign:
     input:
         metrics=summary_inputs(*metrics_files()),
         status=summary_inputs("status.json"),
+        labeled=summary_inputs("metrics_labeled.json", last=LAST - 1),  # the last iteration labels nothing
     output:
         summary=f"{RESULTS}/{{campaign}}/summary.csv",
         comparison=f"{RESULTS}/{{campaign}}/comparison.csv",

@@ -1,11 +1,12 @@
 # Helpers of the rules in report.smk (input functions, flags); shared ones live in common.smk.
 
 
-def summary_inputs(*names: str):
-    """Input function: the files ``names`` of every iteration of every run of the campaign."""
+def summary_inputs(*names: str, last: int | None = None):
+    """Input function: the files ``names`` of every iteration (up to ``last``, default LAST) of every run."""
 
     def files(wildcards) -> list[str]:
-        return [f"{d}/iter_{i:03d}/{name}" for _, _, d in run_dirs(wildcards.campaign) for i in range(LAST + 1)
+        upto = LAST if last is None else last
+        return [f"{d}/iter_{i:03d}/{name}" for _, _, d in run_dirs(wildcards.campaign) for i in range(upto + 1)
                 for name in names]
 
     return files

@@ -160,3 +160,26 @@ rule evaluate_model:
     shell:
         "oedal evaluate --model {input.model:q} --data {input.test:q} --out {output:q} --device {resources.device:q}"
         " > {log:q} 2>&1"
+
+
+rule evaluate_labeled:
+    """How this iteration's model did on the frames it picked (selected.h5; not the redrawn validation
+    structures), once the oracle labeled them: its errors there and the calibration of its uncertainty on newly labeled frames (Spearman r of score and force
+    error, miscalibration area of the error map; columns labeled_* of the summary). Empty when the
+    iteration labeled nothing."""
+    input:
+        model=f"{ITER}/model.pt",
+        labeled=f"{ITER}/labeled.h5",
+        selected=f"{ITER}/selected.h5",
+    output:
+        f"{ITER}/metrics_labeled.json",
+    log:
+        f"{ITER}/logs/evaluate_labeled.log",
+    threads: 1
+    resources:
+        **EVALUATE_RESOURCES,
+    conda:
+        ENV_CORE
+    shell:
+        "oedal evaluate --model {input.model:q} --data {input.labeled:q} --only-ids-of {input.selected:q}"
+        " --out {output:q} --allow-empty --device {resources.device:q} > {log:q} 2>&1"

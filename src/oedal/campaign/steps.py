@@ -482,6 +482,9 @@ def summary_rows(run_dirs: list[tuple[str, int, str | Path]], iterations: int,
             for prefix, name in (extra or {}).items():  # (how the model was trained is said once, above)
                 row.update({k: v for k, v in _flat_metrics(_read_json(d / name), prefix=f"{prefix}_").items()
                             if not k.startswith(f"{prefix}_training_")})
+            if (d / "metrics_labeled.json").exists():  # this model on the frames it picked, once labeled
+                labeled = _flat_metrics(_read_json(d / "metrics_labeled.json"), prefix="labeled_")
+                row.update({k: v for k, v in labeled.items() if not k.startswith("labeled_training_")})
             if (d / "explore.json").exists():  # this model's walkers: accurate / candidate / stopped
                 row.update(_flat_metrics(_read_json(d / "explore.json"), prefix="explore_"))
             row.update(_job_seconds(d, Path(run_dir).parent.parent / f"seed{seed}" / d.name))

@@ -7,6 +7,8 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from oedal.cli import add_min_distance
 from oedal.data.validate import check_store
 from oedal.files import atomic_path, check_outputs
@@ -75,6 +77,13 @@ def _write_json_atomic(data: dict, path: Path) -> None:
         tmp.write_text(json.dumps(data, indent=2))
 
 
+def _store_size(path) -> int:
+    from oedal.data.store import StoreReader
+
+    with StoreReader(path) as reader:
+        return len(reader)
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from oedal.data.store import read_store
     from oedal.device import resolve_device, set_threads
@@ -82,10 +91,19 @@ def _evaluate(args: argparse.Namespace) -> int:
     from oedal.gmnn.model import load_model
 
     check_outputs(args.out)
+    if args.allow_empty and _store_size(args.data) == 0:  # e.g. an iteration that labeled nothing
+        _write_json_atomic({"n_structures": 0, "model": str(args.model), "data": str(args.data)}, Path(args.out))
+        log.info("%s holds no structure: nothing to evaluate -> %s", args.data, args.out)
+        return 0
     set_threads(args.threads)
     model = load_model(args.model, device=resolve_device(args.device))
     check_store(args.data, labels=True, forces=True, known_numbers=model.species, min_distance=args.min_distance)
     data = read_store(args.data)
+    if args.only_ids_of is not None:  # e.g. the selected frames among an iteration's labeled ones
+        data = data.subset(np.flatnonzero(np.isin(data.ids, read_store(args.only_ids_of).ids)))
+    if len(data) == 0 and args.allow_empty:
+        _write_json_atomic({"n_structures": 0, "model": str(args.model), "data": str(args.data)}, Path(args.out))
+        return 0
     metrics = error_metrics(model, data, batch_size=args.batch_size)
     metrics.update(training_record(model.meta))
     if model.meta.get("uncertainty") is not None and len(data) > 2:  # does the uncertainty track the error?
@@ -138,5 +156,8 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--device", default="cpu", help=DEVICE_HELP + " (default: cpu)")
     p.add_argument("--threads", type=int)
+    p.add_argument("--allow-empty", action="store_true", help="an empty store gives {n_structures: 0}, not an error")
+    p.add_argument("--only-ids-of", type=Path, default=None, help="evaluate only the structures whose ids this "
+                   "store holds (e.g. an iteration's selected.h5 within its labeled.h5)")
     add_min_distance(p)
     p.set_defaults(func=_evaluate)
