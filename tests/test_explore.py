@@ -324,3 +324,20 @@ def test_npt_walkers_follow_the_pressure_and_a_rerun_from_a_checkpoint_repeats_t
     assert [r["id"] for r in again] == [r["id"] for r in records]
     np.testing.assert_array_equal([r["positions"] for r in again], [r["positions"] for r in records])  # bit for bit
     np.testing.assert_array_equal(resumed[0].cell, squeezed[0].cell)
+
+
+def test_a_walker_stopped_at_its_first_check_resumes_from_where_it_started_not_where_it_stopped():
+    from oedal.campaign.explore import resume_walkers
+
+    x0 = np.array([[0.0, 0.0, 0.0], [1.1, 0.0, 0.0], [0.0, 1.1, 0.0]])
+    atoms = Atoms("CHH", positions=x0)
+    walkers = start_walkers([atoms], [300.0], 1, seed=2)
+    start = np.array(walkers[0].positions)
+    hot = {**LIMITS, "max_temperature_factor": 1.0001}  # any kinetic temperature above T stops it
+    for _ in range(3):  # round after round: the first check stops it, the next round starts where this one did
+        walkers[0].velocities = (np.array(walkers[0].velocities) * 3.0).tolist()  # well above 300 K
+        run_walkers(Harmonic(x0), ConstantHead(), walkers, Dynamics(50, 0.5, 0.01, 10, 1.0, 20.0, hot), 0, [])
+        assert walkers[0].status == "stopped" and walkers[0].step == 10
+        assert not np.allclose(walkers[0].positions, start)  # it moved for 10 steps before it stopped
+        walkers = resume_walkers(walkers)
+        np.testing.assert_array_equal(walkers[0].positions, start)

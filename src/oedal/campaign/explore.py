@@ -141,19 +141,30 @@ def start_walkers(starts: Sequence, temperatures: Sequence[float], per_start: in
                 masses = atoms.get_masses()[:, None]
                 v = rng.normal(size=(len(atoms), 3)) * np.sqrt(units.kB * temperature / masses)
                 v -= (masses * v).sum(0) / masses.sum()
-                walkers.append(Walker(k, float(temperature), atoms.numbers.tolist(), atoms.positions.tolist(),
-                                      v.tolist(), atoms.cell[:].tolist(), atoms.pbc.tolist(), rng.bit_generator.state))
+                walker = Walker(k, float(temperature), atoms.numbers.tolist(), atoms.positions.tolist(), v.tolist(),
+                                atoms.cell[:].tolist(), atoms.pbc.tolist(), rng.bit_generator.state)
+                walker.accepted = _frame_of(walker)
+                walkers.append(walker)
     return walkers
 
 
+def _frame_of(w: Walker) -> dict:
+    """Where walker ``w`` stands now, as an accepted frame (positions, velocities, cell, cell momentum)."""
+    return {"positions": w.positions, "velocities": w.velocities, "cell": w.cell, "cell_momentum": w.cell_momentum}
+
+
 def resume_walkers(previous: Sequence[Walker]) -> list[Walker]:
-    """Next iteration's walkers: each from its last accepted frame (or where it was), step and status reset."""
+    """Next iteration's walkers: each from its last accepted frame, step and status reset. A walker
+    starts every iteration with that frame as its accepted one, so that one stopped at its first
+    check resumes from where the iteration started it, not from the frame that stopped it."""
     out = []
     for w in previous:
-        frame = w.accepted or {"positions": w.positions, "velocities": w.velocities}
-        out.append(Walker(w.index, w.temperature, w.numbers, frame["positions"], frame["velocities"],
-                          frame.get("cell", w.cell), w.pbc, w.rng,
-                          cell_momentum=frame.get("cell_momentum", w.cell_momentum)))
+        frame = w.accepted or _frame_of(w)  # walker files written before every walker carried a frame
+        walker = Walker(w.index, w.temperature, w.numbers, frame["positions"], frame["velocities"],
+                        frame.get("cell", w.cell), w.pbc, w.rng,
+                        cell_momentum=frame.get("cell_momentum", w.cell_momentum))
+        walker.accepted = _frame_of(walker)
+        out.append(walker)
     return out
 
 
