@@ -162,6 +162,10 @@ rule evaluate_model:
         " > {log:q} 2>&1"
 
 
+localrules:
+    evaluate_labeled,  # seconds on a few dozen frames: not worth a cluster job's queue wait
+
+
 rule evaluate_labeled:
     """How this iteration's model did on the frames it picked (selected.h5; not the redrawn validation
     structures), once the oracle labeled them: its errors there and the calibration of its uncertainty on newly labeled frames (Spearman r of score and force
