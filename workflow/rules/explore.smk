@@ -56,7 +56,8 @@ rule explore_shard:
     benchmark:
         f"{ITER}/benchmarks/explore_{{shard}}.tsv"
     params:
-        settings=settings_json("explore", exclude={"shards", "converged", "initial", "initial_temperature", "initial_interval", "rattle"}),
+        settings=settings_json("explore", exclude={"shards", "converged", "initial", "initial_temperature",
+                                                   "initial_interval", "rattle"}),
         previous=previous_walkers_flag,
         seed=explore_seed,
         shards=CAMPAIGN.explore.shards,

@@ -23,6 +23,7 @@ and its state is checkpointed: a job killed at any moment reruns to the same can
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -263,9 +264,7 @@ def md_structures(settings, sampling, n: int, seed: int) -> Structures:
         md = sampling.model_copy(update={"temperature": temperature, "n_frames": per_start, "equilibration_steps": 0,
                                          "interval": settings.initial_interval, "seed": seed * 1000 + k})
         parts.append(run_md(atoms, md).structures.without_labels())
-    frames = Structures.concatenate(parts).subset(np.arange(n))
-    return Structures(positions=frames.positions, numbers=frames.numbers, n_atoms=frames.n_atoms, cell=frames.cell,
-                      pbc=frames.pbc, ids=np.arange(n))
+    return dataclasses.replace(Structures.concatenate(parts).subset(np.arange(n)), ids=np.arange(n))
 
 
 def hold_back(walkers: Sequence[Walker], iteration: int) -> None:

@@ -180,11 +180,12 @@ def run_walkers(model, head: UncertaintyHead, walkers: Sequence[Walker], dyn: Dy
     to ``records``. ``checkpoint(walkers, records)`` is called at least every ``checkpoint_seconds``,
     always right after a check (a rerun from it repeats the same steps)."""
     last_save = time.monotonic()
-    for w in [w for w in walkers if w.status == "running" and dyn.pressure is not None and all(w.pbc)]:
+    npt = [w for w in walkers if w.status == "running" and dyn.pressure is not None and all(w.pbc)]
+    for w in npt:
         last_save = run_cell_walker(model, head, w, dyn, iteration, records,
                                     lambda: checkpoint(walkers, records) if checkpoint else None,
                                     checkpoint_seconds, last_save)
-    active = [w for w in walkers if w.status == "running" and not (dyn.pressure is not None and all(w.pbc))]
+    active = [w for w in walkers if w.status == "running" and w not in npt]
     while active:
         b = _Batch(active)
         energies, forces, _ = _evaluate(model, head, b, check=False)

@@ -84,6 +84,13 @@ def _store_size(path) -> int:
         return len(reader)
 
 
+def _nothing_to_evaluate(args: argparse.Namespace) -> int:
+    """``--allow-empty`` and no structure to evaluate: metrics that say so."""
+    _write_json_atomic({"n_structures": 0, "model": str(args.model), "data": str(args.data)}, Path(args.out))
+    log.info("%s: no structure to evaluate -> %s", args.data, args.out)
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from oedal.data.store import read_store
     from oedal.device import resolve_device, set_threads
@@ -92,9 +99,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     check_outputs(args.out)
     if args.allow_empty and _store_size(args.data) == 0:  # e.g. an iteration that labeled nothing
-        _write_json_atomic({"n_structures": 0, "model": str(args.model), "data": str(args.data)}, Path(args.out))
-        log.info("%s holds no structure: nothing to evaluate -> %s", args.data, args.out)
-        return 0
+        return _nothing_to_evaluate(args)
     set_threads(args.threads)
     model = load_model(args.model, device=resolve_device(args.device))
     check_store(args.data, labels=True, forces=True, known_numbers=model.species, min_distance=args.min_distance)
@@ -102,8 +107,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.only_ids_of is not None:  # e.g. the selected frames among an iteration's labeled ones
         data = data.subset(np.flatnonzero(np.isin(data.ids, read_store(args.only_ids_of).ids)))
     if len(data) == 0 and args.allow_empty:
-        _write_json_atomic({"n_structures": 0, "model": str(args.model), "data": str(args.data)}, Path(args.out))
-        return 0
+        return _nothing_to_evaluate(args)
     metrics = error_metrics(model, data, batch_size=args.batch_size)
     metrics.update(training_record(model.meta))
     if model.meta.get("uncertainty") is not None and len(data) > 2:  # does the uncertainty track the error?
