@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -178,6 +179,8 @@ def test_exploration_converges_when_enough_walkers_run_clean(tmp_path, converged
     reason = explore_stop_reason(counts)
     assert (reason is not None and "converged" in reason) is expect_stop
     assert "no candidate" in explore_stop_reason({**counts, "converged": False, "candidates": 0})
+    # nothing found while hotter walkers still wait on the ramp: not a reason to stop
+    assert explore_stop_reason({**counts, "converged": False, "candidates": 0, "waiting": 2}) is None
 
 
 def test_rattled_starts_have_the_asked_spread_and_split_keeps_the_test_set_apart(tmp_path, ethanol_structures):
@@ -341,3 +344,38 @@ def test_a_walker_stopped_at_its_first_check_resumes_from_where_it_started_not_w
         assert not np.allclose(walkers[0].positions, start)  # it moved for 10 steps before it stopped
         walkers = resume_walkers(walkers)
         np.testing.assert_array_equal(walkers[0].positions, start)
+
+
+def test_a_walker_stuck_at_its_first_check_round_after_round_restarts_from_its_start_geometry():
+    """restart_after = 2: stopped at the first check once, it resumes from its last accepted frame; twice
+    in a row, it starts again at its start geometry with fresh Maxwell–Boltzmann velocities from its own
+    random stream (the same on a rerun), and its count is reset. A stop at a later check is no stuck
+    round; restart_after = 0 never restarts."""
+    from oedal.campaign.explore import resume_walkers
+
+    atoms = Atoms("OHH", positions=[[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]])
+    w = start_walkers([atoms], [600.0], 1, seed=4)[0]
+    elsewhere = {"positions": (np.array(w.positions) + 0.05).tolist(), "velocities": (np.array(w.velocities) * 0.5).tolist(),
+                 "cell": w.cell, "cell_momentum": None}
+
+    def stopped_at(w, checks: int):
+        w.status, w.accepted = "stopped", elsewhere
+        w.checks = [[10 * (k + 1), 30.0, None, "stopped" if k == checks - 1 else "accurate"] for k in range(checks)]
+        return w
+
+    once = resume_walkers([stopped_at(w, 1)], restart_after=2)[0]
+    assert once.stuck == 1 and once.positions == elsewhere["positions"]
+    twice = resume_walkers([stopped_at(once, 1)], restart_after=2)[0]
+    assert twice.stuck == 0 and twice.status == "running"
+    np.testing.assert_array_equal(twice.positions, atoms.positions)
+    v = np.array(twice.velocities)
+    assert not np.allclose(v, elsewhere["velocities"]) and not np.allclose(v, w.velocities)
+    masses = atoms.get_masses()[:, None]
+    np.testing.assert_allclose((masses * v).sum(0), 0.0, atol=1e-12)  # no centre-of-mass drift
+    assert twice.rng != once.rng  # the stream moved on: the next round's noise is new too
+    again = resume_walkers([stopped_at(dataclasses.replace(once), 1)], restart_after=2)[0]
+    np.testing.assert_array_equal(again.velocities, twice.velocities)  # a rerun draws the same
+    later = resume_walkers([stopped_at(dataclasses.replace(once), 3)], restart_after=2)[0]
+    assert later.stuck == 0 and later.positions == elsewhere["positions"]
+    never = resume_walkers([stopped_at(dataclasses.replace(once), 1)], restart_after=0)[0]
+    assert never.stuck == 2 and never.positions == elsewhere["positions"]

@@ -90,3 +90,64 @@ def test_verdict_lines_compare_at_the_last_point_and_warn_about_wall_clock_cuts(
     rows[3]["training_stopped"] = "time"
     assert verdict_lines(rows, metrics=["forces_rmse_kcal/mol/A"])[-1].startswith("WARNING: 1 training(s) stopped")
     assert verdict_lines([r for r in rows if r["strategy"] != "random"])[0] == "no random runs: nothing to compare with"
+
+
+def seeded_rows(rng, data_seeds: int, k: int, effect: float, training_sd: float, data_sd: float = 0.3) -> list[dict]:
+    """One row per (strategy, data seed, training seed): log error = the data seed's difficulty (shared by
+    both strategies: paired) − log(effect) for qs1 + a training seed's own noise (sd ``training_sd``)."""
+    rows = []
+    for seed in range(data_seeds):
+        hard = rng.normal(0, data_sd)
+        for strategy, gain in (("random", 1.0), ("qs1-top", effect)):
+            for t in range(k):
+                error = 2.0 * math.exp(hard + rng.normal(0, training_sd)) / gain
+                rows.append({"strategy": strategy, "seed": seed, "training_seed": t, "iteration": 5, "n_train": 305, "labels_spent": 305,
+                             "forces_maxe_kcal/mol/A": error, "transfer_x_forces_maxe_kcal/mol/A": 3 * error})
+    return rows
+
+
+def test_training_seed_columns_are_the_geometric_mean_and_the_sd_of_the_logs():
+    from oedal.campaign.statistics import training_seed_columns
+
+    models = [{"forces_mae_kcal/mol/A": 1.0, "energy_mae_kcal/mol": 0.5},
+              {"forces_mae_kcal/mol/A": 4.0, "energy_mae_kcal/mol": math.nan}]
+    cols = training_seed_columns(models, ["forces_mae_kcal/mol/A", "energy_mae_kcal/mol"])
+    assert cols["seeds_n"] == 2 and cols["seeds_forces_mae_kcal/mol/A"] == pytest.approx(2.0)
+    assert cols["seeds_sdlog_forces_mae_kcal/mol/A"] == pytest.approx(math.log(4.0) / math.sqrt(2))
+    assert "seeds_energy_mae_kcal/mol" not in cols  # one model without it: no mean of a part
+
+
+def test_averaging_training_seeds_recovers_an_injected_gain_and_the_training_noise():
+    """K models per selected set: the ratio of the geometric means recovers the injected gain with an
+    interval about √K narrower than one model per set, and the pooled spread recovers the injected
+    training-seed sd; the spread is not itself compared as a metric."""
+    from oedal.campaign.statistics import average_training_seeds, metrics_in, training_seed_spread, verdict_lines
+
+    rng = np.random.default_rng(7)
+    k, effect, sd = 4, 1.3, 0.25
+    rows = seeded_rows(rng, data_seeds=40, k=k, effect=effect, training_sd=sd)
+    mean = average_training_seeds(rows)
+    assert len(mean) == 80 and all(r["seeds_n"] == k and "training_seed" not in r for r in mean)
+    assert training_seed_spread(mean, "forces_maxe_kcal/mol/A") == pytest.approx(sd, rel=0.12)
+    assert "seeds_sdlog_forces_maxe_kcal/mol/A" not in metrics_in(mean)
+    assert "seeds_transfer_x_forces_maxe_kcal/mol/A" in metrics_in(mean)
+    one = [r for r in rows if r["training_seed"] == 0]
+    single = paired_ratios(one, "forces_maxe_kcal/mol/A", "qs1-top")[-1]
+    averaged = paired_ratios(mean, "seeds_forces_maxe_kcal/mol/A", "qs1-top")[-1]
+    assert averaged["ratio"] == pytest.approx(effect, rel=0.06)
+    width = lambda e: math.log(e["high"] / e["low"])  # noqa: E731
+    assert width(averaged) / width(single) == pytest.approx(1 / math.sqrt(k), rel=0.35)
+    lines = verdict_lines(mean)
+    assert lines[0].startswith("qs1-top vs random at n train 305: forces maxe (geometric mean over training seeds)")
+    assert "exceeds the seed-to-seed spread" in lines[0]
+    spread = math.exp(training_seed_spread(mean, "forces_maxe_kcal/mol/A"))
+    assert lines[-1].startswith("training seeds: 4 models per selected set") and f"forces maxe ×{spread:.2f}" in lines[-1]
+
+
+def test_without_a_gain_the_averaged_comparison_finds_none():
+    """Training noise alone (no selection effect): the interval of the averaged ratio holds 1."""
+    from oedal.campaign.statistics import average_training_seeds
+
+    est = paired_ratios(average_training_seeds(seeded_rows(np.random.default_rng(3), 8, 3, 1.0, 0.4)),
+                        "seeds_forces_maxe_kcal/mol/A", "qs1-top")[-1]
+    assert est["low"] < 1 < est["high"]

@@ -6,6 +6,7 @@ repository root; results go to a temporary directory through the `results_dir` c
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shlex
@@ -412,6 +413,43 @@ def test_reaching_the_target_error_stops_the_campaign(smk_env, tmp_path):
 # ------------------------------------------------------------------------------------------------
 # Labels are never computed twice: forced reruns, kill -9 of jobs and of Snakemake itself
 # ------------------------------------------------------------------------------------------------
+
+
+def test_training_seeds_added_to_a_finished_campaign_train_and_test_only_the_new_models(smk_env, tiny_run, tmp_path):
+    """training_seeds: 2 on the finished tiny campaign: the dry run plans a second model per iteration (its
+    own seed; iteration 0's once per seed, shared) and its test, and of what exists only the summary and what
+    reads it; once run, summary.csv holds the geometric mean and log spread of the two models' errors
+    (recomputed here from their metrics files), and the verdict compares those means. (It adds files to
+    tiny_run.)"""
+    import pandas as pd
+
+    config = edited_config(tmp_path, training_seeds=2)
+    jobs = dry_run_outputs(smk_env, tiny_run, config=config)
+    rules = {rule for rule, _ in jobs}
+    assert {"train_initial_member", "train_member", "evaluate_initial_member", "evaluate_member"} <= rules
+    assert rules <= {"all", "train_initial_member", "train_member", "evaluate_initial_member", "evaluate_member",
+                     "share_initial", "summarize_campaign", "record_campaign", "plot_learning_curve",
+                     "report_campaign"}, rules
+    existing = {rule for rule, outputs in jobs for f in outputs if Path(f).exists()}
+    assert existing <= {"summarize_campaign", "plot_learning_curve", "record_campaign", "report_campaign"}
+    run_snakemake(smk_env, tiny_run, config=config)
+    table = pd.read_csv(tiny_run / "tiny" / "summary.csv")
+    key = "forces_mae_kcal/mol/A"
+    for strategy in STRATEGIES:
+        for i in range(LAST + 1):
+            d = iter_dir(tiny_run, strategy, i)
+            a, b = (json.loads((d / name).read_text())[key] for name in ("metrics.json", "metrics_k1.json"))
+            assert a != b  # another initialisation, another model
+            row = table[(table["strategy"] == strategy) & (table["iteration"] == i)].iloc[0]
+            assert row["seeds_n"] == 2 and row[key] == pytest.approx(a)
+            assert row["seeds_" + key] == pytest.approx(math.sqrt(a * b), rel=1e-9)
+            assert row["seeds_sdlog_" + key] == pytest.approx(abs(math.log(a / b)) / math.sqrt(2), rel=1e-9)
+    shared = [(iter_dir(tiny_run, s, 0) / "model_k1.pt").read_bytes() for s in STRATEGIES]
+    assert shared[0] == shared[1]  # iteration 0 is trained once per seed
+    verdict = (tiny_run / "tiny" / "verdict.txt").read_text()
+    assert "forces mae (geometric mean over training seeds)" in verdict
+    assert "training seeds: 2 models per selected set" in verdict
+    assert "force MAE (kcal/mol/Å), mean of training seeds" in (tiny_run / "tiny" / "report.html").read_text()
 
 
 def test_forcerun_of_a_labeled_iteration_recomputes_no_label(smk_env, tiny_run):

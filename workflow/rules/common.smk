@@ -37,7 +37,7 @@ TRANSFER = CAMPAIGN.dataset.transfer_sets()  # name → source of the extra test
 # walkers of each strategy make it: exploration).
 _POOL = "" if CAMPAIGN.exploring else r"pool\.h5|"
 SHARED_FILES = (rf"test\.h5|iter_000/(?:train\.h5|valid\.h5|{_POOL}status\.json|model(?:_k\d+)?\.pt"
-                r"|metrics(?:_transfer_\w[\w.-]*)?\.json)")
+                r"|metrics(?:_transfer_\w[\w.-]*)?(?:_k\d+)?\.json)")
 DATA = f"{RESULTS}/{{campaign}}/data"
 SOURCE = f"{DATA}/source.h5"
 
@@ -100,8 +100,10 @@ def previous_dir(wildcards) -> str:
 
 
 def metrics_files() -> list[str]:
-    """The metrics files of every iteration: the test set's, then one per transfer test set."""
-    return ["metrics.json"] + [f"metrics_transfer_{name}.json" for name in TRANSFER]
+    """The metrics files of every iteration: the test set's, then one per transfer test set; with
+    training_seeds K > 1 the same for the models k = 1 … K−1 (metrics_k{k}.json, ...)."""
+    one = ["metrics.json"] + [f"metrics_transfer_{name}.json" for name in TRANSFER]
+    return one + [f.removesuffix(".json") + f"_k{k}.json" for k in range(1, CAMPAIGN.training_seeds) for f in one]
 
 
 def final_targets() -> list[str]:

@@ -45,12 +45,14 @@ rule summarize_campaign:
         runs=run_specs,
         last=LAST,
         transfer=transfer_flags,
+        training_seeds=CAMPAIGN.training_seeds,
     threads: 1
     conda:
         ENV_CORE
     shell:
         "oedal summary --run {params.runs:q} --iterations {params.last} {params.transfer} --out {output.summary:q}"
-        " --comparison {output.comparison:q} --verdict {output.verdict:q} > {log:q} 2>&1"
+        " --comparison {output.comparison:q} --verdict {output.verdict:q} --training-seeds {params.training_seeds}"
+        " > {log:q} 2>&1"
 
 
 rule plot_learning_curve:

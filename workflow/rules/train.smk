@@ -1,4 +1,5 @@
-# Training (one model per iteration; K for query by committee) and evaluation on the test set.
+# Training (one model per iteration; K for query by committee or training_seeds) and evaluation on the
+# test set.
 # Once the campaign has stopped (status.json), `oedal train --carry-from` copies the previous model
 # instead of training. --device follows resources.use_gpu (common.smk).
 
@@ -75,7 +76,8 @@ rule train_model:
 
 
 rule train_member:
-    """Committee member k ≥ 1 (model_k{k}.pt) for query by committee: another seed."""
+    """Member k ≥ 1 (model_k{k}.pt), the same set with another seed: for query by committee, or a
+    training seed (training_seeds) whose errors average out one model's training noise."""
     wildcard_constraints:
         iter=r"(?!000)\d{3}",
     input:
@@ -137,6 +139,51 @@ use rule evaluate_initial_model as evaluate_transfer with:
         f"{ITER}/metrics_transfer_{{transfer}}.json",
     log:
         f"{ITER}/logs/evaluate_transfer_{{transfer}}.log",
+    wildcard_constraints:
+        iter=r"(?!000)\d{3}",
+
+
+# training_seeds K > 1: models k = 1 … K−1 (rule train_member, their own seeds) are tested as model.pt is.
+use rule evaluate_initial_model as evaluate_initial_member with:
+    input:
+        model=f"{INIT}/model_k{{member}}.pt",
+        test=f"{SEED}/test.h5",
+    output:
+        f"{INIT}/metrics_k{{member}}.json",
+    log:
+        f"{INIT}/logs/evaluate_model_k{{member}}.log",
+
+
+use rule evaluate_initial_model as evaluate_initial_member_transfer with:
+    input:
+        model=f"{INIT}/model_k{{member}}.pt",
+        test=f"{DATA}/transfer_{{transfer}}.h5",
+    output:
+        f"{INIT}/metrics_transfer_{{transfer}}_k{{member}}.json",
+    log:
+        f"{INIT}/logs/evaluate_transfer_{{transfer}}_k{{member}}.log",
+
+
+use rule evaluate_initial_model as evaluate_member with:
+    input:
+        model=f"{ITER}/model_k{{member}}.pt",
+        test=f"{RUN}/test.h5",
+    output:
+        f"{ITER}/metrics_k{{member}}.json",
+    log:
+        f"{ITER}/logs/evaluate_model_k{{member}}.log",
+    wildcard_constraints:
+        iter=r"(?!000)\d{3}",
+
+
+use rule evaluate_initial_model as evaluate_member_transfer with:
+    input:
+        model=f"{ITER}/model_k{{member}}.pt",
+        test=f"{DATA}/transfer_{{transfer}}.h5",
+    output:
+        f"{ITER}/metrics_transfer_{{transfer}}_k{{member}}.json",
+    log:
+        f"{ITER}/logs/evaluate_transfer_{{transfer}}_k{{member}}.log",
     wildcard_constraints:
         iter=r"(?!000)\d{3}",
 

@@ -33,7 +33,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 from ase import units
-from ase.data import chemical_symbols, covalent_radii
+from ase.data import atomic_masses, chemical_symbols, covalent_radii
 from ase.geometry import get_distances
 
 from oedal.data.structures import Structures
@@ -125,6 +125,8 @@ class Walker:
     accepted: dict | None = None  # the last frame that passed its check: positions, velocities, cell, cell_momentum
     cell_momentum: list | float | None = None  # NPT: the barostat's cell momentum (ASE LangevinBAOAB p_eps)
     checks: list = field(default_factory=list)  # [step, measured value, sanity reason or None, decision] per check
+    origin: dict | None = None  # where it started: positions, cell (a restart goes back there)
+    stuck: int = 0  # iterations in a row in which it stopped at its first check
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(self.positions, np.float64), np.asarray(self.velocities, np.float64)
@@ -139,14 +141,20 @@ def start_walkers(starts: Sequence, temperatures: Sequence[float], per_start: in
             for _ in range(per_start):
                 k = len(walkers)
                 rng = np.random.default_rng([seed, k])
-                masses = atoms.get_masses()[:, None]
-                v = rng.normal(size=(len(atoms), 3)) * np.sqrt(units.kB * temperature / masses)
-                v -= (masses * v).sum(0) / masses.sum()
+                v = _maxwell_boltzmann(atoms.numbers, temperature, rng)
                 walker = Walker(k, float(temperature), atoms.numbers.tolist(), atoms.positions.tolist(), v.tolist(),
                                 atoms.cell[:].tolist(), atoms.pbc.tolist(), rng.bit_generator.state)
                 walker.accepted = _frame_of(walker)
+                walker.origin = {"positions": walker.positions, "cell": walker.cell}
                 walkers.append(walker)
     return walkers
+
+
+def _maxwell_boltzmann(numbers: Sequence[int], temperature: float, rng: np.random.Generator) -> np.ndarray:
+    """Velocities (Å per ASE time unit) at ``temperature`` K, without centre-of-mass motion."""
+    masses = atomic_masses[np.asarray(numbers)][:, None]
+    v = rng.normal(size=(len(numbers), 3)) * np.sqrt(units.kB * temperature / masses)
+    return v - (masses * v).sum(0) / masses.sum()
 
 
 def _frame_of(w: Walker) -> dict:
@@ -154,19 +162,41 @@ def _frame_of(w: Walker) -> dict:
     return {"positions": w.positions, "velocities": w.velocities, "cell": w.cell, "cell_momentum": w.cell_momentum}
 
 
-def resume_walkers(previous: Sequence[Walker]) -> list[Walker]:
+def resume_walkers(previous: Sequence[Walker], restart_after: int = 0) -> list[Walker]:
     """Next iteration's walkers: each from its last accepted frame, step and status reset. A walker
     starts every iteration with that frame as its accepted one, so that one stopped at its first
-    check resumes from where the iteration started it, not from the frame that stopped it."""
+    check resumes from where the iteration started it, not from the frame that stopped it.
+
+    A walker that stopped at its first check ``restart_after`` iterations in a row (> 0) is stuck in a
+    region every new model sends over a limit at once: it starts again from its start geometry with
+    fresh Maxwell–Boltzmann velocities drawn from its own random stream (DP-GEN restarts every walker
+    from its initial configurations each round)."""
     out = []
     for w in previous:
+        stuck = w.stuck + 1 if w.status == "stopped" and len(w.checks) == 1 else 0
+        if restart_after and stuck >= restart_after and w.origin is not None:
+            out.append(_restarted(w))
+            log.info("walker %d stopped at its first check %d iterations in a row: restarted from its start "
+                     "geometry with fresh velocities", w.index, stuck)
+            continue
         frame = w.accepted or _frame_of(w)  # walker files written before every walker carried a frame
         walker = Walker(w.index, w.temperature, w.numbers, frame["positions"], frame["velocities"],
                         frame.get("cell", w.cell), w.pbc, w.rng,
-                        cell_momentum=frame.get("cell_momentum", w.cell_momentum))
+                        cell_momentum=frame.get("cell_momentum", w.cell_momentum), origin=w.origin, stuck=stuck)
         walker.accepted = _frame_of(walker)
         out.append(walker)
     return out
+
+
+def _restarted(w: Walker) -> Walker:
+    """Walker ``w`` back at its start geometry, new velocities from its random stream, nothing stuck."""
+    rng = np.random.Generator(np.random.PCG64())
+    rng.bit_generator.state = w.rng
+    v = _maxwell_boltzmann(w.numbers, w.temperature, rng)
+    walker = Walker(w.index, w.temperature, w.numbers, w.origin["positions"], v.tolist(), w.origin["cell"], w.pbc,
+                    rng.bit_generator.state, origin=w.origin)
+    walker.accepted = _frame_of(walker)
+    return walker
 
 
 def read_walkers(paths: Sequence[str | Path]) -> list[Walker]:
@@ -317,7 +347,7 @@ def explore_shard(model_path: str | Path, settings, *, shard: int, shards: int, 
     from oedal.gmnn.model import load_model
     from oedal.oed.uncertainty import model_head
 
-    walkers = (resume_walkers(read_walkers(previous)) if previous else
+    walkers = (resume_walkers(read_walkers(previous), settings.restart_after) if previous else
                start_walkers(starting_structures(settings.starts), settings.temperatures, settings.walkers_per_start,
                              seed))[shard::shards]
     if settings.ramp:

@@ -120,6 +120,9 @@ class ExploreSettings(Settings):
     initial_interval: int = Field(10, ge=1, description="MD steps between the initial MD's frames")
     rattle: float = Field(0.15, gt=0, description="largest standard deviation of the rattle displacements (Å); "
                           "copy k of n is rattled by rattle·(k+1)/n; a copy with a short contact is drawn again")
+    restart_after: int = Field(2, ge=0, description="a walker that stopped at its first check this many "
+                               "iterations in a row starts again from its start geometry with fresh velocities "
+                               "(0: never; it resumes from its last accepted frame)")
     ramp: bool = Field(True, description="heat up across iterations (DP-GEN's schedule): iteration i runs the "
                        "walkers of the i+1 lowest temperatures, the others wait; no convergence before all run")
 
@@ -233,6 +236,11 @@ class CampaignSettings(Settings):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     committee: int = Field(4, ge=2, description="qbc: models per iteration (model.pt, model_k1.pt, ...)")
     warm_start: bool = Field(False, description="start each iteration's training from the previous model")
+    training_seeds: int = Field(
+        1, ge=1, description="models trained per iteration on the same set, each from its own initialisation "
+        "seed (model.pt, model_k1.pt, ...; for qbc the committee's first ones); each is tested, and the "
+        "comparison uses their geometric mean (summary columns seeds_*), so training noise does not pass for "
+        "a selection effect. Costs K trainings per iteration; the selection still uses model.pt")
     dataset: DatasetSettings = Field(default_factory=DatasetSettings)
     sampling: SamplingSettings = Field(default_factory=SamplingSettings)
     explore: ExploreSettings = Field(default_factory=ExploreSettings)

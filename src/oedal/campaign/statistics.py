@@ -9,6 +9,11 @@ independent repetitions):
     mean ℓ̄ = Σ log r_s / n,   se = std(log r, ddof=1) / √n,   ratio = exp(ℓ̄),
     interval exp(ℓ̄ ± t_{n−1, (1+level)/2} · se),   p = two-sided one-sample t test of ℓ̄ = 0.
 
+Training seeds (``training_seeds: K``): K models are trained on each selected set from different
+initialisations. Their errors enter as the geometric mean (columns ``seeds_{metric}``), which
+averages out the training noise of one model, and their pooled within-set spread (``seeds_sdlog_*``)
+says how large that noise is: s = √(Σ_sets Σ_k (log e_k − mean)² / Σ_sets (K − 1)).
+
 "At equal labels spent" the strategy's curve of each seed is interpolated (log–log) at the
 baseline's labels spent, so a strategy that pays for more labels per iteration is not flattered.
 Pure NumPy/SciPy, no I/O: the rows are those of the campaign's summary table.
@@ -26,12 +31,64 @@ METRICS = ("forces_mae_kcal/mol/A", "forces_rmse_kcal/mol/A", "forces_maxe_kcal/
 """Test-set errors compared by default (metrics.json keys)."""
 
 
+SEEDS = "seeds_"
+"""Column prefix of the geometric mean over the training seeds of a selected set."""
+SPREAD = "seeds_sdlog_"
+"""Column prefix of the standard deviation of log(error) over those training seeds (not a metric to compare)."""
+_NOT_COMPARED = (SPREAD, "labeled_")
+
+
 def metrics_in(rows: Sequence[dict], base: Sequence[str] = METRICS) -> list[str]:
-    """The metrics of ``base`` present in the rows, then their variants on extra test sets (columns
-    ``{prefix}_{metric}``, e.g. transfer_ethanol_500K_forces_rmse_kcal/mol/A), in column order."""
+    """The metrics of ``base`` present in the rows, then their variants on extra test sets or over
+    training seeds (columns ``{prefix}_{metric}``, e.g. transfer_ethanol_500K_forces_rmse_kcal/mol/A,
+    seeds_forces_rmse_kcal/mol/A), in column order. Not compared: spreads, and the errors of each
+    model on the frames it picked (``labeled_*``: every strategy picked other frames, so they are not paired)."""
     columns = list(dict.fromkeys(k for r in rows for k in r))
-    return [m for m in base if m in columns] + [c for c in columns if c not in base and any(
-        c.endswith("_" + m) for m in base)]
+    return [m for m in base if m in columns] + [c for c in columns if c not in base and not c.startswith(_NOT_COMPARED)
+                                                and any(c.endswith("_" + m) for m in base)]
+
+
+def training_seed_columns(models: Sequence[dict], metrics: Sequence[str]) -> dict:
+    """From the errors of K models trained on one set (dicts of metric → value): ``seeds_n`` = K and,
+    for every metric that all K have, ``seeds_{metric}`` = their geometric mean and (K ≥ 2)
+    ``seeds_sdlog_{metric}`` = the standard deviation of their log (ddof = 1)."""
+    out: dict = {f"{SEEDS}n": len(models)}
+    for metric in metrics:
+        values = np.array([float(m.get(metric, math.nan)) for m in models])
+        if len(values) == 0 or not np.all(np.isfinite(values) & (values > 0)):
+            continue
+        logs = np.log(values)
+        out[SEEDS + metric] = float(np.exp(logs.mean()))
+        if len(logs) > 1:
+            out[SPREAD + metric] = float(logs.std(ddof=1))
+    return out
+
+
+def average_training_seeds(rows: Sequence[dict], key: str = "training_seed") -> list[dict]:
+    """Rows with one model each (``key``: its training seed) → one row per (strategy, seed, iteration):
+    the first model's row with the ``seeds_*`` columns of the group (training_seed_columns)."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((str(row["strategy"]), int(row["seed"]), int(row["iteration"])), []).append(row)
+    out = []
+    for group in groups.values():
+        group = sorted(group, key=lambda r: r.get(key, 0))
+        first = {k: v for k, v in group[0].items() if k != key}
+        out.append({**first, **training_seed_columns(group, metrics_in(group))})
+    return out
+
+
+def training_seed_spread(rows: Sequence[dict], metric: str) -> float:
+    """Pooled standard deviation of log(``metric``) between models trained on the same set, from the
+    rows' ``seeds_sdlog_*`` and ``seeds_n`` columns (module docstring); NaN without two models per set.
+    exp(s) − 1 is the typical relative difference a training seed alone makes to one model's error."""
+    sums = dof = 0.0
+    for row in rows:
+        sd, n = row.get(SPREAD + metric), int(row.get(SEEDS + "n") or 0)
+        if sd is not None and n > 1 and math.isfinite(float(sd)):
+            sums += (n - 1) * float(sd) ** 2
+            dof += n - 1
+    return math.sqrt(sums / dof) if dof else math.nan
 
 
 class RatioEstimate(NamedTuple):
@@ -125,7 +182,11 @@ def compare_strategies(rows: Sequence[dict], baseline: str = "random", metrics: 
 def verdict(estimate: dict, level: float = 0.95) -> str:
     """One sentence on one comparison row: by how much, with its interval, and whether the
     difference exceeds the seed-to-seed spread (the interval excludes 1)."""
-    name = estimate["metric"].replace("_kcal/mol/A", "").replace("_kcal/mol", "").replace("_", " ")
+    metric = estimate["metric"]
+    seeded = metric.startswith(SEEDS)
+    name = metric.removeprefix(SEEDS).replace("_kcal/mol/A", "").replace("_kcal/mol", "").replace("_", " ")
+    if seeded:
+        name += " (geometric mean over training seeds)"
     r, lo, hi, n = estimate["ratio"], estimate["low"], estimate["high"], estimate["n"]
     better = "lower" if r >= 1 else "higher"
     size = r if r >= 1 else 1 / r
@@ -148,6 +209,9 @@ def verdict_lines(rows: Sequence[dict], baseline: str = "random", metrics: Seque
     training-set size and at the most labels that both reached; then warnings (a training cut by the
     wall-clock limit: its runs are not on equal budgets)."""
     lines = []
+    metrics = metrics_in(rows, metrics)
+    if any(m.startswith(SEEDS) for m in metrics):  # several models per set: compare their mean
+        metrics = [m for m in metrics if m.startswith(SEEDS)]
     strategies = sorted({str(r["strategy"]) for r in rows} - {baseline})
     if baseline not in {str(r["strategy"]) for r in rows}:
         lines.append(f"no {baseline} runs: nothing to compare with")
@@ -158,6 +222,7 @@ def verdict_lines(rows: Sequence[dict], baseline: str = "random", metrics: Seque
                 points = [p for p in paired_ratios(rows, metric, strategy, baseline, x, level) if p["n"]]
                 if points:
                     lines.append(verdict(points[-1], level))
+    lines += _spread_lines(rows, [m.removeprefix(SEEDS) for m in metrics if m.startswith(SEEDS)])
     cut = [r for r in rows if r.get("training_stopped") == "time"]
     if cut:
         where = ", ".join(sorted({f"{r['strategy']} seed {r['seed']} iteration {r['iteration']}" for r in cut})[:6])
@@ -165,3 +230,19 @@ def verdict_lines(rows: Sequence[dict], baseline: str = "random", metrics: Seque
                      f"e.g. {where}: those models had less training than the others, so the comparison is not "
                      "on equal budgets; raise or remove max_minutes and rerun")
     return lines
+
+
+def _spread_lines(rows: Sequence[dict], metrics: Sequence[str]) -> list[str]:
+    """How much one model's error moves with its training seed alone (training_seed_spread), per metric."""
+    counts = sorted({int(r.get(SEEDS + "n") or 0) for r in rows} - {0})
+    parts = []
+    for metric in metrics:
+        s = training_seed_spread(rows, metric)
+        if math.isfinite(s):
+            name = metric.replace("_kcal/mol/A", "").replace("_kcal/mol", "").replace("_", " ")
+            parts.append(f"{name} ×{math.exp(s):.2f}")
+    if not parts:
+        return []
+    k = "/".join(map(str, counts))
+    return [f"training seeds: {k} models per selected set; one model's error moves with its training seed alone "
+            f"by a typical factor (exp of the pooled sd of log error) of " + ", ".join(parts)]

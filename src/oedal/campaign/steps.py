@@ -227,11 +227,12 @@ def decide_stop(
 
 
 def explore_stop_reason(counts: dict) -> str | None:
-    """Exploration has converged (DP-GEN's accurate ratio), or found nothing to label."""
+    """Exploration has converged (DP-GEN's accurate ratio), or found nothing to label while no walker
+    waits for the temperature ramp (hotter walkers still to run may well find something)."""
     if counts.get("converged"):
         return (f"exploration converged: {counts['clean']} of {counts['walkers']} walkers ran their full length "
                 f"without a trigger ({counts['clean_share']:.0%} ≥ {counts['converged_at']:.0%})")
-    if counts.get("candidates", 1) == 0:
+    if counts.get("candidates", 1) == 0 and not counts.get("waiting"):
         return "exploration found no candidate (every walker accurate or stopped by a sanity check)"
     return None
 
@@ -465,11 +466,37 @@ def _flat_metrics(metrics: dict, prefix: str = "") -> dict:
     return flat
 
 
+def member_metrics(name: str, k: int) -> str:
+    """The metrics file of training seed (committee member) k: metrics.json → metrics_k{k}.json."""
+    return name if k == 0 else name.removesuffix(".json") + f"_k{k}.json"
+
+
+def _errors(d: Path, extra: dict[str, str], k: int = 0) -> dict:
+    """Model k's errors in iteration folder ``d``: the test set's, then ``{prefix}_`` those of ``extra``
+    (how the model was trained is said once, with the test set's)."""
+    row = _flat_metrics(_read_json(d / member_metrics("metrics.json", k)))
+    for prefix, name in extra.items():
+        row.update({key: v for key, v in _flat_metrics(_read_json(d / member_metrics(name, k)), prefix=f"{prefix}_").items()
+                    if not key.startswith(f"{prefix}_training_")})
+    return row
+
+
+def _seed_columns(d: Path, extra: dict[str, str], first: dict, members: int) -> dict:
+    """``seeds_*`` columns (oedal.campaign.statistics.training_seed_columns) over the ``members`` models
+    of one iteration; ``first`` = model 0's errors."""
+    from oedal.campaign.statistics import metrics_in, training_seed_columns
+
+    models = [first] + [_errors(d, extra, k) for k in range(1, members)]
+    return training_seed_columns(models, metrics_in(models))
+
+
 def summary_rows(run_dirs: list[tuple[str, int, str | Path]], iterations: int,
-                 extra: dict[str, str] | None = None) -> list[dict]:
+                 extra: dict[str, str] | None = None, members: int = 1) -> list[dict]:
     """One row per (strategy, seed, iteration): sizes, labels spent, test errors, how the model was
     trained, selection time; ``extra``: prefix → another metrics file of every iteration (transfer
-    test sets), its errors under ``{prefix}_`` columns."""
+    test sets), its errors under ``{prefix}_`` columns; ``members`` > 1 (training seeds): the
+    geometric mean and spread of every error over the models trained on the same set (``seeds_*``)."""
+    extra = extra or {}
     rows = []
     for strategy, seed, run_dir in run_dirs:
         for it in range(iterations + 1):
@@ -478,10 +505,10 @@ def summary_rows(run_dirs: list[tuple[str, int, str | Path]], iterations: int,
             row = {"strategy": strategy, "seed": seed, "iteration": it}
             row.update({k: status[k] for k in ("n_train", "n_valid", "n_pool", "labels_spent", "labels_failed")})
             row["stopped"] = bool(status.get("stopped"))
-            row.update(_flat_metrics(_read_json(d / "metrics.json")))
-            for prefix, name in (extra or {}).items():  # (how the model was trained is said once, above)
-                row.update({k: v for k, v in _flat_metrics(_read_json(d / name), prefix=f"{prefix}_").items()
-                            if not k.startswith(f"{prefix}_training_")})
+            errors = _errors(d, extra)
+            row.update(errors)
+            if members > 1:
+                row.update(_seed_columns(d, extra, errors, members))
             if (d / "metrics_labeled.json").exists():  # this model on the frames it picked, once labeled
                 labeled = _flat_metrics(_read_json(d / "metrics_labeled.json"), prefix="labeled_")
                 row.update({k: v for k, v in labeled.items() if not k.startswith("labeled_training_")})
@@ -518,14 +545,14 @@ def _write_csv(rows: list[dict], out: str | Path) -> None:
 
 def write_summary(run_dirs: list[tuple[str, int, str | Path]], iterations: int, out: str | Path,
                   comparison: str | Path | None = None, verdict: str | Path | None = None,
-                  baseline: str = "random", extra: dict[str, str] | None = None) -> list[dict]:
+                  baseline: str = "random", extra: dict[str, str] | None = None, members: int = 1) -> list[dict]:
     """Write the campaign's summary table (CSV) and, when asked, the paired comparison of every strategy
     with ``baseline`` (oedal.campaign.statistics: ratios with intervals over seeds, CSV) and the verdict
     (one sentence per strategy and force metric, and a warning when a wall-clock limit cut a training);
     returns the summary rows."""
     from oedal.campaign import statistics
 
-    rows = summary_rows(run_dirs, iterations, extra)
+    rows = summary_rows(run_dirs, iterations, extra, members)
     _write_csv(rows, out)
     if comparison is not None:
         _write_csv(statistics.compare_strategies(rows, baseline, statistics.metrics_in(rows)), comparison)

@@ -72,7 +72,7 @@ def _summary(args: argparse.Namespace) -> int:
     check_outputs(*(p for p in (args.out, args.comparison, args.verdict) if p))
     extra = dict(spec.split(":", 1) for spec in args.metrics or [])
     rows = write_summary(runs, args.iterations, args.out, comparison=args.comparison, verdict=args.verdict,
-                         baseline=args.baseline, extra=extra)
+                         baseline=args.baseline, extra=extra, members=args.training_seeds)
     log.info("summary: %d rows -> %s", len(rows), args.out)
     return 0
 
@@ -142,6 +142,9 @@ def register(subparsers) -> None:
     p.add_argument("--baseline", default="random", help="the strategy every other is compared with")
     p.add_argument("--metrics", action="append", default=None, metavar="PREFIX:FILE",
                    help="another metrics file of every iteration (e.g. a transfer test set), as PREFIX_ columns")
+    p.add_argument("--training-seeds", type=int, default=1,
+                   help="models per iteration trained on the same set (metrics.json, metrics_k1.json, ...): "
+                   "their geometric mean and spread as seeds_* columns, compared instead of one model's errors")
     p.set_defaults(func=_summary)
 
     p = subparsers.add_parser("schema", help="JSON schema of the workflow config (CampaignSettings)")

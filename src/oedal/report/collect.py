@@ -19,6 +19,7 @@ CAMPAIGN_FILE = "campaign.json"  # the resolved campaign settings, written by ru
 _SEED = re.compile(r"seed(\d+)$")
 _ITER = re.compile(r"iter_(\d{3})$")
 _TRANSFER = re.compile(r"metrics_(transfer_\w[\w.-]*)\.json$")
+_MEMBER = re.compile(r"_k\d+\.json$")  # another training seed's metrics (metrics_k1.json, ...)
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Run:
     complete: int  # iterations 0 … complete−1 have status.json, metrics.json and every transfer metrics file
     started: int  # the highest iteration with a status.json (−1: none yet)
     transfer: dict[str, str] = field(default_factory=dict)  # column prefix → metrics file of every iteration
+    members: int = 1  # models per iteration with test metrics (training seeds: metrics.json, metrics_k1.json, ...)
 
     def iter_dir(self, i: int) -> Path:
         """``{run}/iter_{i:03d}``."""
@@ -48,22 +50,34 @@ def _iterations(run_dir: Path) -> list[int]:
 
 
 def _transfer_files(iter0: Path) -> dict[str, str]:
-    found = (_TRANSFER.match(p.name) for p in iter0.glob("metrics_transfer_*.json"))
+    found = (_TRANSFER.match(p.name) for p in iter0.glob("metrics_transfer_*.json") if not _MEMBER.search(p.name))
     return {m.group(1): m.group(0) for m in found if m}
+
+
+def _members(iter0: Path) -> int:
+    """1 + the training seeds k = 1, 2, ... whose metrics_k{k}.json iteration 0 holds."""
+    k = 1
+    while (iter0 / f"metrics_k{k}.json").is_file():
+        k += 1
+    return k
 
 
 def read_run(strategy: str, seed: int, path: Path) -> Run:
     """A run's finished iterations: contiguous from 0, each with its status, test and transfer metrics."""
     iterations = _iterations(path)
     started = max((i for i in iterations if (path / f"iter_{i:03d}" / "status.json").exists()), default=-1)
+    from oedal.campaign.steps import member_metrics
+
     transfer = _transfer_files(path / "iter_000")
+    members = _members(path / "iter_000")
+    needed = ["status.json"] + [member_metrics(f, k) for k in range(members) for f in ("metrics.json", *transfer.values())]
     complete = 0
     while complete in iterations:
         d = path / f"iter_{complete:03d}"
-        if not all((d / name).is_file() for name in ("status.json", "metrics.json", *transfer.values())):
+        if not all((d / name).is_file() for name in needed):
             break
         complete += 1
-    return Run(strategy, seed, path, complete, started, transfer)
+    return Run(strategy, seed, path, complete, started, transfer, members)
 
 
 def find_runs(root: str | Path) -> list[Run]:
@@ -119,7 +133,7 @@ class CampaignResults:
         rows = []
         for run in self.runs:
             if run.complete:
-                found = summary_rows([(run.strategy, run.seed, run.path)], run.complete - 1, run.transfer)
+                found = summary_rows([(run.strategy, run.seed, run.path)], run.complete - 1, run.transfer, run.members)
                 hours = cpu_hours(run, self.root)
                 rows += [{**row, "cpu_hours": hours[row["iteration"]]} for row in found]
         return rows

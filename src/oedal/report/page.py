@@ -27,15 +27,18 @@ CURVE_COLUMNS = ("n_train", "labels_spent", "labels_failed") + tuple(
 def key_comparisons(comparison: list[dict]) -> list[dict]:
     """Per strategy, x (n_train, labels_spent) and force metric: the comparison row at the largest x both
     curves reach (the row verdict_lines speaks about) and, where fewer seeds got there (mid-run), also the
-    row at the largest x that the most seeds reached."""
-    from oedal.campaign.statistics import FORCE_METRICS
+    row at the largest x that the most seeds reached. With several training seeds per set, the
+    comparison of their geometric means (``seeds_*``) stands for the set."""
+    from oedal.campaign.statistics import FORCE_METRICS, SEEDS
 
+    seeded = any(row["metric"].startswith(SEEDS) for row in comparison)
+    metrics = [SEEDS + m for m in FORCE_METRICS] if seeded else list(FORCE_METRICS)
     groups: dict[tuple, list[dict]] = {}
     for row in comparison:
-        if row["metric"] in FORCE_METRICS and row["n"]:
+        if row["metric"] in metrics and row["n"]:
             groups.setdefault((row["strategy"], row["x"], row["metric"]), []).append(row)
     out = []
-    for key in sorted(groups, key=lambda k: (k[0], k[1] != "n_train", FORCE_METRICS.index(k[2]))):
+    for key in sorted(groups, key=lambda k: (k[0], k[1] != "n_train", metrics.index(k[2]))):
         rows = sorted(groups[key], key=lambda r: r["x_value"])
         most = max(r["n"] for r in rows)
         widest = [r for r in rows if r["n"] == most][-1]
@@ -44,9 +47,12 @@ def key_comparisons(comparison: list[dict]) -> list[dict]:
 
 
 def _metric_name(metric: str) -> str:
-    """``forces_mae_kcal/mol/A`` → ``force MAE (kcal/mol/Å)``."""
-    kind, stat, unit = metric.split("_", 2)
-    return f"{'force' if kind == 'forces' else kind} {stat.upper()} ({unit.replace('/A', '/Å')})"
+    """``forces_mae_kcal/mol/A`` → ``force MAE (kcal/mol/Å)``; ``seeds_…``: ``…, mean of training seeds``."""
+    from oedal.campaign.statistics import SEEDS
+
+    kind, stat, unit = metric.removeprefix(SEEDS).split("_", 2)
+    name = f"{'force' if kind == 'forces' else kind} {stat.upper()} ({unit.replace('/A', '/Å')})"
+    return name + (", mean of training seeds" if metric.startswith(SEEDS) else "")
 
 
 def _beyond_spread(row: dict) -> str:
@@ -59,7 +65,7 @@ def _beyond_spread(row: dict) -> str:
 def _verdict_item(line: str) -> str:
     """A verdict sentence as a list item: green where the strategy is better beyond the spread, red where it
     is worse, grey within the spread or with one seed."""
-    if "within" in line or "one seed" in line:
+    if "within" in line or "one seed" in line or line.startswith("training seeds:"):
         return f'<li class="spread">{esc(line)}</li>'
     return f'<li class="{"better" if " lower " in line else "worse"}">{esc(line)}</li>'
 
