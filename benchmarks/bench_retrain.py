@@ -105,7 +105,7 @@ def rows(folder: Path, iteration: int) -> list[dict]:
         seed, t = rest.split("_t")
         metrics = json.loads(path.read_text())
         row = {"strategy": strategy, "seed": int(seed), "training_seed": int(t), "iteration": iteration,
-               "n_train": metrics.get("n_train") or 0, **{m: metrics[m] for m in FORCES}}
+               "n_train": iteration, **{m: metrics[m] for m in FORCES}}
         for extra in out.glob(f"{name}_transfer_*.json"):
             prefix = extra.stem.removeprefix(name + "_")
             row.update({f"{prefix}_{m}": json.loads(extra.read_text())[m] for m in FORCES})
@@ -119,8 +119,6 @@ def report(args: argparse.Namespace) -> None:
     found = rows(args.folder, args.iteration)
     if not found:
         raise SystemExit(f"no retrained models under {args.folder}/retrain: run `train` first")
-    for r in found:
-        r["n_train"] = args.iteration  # one point per run: the iteration's set
     metrics = statistics.metrics_in(found, FORCES)
     one = [{k: v for k, v in r.items() if k != "training_seed"} for r in found if r["training_seed"] == 0]
     mean = statistics.average_training_seeds(found)
@@ -129,10 +127,10 @@ def report(args: argparse.Namespace) -> None:
     print(f"{args.folder.name}, iteration {args.iteration}: {len({(r['strategy'], r['seed']) for r in found})} "
           f"selected sets × training seeds {k}; ratio = error(random)/error(strategy), 95 % t interval over data seeds")
     for metric in metrics:
-        spread = statistics.training_seed_spread(found, metric)
+        spread = statistics.training_seed_spread(mean, metric)
         for strategy in sorted({r["strategy"] for r in found} - {"random"}):
-            for label, data in (("one model", one), (f"mean of {len(k)}", mean)):
-                p = statistics.paired_ratios(data, metric, strategy, "random", "n_train")
+            for label, data, column in (("one model", one, metric), (f"mean of {len(k)}", mean, "seeds_" + metric)):
+                p = statistics.paired_ratios(data, column, strategy, "random", "n_train")
                 if not p:
                     continue
                 e = p[-1]
@@ -142,21 +140,35 @@ def report(args: argparse.Namespace) -> None:
                 lines.append(f"{metric:55s} {strategy:8s} {label:10s} {e['ratio']:.3f} [{e['low']:.3f}–{e['high']:.3f}]"
                              f" p={e['p_value']:.3f} n={e['n']}   training-seed sd(log) {spread:.3f}")
     print("\n".join(lines))
-    from oedal.campaign.steps import _write_csv
+    import csv
 
-    _write_csv(table, args.folder / "retrain" / f"iter_{args.iteration:03d}" / "comparison.csv")
-    _print_per_run(found, metrics)
+    with open(args.folder / "retrain" / f"iter_{args.iteration:03d}" / "comparison.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    _print_per_run(args.folder, args.iteration, found, metrics)
 
 
-def _print_per_run(found: list[dict], metrics: list[str]) -> None:
-    """Each selected set's errors over its training seeds: min–max, to see the noise beside the effect."""
-    print("\nper selected set, min–max over training seeds:")
+def _campaign_model(folder: Path, strategy: str, seed: int, iteration: int, metric: str) -> float:
+    """The campaign's own model of that iteration (its protocol, e.g. the warm-started chain): ``metric``."""
+    d = folder / strategy / f"seed{seed}" / f"iter_{iteration:03d}"
+    prefix, _, base = metric.partition("_forces_") if metric.startswith("transfer_") else ("", "", "")
+    path = d / (f"metrics_{prefix}.json" if prefix else "metrics.json")
+    key = f"forces_{base}" if prefix else metric
+    return json.loads(path.read_text())[key] if path.exists() else math.nan
+
+
+def _print_per_run(folder: Path, iteration: int, found: list[dict], metrics: list[str]) -> None:
+    """Each selected set's errors over its training seeds: min–max, to see the noise beside the effect,
+    and the campaign's own model of that set."""
+    print("\nper selected set, min–max over training seeds (and the campaign's own model):")
     for metric in metrics:
         print(metric)
         for s, seed in sorted({(r["strategy"], r["seed"]) for r in found}):
             v = [r[metric] for r in found if r["strategy"] == s and r["seed"] == seed]
             print(f"  {s:8s} seed {seed}: {min(v):7.3f}–{max(v):7.3f} (geometric mean "
-                  f"{math.exp(sum(map(math.log, v)) / len(v)):7.3f}, {len(v)} models)")
+                  f"{math.exp(sum(map(math.log, v)) / len(v)):7.3f}, {len(v)} models; campaign's model "
+                  f"{_campaign_model(folder, s, seed, iteration, metric):7.3f})")
 
 
 def main() -> None:
