@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 OEDAL = [sys.executable, "-m", "oedal"]
-FORCES = ("forces_mae_kcal/mol/A", "forces_rmse_kcal/mol/A", "forces_maxe_kcal/mol/A")
+from oedal.campaign.statistics import FORCE_METRICS as FORCES  # noqa: E402  (after the path insert)
 
 
 def campaign_settings(folder: Path) -> dict:
@@ -116,7 +116,7 @@ def rows(folder: Path, iteration: int) -> list[dict]:
 def report(args: argparse.Namespace) -> None:
     from oedal.campaign import statistics
 
-    found = rows(args.folder, args.iteration)
+    found = [r for r in rows(args.folder, args.iteration) if not args.strategies or r["strategy"] in args.strategies]
     if not found:
         raise SystemExit(f"no retrained models under {args.folder}/retrain: run `train` first")
     metrics = statistics.metrics_in(found, FORCES)

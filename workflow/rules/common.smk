@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from oedal.campaign.plan import derive_seed, parse_strategy, plan_batches
+from oedal.campaign.plan import derive_seed, member_metrics, parse_strategy, plan_batches
 from oedal.oracles.base import RUNTIME_FIELDS
 
 # Jobs call the `oedal` installed beside the Python that runs Snakemake, so a virtual environment
@@ -103,7 +103,7 @@ def metrics_files() -> list[str]:
     """The metrics files of every iteration: the test set's, then one per transfer test set; with
     training_seeds K > 1 the same for the models k = 1 … K−1 (metrics_k{k}.json, ...)."""
     one = ["metrics.json"] + [f"metrics_transfer_{name}.json" for name in TRANSFER]
-    return one + [f.removesuffix(".json") + f"_k{k}.json" for k in range(1, CAMPAIGN.training_seeds) for f in one]
+    return one + [member_metrics(f, k) for k in range(1, CAMPAIGN.training_seeds) for f in one]
 
 
 def final_targets() -> list[str]:

@@ -64,6 +64,11 @@ def training_seed_columns(models: Sequence[dict], metrics: Sequence[str]) -> dic
     return out
 
 
+def _short_name(metric: str) -> str:
+    """``forces_rmse_kcal/mol/A`` → ``forces rmse`` (units dropped, for sentences)."""
+    return metric.replace("_kcal/mol/A", "").replace("_kcal/mol", "").replace("_", " ")
+
+
 def average_training_seeds(rows: Sequence[dict], key: str = "training_seed") -> list[dict]:
     """Rows with one model each (``key``: its training seed) → one row per (strategy, seed, iteration):
     the first model's row with the ``seeds_*`` columns of the group (training_seed_columns)."""
@@ -184,7 +189,7 @@ def verdict(estimate: dict, level: float = 0.95) -> str:
     difference exceeds the seed-to-seed spread (the interval excludes 1)."""
     metric = estimate["metric"]
     seeded = metric.startswith(SEEDS)
-    name = metric.removeprefix(SEEDS).replace("_kcal/mol/A", "").replace("_kcal/mol", "").replace("_", " ")
+    name = _short_name(metric.removeprefix(SEEDS))
     if seeded:
         name += " (geometric mean over training seeds)"
     r, lo, hi, n = estimate["ratio"], estimate["low"], estimate["high"], estimate["n"]
@@ -239,8 +244,7 @@ def _spread_lines(rows: Sequence[dict], metrics: Sequence[str]) -> list[str]:
     for metric in metrics:
         s = training_seed_spread(rows, metric)
         if math.isfinite(s):
-            name = metric.replace("_kcal/mol/A", "").replace("_kcal/mol", "").replace("_", " ")
-            parts.append(f"{name} ×{math.exp(s):.2f}")
+            parts.append(f"{_short_name(metric)} ×{math.exp(s):.2f}")
     if not parts:
         return []
     k = "/".join(map(str, counts))

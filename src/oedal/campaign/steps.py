@@ -466,14 +466,11 @@ def _flat_metrics(metrics: dict, prefix: str = "") -> dict:
     return flat
 
 
-def member_metrics(name: str, k: int) -> str:
-    """The metrics file of training seed (committee member) k: metrics.json → metrics_k{k}.json."""
-    return name if k == 0 else name.removesuffix(".json") + f"_k{k}.json"
-
-
 def _errors(d: Path, extra: dict[str, str], k: int = 0) -> dict:
     """Model k's errors in iteration folder ``d``: the test set's, then ``{prefix}_`` those of ``extra``
     (how the model was trained is said once, with the test set's)."""
+    from oedal.campaign.plan import member_metrics
+
     row = _flat_metrics(_read_json(d / member_metrics("metrics.json", k)))
     for prefix, name in extra.items():
         row.update({key: v for key, v in _flat_metrics(_read_json(d / member_metrics(name, k)), prefix=f"{prefix}_").items()
@@ -557,7 +554,7 @@ def write_summary(run_dirs: list[tuple[str, int, str | Path]], iterations: int, 
     if comparison is not None:
         _write_csv(statistics.compare_strategies(rows, baseline, statistics.metrics_in(rows)), comparison)
     if verdict is not None:
-        lines = statistics.verdict_lines(rows, baseline, statistics.metrics_in(rows, statistics.FORCE_METRICS))
+        lines = statistics.verdict_lines(rows, baseline)
         with atomic_path(verdict) as tmp:
             tmp.write_text("\n".join(lines) + "\n")
         for line in lines:

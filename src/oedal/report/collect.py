@@ -66,7 +66,7 @@ def read_run(strategy: str, seed: int, path: Path) -> Run:
     """A run's finished iterations: contiguous from 0, each with its status, test and transfer metrics."""
     iterations = _iterations(path)
     started = max((i for i in iterations if (path / f"iter_{i:03d}" / "status.json").exists()), default=-1)
-    from oedal.campaign.steps import member_metrics
+    from oedal.campaign.plan import member_metrics
 
     transfer = _transfer_files(path / "iter_000")
     members = _members(path / "iter_000")

@@ -240,7 +240,7 @@ def build_report(results: CampaignResults, inspect: bool = True) -> tuple[str, d
 
     rows = results.rows
     comparison = statistics.compare_strategies(rows, BASELINE, statistics.metrics_in(rows)) if rows else []
-    verdict = statistics.verdict_lines(rows, BASELINE, statistics.metrics_in(rows, statistics.FORCE_METRICS)) \
+    verdict = statistics.verdict_lines(rows, BASELINE) \
         if rows else []
     figs: dict[str, bytes | None] = {}
     notes = results.notes()
