@@ -164,11 +164,15 @@ def _print_per_run(folder: Path, iteration: int, found: list[dict], metrics: lis
     print("\nper selected set, min–max over training seeds (and the campaign's own model):")
     for metric in metrics:
         print(metric)
+        own = []  # the campaign's model / the geometric mean of the retrained ones, per set
         for s, seed in sorted({(r["strategy"], r["seed"]) for r in found}):
             v = [r[metric] for r in found if r["strategy"] == s and r["seed"] == seed]
-            print(f"  {s:8s} seed {seed}: {min(v):7.3f}–{max(v):7.3f} (geometric mean "
-                  f"{math.exp(sum(map(math.log, v)) / len(v)):7.3f}, {len(v)} models; campaign's model "
-                  f"{_campaign_model(folder, s, seed, iteration, metric):7.3f})")
+            mean, campaign = math.exp(sum(map(math.log, v)) / len(v)), _campaign_model(folder, s, seed, iteration, metric)
+            own.append(campaign / mean)
+            print(f"  {s:8s} seed {seed}: {min(v):7.3f}–{max(v):7.3f} (geometric mean {mean:7.3f}, {len(v)} models; "
+                  f"campaign's model {campaign:7.3f})")
+        print(f"  campaign's model / retrained mean: ×{math.exp(sum(map(math.log, own)) / len(own)):.3f} "
+              f"(sets: {min(own):.2f}–{max(own):.2f})")
 
 
 def main() -> None:
