@@ -214,7 +214,8 @@ def test_two_processes_on_one_shard_compute_each_structure_once(tmp_path):
     procs = [label_process(path, tmp_path / f"l{k}.h5", cache, settings) for k in range(2)]
     deadline = time.monotonic() + 120
     while not (cache.exists() and owners_of_claims(cache) == 2):  # each holds a structure: start them together
-        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "no claims"
+        exited = [(p.returncode, p.stderr.read()) for p in procs if p.poll() is not None]
+        assert time.monotonic() < deadline and not exited, f"no claims; exited (code, stderr): {exited}"
         time.sleep(0.01)
     go.touch()
     for proc in procs:
