@@ -1,5 +1,7 @@
 # oedal — active learning of GM-NN potentials with optimal experimental design (DESIGN §1, §7).
 # Run: snakemake --cores N [--configfile config/<campaign>.yaml]; see README.md.
+import os
+
 from snakemake.utils import min_version, validate
 
 from oedal.campaign.plan import validate_campaign
@@ -24,6 +26,14 @@ validate(CAMPAIGN.model_dump(mode="json"), "workflow/schemas/config.schema.json"
 
 
 report: "workflow/report/workflow.rst"
+
+
+# One Snakemake run at a time writes a campaign's results: a second working directory pointed at the same
+# results folder stops here, before any job, instead of writing the same outputs and logs at once.
+onstart:
+    from oedal.files import hold_folder
+
+    hold_folder(f"{CAMPAIGN.results_dir}/{CAMPAIGN.name}", f"the Snakemake run in {os.getcwd()}")
 
 
 include: "workflow/rules/common.smk"

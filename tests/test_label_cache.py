@@ -85,22 +85,30 @@ def test_level_of_theory_leaves_out_threads_and_attempts():
 
 
 def test_the_cache_is_append_only(tmp_path):
+    """Successes are stored once and never changed; the only way out of the labels table is into the quarantine,
+    which keeps the entry and is append-only too."""
     cache = tmp_path / "labels.sqlite"
     level = level_of(oracle_settings(kind="emt"))
-    atoms = frames(1)[0]
-    geometry = Geometry(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc)
+    geometry, other = (Geometry(a.numbers, a.positions, a.cell.array, a.pbc) for a in frames(2))
+    h1 = geometry.hash()
     with LabelCache(cache) as db:
+        db.store(other.hash(), level, other, Label(True, -3.0, np.zeros((9, 3))), "emt", 0.1)
+        assert db.quarantine([1], "a test") == 1 and not db.lookup([other.hash()], level)
         db.register(level)
-        assert db.claim("h1", level).mine
-        first = db.store("h1", level, geometry, Label(True, -1.0, np.zeros((9, 3))), "emt", 0.1)
-        again = db.store("h1", level, geometry, Label(True, -2.0, np.ones((9, 3))), "emt", 0.1)
+        assert db.claim(h1, level).mine
+        first = db.store(h1, level, geometry, Label(True, -1.0, np.zeros((9, 3))), "emt", 0.1)
+        again = db.store(h1, level, geometry, Label(True, -2.0, np.ones((9, 3))), "emt", 0.1)
         assert again.energy == first.energy == -1.0 and not again.forces.any()  # the first success stays
-        assert db.claim("h1", level).label.energy == -1.0  # done: nothing to compute
+        assert db.claim(h1, level).label.energy == -1.0  # done: nothing to compute
+        with pytest.raises(ValueError, match="hashes to another key"):  # a label is stored under its geometry only
+            db.store("h2", level, geometry, Label(True, -1.0, np.zeros((9, 3))), "emt", 0.1)
     with sqlite3.connect(cache) as con:
-        for statement in ("UPDATE labels SET energy = 0", "DELETE FROM labels"):
+        for statement in ("UPDATE labels SET energy = 0", "DELETE FROM labels", "DELETE FROM quarantine"):
             with pytest.raises(sqlite3.DatabaseError, match="append-only"):
                 con.execute(statement)
-    assert stored_rows(cache) == [("h1", 1)]  # a success is stored once
+    assert stored_rows(cache) == [(h1, 1)]  # a success is stored once
+    with sqlite3.connect(cache) as con:
+        assert con.execute("SELECT structure, energy, why FROM quarantine").fetchall() == [(other.hash(), -3.0, "a test")]
 
 
 def test_claims_of_live_dead_and_silent_processes(tmp_path):

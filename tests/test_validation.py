@@ -320,6 +320,14 @@ def test_train_checks_its_output_before_training(data, tmp_path, monkeypatch, ca
     assert len(err.splitlines()) == 1 and err.startswith(f"oedal train: error: {out}"), err
 
 
+def _a_cache(tmp_path: Path, root: Path) -> Path:
+    from oedal.oracles import label_store, oracle_settings
+
+    cache = tmp_path / "labels.sqlite"
+    label_store(root / "pool.h5", tmp_path / "labeled.h5", None, oracle_settings(kind="emt"), cache=cache)
+    return cache
+
+
 def test_every_writing_command_checks_its_output_first(data, tmp_path, capsys, shared_data):
     """An existing folder where the output file goes: exit 2 and one line, for every command."""
     root, _, _ = data
@@ -343,6 +351,8 @@ def test_every_writing_command_checks_its_output_first(data, tmp_path, capsys, s
         "schema": ["schema", "--out", f],
         "sample": ["sample", "--n-frames", "2", "--out", f],
         "shard": ["shard", "--selected", store, "--pool", store, "--status", store, "--request", f, "--out", f],
+        "report": ["report", str(tmp_path), "--out", f],  # checked before the campaign folder is read
+        "cache": ["cache", "export", str(_a_cache(tmp_path, root)), "--out", f],
     }
     for name, argv in commands.items():
         capsys.readouterr()

@@ -24,7 +24,9 @@ CONTRACTIONS = ("c0", "c11", "c22", "c33", "c222", "c112", "c332", "c321")
 
 
 class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Every settings model: unknown keys, and NaN or ±inf for any float, are errors naming the key."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DescriptorSettings(Settings):

@@ -59,9 +59,9 @@ def sanity_reason(positions: np.ndarray, numbers: np.ndarray, forces: np.ndarray
     """Why a frame of one walker is unphysical, or None: NaN, close atoms, force or energy spike, heat."""
     if not (np.isfinite(energy) and np.all(np.isfinite(forces)) and np.all(np.isfinite(positions))):
         return "non-finite energy, forces or positions"
-    n, contact = len(positions), short_contact(positions, numbers, limits)
-    if contact is not None:
-        return contact
+    n, broken = len(positions), broken_geometry(positions, numbers, limits)
+    if broken is not None:
+        return broken
     if np.abs(forces).max() > limits["max_force"]:
         return f"a force of {np.abs(forces).max():.1f} eV/Å (> {limits['max_force']})"
     if previous_energy is not None and abs(energy - previous_energy) / n > limits["max_energy_jump"]:
@@ -98,11 +98,39 @@ def short_contact(positions: np.ndarray, numbers: np.ndarray, limits: dict) -> s
     return None
 
 
+def lone_atom(positions: np.ndarray, limits: dict) -> str | None:
+    """Why a structure ``(n, 3)`` of two or more atoms flew apart, or None: an atom with no other atom (or
+    periodic image of one) within ``limits["cutoff"]`` Å, the model's r_c (no check without it). The model
+    sees such an atom as alone in vacuum: a walker there (a time step too long, a temperature too high, a
+    repulsive hole of the model) has left the system it explores."""
+    n, cutoff = len(positions), limits.get("cutoff")
+    if cutoff is None or n < 2:
+        return None
+    if any(limits.get("pbc") or ()):
+        d = get_distances(positions, cell=limits["cell"], pbc=limits["pbc"])[1]
+    else:
+        d = np.linalg.norm(positions[:, None] - positions[None, :], axis=-1)  # (n, n) Å
+    np.fill_diagonal(d, np.inf)
+    nearest = d.min(axis=1)
+    k = int(np.argmax(nearest))
+    if nearest[k] > cutoff:
+        return f"flew apart: atom {k} has no neighbour within the cutoff {cutoff} Å (nearest {nearest[k]:.3g} Å)"
+    return None
+
+
+def broken_geometry(positions: np.ndarray, numbers: np.ndarray, limits: dict) -> str | None:
+    """Why a geometry itself is broken, or None: non-finite positions, a short contact (:func:`short_contact`)
+    or an atom flown apart from the rest (:func:`lone_atom`)."""
+    if not np.all(np.isfinite(positions)):
+        return "non-finite positions"
+    return short_contact(positions, numbers, limits) or lone_atom(positions, limits)
+
+
 def labelable(positions: np.ndarray, numbers: np.ndarray, limits: dict) -> bool:
-    """A stopped walker's frame is worth an oracle call unless its geometry itself is broken (non-finite
-    positions, a short contact): too uncertain, too hot or a force spike of the model mark exactly the
+    """A stopped walker's frame is worth an oracle call unless its geometry itself is broken
+    (:func:`broken_geometry`): too uncertain, too hot or a force spike of the model mark exactly the
     frames the model has to learn."""
-    return bool(np.all(np.isfinite(positions))) and short_contact(positions, numbers, limits) is None
+    return broken_geometry(positions, numbers, limits) is None
 
 
 @dataclass
@@ -324,11 +352,12 @@ def starting_structures(names: Sequence[str]) -> list:
     return [starting_geometry(name) for name in names]
 
 
-def dynamics(settings) -> "Dynamics":
-    """The walkers' Dynamics from the campaign's ExploreSettings."""
+def dynamics(settings, cutoff: float | None = None) -> "Dynamics":
+    """The walkers' Dynamics from the campaign's ExploreSettings; ``cutoff``: the model's r_c (Å), beyond
+    which an atom with no neighbour has flown apart (:func:`lone_atom`)."""
     from oedal.campaign.walkers import Dynamics
 
-    limits = {k: getattr(settings, k) for k in LIMITS}
+    limits = {k: getattr(settings, k) for k in LIMITS} | ({} if cutoff is None else {"cutoff": cutoff})
     return Dynamics(settings.steps, settings.timestep, settings.friction, settings.check_every, settings.low,
                     settings.high, limits, settings.measure, settings.pressure, settings.hydrostatic)
 
@@ -371,7 +400,7 @@ def explore_shard(model_path: str | Path, settings, *, shard: int, shards: int, 
     def checkpoint(ws, recs) -> None:
         write_walkers(partial, ws, records=recs)
 
-    run_walkers(model, head, walkers, dynamics(settings), iteration, records, checkpoint)
+    run_walkers(model, head, walkers, dynamics(settings, model.cutoff), iteration, records, checkpoint)
     _write_candidates(out_candidates, records)
     counts = summary(walkers)
     write_walkers(out_walkers, walkers, summary=counts)
@@ -382,13 +411,9 @@ def explore_shard(model_path: str | Path, settings, *, shard: int, shards: int, 
 
 def _write_candidates(path: str | Path, records: Sequence[dict]) -> None:
     """The candidate frames as an unlabeled store, with their walker, step and informativeness."""
-    import h5py
-
     from oedal.data.store import write_store
 
-    with atomic_path(path) as tmp:
-        write_store(tmp, candidates_structures(records), attrs={"content": "exploration candidates"})
-        with h5py.File(tmp, "a") as h5:
-            for key in ("walker", "step", "informativeness", "force_error"):
-                h5[f"explore_{key}"] = np.array([r[key] for r in records], dtype=np.float64 if key in
-                                                ("informativeness", "force_error") else np.int64)
+    extra = {f"explore_{key}": np.array([r[key] for r in records], dtype=np.float64 if key in
+                                        ("informativeness", "force_error") else np.int64)
+             for key in ("walker", "step", "informativeness", "force_error")}
+    write_store(path, candidates_structures(records), attrs={"content": "exploration candidates"}, extra=extra)

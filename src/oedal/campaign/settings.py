@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import Field, create_model, model_validator
 
@@ -34,6 +34,11 @@ STRATEGIES: dict[str, Strategy] = {
 """Strategy names (``qs1-greedy``, ``qs2-top``, ..., ``qbc``, ``random``): a score with a selection method."""
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+MAX_TEMPERATURE = 20_000.0  # K: hotter, every bond breaks within a few steps; no MD explores chemistry there
+MAX_TIMESTEP = 10.0  # fs: longer, atoms move further per step than any integrator of molecules or solids holds
+Temperature = Annotated[float, Field(gt=0, le=MAX_TEMPERATURE, description="K")]
+Timestep = Annotated[float, Field(gt=0, le=MAX_TIMESTEP, description="fs")]
 
 _PER_STRATEGY = {"kind", "projections", "device"}  # set per run by the workflow, not in a config
 
@@ -61,10 +66,10 @@ class SamplingSettings(Settings):
     GFN2-xTB, 1000 K, 0.5 fs, a frame every 10 steps (the GM-NN ethanol protocol)."""
 
     molecule: str = Field("ethanol", description="'ethanol' or any ASE-readable file")
-    temperature: float = Field(1000.0, gt=0, description="K")
+    temperature: Temperature = Field(1000.0, description="K")
     n_frames: int = Field(5000, ge=1)
     interval: int = Field(10, ge=1, description="MD steps between frames")
-    timestep: float = Field(0.5, gt=0, description="fs")
+    timestep: Timestep = Field(0.5, description="fs")
     friction: float = Field(0.01, ge=0, description="Langevin friction (1/fs)")
     equilibration_steps: int = Field(1000, ge=0, description="steps before the first frame")
     seed: int = 0
@@ -86,11 +91,11 @@ class ExploreSettings(Settings):
 
     starts: list[str] = Field(default_factory=lambda: ["ethanol"], min_length=1,
                               description="start geometries: molecule names (ase.build) or ASE-readable files")
-    temperatures: list[float] = Field(default_factory=lambda: [300.0, 600.0, 1000.0], min_length=1,
+    temperatures: list[Temperature] = Field(default_factory=lambda: [300.0, 600.0, 1000.0], min_length=1,
                                       description="thermostat temperatures (K); every start runs at each")
     walkers_per_start: int = Field(2, ge=1, description="walkers per start and temperature (own random streams)")
     steps: int = Field(1000, ge=1, description="MD steps per walker and iteration")
-    timestep: float = Field(0.5, gt=0, description="fs")
+    timestep: Timestep = Field(0.5, description="fs")
     friction: float = Field(0.01, ge=0, description="Langevin friction (1/fs)")
     check_every: int = Field(10, ge=1, description="MD steps between checks of the uncertainty")
     pressure: float | None = Field(None, description="GPa: walkers of periodic starts run NPT (ASE's LangevinBAOAB, "
@@ -115,7 +120,7 @@ class ExploreSettings(Settings):
         "(copies of the starts, displacements graded up to `rattle`) or 'md' (a short Langevin MD of each start "
         "with sampling.potential, a cheap method such as xTB, at initial_temperature: a frame every "
         "initial_interval steps from the first step on)")
-    initial_temperature: float | None = Field(None, gt=0, description="K of the initial MD (default: the highest "
+    initial_temperature: Temperature | None = Field(None, description="K of the initial MD (default: the highest "
                                               "of temperatures)")
     initial_interval: int = Field(10, ge=1, description="MD steps between the initial MD's frames")
     rattle: float = Field(0.15, gt=0, description="largest standard deviation of the rattle displacements (Å); "

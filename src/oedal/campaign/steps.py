@@ -338,12 +338,12 @@ def gather_failed(parts: list[str | Path], out: str | Path) -> int:
     joined = Structures.concatenate(structures)
     if len(reasons) != len(joined):
         raise InputError(f"{out}: failure records without a reason in {[str(p) for p in parts]}")
-    tmp = Path(str(out) + ".tmp")
-    _write(tmp, joined, content="structures the oracle failed to label")
-    with h5py.File(tmp, "a") as h5:
-        h5[keys.REASON] = np.array(reasons, dtype=h5py.string_dtype())
-        h5[keys.ATTEMPTS] = np.array(attempts or [0] * len(reasons), dtype=np.int64)
-    tmp.replace(out)
+    from oedal.data.store import write_store
+
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    write_store(out, joined, attrs={"content": "structures the oracle failed to label"},
+                extra={keys.REASON: np.array(reasons, dtype=h5py.string_dtype()),
+                       keys.ATTEMPTS: np.array(attempts or [0] * len(reasons), dtype=np.int64)})
     return len(joined)
 
 

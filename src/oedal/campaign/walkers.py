@@ -22,6 +22,7 @@ from ase.data import atomic_masses
 
 from oedal.campaign.explore import ID_BASE, Walker, decide, labelable, sanity_reason
 from oedal.data.structures import Structures
+from oedal.errors import InputError
 from oedal.gmnn.batching import make_batch
 from oedal.oed.uncertainty import UncertaintyHead
 
@@ -222,9 +223,16 @@ def run_cell_walker(model, head: UncertaintyHead, w: Walker, dyn: Dynamics, iter
 
     calc = UncertaintyCalculator(model, head=head)
     while w.status == "running" and w.step < dyn.steps:
-        atoms, md, rng = _cell_dynamics(w, dyn, calc)
         n = min(dyn.check_every, dyn.steps - w.step)
-        md.run(n)
+        try:
+            atoms, md, rng = _cell_dynamics(w, dyn, calc)
+            md.run(n)
+        except InputError as err:  # the calculator refuses what the MD made (a non-finite position or cell)
+            w.step += n
+            w.checks.append([w.step, float("nan"), str(err), "stopped"])
+            w.status, w.reason = "stopped", f"the MD blew up: {err}"
+            save()
+            return time.monotonic()
         w.step += n
         r = atoms.calc.results
         frame = Frame(atoms.positions.copy(), atoms.get_velocities(), atoms.numbers, r["forces"], r["energy"],

@@ -15,6 +15,7 @@ import sys
 
 from oedal import __version__
 from oedal.errors import OedalError
+from oedal.files import DiskFull
 from oedal.gmnn.kernels import ENV_KERNELS, KERNEL_KINDS, use_backend
 
 # Sub-command modules, in the order they appear in --help.
@@ -65,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         use_backend(args.kernels)  # None: $OEDAL_KERNELS, else auto
         return int(args.func(args) or 0)
+    except DiskFull as err:  # HDF5 may be left half-closed: say so and end now, before its teardown can crash
+        print(f"oedal {args.command}: error: {err}", file=sys.stderr, flush=True)
+        logging.shutdown()
+        os._exit(2)
     except (OedalError, ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"oedal {args.command}: error: {err}", file=sys.stderr)
         return 2

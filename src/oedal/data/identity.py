@@ -51,6 +51,16 @@ def content_hashes(s: Structures) -> np.ndarray:
     return out
 
 
+def structure_hash(numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> str:
+    """The content hash of one structure (numbers (n,), positions (n, 3) Å, cell (3, 3) Å, pbc (3,)), as
+    :func:`content_hashes` gives it, as text."""
+    one = Structures(positions=np.asarray(positions, dtype=np.float64).reshape(-1, 3),
+                     numbers=np.asarray(numbers, dtype=np.int64), n_atoms=np.array([len(numbers)]),
+                     cell=np.asarray(cell, dtype=np.float64).reshape(1, 3, 3),
+                     pbc=np.asarray(pbc, dtype=bool).reshape(1, 3), ids=np.zeros(1, np.int64))
+    return hash_text(content_hashes(one)[0])
+
+
 def hash_text(h: bytes | np.bytes_) -> str:
     """A stored hash as text (for messages and the label cache)."""
     return bytes(h).decode()

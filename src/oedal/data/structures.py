@@ -32,6 +32,14 @@ def _opt(a: np.ndarray | None, dtype: type) -> np.ndarray | None:
     return None if a is None else np.ascontiguousarray(a, dtype=dtype)
 
 
+def _rows3(a: np.ndarray) -> np.ndarray:
+    """Per-atom vectors as (k, 3) float64: a flat or empty array is laid out in rows of 3; any other shape
+    is kept as it is, for :func:`oedal.data.validate.check_shapes` to refuse (a silent reshape of an
+    (n, 4) array would turn it into other atoms)."""
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    return a.reshape(-1, 3) if a.ndim == 1 or a.size == 0 else a
+
+
 @dataclass
 class Structures:
     """Ragged structures; arrays are cast to the contract's dtypes on construction.
@@ -52,14 +60,14 @@ class Structures:
     forces: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        self.positions = np.ascontiguousarray(self.positions, dtype=np.float64).reshape(-1, 3)
+        self.positions = _rows3(self.positions)
         self.numbers = np.ascontiguousarray(self.numbers, dtype=np.int64).reshape(-1)
         self.n_atoms = np.ascontiguousarray(self.n_atoms, dtype=np.int64).reshape(-1)
         self.cell = np.ascontiguousarray(self.cell, dtype=np.float64)
         self.pbc = np.ascontiguousarray(self.pbc, dtype=bool)
         self.ids = np.ascontiguousarray(self.ids, dtype=np.int64).reshape(-1)
         self.energy = _opt(self.energy, np.float64)
-        self.forces = _opt(self.forces, np.float64)
+        self.forces = None if self.forces is None else _rows3(self.forces)
 
     def __len__(self) -> int:
         return len(self.n_atoms)

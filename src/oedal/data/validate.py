@@ -40,7 +40,10 @@ def check_shapes(s: Structures, source: str, first: int = 0) -> None:
     if (s.n_atoms < 1).any():
         k = int(np.argmax(s.n_atoms < 1))
         raise InputError(f"{_where(source, s, k, first)}: has {int(s.n_atoms[k])} atoms")
-    for name, arr in (("numbers", s.numbers), ("positions", s.positions), ("forces", s.forces)):
+    for name, arr, row in (("numbers", s.numbers, ()), ("positions", s.positions, (3,)), ("forces", s.forces, (3,))):
+        if arr is not None and arr.shape[1:] != row:
+            expected = "(n_atoms, 3)" if row else "(n_atoms,)"
+            raise InputError(f"{source}: shape mismatch, {name} has shape {arr.shape}, expected {expected}")
         if arr is not None and len(arr) != total:
             k = _structure_of_row(s, min(len(arr), total))
             raise InputError(

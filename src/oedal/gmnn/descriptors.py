@@ -269,7 +269,7 @@ class GaussianMoments(nn.Module):
         rad, ang = self.pair_terms(displacements, species, pair_i, pair_j)  # (P, n_radial), (P, 20)
         layout = neighbor_layout(pair_i, n_atoms)
         if layout is None:  # pairs not grouped by centre atom: scatter the outer products
-            per_pair = (rad[:, :, None] * ang[:, None, :]).reshape(rad.shape[0], -1)
+            per_pair = (rad[:, :, None] * ang[:, None, :]).reshape(rad.shape[0], self.n_radial * 20)  # no pair: (0, ·)
             zeros = per_pair.new_zeros((n_atoms, per_pair.shape[1]))
             return zeros.index_add(0, pair_i, per_pair).reshape(n_atoms, self.n_radial, 20)
         # grouped by centre atom: lay the pairs out as (atom, neighbour slot), zero-padded, and

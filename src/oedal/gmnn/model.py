@@ -11,6 +11,7 @@ totals are float64, so a total of 10⁴ eV keeps the digits that finite differen
 
 from __future__ import annotations
 
+import io
 import logging
 import pickle
 import re
@@ -226,8 +227,17 @@ def save_model(model: GMNN, path: str | Path, **meta) -> None:
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "meta": meta,
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    write_torch_file(payload, path)
+
+
+def write_torch_file(payload: dict, path: str | Path, *, fsync: bool = False) -> None:
+    """``torch.save`` into memory, then one plain atomic write of the bytes: a full disk is an ordinary
+    OSError and leaves any previous file at ``path`` as it was (torch's own writer reports it as an
+    unrelated RuntimeError, from inside its zip container)."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    with atomic_path(path, fsync=fsync) as tmp:
+        tmp.write_bytes(buffer.getbuffer())
 
 
 class UnsafeFile(InputError):
@@ -291,6 +301,24 @@ def load_model(path: str | Path, device="cpu", settings: ModelSettings | None = 
     if payload.get("version") != __version__:
         log.warning("%s was written by oedal %s, this is %s", path, payload.get("version"), __version__)
     model = GMNN(stored, payload["species"])
-    model.load_state_dict(payload["state_dict"])
+    _load_weights(model, payload.get("state_dict"), path)
     model.meta = payload.get("meta", {})
     return model.to(device)
+
+
+def _load_weights(model: GMNN, state: object, path: str | Path) -> None:
+    """The file's weights into ``model``: InputError naming the file when they do not fit its settings
+    (missing or extra tensors, other shapes) or are not finite (a training that diverged)."""
+    if not isinstance(state, dict):
+        raise InputError(f"{path}: not an oedal model file (no weights)")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err))
+        raise InputError(f"{path}: its weights do not fit the model settings stored with them ({first}); "
+                         "the file was changed or written by another program") from None
+    bad = [name for name, value in state.items() if torch.is_tensor(value) and value.is_floating_point()
+           and not bool(torch.isfinite(value).all())]
+    if bad:
+        raise InputError(f"{path}: weights not finite (NaN or inf) in {', '.join(bad[:3])}"
+                         f"{' ...' if len(bad) > 3 else ''}: a training that diverged? train the model again")

@@ -10,6 +10,10 @@ shifts in torch, so forces flow through them.
   molecules in ≈ 0.1 s against ≈ 1.7 s, and it releases the GIL for the scoring threads), or on the
   torch kernel backend vectorised in NumPy over every structure with the same number of atoms.
 * Periodic (any pbc direction true): vesin, one structure at a time.
+
+A structure with a non-finite position or cell has no pairs (no neighbour list can be built for it):
+every step that reads a store refuses such input before, and an exploration walker whose MD blew up
+is stopped by its sanity check, so nothing here raises for one broken structure among many.
 """
 
 from __future__ import annotations
@@ -92,6 +96,8 @@ def neighbor_list(positions: np.ndarray, n_atoms: np.ndarray, cell: np.ndarray, 
             parts.append((idx[s], i, j, None))
     for sidx in np.flatnonzero(periodic):
         a, b = offsets[sidx], offsets[sidx + 1]
+        if not (np.isfinite(positions[a:b]).all() and np.isfinite(cell[sidx]).all()):
+            continue  # no pairs (module docstring)
         i, j, sh = _periodic_pairs(positions[a:b], np.asarray(cell[sidx]), pbc[sidx], cutoff)
         parts.append((np.full(len(i), sidx, np.int64), i, j, sh))
     counts = np.zeros(n_struct, np.int64)

@@ -41,9 +41,8 @@ import torch
 from oedal.gmnn.batching import Batch, BatchLoader
 from oedal.device import resolve_device, set_threads
 from oedal.errors import InputError, OedalError
-from oedal.files import atomic_path
 from oedal.interrupt import StopOnSigterm
-from oedal.gmnn.model import GMNN, load_data_file, load_model
+from oedal.gmnn.model import GMNN, load_data_file, load_model, write_torch_file
 from oedal.progress import progress_bar
 from oedal.settings import ModelSettings, TrainingSettings
 
@@ -341,8 +340,7 @@ class _Checkpoints:
 
     def save(self, state: TrainingState, seconds: float) -> None:
         payload = state.to_checkpoint(self.fingerprint, seconds)
-        with atomic_path(self.path, fsync=True) as tmp:
-            torch.save(payload, tmp)
+        write_torch_file(payload, self.path, fsync=True)
         self.last = time.perf_counter()
         log.debug("checkpoint %s written (epoch %d%s)", self.path, payload["epoch"],
                   ", mid-epoch" if state.partial else "")

@@ -51,6 +51,21 @@ class OracleFailure(RuntimeError):
     """The oracle could not label this structure (SCF not converged, unknown element, ...)."""
 
 
+def check_label(energy, forces, n_atoms: int) -> tuple[float, np.ndarray]:
+    """``(energy eV, forces (n_atoms, 3) eV/Å)`` as float64, or :class:`OracleFailure` when a label is not
+    one: forces of another shape, a non-finite energy or force. Every label passes it, fresh from an
+    oracle or read back from the label cache."""
+    energy = float(energy)
+    forces = np.asarray(forces, dtype=np.float64)
+    if forces.shape != (n_atoms, 3):
+        raise OracleFailure(f"forces have shape {forces.shape}, expected ({n_atoms}, 3)")
+    if not np.isfinite(energy):
+        raise OracleFailure(f"non-finite energy {energy}")
+    if not np.all(np.isfinite(forces)):
+        raise OracleFailure("non-finite forces")
+    return energy, forces
+
+
 def check_spin(numbers: np.ndarray, charge: int, multiplicity: int) -> None:
     """Raise :class:`OracleFailure` when ``sum(Z) − charge`` electrons cannot have this multiplicity
     (2S + 1 − 1 unpaired electrons: an odd count needs an even multiplicity and vice versa)."""

@@ -31,10 +31,10 @@ import numpy as np
 from oedal.data import keys
 from oedal.data.identity import duplicate_ids, hash_text
 from oedal.errors import InputError
-from oedal.files import atomic_path
 from oedal.interrupt import StopOnSigterm
-from oedal.oracles.base import ID_KEY, Oracle, OracleFailure, OracleSettingsBase
+from oedal.oracles.base import ID_KEY, Oracle, OracleSettingsBase, check_label
 from oedal.oracles.cache import Geometry, Journal, Label, LabelCache, Level, level_of
+from oedal.oracles.cache.transfer import LEVEL_ATTR, LEVEL_OF_THEORY_ATTR
 from oedal.oracles.registry import get_oracle
 
 log = logging.getLogger(__name__)
@@ -65,18 +65,6 @@ def _remove_cache_files(path: Path) -> None:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
-def _check_label(energy, forces, n_atoms: int) -> tuple[float, np.ndarray]:
-    energy = float(energy)
-    forces = np.asarray(forces, dtype=np.float64)
-    if forces.shape != (n_atoms, 3):
-        raise OracleFailure(f"forces have shape {forces.shape}, expected ({n_atoms}, 3)")
-    if not np.isfinite(energy):
-        raise OracleFailure(f"non-finite energy {energy}")
-    if not np.all(np.isfinite(forces)):
-        raise OracleFailure("non-finite forces")
-    return energy, forces
-
-
 def _label_one(oracle: Oracle, atoms, max_attempts: int) -> tuple[Label, int]:
     """Try the oracle up to ``max_attempts`` times → (result, oracle calls). Never raises for an oracle error."""
     if not np.all(np.isfinite(atoms.positions)) or not np.all(np.isfinite(atoms.cell.array)):
@@ -84,7 +72,7 @@ def _label_one(oracle: Oracle, atoms, max_attempts: int) -> tuple[Label, int]:
     reason = ""
     for attempt in range(1, max_attempts + 1):
         try:
-            energy, forces = _check_label(*oracle.label(atoms), len(atoms))
+            energy, forces = check_label(*oracle.label(atoms), len(atoms))
             return Label(True, energy, forces, "", attempt), attempt
         except Exception as err:  # noqa: BLE001 — any oracle error is recorded, never swallowed
             reason = f"{type(err).__name__}: {err}"[:1000]
@@ -203,11 +191,9 @@ def _write_outputs(reader, hashes: list[str], results: dict, out: Path, failed: 
     labels = [results[h] for h in hashes]
     ok = np.array([lab.ok for lab in labels], dtype=bool)
     bad = reader.read(np.flatnonzero(~ok)).without_labels()
-    with atomic_path(failed) as tmp:
-        write_store(tmp, bad, attrs={**attrs, "content": "structures the oracle failed to label"})
-        with h5py.File(tmp, "a") as f:
-            f[keys.REASON] = np.array([lab.reason for lab in labels if not lab.ok], dtype=h5py.string_dtype())
-            f[keys.ATTEMPTS] = np.array([lab.attempts for lab in labels if not lab.ok], dtype=np.int64)
+    write_store(failed, bad, attrs={**attrs, "content": "structures the oracle failed to label"},
+                extra={keys.REASON: np.array([lab.reason for lab in labels if not lab.ok], dtype=h5py.string_dtype()),
+                       keys.ATTEMPTS: np.array([lab.attempts for lab in labels if not lab.ok], dtype=np.int64)})
     good = reader.read(np.flatnonzero(ok)).without_labels()
     forces = [lab.forces for lab in labels if lab.ok]
     good = dataclasses.replace(good, energy=np.array([lab.energy for lab in labels if lab.ok], dtype=np.float64),
@@ -258,8 +244,8 @@ def label_store(
                      cache_path, level.key[:12], level.kind)
             job = _Job(reader, hashes, db, level, settings, oracle, since, results)
             job.run([row for row, h in enumerate(hashes) if h not in results])
-        _write_outputs(reader, hashes, results, out, failed, {"input": str(unlabeled_path), "level": level.key,
-                                                              "level_of_theory": level.settings})
+        _write_outputs(reader, hashes, results, out, failed, {"input": str(unlabeled_path), LEVEL_ATTR: level.key,
+                                                              LEVEL_OF_THEORY_ATTR: level.settings})
     if cache is None:
         _remove_cache_files(cache_path)
     return _report(unlabeled_path, out, hashes, results, n_cached, job.calls, time.perf_counter() - start)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from oedal.errors import OedalError
-from oedal.files import atomic_path
+from oedal.files import atomic_path, check_outputs
 from oedal.report import figures
 from oedal.report.collect import CampaignResults, Run
 from oedal.report.html import esc, fmt, image, page, section, table
@@ -257,10 +257,10 @@ def write_report(campaign_dir: str | Path, out: str | Path | None = None, *, ins
     """Write the report of a campaign folder (default ``{campaign_dir}/report.html``), atomically; with
     ``figures_dir``, its figures also as PNG files there. ``inspect``: evaluate and score with the models
     (parity plot, score–error correlation); returns the path written."""
+    out = Path(out) if out is not None else Path(campaign_dir) / "report.html"
+    check_outputs(out, folders=(figures_dir,))  # before minutes of work, not after
     results = CampaignResults.read(campaign_dir)
     text, figs = build_report(results, inspect)
-    out = Path(out) if out is not None else results.root / "report.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         tmp.write_text(text, encoding="utf-8")
     if figures_dir is not None:
