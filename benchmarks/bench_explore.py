@@ -50,7 +50,7 @@ def trained_model(folder: Path) -> Path:
 
 
 def ethanol(seed: int = 0):
-    from oedal.campaign.explore import starting_structures
+    from oedal.campaign.explore.starts import starting_structures
 
     atoms = starting_structures(["ethanol"])[0]
     atoms.rattle(0.02, seed=seed)
@@ -94,11 +94,11 @@ def bench_calculator(args) -> None:
 
 
 def batched_ms(path: Path, n: int, steps: int) -> float:
-    """Wall ms per walker-step of ``n`` walkers stepped as one batch (campaign.walkers), checked every 10 steps."""
+    """Wall ms per walker-step of ``n`` walkers stepped as one batch (campaign.explore.dynamics), checked every 10 steps."""
     import torch
 
-    from oedal.campaign.explore import start_walkers
-    from oedal.campaign.walkers import Dynamics, run_walkers
+    from oedal.campaign.explore.dynamics import Dynamics, run_walkers
+    from oedal.campaign.explore.walker import start_walkers
     from oedal.gmnn.model import load_model
     from oedal.oed.uncertainty import model_head
 

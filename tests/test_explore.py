@@ -16,8 +16,9 @@ import pytest
 import torch
 from ase import Atoms, units
 
-from oedal.campaign.explore import Walker, decide, read_walkers, start_walkers, summary
-from oedal.campaign.walkers import Dynamics, run_walkers
+from oedal.campaign.explore.checks import decide
+from oedal.campaign.explore.dynamics import Dynamics, run_walkers
+from oedal.campaign.explore.walker import Walker, read_walkers, start_walkers, summary
 from oedal.gmnn.model import Evaluation
 
 LIMITS = {"min_distance": 0.3, "max_force": 1e3, "max_energy_jump": 1e3, "max_temperature_factor": 10.0}
@@ -41,6 +42,11 @@ class Harmonic:
     def __init__(self, x0: np.ndarray, k: float = 5.0):
         self.x0, self.k = torch.as_tensor(x0), k
 
+    def batch(self, structures, dtype=None):
+        from oedal.gmnn.batching import make_batch
+
+        return make_batch(structures, self.cutoff, self.species, dtype=dtype or torch.float64)
+
     def evaluate(self, batch, stress=False, sensitivities=False):
         dx = batch.positions.double() - self.x0
         n = torch.bincount(batch.structure, minlength=batch.n_structures).double()
@@ -63,7 +69,7 @@ def test_baoab_thermostat_holds_the_temperature_without_drift(monkeypatch):
     degrees of freedom) is 500 K within 4 %; no centre-of-mass motion; every check accurate."""
     from ase.data import atomic_masses
 
-    from oedal.campaign import walkers as W
+    from oedal.campaign.explore import dynamics as W
 
     atoms = Atoms("HCO", positions=[[0, 0, 0], [1.2, 0, 0], [0, 1.3, 0]])
     ws = start_walkers([atoms], [500.0], 8, seed=5)
@@ -168,25 +174,27 @@ def _walker(k: int, status: str, candidates: int) -> Walker:
 def test_exploration_converges_when_enough_walkers_run_clean(tmp_path, converged, expect_stop):
     """DP-GEN's accurate ratio: 2 of 4 walkers ran their full length without a candidate (one found
     candidates, one stopped), so the share is exactly 0.5."""
-    from oedal.campaign.explore import combined_summary, write_walkers
-    from oedal.campaign.steps import explore_stop_reason
+    from oedal.campaign.explore.walker import combined_summary, write_walkers
+    from oedal.campaign.records import ExploreCounts
+    from oedal.campaign.stop import explore_stop_reason
 
     write_walkers(tmp_path / "a.json", [_walker(0, "finished", 0), _walker(2, "finished", 3)])
     write_walkers(tmp_path / "b.json", [_walker(1, "finished", 0), _walker(3, "stopped", 1)])
     counts = {**combined_summary([tmp_path / "a.json", tmp_path / "b.json"], converged), "candidates": 4}
     assert (counts["walkers"], counts["clean"], counts["with_candidates"], counts["stopped"]) == (4, 2, 1, 1)
     assert counts["clean_share"] == 0.5 and counts["converged"] is expect_stop
-    reason = explore_stop_reason(counts)
+    reason = explore_stop_reason(ExploreCounts.from_dict(counts))
     assert (reason is not None and "converged" in reason) is expect_stop
-    assert "no candidate" in explore_stop_reason({**counts, "converged": False, "candidates": 0})
+    assert "no candidate" in explore_stop_reason(ExploreCounts.from_dict({**counts, "converged": False, "candidates": 0}))
     # nothing found while hotter walkers still wait on the ramp: not a reason to stop
-    assert explore_stop_reason({**counts, "converged": False, "candidates": 0, "waiting": 2}) is None
+    assert explore_stop_reason(ExploreCounts.from_dict({**counts, "converged": False, "candidates": 0,
+                                                        "waiting": 2})) is None
 
 
 def test_rattled_starts_have_the_asked_spread_and_split_keeps_the_test_set_apart(tmp_path, ethanol_structures):
-    from oedal.campaign.explore import rattled_structures, starting_structures
+    from oedal.campaign.explore.starts import rattled_structures, starting_structures
     from oedal.campaign.settings import SplitSettings
-    from oedal.campaign.steps import split_explore
+    from oedal.campaign.split import split_explore
     from oedal.data.store import read_store, write_store
     from oedal.errors import InputError
 
@@ -197,7 +205,7 @@ def test_rattled_starts_have_the_asked_spread_and_split_keeps_the_test_set_apart
     assert abs((shifts / sigma[:, None, None]).std() - 1) < 0.03 and abs(shifts.mean()) < 0.005  # 5,400 draws
     assert abs(shifts[150:].std() / shifts[:50].std() - 7.0) < 1.0  # the last quarter ≈ 7× the first's spread
     assert not rattled.has_labels
-    from oedal.campaign.explore import labelable
+    from oedal.campaign.explore.checks import labelable
 
     limits = {"min_distance": 0.5, "min_bond_factor": 0.8}
     wild = rattled_structures(["ethanol"], 50, 0.4, seed=3, limits=limits)  # copies with short contacts redrawn
@@ -223,7 +231,10 @@ def test_rattled_starts_have_the_asked_spread_and_split_keeps_the_test_set_apart
 
 
 def test_short_contacts_are_judged_by_covalent_radii():
-    from oedal.campaign.explore import labelable, short_contact
+    from oedal.campaign.explore.checks import Frame, ShortContact, labelable
+
+    def short_contact(positions, numbers, limits):
+        return ShortContact.reason(Frame(positions, np.asarray(numbers), np.zeros((3, 3)), [False] * 3), limits)
 
     limits = {"min_distance": 0.5, "min_bond_factor": 0.7}  # C–H bound 0.7·(0.76 + 0.31) = 0.749 Å
     ch = lambda d: np.array([[0.0, 0.0, 0.0], [d, 0.0, 0.0]])  # noqa: E731
@@ -238,7 +249,7 @@ def test_short_contacts_are_judged_by_covalent_radii():
 
 
 def test_the_ramp_runs_the_lowest_temperatures_first_and_waiting_walkers_are_never_clean():
-    from oedal.campaign.explore import hold_back, resume_walkers
+    from oedal.campaign.explore.walker import hold_back, resume_walkers
 
     atoms = Atoms("H2", positions=[[0, 0, 0], [0.74, 0, 0]])
     walkers = start_walkers([atoms], [1000.0, 300.0, 600.0], 2, seed=0)
@@ -257,7 +268,7 @@ def test_the_ramp_runs_the_lowest_temperatures_first_and_waiting_walkers_are_nev
 
 def test_the_initial_md_starts_in_the_basin_and_leaves_it(tmp_path):
     """explore.initial: md — frames of a short xTB MD of the start, unlabeled, one every interval steps."""
-    from oedal.campaign.explore import initial_structures, starting_structures
+    from oedal.campaign.explore.starts import initial_structures, starting_structures
     from oedal.campaign.settings import ExploreSettings, SamplingSettings
 
     settings = ExploreSettings(initial="md", temperatures=[300.0, 1000.0], initial_interval=5)
@@ -286,7 +297,7 @@ def ethanol_box(a: float = 7.0) -> Atoms:
 
 
 def test_npt_walkers_follow_the_pressure_and_a_rerun_from_a_checkpoint_repeats_them(model_file, tmp_path):
-    from oedal.campaign.explore import write_walkers
+    from oedal.campaign.explore.walker import write_walkers
     from oedal.gmnn.model import load_model
     from oedal.oed.uncertainty import model_head
 
@@ -330,7 +341,7 @@ def test_npt_walkers_follow_the_pressure_and_a_rerun_from_a_checkpoint_repeats_t
 
 
 def test_a_walker_stopped_at_its_first_check_resumes_from_where_it_started_not_where_it_stopped():
-    from oedal.campaign.explore import resume_walkers
+    from oedal.campaign.explore.walker import resume_walkers
 
     x0 = np.array([[0.0, 0.0, 0.0], [1.1, 0.0, 0.0], [0.0, 1.1, 0.0]])
     atoms = Atoms("CHH", positions=x0)
@@ -351,7 +362,7 @@ def test_a_walker_stuck_at_its_first_check_round_after_round_restarts_from_its_s
     in a row, it starts again at its start geometry with fresh Maxwell–Boltzmann velocities from its own
     random stream (the same on a rerun), and its count is reset. A stop at a later check is no stuck
     round; restart_after = 0 never restarts."""
-    from oedal.campaign.explore import resume_walkers
+    from oedal.campaign.explore.walker import resume_walkers
 
     atoms = Atoms("OHH", positions=[[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]])
     w = start_walkers([atoms], [600.0], 1, seed=4)[0]

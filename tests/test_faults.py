@@ -21,8 +21,7 @@ from oedal.cli import main
 from oedal.data.store import read_store, write_store
 from oedal.errors import InputError
 from oedal.files import hold_folder
-from oedal.gmnn.model import GMNN, load_model, save_model
-from oedal.settings import DescriptorSettings, ModelSettings
+from oedal.gmnn.model import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -191,7 +190,8 @@ def test_a_full_disk_leaves_the_previous_file_and_says_so_in_one_line(files, tmp
                       "--limit", "400"],
             "scores": ["score", "--model", str(files / "model.pt"), "--train", str(files / "train.h5"), "--pool",
                        str(files / "pool.h5"), "--out", str(out), "--strategy", "qs2"]}[what]
-    run = subprocess.run([sys.executable, "-m", "oedal", *argv], capture_output=True, text=True,
+    env = {**os.environ, "OEDAL_KERNELS": "torch"}  # (numba writes its compile cache on a fresh clone: below)
+    run = subprocess.run([sys.executable, "-m", "oedal", *argv], capture_output=True, text=True, env=env,
                          preexec_fn=_limit_file_size(20_000))
     err = [line for line in run.stderr.splitlines() if ": error: " in line]
     assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
@@ -224,3 +224,18 @@ def test_a_second_working_directory_on_the_same_results_stops_before_any_job(smk
     child = subprocess.run([sys.executable, "-c", "from oedal.files import hold_folder; "
                             f"hold_folder({str(results / 'tiny')!r}, 'x')"], capture_output=True, text=True)
     assert child.returncode != 0 and "is in use by this test" in child.stderr
+
+
+def test_a_full_disk_anywhere_else_is_one_line_too(tmp_path):
+    """A write outside oedal's own files fails for lack of space (here numba's compile cache, which a fresh
+    clone writes on first use, refused by a file size limit of 0): one line, exit 2, no traceback."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache"), "OEDAL_KERNELS": "numba"}
+    code = ("import sys, errno; from oedal.cli import main; import oedal.cli.data as d\n"
+            "def boom(args): raise OSError(errno.ENOSPC, 'No space left on device', 'numba/cache/x.nbi')\n"
+            "d.run_import = boom\n"
+            "sys.exit(main(['import', 'x.npz', '--out', 'y.h5']))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.strip().splitlines() == ["oedal import: error: a file could not be written (No space left on "
+                                               "device: [Errno 28] No space left on device: 'numba/cache/x.nbi'); "
+                                               "free space (or raise the file size limit) and run again"]

@@ -138,14 +138,15 @@ def test_a_walker_that_flies_apart_stops_alone_and_is_not_labeled():
     """Two ethanol walkers share one batch of the real model; one starts at 10⁷ K and flies apart between two
     checks (its atoms end far beyond r_c: no pair at all). It stops with the reason, its frame is not a
     candidate; the other walker runs its full length: the shard is not taken down."""
-    from oedal.campaign.explore import LIMITS, start_walkers
-    from oedal.campaign.walkers import Dynamics, run_walkers
+    from oedal.campaign.explore.checks import limit_fields
+    from oedal.campaign.explore.dynamics import Dynamics, run_walkers
+    from oedal.campaign.explore.walker import start_walkers
 
     model = small_model()
     walkers = start_walkers([molecule("CH3CH2OH")], [300.0, 1e7], 1, seed=3)
     limits = {"min_distance": 0.3, "min_bond_factor": 0.0, "max_force": 1e6, "max_energy_jump": 1e6,
               "max_temperature_factor": 1e3, "cutoff": model.cutoff}
-    assert set(LIMITS) <= set(limits)
+    assert set(limit_fields()) <= set(limits)
     records: list = []
     run_walkers(model, _Calm(), walkers, Dynamics(60, 0.5, 0.01, 10, 1.0, 20.0, limits), 0, records)
     cold, hot = walkers
@@ -157,8 +158,8 @@ def test_a_walker_that_flies_apart_stops_alone_and_is_not_labeled():
 def test_an_npt_walker_whose_md_blew_up_stops_alone():
     """A periodic walker whose state went non-finite (NaN position): the calculator refuses it inside ASE's
     NPT step; the walker stops with that reason instead of the exception ending the shard."""
-    from oedal.campaign.explore import start_walkers
-    from oedal.campaign.walkers import Dynamics, run_walkers
+    from oedal.campaign.explore.dynamics import Dynamics, run_walkers
+    from oedal.campaign.explore.walker import start_walkers
 
     box = molecule("CH3CH2OH")
     box.cell, box.pbc = np.eye(3) * 8.0, True

@@ -16,6 +16,7 @@ from oedal.gmnn.batching import make_batch
 from oedal.gmnn.descriptors import FULL_INDEX, UNIQUE_INDEX, GaussianMoments, combinations
 from oedal.gmnn.kernels import using
 from oedal.gmnn.model import GMNN
+from oedal.gmnn.tangents import feature_tangents
 from oedal.settings import CONTRACTIONS, DescriptorSettings, ModelSettings
 
 CONTRACTION_SETS = [list(CONTRACTIONS), ["c321", "c0", "c222"], ["c332", "c112"], ["c33"], list(reversed(CONTRACTIONS))]
@@ -37,7 +38,7 @@ def _args(model: GMNN, structures) -> tuple:
 def _qs2_features(desc: GaussianMoments, disp, species, pair_i, pair_j, n_atoms: int) -> torch.Tensor:
     """The features of the QS2 packed route: kernels.pairs.pair_rows, then kernels.tangents.features_partners
     (each feature as its first factor's inner product with that factor's partner)."""
-    ft, n_pairs, dtype = desc.tangents(), disp.shape[0], disp.numpy().dtype
+    ft, n_pairs, dtype = feature_tangents(desc), disp.shape[0], disp.numpy().dtype
     frames, r = np.empty((n_pairs, 3, 3), dtype), np.empty(n_pairs, dtype)
     v, y = np.empty((n_pairs, 3, desc.n_radial), dtype), np.empty((n_pairs, 3, 20), dtype)
     pair_start = np.concatenate([[0], np.cumsum(torch.bincount(pair_i, minlength=n_atoms).numpy())])

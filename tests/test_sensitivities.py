@@ -10,7 +10,7 @@ from oedal.gmnn import kernels
 from oedal.gmnn.batching import make_batch
 from oedal.gmnn.descriptors import FULL_INDEX, UNIQUE_INDEX
 from oedal.gmnn.model import GMNN
-from oedal.gmnn.tangents import local_frames
+from oedal.gmnn.tangents import feature_tangents, local_frames
 from oedal.oed import sensitivities as S
 from oedal.settings import ModelSettings
 
@@ -229,7 +229,7 @@ def test_structured_mode_exact_for_linear_lone_and_isolated_atoms(awkward_molecu
 def test_numba_moments_features_and_partners_equal_torch(model_and_batch):
     """kernels.pairs.pair_rows and kernels.tangents.features_partners against the descriptor's torch route."""
     model, _, batch = model_and_batch
-    desc, ft = model.descriptor, model.descriptor.tangents()
+    desc, ft = model.descriptor, feature_tangents(model.descriptor)
     disp = batch.displacements().detach()
     n_pairs, n_atoms = disp.shape[0], batch.species.shape[0]
     frames, r = np.empty((n_pairs, 3, 3)), np.empty(n_pairs)

@@ -1,4 +1,4 @@
-"""The workflow's glue steps (oedal.campaign.steps): split, shard, gather, merge maths, seeds and the plan."""
+"""The workflow's glue steps (oedal.campaign: split, scatter, stop, gather, merge, summary), seeds and the plan."""
 
 from __future__ import annotations
 
@@ -11,16 +11,12 @@ from oedal.data.store import read_store, write_store
 from oedal.errors import SettingsError
 from oedal.campaign.settings import CampaignSettings, SplitSettings
 from oedal.campaign.plan import derive_seed, parse_strategy, plan_batches
-from oedal.campaign.steps import (
-    decide_stop,
-    gather_stores,
-    merge_labels,
-    scatter_selection,
-    shard_selection,
-    split_dataset,
-    split_indices,
-    stop_reason,
-)
+from oedal.campaign.gather import gather_stores
+from oedal.campaign.merge import merge_labels, validation_picks
+from oedal.campaign.records import Status
+from oedal.campaign.scatter import scatter_selection, shard_selection
+from oedal.campaign.split import split_dataset, split_indices
+from oedal.campaign.stop import decide_stop, stop_reason
 
 
 @pytest.fixture()
@@ -101,7 +97,7 @@ def test_shard_gather_merge(tmp_path, iteration0, source, redraw):
     shards = [tmp_path / f"shard_{k}.h5" for k in range(4)]
     decision = shard_selection(out / "selected.h5", out / "pool.h5", out / "status.json", shards,
                                out / "request.json", n_valid=15 if redraw else 0, seed=3, informative=False)
-    assert not decision["stop"]
+    assert not decision.stop
     parts = [read_store(p) for p in shards]
     assert sum(len(p) for p in parts) == 9 + (15 if redraw else 0)
     assert all(not p.has_labels for p in parts), "shards go to the oracle without labels"
@@ -119,8 +115,8 @@ def test_shard_gather_merge(tmp_path, iteration0, source, redraw):
     valid0, valid1 = ids(out / "valid.h5"), ids(nxt / "valid.h5")
     # training set = previous + labeled selection (the failed one is excluded, not dropped silently)
     np.testing.assert_array_equal(np.sort(train1), np.sort(np.concatenate([train0, selected_ids[1:]])))
-    assert status["labels_failed"] == 1
-    assert status["labels_spent"] == 35 + len(shard_ids)
+    assert status.labels_failed == 1
+    assert status.labels_spent == 35 + len(shard_ids)
     assert not read_store(nxt / "pool.h5").has_labels
     assert read_store(nxt / "train.h5").has_labels and read_store(nxt / "valid.h5").has_labels
     if redraw:
@@ -144,7 +140,7 @@ def test_stop_decision_makes_empty_shards(tmp_path, iteration0):
     shards = [tmp_path / f"shard_{k}.h5" for k in range(2)]
     decision = shard_selection(out / "selected.h5", out / "pool.h5", out / "status.json", shards,
                                out / "request.json", metrics=out / "metrics.json", target=1.0)
-    assert decision["stop"] and "target reached" in decision["reason"]
+    assert decision.stop and "target reached" in decision.reason
     assert all(len(read_store(p)) == 0 for p in shards)
 
 
@@ -163,11 +159,12 @@ def test_stop_decision_apart_from_the_scatter(tmp_path, iteration0):
 
 
 def test_stop_reason():
-    go = {"stopped": False}
+    go = Status.initial(20, 5, 100)
     assert stop_reason(go, {"f": 2.0}, 3, "f", 1.0) is None
     assert "target" in stop_reason(go, {"f": 0.9}, 3, "f", 1.0)
     assert "informative" in stop_reason(go, None, 0, "f", None)
-    assert stop_reason({"stopped": True, "reason": "x"}, None, 5, "f", None) == "x"
+    stopped = Status(3, True, "x", 20, 5, 100, 25)
+    assert stop_reason(stopped, None, 5, "f", None) == "x"
 
 
 def test_seeds_are_stable_and_distinct():
@@ -200,12 +197,12 @@ def test_no_informative_candidate_stops(tmp_path, iteration0):
     shards = [tmp_path / "shard_0.h5"]
     decision = shard_selection(out / "selected.h5", out / "pool.h5", out / "status.json", shards,
                                out / "request.json", scores=scores)
-    assert decision["stop"] and "informative" in decision["reason"] and decision["n_informative"] == 0
+    assert decision.stop and "informative" in decision.reason and decision.n_informative == 0
     assert len(read_store(shards[0])) == 0 and len(selected) == 5
     # the next iteration keeps everything and says it stopped
     write_store(out / "labeled.h5", read_store(shards[0]))
     status = merge_labels(out, tmp_path / "iter_001")
-    assert status["stopped"] and status["n_train"] == 20 and status["labels_spent"] == 35
+    assert status.stopped and status.n_train == 20 and status.labels_spent == 35
     assert read_store(tmp_path / "iter_001" / "train.h5").has_labels
 
 
@@ -256,7 +253,7 @@ def test_summary_comparison_and_verdict_files(tmp_path):
     import json
     import math
 
-    from oedal.campaign.steps import write_summary
+    from oedal.campaign.summary import write_summary
 
     runs = []
     for strategy, factor in (("random", 1.0), ("qs1-greedy", 0.8)):
@@ -266,8 +263,7 @@ def test_summary_comparison_and_verdict_files(tmp_path):
             for it, n in enumerate((20, 30)):
                 d = run / f"iter_{it:03d}"
                 d.mkdir(parents=True)
-                (d / "status.json").write_text(json.dumps({"n_train": n, "n_valid": 5, "n_pool": 100 - n,
-                                                           "labels_spent": n + 5, "labels_failed": 0}))
+                Status(it, False, None, n, 5, 100 - n, n + 5, 0).write(d / "status.json")
                 mae = 10.0 * factor * (1 + 0.1 * seed) / math.sqrt(n)
                 (d / "metrics.json").write_text(json.dumps({"forces_mae_kcal/mol/A": mae, "training_stopped": "epochs",
                                                             "training_epochs": 7}))
@@ -284,8 +280,6 @@ def test_summary_comparison_and_verdict_files(tmp_path):
 @pytest.mark.parametrize("n, share, expected", [(3, 0.2, [2]), (10, 0.2, [2, 7]), (5, 0.5, [0, 2, 4]),
                                                  (4, 0.0, []), (1, 0.2, [])])
 def test_validation_picks_take_every_kth_pick_rounded(n, share, expected):
-    from oedal.campaign.steps import validation_picks
-
     assert validation_picks(n, share).tolist() == expected
 
 
@@ -305,4 +299,4 @@ def test_merge_sends_a_share_of_the_picks_to_validation_in_picking_order(tmp_pat
                                                         nxt / "valid.h5"))
     assert sorted(set(valid1) - set(valid0)) == [picked[2]]
     assert sorted(set(train1) - set(train0)) == sorted(set(selected_ids) - {picked[2], failed})
-    assert status["n_pool"] == 0 and not (nxt / "pool.h5").exists() and status["labels_failed"] == 1
+    assert status.n_pool == 0 and not (nxt / "pool.h5").exists() and status.labels_failed == 1

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from oedal.campaign.records import Status
 from oedal.cli import main
 from oedal.data.datasets import load_dataset
 from oedal.data.store import write_store
@@ -243,10 +244,10 @@ def test_cli_train_carries_the_previous_model_over_once_the_campaign_has_stopped
     previous, out = tmp_path / "previous.pt", tmp_path / "model.pt"
     previous.write_bytes(b"the previous iteration's model")
     stopped = tmp_path / "stopped.json"
-    stopped.write_text(json.dumps({"iteration": 2, "stopped": True, "reason": "target reached"}))
+    Status(2, True, "target reached", 20, 5, 0, 25).write(stopped)
     args = ["train", "--train", str(tmp_path / "missing_train.h5"), "--valid", str(tmp_path / "missing_valid.h5"),
             "--out", str(out), "--status", str(stopped)]
-    with caplog.at_level("INFO", logger="oedal.campaign.steps"):
+    with caplog.at_level("INFO", logger="oedal.campaign.merge"):
         assert main(args + ["--carry-from", str(previous)]) == 0
     assert out.read_bytes() == previous.read_bytes()
     assert "campaign stopped (target reached)" in caplog.text and "instead of training" in caplog.text
@@ -258,7 +259,7 @@ def test_cli_train_carries_the_previous_model_over_once_the_campaign_has_stopped
     write_store(tmp_path / "train.h5", train)
     write_store(tmp_path / "valid.h5", valid)
     running = tmp_path / "running.json"
-    running.write_text(json.dumps({"iteration": 1, "stopped": False, "reason": None}))
+    Status(1, False, None, 20, 5, 0, 25).write(running)
     assert main(["train", "--train", str(tmp_path / "train.h5"), "--valid", str(tmp_path / "valid.h5"),
                  "--out", str(out), "--settings", ts.model_dump_json(), "--model-settings", ms.model_dump_json(),
                  "--status", str(running), "--carry-from", str(previous)]) == 0

@@ -313,7 +313,7 @@ def test_train_checks_its_output_before_training(data, tmp_path, monkeypatch, ca
     (tmp_path / "a_file").write_text("x")
     out = {"folder": tmp_path, "under_a_file": tmp_path / "a_file" / "model.pt",
            "unwritable": unwritable / "model.pt"}[kind]
-    _no_work(monkeypatch, "oedal.gmnn.training.train_model", "oedal.cli.model.check_store")
+    _no_work(monkeypatch, "oedal.gmnn.training.train_model", "oedal.campaign.model_steps.check_store")
     assert main(["train", "--train", str(root / "train.h5"), "--valid", str(root / "valid.h5"), "--out", str(out),
                  "--model-settings", ms.model_dump_json(), "--epochs", "1"]) == 2
     err = capsys.readouterr().err.strip()

@@ -105,12 +105,12 @@ def test_dry_run_lists_every_iteration_of_every_strategy(smk_env, tmp_path, conf
     campaign = validate_campaign(yaml.safe_load(path.read_text()))
     last = len(plan_batches(campaign))
     jobs = dry_run_jobs(smk_env, tmp_path, config=path)
-    trained = {(w["strategy"], int(w["seed"]), int(w["iter"])) for r, w in jobs if r == "train_model"}
+    trained = {(w["strategy"], int(w["seed"]), int(w["iter"])) for r, w in jobs if r == "train_model" and not w["k"]}
     selected = {(w["strategy"], int(w["seed"]), int(w["iter"])) for r, w in jobs if r == "select_batch"}
     runs = [(s, seed) for s in campaign.strategies for seed in campaign.seeds]
     assert trained == {(s, seed, i) for s, seed in runs for i in range(1, last + 1)}
     # iteration 0 is one model per seed, shared by every strategy (copied into each strategy)
-    initial = sorted(int(w["seed"]) for r, w in jobs if r == "train_initial_model")
+    initial = sorted(int(w["seed"]) for r, w in jobs if r == "train_initial_model" and not w["k"])
     assert initial == sorted(campaign.seeds)
     shared = {(w["strategy"], int(w["seed"])) for r, w in jobs if r == "share_initial"}
     assert shared == set(runs)
@@ -347,7 +347,7 @@ def test_rerunning_one_iteration_reruns_what_follows_and_nothing_before(smk_env,
     """`--forcerun iter_001/model.pt`: that training and every later step of that run, nothing else."""
     model = iter_dir(tiny_run, "qs1-greedy", 1) / "model.pt"
     jobs = dry_run_jobs(smk_env, tiny_run, "--rerun-triggers", "mtime", "--forcerun", str(model))
-    assert ("train_model", {"campaign": "tiny", "strategy": "qs1-greedy", "seed": "0", "iter": "001"}) in jobs
+    assert ("train_model", {"campaign": "tiny", "strategy": "qs1-greedy", "seed": "0", "iter": "001", "k": ""}) in jobs
     touched = {(w.get("strategy"), w.get("iter")) for r, w in jobs if w.get("iter")}
     assert touched == {("qs1-greedy", "001"), ("qs1-greedy", "002")}, touched
     rules = {r for r, _ in jobs}
@@ -365,7 +365,7 @@ def test_a_deleted_model_is_rebuilt_alone(smk_env, tiny_run):
         jobs = dry_run_jobs(smk_env, tiny_run, str(model), "--rerun-triggers", "mtime")
     finally:
         shutil.move(backup, model)
-    assert jobs == [("train_model", {"campaign": "tiny", "strategy": "qs1-greedy", "seed": "0", "iter": "001"})]
+    assert jobs == [("train_model", {"campaign": "tiny", "strategy": "qs1-greedy", "seed": "0", "iter": "001", "k": ""})]
 
 
 def test_a_target_builds_only_what_it_needs(smk_env, tmp_path):
@@ -426,8 +426,8 @@ def test_training_seeds_added_to_a_finished_campaign_train_and_test_only_the_new
     config = edited_config(tmp_path, training_seeds=2)
     jobs = dry_run_outputs(smk_env, tiny_run, config=config)
     rules = {rule for rule, _ in jobs}
-    assert {"train_initial_member", "train_member", "evaluate_initial_member", "evaluate_member"} <= rules
-    assert rules <= {"all", "train_initial_member", "train_member", "evaluate_initial_member", "evaluate_member",
+    assert {"train_initial_model", "train_model", "evaluate_initial_model", "evaluate_model"} <= rules
+    assert rules <= {"all", "train_initial_model", "train_model", "evaluate_initial_model", "evaluate_model",
                      "share_initial", "summarize_campaign", "record_campaign", "plot_learning_curve",
                      "report_campaign"}, rules
     existing = {rule for rule, outputs in jobs for f in outputs if Path(f).exists()}
@@ -616,7 +616,7 @@ def test_an_exploration_campaign_labels_what_its_walkers_found(smk_env, tmp_path
     assert counts["waiting"] == 2 and json.loads((second / "explore.json").read_text())["waiting"] == 0  # the ramp
     assert counts["candidates"] == len(pool) > 0
     assert set(selected.ids) <= set(pool.ids) and len(selected) <= 6
-    from oedal.campaign.steps import validation_picks
+    from oedal.campaign.merge import validation_picks
 
     (train0, valid0), (train1, valid1) = ((read_store(d / "train.h5"), read_store(d / "valid.h5")) for d in (first, second))
     new = np.setdiff1d(np.concatenate([train1.ids, valid1.ids]), np.concatenate([train0.ids, valid0.ids]))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
@@ -24,9 +24,13 @@ CONTRACTIONS = ("c0", "c11", "c22", "c33", "c222", "c112", "c332", "c321")
 
 
 class Settings(BaseModel):
-    """Every settings model: unknown keys, and NaN or ±inf for any float, are errors naming the key."""
+    """Every settings model: unknown keys, and NaN or ±inf for any float, are errors naming the key.
+
+    ``RUNTIME``: the fields that change no output of the step that reads them (a device, threads, a chunk
+    size): a workflow rule's params leave them out, so changing one reruns nothing that exists."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    RUNTIME: ClassVar[frozenset[str]] = frozenset()
 
 
 class DescriptorSettings(Settings):
@@ -60,6 +64,8 @@ class TrainingSettings(Settings):
     """Training on the eq.-4 loss (DESIGN §5): AMSGrad, a learning-rate schedule over an epoch budget,
     early stopping on the validation loss. Budgets are epochs, never minutes: ``max_minutes`` is a
     safety limit that a campaign reports when it binds (then runs are no longer comparable)."""
+
+    RUNTIME: ClassVar[frozenset[str]] = frozenset({"device", "threads"})
 
     epochs: int = Field(1000, ge=1, description="epoch budget of a training from scratch")
     batch_size: int = Field(32, ge=1)

@@ -1,9 +1,6 @@
 # Data: the campaign's labeled source (once per campaign) and the iteration-0 split (per seed).
 
 
-include: "data_helpers.smk"
-
-
 localrules:
     split_dataset,
     share_initial,
@@ -35,8 +32,8 @@ rule prepare_transfer:
     log:
         f"{DATA}/logs/prepare_transfer_{{transfer}}.log",
     params:
-        source=transfer_source,
-        data_dir=untracked(DATA_DIR_FLAG),
+        source=INPUTS.transfer_source,
+        data_dir=untracked(PARAMS.data_dir_flag),
         every=CAMPAIGN.dataset.transfer_every,
     threads: 1
     resources:
@@ -58,7 +55,7 @@ if CAMPAIGN.dataset.source in ("sample", "explore"):  # explore: the sampling MD
         log:
             f"{DATA}/logs/prepare_dataset.log",
         params:
-            settings=settings_json("sampling", exclude={"potential": set(RUNTIME_FIELDS)}),
+            settings=PARAMS.sampling(),
         threads: 1
         resources:
             mem_mb=2000,
@@ -79,7 +76,7 @@ else:
             f"{DATA}/logs/prepare_dataset.log",
         params:
             source=CAMPAIGN.dataset.source,
-            data_dir=untracked(DATA_DIR_FLAG),  # where the file is, not what it holds
+            data_dir=untracked(PARAMS.data_dir_flag),  # where the file is, not what it holds
             format=CAMPAIGN.dataset.format,
         threads: 1
         resources:
@@ -108,8 +105,8 @@ if CAMPAIGN.exploring:
         log:
             f"{INIT}/logs/split_dataset.log",
         params:
-            settings=settings_json("split", exclude={"valid_redraw", "valid_share"}),
-            seed=split_seed,
+            settings=PARAMS.split(),
+            seed=PARAMS.split_seed,
             out_dir=INIT,
         threads: 1
         conda:
@@ -134,8 +131,8 @@ else:
         log:
             f"{INIT}/logs/split_dataset.log",
         params:
-            settings=settings_json("split", exclude={"valid_redraw", "valid_share"}),  # read by the later steps
-            seed=split_seed,
+            settings=PARAMS.split(),  # less what the merge reads
+            seed=PARAMS.split_seed,
             out_dir=INIT,
         threads: 1
         resources:

@@ -4,9 +4,6 @@
 # The test set comes from the `sampling` MD with the oracle (prepare_dataset in data.smk).
 
 
-include: "explore_helpers.smk"
-
-
 localrules:
     gather_candidates,
 
@@ -22,11 +19,10 @@ rule initial_structures:
     log:
         f"{DATA}/logs/initial_structures.log",
     params:
-        explore=settings_json("explore", include={"starts", "temperatures", "initial", "initial_temperature",
-                                                  "initial_interval", "rattle", "min_distance", "min_bond_factor"}),
-        sampling=initial_sampling_json,
+        explore=PARAMS.explore_initial(),
+        sampling=PARAMS.initial_sampling(),
         n=CAMPAIGN.split.n_train + CAMPAIGN.split.n_valid,
-        oracle=oracle_json,
+        oracle=PARAMS.oracle,
         cache=untracked(LABEL_CACHE),
         journal=untracked(CAMPAIGN.labeling.cache_journal),
         max_attempts=untracked(CAMPAIGN.oracle.max_attempts),
@@ -47,7 +43,7 @@ rule explore_shard:
     """One shard of walkers with this iteration's model (resumed from the previous iteration's walkers):
     its candidates and walker states. A killed job resumes from its checkpoint to the same candidates."""
     input:
-        unpack(explore_inputs),
+        unpack(INPUTS.explore),
     output:
         candidates=f"{ITER}/explore/candidates_{{shard}}.h5",
         walkers=f"{ITER}/explore/walkers_{{shard}}.json",
@@ -56,12 +52,11 @@ rule explore_shard:
     benchmark:
         f"{ITER}/benchmarks/explore_{{shard}}.tsv"
     params:
-        settings=settings_json("explore", exclude={"shards", "converged", "initial", "initial_temperature",
-                                                   "initial_interval", "rattle"}),
-        previous=previous_walkers_flag,
-        seed=explore_seed,
+        settings=PARAMS.explore_walkers(),
+        previous=INPUTS.previous_walkers_flag,
+        seed=PARAMS.explore_seed,
         shards=CAMPAIGN.explore.shards,
-        iteration=iteration,
+        iteration=PARAMS.iteration,
     threads: 1
     resources:
         mem_mb=2000,

@@ -4,9 +4,6 @@
 # Your own oracle: replace rule label_shard (contract in docs/oracles.md).
 
 
-include: "oracle_helpers.smk"
-
-
 localrules:
     shard_selection,
     gather_labels,
@@ -16,19 +13,19 @@ localrules:
 rule shard_selection:
     """Stop decision (target error, I ≤ 1) and scatter of selected + redrawn validation structures."""
     input:
-        unpack(shard_inputs),
+        unpack(INPUTS.shard),
     output:
         shards=expand(f"{ITER}/shards/unlabeled_{{shard}}.h5", shard=SHARDS, allow_missing=True),
         request=f"{ITER}/request.json",
     log:
         f"{ITER}/logs/shard_selection.log",
     params:
-        stop=stop_json(),
+        stop=PARAMS.stop(),
         metrics=optional_flag("metrics", "--metrics"),
         scores=optional_flag("scores", "--scores"),
         explore=optional_flag("explore", "--explore"),
-        n_valid=n_valid_redraw,
-        seed=valid_seed,
+        n_valid=PARAMS.n_valid,
+        seed=PARAMS.valid_seed,
     threads: 1
     resources:
         mem_mb=2000,
@@ -46,7 +43,7 @@ rule label_shard:
     to the label cache as it is made and is looked up there first, so a rerun, forced or not, computes
     no label twice; an existing labeled file is never overwritten."""
     input:
-        unpack(label_inputs),
+        unpack(INPUTS.label),
     output:
         labeled=protected(f"{ITER}/shards/labeled_{{shard}}.h5"),
         failed=protected(f"{ITER}/shards/failed_{{shard}}.h5"),
@@ -55,7 +52,7 @@ rule label_shard:
     benchmark:
         f"{ITER}/benchmarks/label_{{shard}}.tsv"
     params:
-        settings=oracle_json,  # the level of theory; threads and the knobs below change no label
+        settings=PARAMS.oracle,  # the level of theory; threads and the knobs below change no label
         cache=untracked(LABEL_CACHE),
         journal=untracked(CAMPAIGN.labeling.cache_journal),
         max_attempts=untracked(CAMPAIGN.oracle.max_attempts),
@@ -99,13 +96,13 @@ rule merge_labels:
         request=previous("request.json"),
         labeled=previous("labeled.h5"),
     output:
-        **merge_outputs(),
+        **MERGE_OUTPUTS,
     log:
         f"{ITER}/logs/merge_labels.log",
     params:
-        prev_dir=previous_dir,
+        prev_dir=INPUTS.previous_dir,
         out_dir=ITER,
-        flags=merge_flags(),
+        flags=PARAMS.merge_flags(),
     wildcard_constraints:
         iter=r"(?!000)\d{3}",
     threads: 1

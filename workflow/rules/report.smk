@@ -1,9 +1,6 @@
 # The campaign's settings record, summary table, learning curves and report page.
 
 
-include: "report_helpers.smk"
-
-
 localrules:
     record_campaign,
     summarize_campaign,
@@ -18,7 +15,7 @@ rule record_campaign:
     log:
         f"{RESULTS}/{{campaign}}/logs/record_campaign.log",
     params:
-        campaign=campaign_json(),
+        campaign=PARAMS.campaign_json(),
     priority: 100
     threads: 1
     conda:
@@ -32,9 +29,9 @@ rule summarize_campaign:
     model was trained, selection time), the paired comparison of every strategy with random over the
     seeds (ratios with intervals) and the verdict."""
     input:
-        metrics=summary_inputs(*metrics_files()),
-        status=summary_inputs("status.json"),
-        labeled=summary_inputs("metrics_labeled.json", last=LAST - 1),  # the last iteration labels nothing
+        metrics=INPUTS.every_iteration(*INPUTS.metrics_names(), last=LAST),
+        status=INPUTS.every_iteration("status.json", last=LAST),
+        labeled=INPUTS.every_iteration("metrics_labeled.json", last=LAST - 1),  # the last iteration labels nothing
     output:
         summary=f"{RESULTS}/{{campaign}}/summary.csv",
         comparison=f"{RESULTS}/{{campaign}}/comparison.csv",
@@ -42,9 +39,9 @@ rule summarize_campaign:
     log:
         f"{RESULTS}/{{campaign}}/logs/summarize_campaign.log",
     params:
-        runs=run_specs,
+        runs=PARAMS.run_specs,
         last=LAST,
-        transfer=transfer_flags,
+        transfer=PARAMS.transfer_flags,
         training_seeds=CAMPAIGN.training_seeds,
     threads: 1
     conda:
@@ -95,7 +92,7 @@ rule report_campaign:
     log:
         f"{RESULTS}/{{campaign}}/logs/report_campaign.log",
     params:
-        folder=campaign_folder,
+        folder=INPUTS.campaign_folder,
     threads: 1
     resources:
         mem_mb=4000,

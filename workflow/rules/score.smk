@@ -2,13 +2,10 @@
 # --device follows resources.use_gpu (common.smk).
 
 
-include: "score_helpers.smk"
-
-
 rule score_pool:
     """Scores and informativeness I of every pool structure (Fisher matrix from the training set)."""
     input:
-        models=models,
+        models=INPUTS.models,
         train=f"{ITER}/train.h5",
         pool=f"{ITER}/pool.h5",
     output:
@@ -18,8 +15,8 @@ rule score_pool:
     benchmark:
         f"{ITER}/benchmarks/score.tsv"
     params:
-        settings=score_json,
-        models=model_flags,
+        settings=PARAMS.score,
+        models=INPUTS.model_flags,
         chunk_size=untracked(CAMPAIGN.score.chunk_size),
     threads: CAMPAIGN.resources.score_threads
     resources:

@@ -2,13 +2,10 @@
 # Random runs need no scores.h5 (no score_pool job): pool ids from pool.h5, training set excluded.
 
 
-include: "select_helpers.smk"
-
-
 rule select_batch:
     """m structures of the pool (unlabeled) to send to the oracle."""
     input:
-        unpack(select_inputs),
+        unpack(INPUTS.select),
     output:
         f"{ITER}/selected.h5",
     log:
@@ -16,7 +13,7 @@ rule select_batch:
     benchmark:
         f"{ITER}/benchmarks/select.tsv"
     params:
-        settings=select_json,
+        settings=PARAMS.select,
         scores=optional_flag("scores", "--scores"),
         exclude=optional_flag("train", "--exclude"),
     threads: 1

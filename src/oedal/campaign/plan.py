@@ -41,12 +41,6 @@ def parse_strategy(name: str) -> Strategy:
     return STRATEGIES[name]
 
 
-def member_metrics(name: str, k: int) -> str:
-    """The metrics file of model k of an iteration (a training seed or committee member; k = 0: model.pt):
-    metrics.json → metrics_k{k}.json, metrics_transfer_X.json → metrics_transfer_X_k{k}.json."""
-    return name if k == 0 else name.removesuffix(".json") + f"_k{k}.json"
-
-
 def plan_batches(settings: CampaignSettings) -> list[int]:
     """Planned batch size m of every selection round (its length is the number of rounds).
 

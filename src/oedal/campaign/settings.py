@@ -9,12 +9,12 @@ scores (oedal.oed.scorers) and the ``oracle`` section is the union of the regist
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
 from pydantic import Field, create_model, model_validator
 
+from oedal.campaign.explore.checks import geometry_limits, limit_fields
+from oedal.campaign.tree import transfer_name
 from oedal.oed.scorers import SCORERS
 from oedal.oracles.registry import OracleSettings
 from oedal.oracles.replay import ReplaySettings
@@ -84,10 +84,22 @@ class SamplingSettings(Settings):
         return self
 
 
-class ExploreSettings(Settings):
+class _Exploration(Settings):
     """On-the-fly exploration (oedal.campaign.explore): Langevin MD walkers with the current model, every
     ``check_every`` steps judged by its calibrated uncertainty: accurate below ``low``, a candidate for
-    labeling between, stopped above ``high`` (or when a sanity check fails)."""
+    labeling between, stopped above ``high`` (or when a sanity check fails). The limits of the sanity
+    checks are keys of this section too, each declared by its check (oedal.campaign.explore.checks)."""
+
+    INITIAL_ONLY: ClassVar[frozenset[str]] = frozenset({"initial", "initial_temperature", "initial_interval", "rattle"})
+    """Read by the initial structures alone (rule initial_structures), never by a walker."""
+    GATHER: ClassVar[frozenset[str]] = frozenset({"shards", "converged"})
+    """How many walker jobs there are and when exploration has converged: the gather's, not a walker's."""
+
+    @classmethod
+    def initial_fields(cls) -> frozenset[str]:
+        """What the initial structures depend on: the starts, their temperatures, INITIAL_ONLY and the limits
+        of the geometry checks (a rattled copy that fails one is drawn again)."""
+        return cls.INITIAL_ONLY | {"starts", "temperatures"} | set(geometry_limits())
 
     starts: list[str] = Field(default_factory=lambda: ["ethanol"], min_length=1,
                               description="start geometries: molecule names (ase.build) or ASE-readable files")
@@ -106,12 +118,6 @@ class ExploreSettings(Settings):
         "data-derived threshold: I > 1 is informative) or the expected force error (eV/Å, the calibrated map)")
     low: float = Field(1.0, gt=0, description="below: accurate (I, or eV/Å)")
     high: float = Field(20.0, gt=0, description="above: the walker stops (I, or eV/Å)")
-    min_distance: float = Field(0.5, gt=0, description="sanity: closest pair (Å)")
-    min_bond_factor: float = Field(0.7, ge=0, description="sanity: closest pair relative to the sum of the two "
-                                   "covalent radii (0.7: C–H 0.75 Å, O–H 0.68 Å); such frames are not labeled")
-    max_force: float = Field(30.0, gt=0, description="sanity: largest force component (eV/Å)")
-    max_energy_jump: float = Field(1.0, gt=0, description="sanity: energy change between checks (eV/atom)")
-    max_temperature_factor: float = Field(3.0, gt=1, description="sanity: kinetic temperature above this × T")
     shards: int = Field(2, ge=1, description="walker jobs per iteration")
     converged: float = Field(0.9, gt=0, le=1, description="stop when this share of walkers runs its full length "
                              "without a trigger (no candidate, not stopped)")
@@ -138,6 +144,12 @@ class ExploreSettings(Settings):
         return self
 
 
+ExploreSettings = create_model(
+    "ExploreSettings", __base__=_Exploration, __doc__=_Exploration.__doc__,
+    **{key: (float, field) for key, field in limit_fields().items()})
+"""The ``explore`` section: :class:`_Exploration` and the limit keys of every sanity check."""
+
+
 class DatasetSettings(Settings):
     """Where the campaign's structures come from (written once to ``{results_dir}/{name}/data/source.h5``)."""
 
@@ -158,11 +170,14 @@ class DatasetSettings(Settings):
 
     def transfer_sets(self) -> dict[str, str]:
         """Label (file-name safe) → source of every transfer test set."""
-        return {re.sub(r"[^A-Za-z0-9_.-]", "_", Path(s).stem if Path(s).suffix else s): s for s in self.transfer}
+        return {transfer_name(s): s for s in self.transfer}
 
 
 class SplitSettings(Settings):
     """Iteration 0: initial training set, validation set, pool and test set, disjoint (DESIGN §1)."""
+
+    MERGE: ClassVar[frozenset[str]] = frozenset({"valid_redraw", "valid_share"})
+    """How later iterations treat the validation set: read by the merge, not the split."""
 
     n_train: int = Field(100, ge=1, description="initial (random) training structures")
     n_valid: int = Field(200, ge=1, description="validation structures (early stopping)")
@@ -183,6 +198,9 @@ class SplitSettings(Settings):
 class StopSettings(Settings):
     """When the loop ends. ``iterations`` and ``max_train`` fix the unrolled chain; ``target`` and
     ``informative`` stop early: later iterations then select nothing and keep the previous model."""
+
+    PLAN: ClassVar[frozenset[str]] = frozenset({"iterations", "max_train"})
+    """What fixes the unrolled chain (campaign.plan), not a stop decision."""
 
     iterations: int = Field(3, ge=0, description="selection rounds (models are trained for iterations 0..iterations)")
     max_train: int | None = Field(None, ge=1, description="training-set budget: no iteration selects beyond it")

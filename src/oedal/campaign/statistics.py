@@ -22,7 +22,7 @@ Pure NumPy/SciPy, no I/O: the rows are those of the campaign's summary table.
 from __future__ import annotations
 
 import math
-from typing import Iterable, NamedTuple, Sequence
+from typing import Iterable, Literal, NamedTuple, Sequence
 
 import numpy as np
 
@@ -184,57 +184,112 @@ def compare_strategies(rows: Sequence[dict], baseline: str = "random", metrics: 
             for row in paired_ratios(rows, m, s, baseline, x, level)]
 
 
+class Verdict(NamedTuple):
+    """One comparison of the verdict: a strategy against the baseline at one point (the last both reached)."""
+
+    strategy: str
+    baseline: str
+    metric: str  # summary column: an error, maybe on a transfer set (transfer_X_…) or over training seeds (seeds_…)
+    x: str  # n_train | labels_spent
+    x_value: float
+    ratio: float  # error(baseline) / error(strategy): > 1, the strategy has the lower error
+    low: float  # interval of the ratio (NaN with one seed)
+    high: float
+    n: int  # seeds
+    level: float = 0.95
+
+    @property
+    def better(self) -> bool:
+        """The strategy has the lower (or an equal) error."""
+        return self.ratio >= 1
+
+    @property
+    def beyond_spread(self) -> bool | None:
+        """The interval excludes 1: the difference exceeds the seed-to-seed spread (None: one seed, unknown)."""
+        return None if self.n < 2 else bool(self.low > 1 or self.high < 1)
+
+    @property
+    def transfer(self) -> bool:
+        """On a transfer test set (dataset.transfer), not the campaign's own test set."""
+        return self.metric.removeprefix(SEEDS).startswith("transfer_")
+
+    def sentence(self) -> str:
+        """By how much, with its interval, and whether the difference exceeds the seed-to-seed spread."""
+        name = _short_name(self.metric.removeprefix(SEEDS))
+        if self.metric.startswith(SEEDS):
+            name += " (geometric mean over training seeds)"
+        size = self.ratio if self.better else 1 / self.ratio
+        where = f"at {self.x.replace('_', ' ')} {self.x_value:g}"
+        head = (f"{self.strategy} vs {self.baseline} {where}: {name} {size:.2f}× "
+                f"{'lower' if self.better else 'higher'}")
+        if self.beyond_spread is None:
+            return f"{head} (one seed: no interval, the seed-to-seed spread is unknown)"
+        band = f"{self.level:.0%} interval of the ratio {self.low:.2f}–{self.high:.2f} over {self.n} seeds"
+        return f"{head} ({band}): " + ("the difference exceeds the seed-to-seed spread" if self.beyond_spread
+                                       else "within the seed-to-seed spread")
+
+
+class Note(NamedTuple):
+    """A line of the verdict that compares nothing: ``kind`` spread (how much a training seed alone moves one
+    model's error), warning (the comparison is not on equal budgets) or info (nothing to compare with)."""
+
+    kind: Literal["spread", "warning", "info"]
+    text: str
+
+    def sentence(self) -> str:
+        return self.text
+
+
 def verdict(estimate: dict, level: float = 0.95) -> str:
-    """One sentence on one comparison row: by how much, with its interval, and whether the
-    difference exceeds the seed-to-seed spread (the interval excludes 1)."""
-    metric = estimate["metric"]
-    seeded = metric.startswith(SEEDS)
-    name = _short_name(metric.removeprefix(SEEDS))
-    if seeded:
-        name += " (geometric mean over training seeds)"
-    r, lo, hi, n = estimate["ratio"], estimate["low"], estimate["high"], estimate["n"]
-    better = "lower" if r >= 1 else "higher"
-    size = r if r >= 1 else 1 / r
-    where = f"at {estimate['x'].replace('_', ' ')} {estimate['x_value']:g}"
-    head = f"{estimate['strategy']} vs {estimate['baseline']} {where}: {name} {size:.2f}× {better}"
-    if n < 2:
-        return f"{head} (one seed: no interval, the seed-to-seed spread is unknown)"
-    band = f"{level:.0%} interval of the ratio {lo:.2f}–{hi:.2f} over {n} seeds"
-    if lo > 1 or hi < 1:
-        return f"{head} ({band}): the difference exceeds the seed-to-seed spread"
-    return f"{head} ({band}): within the seed-to-seed spread"
+    """One sentence on one comparison row (:meth:`Verdict.sentence`)."""
+    return as_verdict(estimate, level).sentence()
+
+
+def as_verdict(estimate: dict, level: float = 0.95) -> Verdict:
+    """A row of the comparison table (paired_ratios) as a :class:`Verdict`."""
+    return Verdict(estimate["strategy"], estimate["baseline"], estimate["metric"], estimate["x"],
+                   float(estimate["x_value"]), estimate["ratio"], estimate["low"], estimate["high"],
+                   int(estimate["n"]), level)
 
 
 FORCE_METRICS = ("forces_mae_kcal/mol/A", "forces_rmse_kcal/mol/A", "forces_maxe_kcal/mol/A")
 
 
-def verdict_lines(rows: Sequence[dict], baseline: str = "random", metrics: Sequence[str] = FORCE_METRICS,
-                  level: float = 0.95) -> list[str]:
+def verdict_records(rows: Sequence[dict], baseline: str = "random", metrics: Sequence[str] = FORCE_METRICS,
+                    level: float = 0.95) -> list[Verdict | Note]:
     """The campaign's verdict: per strategy and metric, the comparison with ``baseline`` at the largest
-    training-set size and at the most labels that both reached; then warnings (a training cut by the
-    wall-clock limit: its runs are not on equal budgets)."""
-    lines = []
+    training-set size and at the most labels that both reached; how far a training seed alone moves one
+    model's error; then warnings (a training cut by the wall-clock limit: its runs are not on equal
+    budgets). verdict.txt and the report both render these records."""
+    out: list[Verdict | Note] = []
     metrics = metrics_in(rows, metrics)
     if any(m.startswith(SEEDS) for m in metrics):  # several models per set: compare their mean
         metrics = [m for m in metrics if m.startswith(SEEDS)]
     strategies = sorted({str(r["strategy"]) for r in rows} - {baseline})
     if baseline not in {str(r["strategy"]) for r in rows}:
-        lines.append(f"no {baseline} runs: nothing to compare with")
+        out.append(Note("info", f"no {baseline} runs: nothing to compare with"))
         strategies = []
     for strategy in strategies:
         for x in ("n_train", "labels_spent"):
             for metric in metrics:
                 points = [p for p in paired_ratios(rows, metric, strategy, baseline, x, level) if p["n"]]
                 if points:
-                    lines.append(verdict(points[-1], level))
-    lines += _spread_lines(rows, [m.removeprefix(SEEDS) for m in metrics if m.startswith(SEEDS)])
+                    out.append(as_verdict(points[-1], level))
+    out += [Note("spread", line) for line in _spread_lines(rows, [m.removeprefix(SEEDS) for m in metrics
+                                                                 if m.startswith(SEEDS)])]
     cut = [r for r in rows if r.get("training_stopped") == "time"]
     if cut:
         where = ", ".join(sorted({f"{r['strategy']} seed {r['seed']} iteration {r['iteration']}" for r in cut})[:6])
-        lines.append(f"WARNING: {len(cut)} training(s) stopped at the wall-clock limit (training.max_minutes), "
-                     f"e.g. {where}: those models had less training than the others, so the comparison is not "
-                     "on equal budgets; raise or remove max_minutes and rerun")
-    return lines
+        out.append(Note("warning", f"WARNING: {len(cut)} training(s) stopped at the wall-clock limit "
+                        f"(training.max_minutes), e.g. {where}: those models had less training than the others, so "
+                        "the comparison is not on equal budgets; raise or remove max_minutes and rerun"))
+    return out
+
+
+def verdict_lines(rows: Sequence[dict], baseline: str = "random", metrics: Sequence[str] = FORCE_METRICS,
+                  level: float = 0.95) -> list[str]:
+    """The verdict's records (:func:`verdict_records`) as sentences: verdict.txt, one per line."""
+    return [record.sentence() for record in verdict_records(rows, baseline, metrics, level)]
 
 
 def _spread_lines(rows: Sequence[dict], metrics: Sequence[str]) -> list[str]:

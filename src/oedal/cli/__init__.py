@@ -15,7 +15,7 @@ import sys
 
 from oedal import __version__
 from oedal.errors import OedalError
-from oedal.files import DiskFull
+from oedal.files import DiskFull, full_disk
 from oedal.gmnn.kernels import ENV_KERNELS, KERNEL_KINDS, use_backend
 
 # Sub-command modules, in the order they appear in --help.
@@ -66,13 +66,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         use_backend(args.kernels)  # None: $OEDAL_KERNELS, else auto
         return int(args.func(args) or 0)
-    except DiskFull as err:  # HDF5 may be left half-closed: say so and end now, before its teardown can crash
-        print(f"oedal {args.command}: error: {err}", file=sys.stderr, flush=True)
-        logging.shutdown()
-        os._exit(2)
     except (OedalError, ValueError, FileNotFoundError, FileExistsError) as err:
-        print(f"oedal {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        if full_disk(err) is None:
+            print(f"oedal {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        _disk_full(args.command, err)
+    except Exception as err:
+        if full_disk(err) is None:
+            raise
+        _disk_full(args.command, err)
+    return 2
+
+
+def _disk_full(command: str, err: Exception) -> None:
+    """One line for a full disk (a file size limit, a quota), wherever the write was (oedal.files.DiskFull
+    names the file; a library's own cache write, numba's, does not), then end the process at once: HDF5 may be
+    left half-closed by a failed write, and its teardown at exit can crash."""
+    text = str(err) if isinstance(err, DiskFull) else (
+        f"a file could not be written ({os.strerror(full_disk(err) or 0)}: {err}); free space (or raise the file "
+        "size limit) and run again")
+    print(f"oedal {command}: error: {text}", file=sys.stderr, flush=True)
+    logging.shutdown()
+    os._exit(2)
 
 
 if __name__ == "__main__":

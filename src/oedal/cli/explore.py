@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 import logging
 
 from oedal.files import check_outputs
@@ -13,7 +11,8 @@ log = logging.getLogger("oedal.cli.explore")
 
 
 def _explore(args: argparse.Namespace) -> int:
-    from oedal.campaign.explore import explore_shard
+    from oedal.campaign.explore.shard import explore_shard
+    from oedal.campaign.records import Status
     from oedal.campaign.settings import ExploreSettings
     from oedal.device import set_threads
     from oedal.settings import load_settings
@@ -23,7 +22,7 @@ def _explore(args: argparse.Namespace) -> int:
     if not 0 <= args.shard < args.shards:
         raise ValueError(f"--shard {args.shard} is not in 0..{args.shards - 1}")
     set_threads(args.threads)
-    stopped = bool(args.status and json.loads(Path(args.status).read_text()).get("stopped"))
+    stopped = bool(args.status and Status.read(args.status).stopped)
     explore_shard(args.model, settings, shard=args.shard, shards=args.shards, seed=args.seed, iteration=args.iteration,
                   out_candidates=args.candidates, out_walkers=args.walkers, previous=args.previous or (),
                   stopped=stopped)
@@ -31,35 +30,25 @@ def _explore(args: argparse.Namespace) -> int:
 
 
 def _initial(args: argparse.Namespace) -> int:
-    from oedal.campaign.explore import initial_structures
+    from oedal.campaign.explore.starts import write_initial_structures
     from oedal.campaign.settings import ExploreSettings, SamplingSettings
-    from oedal.data.store import write_store
     from oedal.settings import load_settings
 
     settings = load_settings(ExploreSettings, args.settings)
     sampling = load_settings(SamplingSettings, args.sampling)
     check_outputs(args.out)
-    structures = initial_structures(settings, sampling, args.n, args.seed)
-    how = (f"rattled starts (sigma up to {settings.rattle} A)" if settings.initial == "rattle" else
-           f"MD of the starts with {sampling.potential.kind}")
-    write_store(args.out, structures, attrs={"content": how})
-    log.info("wrote %d initial structures (%s) of %s to %s", len(structures), how, ", ".join(settings.starts), args.out)
+    write_initial_structures(settings, sampling, args.n, args.seed, args.out)
     return 0
 
 
 def _gather(args: argparse.Namespace) -> int:
-    from oedal.campaign.explore import combined_summary
-    from oedal.campaign.steps import gather_stores
-    from oedal.files import atomic_path
+    from oedal.campaign.explore.shard import gather_candidates
 
     check_outputs(args.out, args.summary)
-    n = gather_stores(args.candidates, args.out, labeled=False)
-    counts = {**combined_summary(args.walkers, args.converged), "candidates": n}
-    with atomic_path(args.summary) as tmp:
-        tmp.write_text(json.dumps(counts, indent=2) + "\n")
-    log.info("exploration: %d candidates; %d of %d walkers clean (%.0f%%), %d stopped%s", n, counts["clean"],
-             counts["walkers"], 100 * counts["clean_share"], counts["stopped"],
-             " — converged" if counts["converged"] else "")
+    counts = gather_candidates(args.candidates, args.walkers, args.converged, args.out, args.summary)
+    log.info("exploration: %d candidates; %d of %d walkers clean (%.0f%%), %d stopped%s", counts.candidates,
+             counts.clean, counts.walkers, 100 * counts.clean_share, counts.stopped,
+             " — converged" if counts.converged else "")
     return 0
 
 

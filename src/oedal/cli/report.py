@@ -44,7 +44,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _record(args: argparse.Namespace) -> int:
-    from oedal.report.collect import record_campaign
+    from oedal.campaign.records import record_campaign
     from oedal.settings import settings_data
 
     record = record_campaign(settings_data(args.campaign), args.out)

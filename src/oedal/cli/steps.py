@@ -1,4 +1,4 @@
-"""``oedal split|shard|gather|merge|summary|schema``: the workflow's glue steps (oedal.campaign.steps)."""
+"""``oedal split|shard|gather|merge|summary|schema``: the workflow's glue steps (oedal.campaign: split, scatter, gather, merge, summary)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ log = logging.getLogger("oedal.cli.steps")
 def _split(args: argparse.Namespace) -> int:
     from oedal.campaign.settings import SplitSettings
     from oedal.settings import load_settings
-    from oedal.campaign.steps import split_dataset
+    from oedal.campaign.split import split_dataset
 
     settings = load_settings(SplitSettings, args.settings)
     check_outputs(args.test, folders=(args.out_dir,))
     if args.test_source:
-        from oedal.campaign.steps import split_explore
+        from oedal.campaign.split import split_explore
 
         split_explore(args.source, args.test_source, args.out_dir, args.test, settings, args.seed)
     else:
@@ -31,7 +31,7 @@ def _split(args: argparse.Namespace) -> int:
 def _shard(args: argparse.Namespace) -> int:
     from oedal.campaign.settings import StopSettings
     from oedal.settings import load_settings
-    from oedal.campaign.steps import shard_selection
+    from oedal.campaign.scatter import shard_selection
 
     stop = load_settings(StopSettings, args.stop)
     check_outputs(args.request, *args.out)
@@ -44,7 +44,7 @@ def _shard(args: argparse.Namespace) -> int:
 
 
 def _gather(args: argparse.Namespace) -> int:
-    from oedal.campaign.steps import gather_failed, gather_stores
+    from oedal.campaign.gather import gather_failed, gather_stores
 
     check_outputs(args.out, args.failed_out)
     n = gather_stores(args.labeled, args.out)
@@ -54,7 +54,7 @@ def _gather(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from oedal.campaign.steps import merge_labels
+    from oedal.campaign.merge import merge_labels
 
     check_outputs(folders=(args.out_dir,))
     merge_labels(args.prev_dir, args.out_dir, redraw_valid=args.redraw_valid, keep_pool=not args.no_pool,
@@ -63,7 +63,7 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from oedal.campaign.steps import write_summary
+    from oedal.campaign.summary import write_summary
 
     runs = []
     for spec in args.run:

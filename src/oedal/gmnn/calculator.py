@@ -11,7 +11,6 @@ from oedal.data.structures import Structures
 from oedal.data.validate import validate_structures
 from oedal.device import resolve_device
 from oedal.errors import InputError
-from oedal.gmnn.batching import make_batch
 from oedal.gmnn.model import GMNN, load_model
 
 
@@ -56,7 +55,7 @@ class GMNNCalculator(Calculator):
         m = self.model
         structures = validate_structures(atoms_as_structures(atoms), "GMNNCalculator: atoms",
                                          known_numbers=m.species, min_distance=0.0)
-        return make_batch(structures, m.cutoff, m.species, device=self.device, dtype=torch.float64)
+        return m.batch(structures, dtype=torch.float64)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)

@@ -23,15 +23,15 @@ matmuls of the contractions dominate (see benchmarks/bench_model.py).
 Three routes to the same features, all tested against the readable einsum form of
 :mod:`oedal.gmnn.reference`: :meth:`GaussianMoments.forward` (torch: training, autograd, GPUs),
 :meth:`GaussianMoments.inference_features` (the fused numba kernel of gmnn.kernels.moments where
-the kernel backend is numba: QS1 scoring) and the QS2 features of :meth:`GaussianMoments.tangents`
-(gmnn.tangents, with its numba twin gmnn.kernels.tangents).
+the kernel backend is numba: QS1 scoring) and the QS2 features of gmnn.tangents.feature_tangents
+(with its numba twin gmnn.kernels.tangents), which builds on this module.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -39,9 +39,6 @@ from torch import nn
 
 from oedal.gmnn.kernels import backend
 from oedal.settings import CONTRACTIONS, DescriptorSettings
-
-if TYPE_CHECKING:
-    from oedal.gmnn.tangents import FeatureTangents
 
 # unique components of r̂^{⊗2} and r̂^{⊗3} (index triples into x, y, z)
 _L2 = [(0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)]
@@ -152,7 +149,6 @@ class GaussianMoments(nn.Module):
         # taken: only picks the cheaper of two equivalent forms of the β gather in radial()
         self.first_order_only = False
         self.n_features = n_features(settings)
-        self._tangents: FeatureTangents | None = None  # built on first use by tangents()
 
     def _build_tables(self, dtype: torch.dtype) -> None:
         """Index tables of the angular components, tensor expansions and, per contraction, the flat
@@ -413,11 +409,3 @@ class GaussianMoments(nn.Module):
     def uses_rank3(self) -> bool:
         """Whether a contraction reads Ψ3 (c33, c332, c321)."""
         return self._need3
-
-    def tangents(self) -> FeatureTangents:
-        """∂D/∂r_p of every pair (gmnn.tangents.FeatureTangents), built once per device (index tables)."""
-        if self._tangents is None or self._tangents.cols.device != self._exp2.device:
-            from oedal.gmnn.tangents import FeatureTangents  # tangents.py builds on this module
-
-            self._tangents = FeatureTangents(self)
-        return self._tangents

@@ -8,7 +8,6 @@ import numpy as np
 import torch
 from ase import units
 
-from oedal.gmnn.batching import BatchLoader
 from oedal.errors import InputError
 from oedal.gmnn.model import GMNN
 
@@ -29,10 +28,9 @@ INFER_ATOMS_PER_BATCH = 2304
 def predict(model: GMNN, structures, batch_size: int = 1024, forces: bool = True) -> Prediction:
     """Energies (and forces) of ``structures`` in their order, in batches of at most ``batch_size``
     structures (fewer where that keeps a batch near INFER_ATOMS_PER_BATCH atoms; same results)."""
-    device = next(model.parameters()).device
     mean_atoms = float(np.mean(structures.n_atoms)) if len(structures.n_atoms) else 1.0
     batch_size = max(1, min(batch_size, int(INFER_ATOMS_PER_BATCH // max(mean_atoms, 1.0))))
-    loader = BatchLoader(structures, model.cutoff, model.species, batch_size, device=device, dtype=model.dtype)
+    loader = model.loader(structures, batch_size)
     n_total = int(np.sum(structures.n_atoms))
     energy = np.zeros(loader.n_structures)
     force = np.zeros((n_total, 3))

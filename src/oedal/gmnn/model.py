@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from oedal import __version__
-from oedal.gmnn.batching import Batch
+from oedal.gmnn.batching import Batch, BatchLoader
 from oedal.gmnn.descriptors import GaussianMoments
 from oedal.errors import InputError, SettingsError
 from oedal.files import atomic_path
@@ -104,6 +104,24 @@ class GMNN(nn.Module):
         nn.init.zeros_(self.output.bias)
         self.scale = nn.Parameter(torch.ones(n_spec, dtype=self.dtype))  # σ_Z (eV)
         self.shift = nn.Parameter(torch.zeros(n_spec, dtype=torch.float64))  # μ_Z (eV), float64
+
+    # ---- batches of structures for this model ----------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are (its batches are made there)."""
+        return self.shift.device
+
+    def loader(self, structures, batch_size: int, *, shuffle: bool = False, seed: int = 0,
+               dtype: torch.dtype | None = None, source: str = "structures") -> BatchLoader:
+        """Batches of ``structures`` for this model: its cutoff and species, on its device, positions in its
+        dtype (or ``dtype``); neighbour lists computed once (oedal.gmnn.batching.BatchLoader)."""
+        return BatchLoader(structures, self.cutoff, self.species, batch_size, shuffle=shuffle, seed=seed,
+                           device=self.device, dtype=dtype or self.dtype, source=source)
+
+    def batch(self, structures, dtype: torch.dtype | None = None) -> Batch:
+        """All of ``structures`` as one batch for this model (:meth:`loader`)."""
+        loader = self.loader(structures, max(1, len(structures.n_atoms)), dtype=dtype)
+        return loader.batch(np.arange(loader.n_structures))
 
     # ---- the contract -----------------------------------------------------------------------
     def atomic_features(self, batch: Batch, displacements: torch.Tensor | None = None) -> torch.Tensor:

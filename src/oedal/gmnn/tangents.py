@@ -30,6 +30,8 @@ Y_full[idx] = y[u(idx)], ⟨G, Y⟩ = Σ_u y_u Σ_{idx→u} G[idx] = y · (G_ful
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import torch
 
@@ -73,6 +75,18 @@ def _factors(kind: str, combo: tuple[int, ...]) -> list[tuple[int, str, tuple[in
         a, b, t = combo
         return [(a, "w", (b, t)), (b, "v", (a, t)), (t, "h", (a, b))]
     raise ValueError(f"unknown contraction {kind!r}")
+
+
+_BUILT: "weakref.WeakKeyDictionary[GaussianMoments, FeatureTangents]" = weakref.WeakKeyDictionary()
+
+
+def feature_tangents(desc: GaussianMoments) -> "FeatureTangents":
+    """∂D/∂r_p of every pair for the descriptor ``desc`` (:class:`FeatureTangents`): its index tables are built
+    once per descriptor and device, and rebuilt when the descriptor moved to another device."""
+    built = _BUILT.get(desc)
+    if built is None or built.cols.device != desc.expansion(2).device:
+        built = _BUILT[desc] = FeatureTangents(desc)
+    return built
 
 
 class FeatureTangents:

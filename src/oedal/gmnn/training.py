@@ -391,10 +391,8 @@ def train_model(train, valid, model_settings: ModelSettings | None = None,
     device = resolve_device(ts.device)
     torch.manual_seed(ts.seed)
     model = _make_model(train, valid, ms, warm_start).to(device)
-    train_loader = BatchLoader(train, model.cutoff, model.species, ts.batch_size, shuffle=True, seed=ts.seed,
-                               device=device, dtype=model.dtype, source="training set")
-    valid_loader = BatchLoader(valid, model.cutoff, model.species, max(ts.batch_size, 256), device=device,
-                               dtype=model.dtype, source="validation set")
+    train_loader = model.loader(train, ts.batch_size, shuffle=True, seed=ts.seed, source="training set")
+    valid_loader = model.loader(valid, max(ts.batch_size, 256), source="validation set")
     # compiles in minutes on a small CPU; pays off only for long trainings (bench_model.py)
     loss_fn = torch.compile(batch_loss, dynamic=True) if ts.compile else batch_loss
     epochs, peak = ts.budget(warm=warm_start is not None)

@@ -21,7 +21,7 @@ from ase.calculators.calculator import all_changes
 
 from oedal.errors import InputError
 from oedal.gmnn.calculator import GMNNCalculator
-from oedal.oed.uncertainty import UncertaintyHead, model_head
+from oedal.oed.uncertainty import UncertaintyHead, evaluate_with_uncertainty, model_head
 
 RESULT_KEYS = ("oed_score", "informativeness", "force_error", "atom_force_error")
 
@@ -42,9 +42,8 @@ class UncertaintyCalculator(GMNNCalculator):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super(GMNNCalculator, self).calculate(atoms, properties, system_changes)
         batch = self.batch(self.atoms)
-        ev = self.model.evaluate(batch, stress="stress" in properties, sensitivities=True)
+        ev, u = evaluate_with_uncertainty(self.model, self.head, batch, stress="stress" in properties)
         results = self.results_of(ev)
-        u = self.head.structure(ev.sensitivities.double().cpu().numpy())
         results.update(oed_score=float(u["score"][0]), informativeness=float(u["informativeness"][0]),
                        force_error=float(u["force_error"][0]))
         if self.per_atom:

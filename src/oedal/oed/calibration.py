@@ -103,6 +103,15 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float(stats.spearmanr(x, y).statistic)
 
 
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson's linear correlation (NaN with fewer than 3 points)."""
+    from scipy import stats
+
+    if len(x) < 3:
+        return math.nan
+    return float(stats.pearsonr(x, y).statistic)
+
+
 def miscalibration_area(predicted_std: np.ndarray, errors: np.ndarray, levels: int = 99) -> float:
     """Mean |observed − expected| fraction of errors inside the central p-intervals of N(0, σ²), over
     p = 1/(levels+1) … levels/(levels+1). ``predicted_std`` and ``errors`` (any shape, same size):

@@ -41,6 +41,8 @@ ROW_DATASETS = (keys.U_FORCES,)
 class ScoreSettingsBase(Settings):
     """What every score shares: the threshold σ_th (section 3.3), the pool chunk, the device."""
 
+    RUNTIME: ClassVar[frozenset[str]] = frozenset({"chunk_size", "device"})
+
     kind: str
     threshold: Literal["median", "mean"] = Field("median", description="σ_th over training scores (sec. 3.3)")
     chunk_size: int = Field(2048, ge=1, description="pool structures scored per chunk")
@@ -84,6 +86,10 @@ class Scorer(Protocol):
     kind: ClassVar[str]
     Settings: ClassVar[type[ScoreSettingsBase]]
     strategies: ClassVar[dict[str, str]]  # campaign strategy name → selection method (oedal.oed.batch)
+    # optional (default False, True): scores with several models (model.pt, model_k1.pt, ...: campaign.committee);
+    # writes I = score/σ_th, which the stop "no candidate informative" reads
+    committee: ClassVar[bool]
+    informativeness: ClassVar[bool]
     train_scores: np.ndarray  # (n_train,) the scores of the training structures (for σ_th)
 
     def __init__(self, models: Sequence[GMNN], train: Structures, settings: Any, *,
@@ -111,6 +117,7 @@ class FisherScorer:
 
     energy: ClassVar[bool] = False  # uses the energy sensitivities (QS1 term)
     forces: ClassVar[bool] = False  # uses the force sensitivities (QS2 term)
+    committee, informativeness = False, True
 
     def __init__(self, models: Sequence[GMNN], train: Structures, settings: FisherSettings, *,
                  save_sensitivities: bool = False) -> None:
@@ -247,6 +254,7 @@ class QbC:
 
     kind, Settings = "qbc", QbCSettings
     strategies = {"qbc": "qbc"}
+    committee, informativeness = True, False
 
     def __init__(self, models: Sequence[GMNN], train: Structures, settings: QbCSettings, *,
                  save_sensitivities: bool = False) -> None:

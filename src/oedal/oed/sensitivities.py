@@ -10,7 +10,7 @@ i's own pairs only, so pairs get a *slot* (their rank among the pairs with the s
 and the derivatives ∂(σ_i h_i)/∂(r_p)_k are scattered to Cartesian atoms at the end
 (r_p = R_j − R_i + shift: +to j, −to i). Three modes give the same numbers (tests/test_sensitivities.py):
 
-* ``structured`` (the default): closed-form feature tangents (GaussianMoments.tangents(): partner tensors
+* ``structured`` (the default): closed-form feature tangents (gmnn.tangents.feature_tangents: partner tensors
   of the contractions, each pair moved along its own frame), three rows per pair, then the GEMMs
   through the MLP. The GEMMs are the floor: ≈ 3·(neighbours) rows per atom against one for QS1.
   On a CPU (numba) the rows are packed per atom and the three rotational modes of every atom are
@@ -49,7 +49,7 @@ from oedal.gmnn.batching import Batch, BatchLoader
 from oedal.gmnn.descriptors import FULL_INDEX, UNIQUE_INDEX, grouped_by_atom
 from oedal.gmnn.kernels import backend
 from oedal.gmnn.model import GMNN, Readout
-from oedal.gmnn.tangents import local_frames
+from oedal.gmnn.tangents import feature_tangents, local_frames
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ def _work_bytes(model: GMNN, counts: np.ndarray, packed: bool) -> tuple[np.ndarr
     block's rows in chunks of CHUNK_ROWS (≈ 3 MB, not counted); the torch route holds them all."""
     desc, item = model.descriptor, torch.finfo(model.dtype).bits // 8
     width = desc.n_features + sum(model.settings.hidden)
-    partners = sum(k * n for k, n in zip(desc.tangents().n_partners, (3, 6, 10)))
+    partners = sum(k * n for k, n in zip(feature_tangents(desc).n_partners, (3, 6, 10)))
     per_pair = item * (3 * 3 + 1 + 3 * (desc.n_radial + 20)) + 5 * 8
     block = item * (2 * width + partners) + 8 * 8 + counts * per_pair
     whole = block + counts * (3 * item * width)
@@ -247,7 +247,7 @@ def _structured(model: GMNN, pairs: _Pairs, sigma: torch.Tensor,
     Each pair p is displaced along its own frame (r̂, e1, e2): along r̂ only R_s(r) changes, across
     it only r̂^{⊗L}, so each of the three tangent rows is one product v ⊗ y of a radial and an
     angular factor (closed-form derivatives of the radial and angular terms, all pairs at once). The rows are
-    laid out (atom, slot, axis); GaussianMoments.tangents() gives ∂D/∂r_p in x, y, z, and the MLP carries
+    laid out (atom, slot, axis); gmnn.tangents.feature_tangents gives ∂D/∂r_p in x, y, z, and the MLP carries
     the 3·slots rows of every atom as two GEMMs with act'(z) of the atom in between.
     """
     desc, disp = model.descriptor, pairs.disp
@@ -277,7 +277,7 @@ def _structured(model: GMNN, pairs: _Pairs, sigma: torch.Tensor,
     y = y.permute(0, 2, 1, 3).reshape(n_atoms, 20, 3 * n_slots)  # (A, 20, 3S)
     x = desc.contract(psi)  # (A, F)
     rows = n_atoms * 3 * n_slots
-    dx = desc.tangents()(psi, v, y, slots(frames), out=_WORK.get("features", (n_atoms, n_slots, 3, x.shape[1]), x))
+    dx = feature_tangents(desc)(psi, v, y, slots(frames), out=_WORK.get("features", (n_atoms, n_slots, 3, x.shape[1]), x))
     dx = dx.reshape(rows, -1)  # (A·S·3, F): row (atom, slot, x/y/z)
     readout = model.readout()
     for k, layer in enumerate(readout.layers):
@@ -343,7 +343,7 @@ class _PackedPairs:
     def __init__(self, model: GMNN, batch: Batch, disp: torch.Tensor, pair_start: np.ndarray, kind: np.ndarray,
                  block: _Block):
         kernels, desc = backend(), model.descriptor
-        self.ft, self.block = desc.tangents(), block
+        self.ft, self.block = feature_tangents(desc), block
         (a0, a1), lo = block.atoms, block.span[0]
         p0, p1 = int(pair_start[a0]), int(pair_start[a1])
         self.pair_start = pair_start[a0:a1 + 1] - p0
@@ -479,8 +479,7 @@ def _per_structure(y: torch.Tensor, batch: Batch) -> torch.Tensor:
 
 
 def _loader(model: GMNN, structures, batch_size: int) -> BatchLoader:
-    device = next(model.parameters()).device
-    return BatchLoader(structures, model.cutoff, model.species, batch_size, device=device, dtype=model.dtype)
+    return model.loader(structures, batch_size)
 
 
 def energy_sensitivities(model: GMNN, structures, batch_size: int | None = None) -> np.ndarray:
@@ -509,7 +508,7 @@ def all_sensitivities(
     first_atom = np.concatenate([[0], np.cumsum(structures.n_atoms)]).astype(np.int64)
     g_f = np.zeros((int(first_atom[-1]), 3, model.d)) if forces else None
     if forces:
-        model.descriptor.tangents()  # built once, before the threads
+        feature_tangents(model.descriptor)  # built once, before the threads
 
     def group(s0: int, s1: int) -> list[np.ndarray]:
         loader = _loader(model, structures if (s0, s1) == (0, n) else structures.subset(np.arange(s0, s1)), 1)

@@ -94,6 +94,16 @@ class UncertaintyHead:
         return calibration.ErrorMap(*self.atom_error_map)(s)
 
 
+def evaluate_with_uncertainty(model, head: UncertaintyHead, batch, *, stress: bool = False,
+                              uncertainty: bool = True):
+    """What an MD step with uncertainty needs of ``model`` on ``batch``, from one forward and one backward
+    pass (GMNN.evaluate): (Evaluation, the uncertainty of every structure from ``head.structure``: s,
+    score, informativeness, force_error, (n_structures,) each), the uncertainty None unless asked. Shared by
+    the exploration walkers and the ASE calculator (oedal.oed.calculator)."""
+    ev = model.evaluate(batch, stress=stress, sensitivities=uncertainty)
+    return ev, head.structure(ev.sensitivities.double().cpu().numpy()) if uncertainty else None
+
+
 def fit_uncertainty(model, train, valid, *, atoms: bool = False, jitter: float = 1e-8) -> UncertaintyHead:
     """Fit the uncertainty of ``model`` from its training and validation sets (labeled Structures)."""
     from oedal.gmnn.evaluation import predict

@@ -29,12 +29,14 @@ def structure_offsets(structures) -> np.ndarray:
 class OracleSettingsBase(Settings):
     """What every oracle shares: how a labeling job runs it. None of these changes a label."""
 
+    RUNTIME: ClassVar[frozenset[str]] = frozenset({"threads", "max_attempts"})
+
     kind: str
     threads: int = Field(1, ge=1, description="threads per labeling process")
     max_attempts: int = Field(1, ge=1, description="tries per structure before it is recorded as failed")
 
 
-RUNTIME_FIELDS = frozenset(OracleSettingsBase.model_fields) - {"kind"}
+RUNTIME_FIELDS = OracleSettingsBase.RUNTIME
 """Settings of every oracle that do not change a label (threads, attempts): left out of the level of
 theory that keys the label cache, and out of the labeling rule's params."""
 
@@ -88,6 +90,7 @@ class Oracle(ABC):
     name: str = "oracle"
     kind: ClassVar[str]
     Settings: ClassVar[type[OracleSettingsBase]]
+    environment: ClassVar[str] = "core"  # its conda environment, envs/{environment}.yaml (workflow --sdm conda)
 
     def prepare(self, ids: np.ndarray) -> None:
         """Called once with all ids of a shard before labeling (replay preloads their labels)."""

@@ -32,7 +32,7 @@ class PySCFSettings(ElectronicSettings):
 
 
 class PySCFOracle(Oracle):
-    kind, Settings = "pyscf", PySCFSettings
+    kind, Settings, environment = "pyscf", PySCFSettings, "pyscf"
 
     def __init__(self, settings: PySCFSettings) -> None:
         import pyscf  # noqa: F401  (fail early with a clear ImportError)

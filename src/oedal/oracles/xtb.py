@@ -34,7 +34,7 @@ def xtb_calculator(settings: XTBSettings):
 
 
 class XTBOracle(ASEOracle):
-    kind, Settings = "xtb", XTBSettings
+    kind, Settings, environment = "xtb", XTBSettings, "xtb"
 
     def __init__(self, settings: XTBSettings) -> None:
         super().__init__(xtb_calculator(settings), name=settings.method)

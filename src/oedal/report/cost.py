@@ -6,10 +6,10 @@ from __future__ import annotations
 import csv
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
-if TYPE_CHECKING:
-    from oedal.report.collect import Run
+from oedal.campaign.tree import iter_name
+from oedal.report.runs import Run
 
 _SHARD = re.compile(r"_\d+$")
 
@@ -76,10 +76,10 @@ def _cpu_seconds(folder: Path, pattern: str) -> float:
     return sum(read_benchmark(p).get("cpu_time", 0.0) for p in folder.glob(f"benchmarks/{pattern}"))
 
 
-def cpu_hours(run: "Run", root: Path) -> dict[int, float]:
+def cpu_hours(run: Run, root: Path) -> dict[int, float]:
     """CPU hours spent to reach each finished model of a run: every job of the iterations before it
     (training, scoring, selection, labeling) and its own training (iteration 0's: the seed's shared one)."""
-    shared = root / f"seed{run.seed}" / "iter_000"
+    shared = root / f"seed{run.seed}" / iter_name(0)
     out, before = {}, 0.0
     for i in range(run.complete):
         d = run.iter_dir(i)

@@ -107,6 +107,27 @@ def learning_curves(rows: Sequence[dict], x: str) -> bytes | None:
     return png(fig)
 
 
+def summary_table(path) -> list[dict]:
+    """The rows of a campaign's summary.csv (pandas reads the types; empty cells → None)."""
+    import pandas as pd
+
+    table = pd.read_csv(path)
+    return table.astype(object).where(table.notna(), None).to_dict("records")
+
+
+def write_learning_curve(summary, out) -> None:
+    """learning_curve.png of the workflow (rule plot_learning_curve): :func:`learning_curves` against the
+    training-set size, from summary.csv; written atomically."""
+    from oedal.errors import InputError
+    from oedal.files import atomic_path
+
+    data = learning_curves(summary_table(summary), "n_train")
+    if data is None:
+        raise InputError(f"{summary}: no test-error columns to draw")
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(data)
+
+
 def score_histogram(scores: np.ndarray, threshold: float, title: str) -> bytes:
     """Distribution of the pool's scores (log x) with the threshold σ_th marked (I = score/σ_th > 1 right of it)."""
     plt = _pyplot()

@@ -14,7 +14,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from oedal.report.collect import Run
+from oedal.campaign.tree import model_file
+from oedal.report.runs import Run
 
 
 class TestPredictions(NamedTuple):
@@ -44,15 +45,14 @@ def test_predictions(run: Run, iteration: int) -> TestPredictions:
     from oedal.gmnn.evaluation import KCAL_PER_MOL, predict
     from oedal.gmnn.model import load_model
 
+    from oedal.oed.calibration import structure_force_rms
+
     test = read_store(run.path / "test.h5")
-    pred = predict(load_model(run.iter_dir(iteration) / "model.pt", device="cpu"), test)
+    pred = predict(load_model(run.iter_dir(iteration) / model_file(0), device="cpu"), test)
     f_ref = np.asarray(test.forces, np.float64) / KCAL_PER_MOL  # (n_atoms_total, 3) kcal/mol/Å
     f_pred = pred.forces / KCAL_PER_MOL
-    per_atom = ((f_pred - f_ref) ** 2).sum(axis=1)
-    n_atoms = np.asarray(test.n_atoms, np.int64)
-    per_struct = np.add.reduceat(per_atom, np.r_[0, np.cumsum(n_atoms)[:-1]]) if len(n_atoms) else per_atom
     return TestPredictions(iteration, np.asarray(test.energy) / KCAL_PER_MOL, pred.energy / KCAL_PER_MOL,
-                           f_ref.ravel(), f_pred.ravel(), np.sqrt(per_struct / (3 * n_atoms)))
+                           f_ref.ravel(), f_pred.ravel(), structure_force_rms(f_pred - f_ref, test.n_atoms))
 
 
 def last_scored(run: Run) -> int | None:
@@ -81,12 +81,11 @@ def score_test_set(run: Run, iteration: int) -> np.ndarray:
 
 
 def score_errors(run: Run, iteration: int) -> ScoreErrors:
-    """Test-set scores against the force errors of the same model, with Pearson and Spearman r."""
-    from scipy import stats
+    """Test-set scores against the force errors of the same model, with Pearson and Spearman r
+    (oedal.oed.calibration, as the model's own uncertainty is assessed)."""
+    from oedal.oed.calibration import pearson, spearman
 
     scores = score_test_set(run, iteration)
     errors = test_predictions(run, iteration).force_rmse
     ok = np.isfinite(scores) & np.isfinite(errors)
-    pearson = float(stats.pearsonr(scores[ok], errors[ok])[0]) if ok.sum() > 2 else float("nan")
-    spearman = float(stats.spearmanr(scores[ok], errors[ok])[0]) if ok.sum() > 2 else float("nan")
-    return ScoreErrors(iteration, scores, errors, pearson, spearman)
+    return ScoreErrors(iteration, scores, errors, pearson(scores[ok], errors[ok]), spearman(scores[ok], errors[ok]))

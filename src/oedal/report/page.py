@@ -15,7 +15,8 @@ from pathlib import Path
 from oedal.errors import OedalError
 from oedal.files import atomic_path, check_outputs
 from oedal.report import figures
-from oedal.report.collect import CampaignResults, Run
+from oedal.report.collect import CampaignResults
+from oedal.report.runs import Run
 from oedal.report.html import esc, fmt, image, page, section, table
 
 log = logging.getLogger(__name__)
@@ -56,25 +57,33 @@ def _metric_name(metric: str) -> str:
 
 
 def _beyond_spread(row: dict) -> str:
-    """Whether the interval of the ratio excludes 1 (statistics.verdict's criterion)."""
-    if row["n"] < 2:
-        return "unknown (one seed)"
-    return "yes" if row["low"] > 1 or row["high"] < 1 else "no"
+    """Whether the interval of the ratio excludes 1 (statistics.Verdict.beyond_spread)."""
+    from oedal.campaign.statistics import as_verdict
+
+    return {None: "unknown (one seed)", True: "yes", False: "no"}[as_verdict(row).beyond_spread]
 
 
-def _verdict_item(line: str) -> str:
-    """A verdict sentence as a list item: green where the strategy is better beyond the spread, red where it
-    is worse, grey within the spread or with one seed."""
-    if "within" in line or "one seed" in line or line.startswith("training seeds:"):
-        return f'<li class="spread">{esc(line)}</li>'
-    return f'<li class="{"better" if " lower " in line else "worse"}">{esc(line)}</li>'
+def _verdict_item(record) -> str:
+    """A verdict record as a list item: green where the strategy is better beyond the seed-to-seed spread,
+    red where it is worse beyond it, grey within the spread, with one seed, or a note."""
+    from oedal.campaign.statistics import Verdict
+
+    kind = "spread"
+    if isinstance(record, Verdict) and record.beyond_spread:
+        kind = "better" if record.better else "worse"
+    return f'<li class="{kind}">{esc(record.sentence())}</li>'
 
 
-def verdict_section(verdict: list[str], comparison: list[dict]) -> str:
-    """The verdict sentences (warnings loud) and the key ratios with their intervals over seeds."""
-    warnings = "".join(f'<div class="warning">{esc(v)}</div>' for v in verdict if v.startswith("WARNING"))
-    main = [_verdict_item(v) for v in verdict if not v.startswith("WARNING") and " transfer " not in v]
-    transfer = [_verdict_item(v) for v in verdict if not v.startswith("WARNING") and " transfer " in v]
+def verdict_section(records: list, comparison: list[dict]) -> str:
+    """The verdict (oedal.campaign.statistics.verdict_records: warnings loud, the transfer test sets folded)
+    and the key ratios with their intervals over seeds."""
+    from oedal.campaign.statistics import Note, Verdict
+
+    warnings = "".join(f'<div class="warning">{esc(r.text)}</div>' for r in records
+                       if isinstance(r, Note) and r.kind == "warning")
+    kept = [r for r in records if not (isinstance(r, Note) and r.kind == "warning")]
+    main = [_verdict_item(r) for r in kept if not (isinstance(r, Verdict) and r.transfer)]
+    transfer = [_verdict_item(r) for r in kept if isinstance(r, Verdict) and r.transfer]
     verdicts = f'<ul class="verdict">{"".join(main)}</ul>' if main else '<p class="note">no comparison yet</p>'
     if transfer:
         verdicts += (f"<details><summary>on the transfer test sets ({len(transfer)})</summary>"
@@ -240,8 +249,7 @@ def build_report(results: CampaignResults, inspect: bool = True) -> tuple[str, d
 
     rows = results.rows
     comparison = statistics.compare_strategies(rows, BASELINE, statistics.metrics_in(rows)) if rows else []
-    verdict = statistics.verdict_lines(rows, BASELINE) \
-        if rows else []
+    verdict = statistics.verdict_records(rows, BASELINE) if rows else []
     figs: dict[str, bytes | None] = {}
     notes = results.notes()
     notes = (f'<div class="note"><ul>{"".join(f"<li>{esc(n)}</li>" for n in notes)}</ul></div>' if notes else "")

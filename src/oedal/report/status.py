@@ -3,29 +3,34 @@ test force MAE and whether it is still going (or why it stopped)."""
 
 from __future__ import annotations
 
-import json
 import math
+from pathlib import Path
 
-from oedal.report.collect import CampaignResults, Run
+from oedal.campaign.records import Status, read_json
+from oedal.campaign.tree import METRICS, STATUS
+from oedal.errors import InputError
+from oedal.report.collect import CampaignResults
+from oedal.report.runs import Run
 
 FORCE_MAE = "forces_mae_kcal/mol/A"
 COLUMNS = ("strategy", "seed", "iteration", "n_train", "labels_spent", "labels_failed", "force_mae", "state")
 HEADER = ("strategy", "seed", "iter", "n_train", "labels", "failed", "force MAE kcal/mol/Å", "state")
 
 
-def _json(path) -> dict:
+def _status(path: Path) -> Status | None:
+    """An iteration's status, None where it is missing or unreadable (a run in progress)."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
+        return Status.read(path)
+    except InputError:
+        return None
 
 
 def _stop(run: Run) -> tuple[int, str] | None:
     """(iteration, reason) of the first status.json that says the run stopped."""
     for i in range(run.started + 1):
-        status = _json(run.iter_dir(i) / "status.json")
-        if status.get("stopped"):
-            return i, str(status.get("reason") or "stopped")
+        status = _status(run.iter_dir(i) / STATUS)
+        if status is not None and status.stopped:
+            return i, str(status.reason or "stopped")
     return None
 
 
@@ -46,10 +51,11 @@ def status_rows(results: CampaignResults) -> list[dict]:
     """One dict per run (keys COLUMNS): the newest status.json and the newest metrics.json (kcal/mol/Å)."""
     rows = []
     for run in results.runs:
-        status = _json(run.iter_dir(run.started) / "status.json") if run.started >= 0 else {}
-        metrics = _json(run.iter_dir(run.last) / "metrics.json") if run.last is not None else {}
+        status = _status(run.iter_dir(run.started) / STATUS) if run.started >= 0 else None
+        metrics = read_json(run.iter_dir(run.last) / METRICS) if run.last is not None else {}
         rows.append({"strategy": run.strategy, "seed": run.seed, "iteration": run.started,
-                     **{k: status.get(k) for k in ("n_train", "labels_spent", "labels_failed")},
+                     **{k: None if status is None else getattr(status, k)
+                        for k in ("n_train", "labels_spent", "labels_failed")},
                      "force_mae": metrics.get(FORCE_MAE, math.nan),
                      "state": run_state(run, results.planned_last)})
     return rows

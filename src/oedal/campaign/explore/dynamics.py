@@ -1,9 +1,18 @@
-"""Stepping the walkers of a shard together: batched BAOAB Langevin MD with the model and its uncertainty.
+"""Stepping the walkers of a shard (DESIGN §9): batched BAOAB Langevin MD with the model and its uncertainty,
+every ``check_every`` steps each walker judged; periodic walkers at constant pressure through ASE.
 
-Why not one ASE MD per walker: a walker of ethanol is 9 atoms, and a forward/backward pass of the
-model costs about the same for 9 atoms as for 150 (per-call overhead: neighbour lists, Python,
-small matrices), so all walkers of a shard share one batch per step (benchmarks/bench_explore.py
-measures both). Units: Å, eV, amu and ASE's time unit (ase.units.fs); velocities Å per ASE time unit.
+The judgement of a checked frame: the sanity checks first (oedal.campaign.explore.checks), then the band of
+the model's uncertainty (checks.decide): accurate below ``low``, a candidate up to ``high``, stopped above. A
+stopped walker resumes next iteration from its last accepted frame; the frame that stopped it is a
+candidate too unless its geometry is broken: the model failed there, so it is the most informative frame,
+and without it a young model whose walkers all stop at once would find nothing to learn.
+
+Why not one ASE MD per walker: a walker of ethanol is 9 atoms, and a forward/backward pass of the model
+costs about the same for 9 atoms as for 150 (per-call overhead: neighbour lists, Python, small matrices), so
+all walkers of a shard share one batch per step (benchmarks/bench_explore.py measures both). BAOAB
+(Leimkuhler & Matthews, Appl. Math. Res. Express 2013, 34): B (½ kick) A (½ drift) O (Ornstein–Uhlenbeck)
+A B, the centre-of-mass velocity of each molecule removed. Units: Å, eV, amu and ASE's time unit
+(ase.units.fs); velocities Å per ASE time unit.
 """
 
 from __future__ import annotations
@@ -20,13 +29,14 @@ import torch
 from ase import units
 from ase.data import atomic_masses
 
-from oedal.campaign.explore import ID_BASE, Walker, decide, labelable, sanity_reason
+from oedal.campaign.explore.checks import Frame, broken_geometry, decide, sanity_reason
+from oedal.campaign.explore.walker import Walker
 from oedal.data.structures import Structures
 from oedal.errors import InputError
-from oedal.gmnn.batching import make_batch
-from oedal.oed.uncertainty import UncertaintyHead
+from oedal.oed.uncertainty import UncertaintyHead, evaluate_with_uncertainty
 
 log = logging.getLogger(__name__)
+ID_BASE = 10**9  # candidate ids: (iteration + 1)·ID_BASE + walker·10⁵ + check
 
 
 @dataclass(frozen=True)
@@ -39,7 +49,7 @@ class Dynamics:
     check_every: int  # steps between checks of the uncertainty
     low: float  # below: accurate
     high: float  # above: stopped
-    limits: dict  # sanity: min_distance Å, min_bond_factor, max_force eV/Å, max_energy_jump eV/atom, max_temperature_factor
+    limits: dict  # the sanity checks' limits (checks.CHECKS: the explore keys of each, and cutoff: the model's r_c)
     measure: str = "informativeness"  # what low/high bound: informativeness (I) or force_error (eV/Å)
     pressure: float | None = None  # GPa: periodic walkers run NPT (run_cell_walker); None: NVT
     hydrostatic: bool = True  # NPT: the cell keeps its shape
@@ -87,10 +97,9 @@ def _evaluate(model, head: UncertaintyHead, b: _Batch, check: bool):
     """(energies (W,), forces (N, 3) eV/Å, uncertainty or None) of the active walkers; the uncertainty
     (UncertaintyHead.structure: score, informativeness, force_error (W,)) only on a check."""
     structures = Structures(positions=b.x, numbers=b.numbers, n_atoms=b.n, cell=b.cell, pbc=b.pbc, ids=b.ids)
-    batch = make_batch(structures, model.cutoff, model.species, dtype=torch.float64)
-    ev = model.evaluate(batch, sensitivities=check)
-    uncertainty = head.structure(ev.sensitivities.double().numpy()) if check else None
-    return ev.energy.numpy(), ev.forces.double().numpy(), uncertainty
+    ev, uncertainty = evaluate_with_uncertainty(model, head, model.batch(structures, dtype=torch.float64),
+                                                uncertainty=check)
+    return ev.energy.cpu().numpy(), ev.forces.double().cpu().numpy(), uncertainty
 
 
 def baoab_step(model, head: UncertaintyHead, b: _Batch, forces: np.ndarray, dyn: Dynamics, check: bool):
@@ -113,7 +122,7 @@ def _check(b: _Batch, energies, forces, u: dict, dyn: Dynamics, iteration: int, 
     stopping = []
     for k, w in enumerate(b.walkers):
         s = b.slice(k)
-        frame = Frame(b.x[s], b.v[s], b.numbers[s], forces[s], float(energies[k]), b.temperature(k), w.cell)
+        frame = Snapshot(b.x[s], b.v[s], b.numbers[s], forces[s], float(energies[k]), b.temperature(k), w.cell)
         if judge(w, frame, {key: float(u[key][k]) for key in ("informativeness", "force_error")}, dyn, iteration,
                  records):
             stopping.append(k)
@@ -121,7 +130,7 @@ def _check(b: _Batch, energies, forces, u: dict, dyn: Dynamics, iteration: int, 
 
 
 @dataclass(frozen=True)
-class Frame:
+class Snapshot:
     """One walker's state at a check: positions, velocities (Å, Å per ASE time unit), forces (eV/Å),
     energy (eV), kinetic temperature (K), cell (3, 3) Å; ``cell_momentum``: the barostat's (NPT)."""
 
@@ -135,19 +144,19 @@ class Frame:
     cell_momentum: list | None = None
 
 
-def judge(w: Walker, f: Frame, u: dict, dyn: Dynamics, iteration: int, records: list) -> bool:
+def judge(w: Walker, f: Snapshot, u: dict, dyn: Dynamics, iteration: int, records: list) -> bool:
     """Judge walker ``w``'s frame ``f`` with its uncertainty ``u`` (informativeness, force_error): count
     it, record a candidate (or the frame that stops it, unless broken), move the walker's last accepted
     frame. Returns whether the walker stops now."""
-    limits = {**dyn.limits, "max_temperature": dyn.limits["max_temperature_factor"] * w.temperature,
-              "cell": f.cell, "pbc": w.pbc}
-    reason = sanity_reason(f.x, f.numbers, f.forces, f.energy, w.last_energy, f.temperature, limits)
+    frame = Frame(f.x, np.asarray(f.numbers), f.cell, w.pbc, f.forces, f.energy, w.last_energy, f.temperature,
+                  w.temperature)
+    reason = sanity_reason(frame, dyn.limits)
     value = u[dyn.measure]
     verdict = decide(value, dyn.low, dyn.high, reason)
     w.checks.append([w.step, value, reason, verdict])
     if verdict == "stopped":
         w.status, w.reason = "stopped", reason or f"{dyn.measure} {value:.3g} > {dyn.high}"
-        if labelable(f.x, f.numbers, limits):  # the model failed here, the geometry did not:
+        if broken_geometry(frame, dyn.limits) is None:  # the model failed here, the geometry did not:
             records.append(_record(w, f, u, iteration, dyn))  # the most informative frame, a candidate
         return True
     w.counts[verdict] += 1
@@ -159,7 +168,7 @@ def judge(w: Walker, f: Frame, u: dict, dyn: Dynamics, iteration: int, records: 
     return False
 
 
-def _record(w: Walker, f: Frame, u: dict, iteration: int, dyn: Dynamics) -> dict:
+def _record(w: Walker, f: Snapshot, u: dict, iteration: int, dyn: Dynamics) -> dict:
     """Walker ``w``'s frame as a candidate (id from iteration, walker and check)."""
     return {"id": (iteration + 1) * ID_BASE + w.index * 10**5 + (w.step // dyn.check_every),
             "walker": w.index, "step": w.step, "informativeness": u["informativeness"],
@@ -235,7 +244,7 @@ def run_cell_walker(model, head: UncertaintyHead, w: Walker, dyn: Dynamics, iter
             return time.monotonic()
         w.step += n
         r = atoms.calc.results
-        frame = Frame(atoms.positions.copy(), atoms.get_velocities(), atoms.numbers, r["forces"], r["energy"],
+        frame = Snapshot(atoms.positions.copy(), atoms.get_velocities(), atoms.numbers, r["forces"], r["energy"],
                       atoms.get_temperature(), atoms.cell[:].tolist(), np.asarray(md.p_eps).tolist())
         stopped = judge(w, frame, {k: r[k] for k in ("informativeness", "force_error")}, dyn, iteration, records)
         w.positions, w.velocities, w.cell = frame.x.tolist(), frame.v.tolist(), frame.cell

@@ -1,0 +1,89 @@
+"""Where an exploration campaign starts (DESIGN §9): its start geometries, and the initial training and
+validation structures the oracle labels (explore.initial): rattled copies of the starts, or frames of a short
+MD of them with a cheap potential (sampling.potential)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Sequence
+
+import numpy as np
+
+from oedal.campaign.explore.checks import geometry_limits, labelable
+from oedal.data.structures import Structures
+from oedal.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def starting_structures(names: Sequence[str]) -> list:
+    """ase.Atoms of every start (a molecule name or a geometry file, its first frame)."""
+    from oedal.campaign.sampling import starting_geometry
+
+    return [starting_geometry(name) for name in names]
+
+
+def rattled_structures(names: Sequence[str], n: int, rattle: float, seed: int, limits: dict | None = None,
+                       tries: int = 1000) -> Structures:
+    """``n`` unlabeled copies of the starts (in turn), copy k's atoms displaced by N(0, σ_k²) per axis with
+    σ_k = ``rattle``·(k + 1)/n Å: amplitudes spread evenly up to ``rattle``, so that the model learns the
+    basin the walkers start in as well as its walls (one large σ gives only distorted copies, and a model
+    that has never seen the start's neighbourhood sends its walkers downhill into its own holes). A copy
+    with a short contact (``limits``: min_distance, min_bond_factor; checks.ShortContact) is drawn again. The
+    initial training and validation structures of an exploration campaign, for the oracle to label."""
+    limits = {"min_distance": 0.5, "min_bond_factor": 0.0} if limits is None else limits
+    starts = starting_structures(names)
+    rng = np.random.default_rng([seed, 7])
+    frames = []
+    for k in range(n):
+        atoms = starts[k % len(starts)].copy()
+        for _ in range(tries):
+            shifted = atoms.positions + rng.normal(scale=rattle * (k + 1) / n, size=atoms.positions.shape)
+            if labelable(shifted, atoms.numbers, limits):
+                break
+        else:
+            raise InputError(f"explore.rattle {rattle} Å: no copy of start {k % len(starts)} without a short contact "
+                             f"({limits}) in {tries} draws; lower explore.rattle")
+        atoms.positions = shifted
+        frames.append(atoms)
+    return Structures.from_atoms(frames)
+
+
+def initial_structures(settings, sampling, n: int, seed: int) -> Structures:
+    """The ``n`` unlabeled initial structures of an exploration campaign (``settings.initial``): rattled
+    copies of the starts, or frames of a short MD of each start with ``sampling.potential``."""
+    if settings.initial == "rattle":
+        limits = {key: getattr(settings, key) for key in geometry_limits()}
+        return rattled_structures(settings.starts, n, settings.rattle, seed, limits)
+    return md_structures(settings, sampling, n, seed)
+
+
+def md_structures(settings, sampling, n: int, seed: int) -> Structures:
+    """``n`` frames (unlabeled) of Langevin MD from the starts in turn (⌈n / starts⌉ each), with the cheap
+    ``sampling.potential`` at ``initial_temperature`` (default: the hottest walker's), one every
+    ``initial_interval`` steps and no equilibration: the first frames lie in the start's basin, the
+    later ones where the heat takes the molecule. The oracle labels them (through the label cache)."""
+    from oedal.campaign.sampling import run_md
+
+    temperature = settings.initial_temperature or max(settings.temperatures)
+    per_start = -(-n // len(settings.starts))
+    parts = []
+    for k, atoms in enumerate(starting_structures(settings.starts)):
+        md = sampling.model_copy(update={"temperature": temperature, "n_frames": per_start, "equilibration_steps": 0,
+                                         "interval": settings.initial_interval, "seed": seed * 1000 + k})
+        parts.append(run_md(atoms, md).structures.without_labels())
+    return dataclasses.replace(Structures.concatenate(parts).subset(np.arange(n)), ids=np.arange(n))
+
+
+def write_initial_structures(settings, sampling, n: int, seed: int, out) -> Structures:
+    """:func:`initial_structures`, written to the unlabeled store ``out`` (attribute ``content`` says how
+    they were made)."""
+    from oedal.data.store import write_store
+
+    structures = initial_structures(settings, sampling, n, seed)
+    how = (f"rattled starts (sigma up to {settings.rattle} A)" if settings.initial == "rattle" else
+           f"MD of the starts with {sampling.potential.kind}")
+    write_store(out, structures, attrs={"content": how})
+    log.info("wrote %d initial structures (%s) of %s to %s", len(structures), how, ", ".join(settings.starts), out)
+    return structures

@@ -1,0 +1,142 @@
+"""The results reader: one summary row per strategy, seed and iteration from a campaign's files, and the
+campaign's summary table, paired comparison and verdict (oedal.campaign.statistics) written from them.
+
+A row holds the sizes and labels of the iteration's status.json, the test errors of its model(s) (metrics
+files, oedal.gmnn.evaluation; transfer test sets under their ``transfer_X_`` prefix; with training seeds
+the geometric means ``seeds_*``), the errors on its own labeled picks (``labeled_*``), its walkers' counts
+(``explore_*``) and the wall time of its jobs (the Snakemake benchmark files).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from oedal.campaign.records import Status, read_json
+from oedal.campaign.tree import (EXPLORE_COUNTS, METRICS, METRICS_LABELED, STATUS, benchmark, iter_name, member_metrics,
+                                 shared_iteration)
+from oedal.files import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+def _benchmark_seconds(path: Path) -> float | None:
+    """Wall time (column ``s``) of a Snakemake benchmark file, None when missing."""
+    if not path.exists():
+        return None
+    lines = path.read_text().splitlines()
+    if len(lines) < 2:
+        return None
+    header, values = lines[0].split("\t"), lines[1].split("\t")
+    return float(values[header.index("s")]) if "s" in header else None
+
+
+def _flat_metrics(metrics: dict, prefix: str = "") -> dict:
+    """Numeric leaves of metrics.json, nested keys joined by '_', and how the model was trained
+    (``training_*``: epochs, budget, best epoch, why it stopped, seconds, warm start)."""
+    flat: dict = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flat_metrics(value, name + "_"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[name] = value
+        elif name.startswith("training_") and value is not None:
+            flat[name] = value
+    return flat
+
+
+def _errors(d: Path, extra: dict[str, str], k: int = 0) -> dict:
+    """Model k's errors in iteration folder ``d``: the test set's, then ``{prefix}_`` those of ``extra``
+    (how the model was trained is said once, with the test set's)."""
+    row = _flat_metrics(read_json(d / member_metrics(METRICS, k)))
+    for prefix, name in extra.items():
+        row.update({key: v for key, v in _flat_metrics(read_json(d / member_metrics(name, k)), prefix=f"{prefix}_").items()
+                    if not key.startswith(f"{prefix}_training_")})
+    return row
+
+
+def _seed_columns(d: Path, extra: dict[str, str], first: dict, members: int) -> dict:
+    """``seeds_*`` columns (oedal.campaign.statistics.training_seed_columns) over the ``members`` models
+    of one iteration; ``first`` = model 0's errors."""
+    from oedal.campaign.statistics import metrics_in, training_seed_columns
+
+    models = [first] + [_errors(d, extra, k) for k in range(1, members)]
+    return training_seed_columns(models, metrics_in(models))
+
+
+def iteration_row(strategy: str, seed: int, run_dir: str | Path, it: int, extra: dict[str, str],
+                  members: int = 1) -> dict:
+    """The summary row of iteration ``it`` of one run (the module docstring says what it holds)."""
+    d = Path(run_dir) / iter_name(it)
+    status = Status.read(d / STATUS)
+    row = {"strategy": strategy, "seed": seed, "iteration": it, "n_train": status.n_train, "n_valid": status.n_valid,
+           "n_pool": status.n_pool, "labels_spent": status.labels_spent, "labels_failed": status.labels_failed,
+           "stopped": bool(status.stopped)}
+    errors = _errors(d, extra)
+    row.update(errors)
+    if members > 1:
+        row.update(_seed_columns(d, extra, errors, members))
+    if (d / METRICS_LABELED).exists():  # this model on the frames it picked, once labeled
+        labeled = _flat_metrics(read_json(d / METRICS_LABELED), prefix="labeled_")
+        row.update({k: v for k, v in labeled.items() if not k.startswith("labeled_training_")})
+    if (d / EXPLORE_COUNTS).exists():  # this model's walkers: accurate / candidate / stopped
+        row.update(_flat_metrics(read_json(d / EXPLORE_COUNTS), prefix="explore_"))
+    row.update(_job_seconds(d, shared_iteration(run_dir, it)))
+    return row
+
+
+def summary_rows(run_dirs: list[tuple[str, int, str | Path]], iterations: int,
+                 extra: dict[str, str] | None = None, members: int = 1) -> list[dict]:
+    """One row per (strategy, seed, iteration) of ``run_dirs`` for iterations 0 … ``iterations``
+    (:func:`iteration_row`); ``extra``: column prefix → another metrics file of every iteration (transfer
+    test sets); ``members`` > 1 (training seeds): the geometric mean and spread of every error over the
+    models trained on the same set (``seeds_*``)."""
+    return [iteration_row(strategy, seed, run_dir, it, extra or {}, members)
+            for strategy, seed, run_dir in run_dirs for it in range(iterations + 1)]
+
+
+def _job_seconds(d: Path, shared: Path) -> dict:
+    """Selection and training wall time (s) of an iteration from its job benchmarks (iteration 0's
+    training ran once per seed, in ``shared``)."""
+    times = [_benchmark_seconds(benchmark(d, kind)) for kind in ("score", "select")]
+    known = [t for t in times if t is not None]
+    train = _benchmark_seconds(benchmark(d, "train"))
+    if train is None:
+        train = _benchmark_seconds(benchmark(shared, "train"))
+    return {"selection_s": round(sum(known), 3) if known else None, "train_s": train}
+
+
+def _write_csv(rows: list[dict], out: str | Path) -> None:
+    import csv
+
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_summary(run_dirs: list[tuple[str, int, str | Path]], iterations: int, out: str | Path,
+                  comparison: str | Path | None = None, verdict: str | Path | None = None,
+                  baseline: str = "random", extra: dict[str, str] | None = None, members: int = 1) -> list[dict]:
+    """Write the campaign's summary table (CSV) and, when asked, the paired comparison of every strategy
+    with ``baseline`` (oedal.campaign.statistics: ratios with intervals over seeds, CSV) and the verdict
+    (one sentence per strategy and force metric, and a warning when a wall-clock limit cut a training);
+    returns the summary rows."""
+    from oedal.campaign import statistics
+
+    rows = summary_rows(run_dirs, iterations, extra, members)
+    _write_csv(rows, out)
+    if comparison is not None:
+        _write_csv(statistics.compare_strategies(rows, baseline, statistics.metrics_in(rows)), comparison)
+    if verdict is not None:
+        lines = statistics.verdict_lines(rows, baseline)
+        with atomic_path(verdict) as tmp:
+            tmp.write_text("\n".join(lines) + "\n")
+        for line in lines:
+            (log.warning if line.startswith("WARNING") else log.info)("%s", line)
+    return rows
