@@ -390,3 +390,28 @@ def test_a_walker_stuck_at_its_first_check_round_after_round_restarts_from_its_s
     assert later.stuck == 0 and later.positions == elsewhere["positions"]
     never = resume_walkers([stopped_at(dataclasses.replace(once), 1)], restart_after=0)[0]
     assert never.stuck == 2 and never.positions == elsewhere["positions"]
+
+
+def test_each_sanity_check_owns_its_limit_keys_and_they_reach_the_walkers():
+    """The checks are a registry (campaign/explore/checks.py): each check's keys are keys of the explore section
+    with the check's default and bounds, the walkers' Dynamics carry them with the model's cutoff, and the
+    first failing check in registry order gives the reason."""
+    from pydantic import ValidationError
+
+    from oedal.campaign.explore.checks import CHECKS, Frame, limit_fields, sanity_reason
+    from oedal.campaign.explore.shard import dynamics
+    from oedal.campaign.settings import ExploreSettings
+
+    for check in CHECKS:
+        for key, field in check.keys.items():
+            assert ExploreSettings.model_fields[key].default == field.default, key
+    with pytest.raises(ValidationError, match="max_force"):
+        ExploreSettings(max_force=-1.0)
+    limits = dynamics(ExploreSettings(max_force=12.5), cutoff=4.0).limits
+    assert limits["max_force"] == 12.5 and limits["cutoff"] == 4.0 and set(limit_fields()) <= set(limits)
+    x = np.array([[0.0, 0.0, 0.0], [1.2, 0.0, 0.0]])
+    frame = Frame(x, np.array([6, 8]), np.zeros((3, 3)), [False] * 3, np.array([[13.0, 0, 0], [-13.0, 0, 0]]),
+                  -1.0, -1.0, 300.0, 300.0)
+    assert sanity_reason(frame, limits) == "a force of 13.0 eV/Å (> 12.5)"
+    assert sanity_reason(frame._replace(temperature=1e4), limits) == "a force of 13.0 eV/Å (> 12.5)"  # the order
+    assert sanity_reason(frame._replace(forces=np.zeros((2, 3)), temperature=1e4), limits).startswith("a temperature")

@@ -12,7 +12,6 @@ log = logging.getLogger("oedal.cli.explore")
 
 def _explore(args: argparse.Namespace) -> int:
     from oedal.campaign.explore.shard import explore_shard
-    from oedal.campaign.records import Status
     from oedal.campaign.settings import ExploreSettings
     from oedal.device import set_threads
     from oedal.settings import load_settings
@@ -22,10 +21,9 @@ def _explore(args: argparse.Namespace) -> int:
     if not 0 <= args.shard < args.shards:
         raise ValueError(f"--shard {args.shard} is not in 0..{args.shards - 1}")
     set_threads(args.threads)
-    stopped = bool(args.status and Status.read(args.status).stopped)
     explore_shard(args.model, settings, shard=args.shard, shards=args.shards, seed=args.seed, iteration=args.iteration,
                   out_candidates=args.candidates, out_walkers=args.walkers, previous=args.previous or (),
-                  stopped=stopped)
+                  status=args.status)
     return 0
 
 

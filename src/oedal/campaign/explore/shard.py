@@ -36,15 +36,17 @@ def dynamics(settings, cutoff: float | None = None) -> "Dynamics":
 
 def explore_shard(model_path: str | Path, settings, *, shard: int, shards: int, seed: int, iteration: int,
                   out_candidates: str | Path, out_walkers: str | Path,
-                  previous: Sequence[str | Path] = (), stopped: bool = False) -> dict:
+                  previous: Sequence[str | Path] = (), status: str | Path | None = None) -> dict:
     """Run walker shard ``shard`` of ``shards`` for one iteration; write its candidates (an unlabeled store
     with datasets walker, step, informativeness) and its walkers (for the next iteration's resume).
 
     The walkers start from ``settings.starts`` (iteration 0) or resume from the ``previous`` walker
     files. A checkpoint beside ``out_walkers`` (``.partial``) is written at least every 30 s and after
-    every walker that stops; a rerun continues from it and ends with the same candidates. ``stopped``
-    (the campaign has stopped): no MD, no candidates, the walkers passed on as they are."""
+    every walker that stops; a rerun continues from it and ends with the same candidates. Once the
+    iteration's ``status`` (status.json) says the campaign has stopped: no MD, no candidates, the walkers
+    passed on as they are."""
     from oedal.campaign.explore.dynamics import run_walkers
+    from oedal.campaign.records import Status
     from oedal.gmnn.model import load_model
     from oedal.oed.uncertainty import model_head
 
@@ -53,7 +55,7 @@ def explore_shard(model_path: str | Path, settings, *, shard: int, shards: int, 
                              seed))[shard::shards]
     if settings.ramp:
         hold_back(walkers, iteration)
-    if stopped:
+    if status is not None and Status.read(status).stopped:
         counts = summary(walkers)
         _write_candidates(out_candidates, [])
         write_walkers(out_walkers, walkers, summary=counts)
