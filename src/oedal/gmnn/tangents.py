@@ -213,10 +213,13 @@ class FeatureTangents:
         w += [torch.bmm(gl, y[:, _ANGULAR[L]]) for L, gl in zip((1, 2, 3), g)]
         w.append(y.new_zeros((a, 1, y.shape[2])))  # the zero partner of missing factors
         w = torch.cat(w, 1)  # (A, K + 1, 3S)
-        local = sum(v.index_select(1, self.rads[q]) * w.index_select(1, self.cols[q]) for q in range(3))  # (A, F, 3S)
-        local = local.reshape(a, -1, n_slots, 3).permute(0, 2, 3, 1)  # (A, S, e, F)
-        out.copy_(torch.einsum("asek,asef->askf", frames, local))
-        return out
+        # (A, F, 3S), summed in place: at most three arrays of the tangents' size (the sum and the two gathered
+        # factors of one product; sum() of three products held five)
+        local = v.index_select(1, self.rads[0]) * w.index_select(1, self.cols[0])
+        for q in (1, 2):
+            local.addcmul_(v.index_select(1, self.rads[q]), w.index_select(1, self.cols[q]))
+        # back to x, y, z: out[a, s, k, f] = Σ_e frames[a, s, e, k] local[a, f, 3s + e], straight into ``out``
+        return torch.matmul(frames.transpose(2, 3), local.view(a, -1, n_slots, 3).permute(0, 2, 3, 1), out=out)
 
 
 def local_frames(disp: torch.Tensor) -> torch.Tensor:

@@ -185,14 +185,19 @@ def _work_bytes(model: GMNN, counts: np.ndarray, packed: bool) -> tuple[np.ndarr
     block of a structure streamed by atoms). Per pair: its frame, r, the radial and angular factors of
     its three rows and its indices; per atom: features, partners and every layer's activations; per
     row (three per pair): the feature tangents and every layer's output. The packed route streams a
-    block's rows in chunks of CHUNK_ROWS (≈ 3 MB, not counted); the torch route holds them all."""
+    block's rows in chunks of CHUNK_ROWS (≈ 3 MB, not counted); the torch route holds them all, and
+    FeatureTangents builds its tangents through three more arrays of their size (the local-frame
+    tangents and the two factors gathered for each of their products)."""
     desc, item = model.descriptor, torch.finfo(model.dtype).bits // 8
     width = desc.n_features + sum(model.settings.hidden)
     partners = sum(k * n for k, n in zip(feature_tangents(desc).n_partners, (3, 6, 10)))
     per_pair = item * (3 * 3 + 1 + 3 * (desc.n_radial + 20)) + 5 * 8
     block = item * (2 * width + partners) + 8 * 8 + counts * per_pair
     whole = block + counts * (3 * item * width)
-    return whole, (block if packed else whole)
+    if packed:
+        return whole, block
+    torch_route = whole + counts * (3 * 3 * item * desc.n_features)
+    return torch_route, torch_route
 
 
 def _atom_blocks(whole: np.ndarray, part: np.ndarray, atom_start: np.ndarray, budget: int) -> list[_Block]:
