@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from oedal.campaign.rules import RuleInputs, RuleParams, environment
-from oedal.campaign.tree import Tree, iter_name, metrics_names
+from oedal.campaign.tree import (CAMPAIGN_FILE, CAMPAIGN_OUTPUTS, COMPARISON, LEARNING_CURVE, REPORT, REPORT_FIGURES,
+                                 SUMMARY, VERDICT, Tree, iter_name, metrics_names)
 
 # Jobs call the `oedal` installed beside the Python that runs Snakemake, so a virtual environment
 # need not be activated; with --sdm conda the job's environment still comes first on PATH.
@@ -81,8 +82,7 @@ def final_targets() -> list[str]:
     metrics = metrics_names(list(TRANSFER), CAMPAIGN.training_seeds)
     last = [f"{d}/{iter_name(LAST)}/{f}" for _, _, d in tree.runs(CAMPAIGN.strategies, CAMPAIGN.seeds)
             for f in ["model.pt", *metrics]]
-    return last + [tree.file(f) for f in ("campaign.json", "summary.csv", "comparison.csv", "verdict.txt",
-                                          "learning_curve.png", "report.html")]
+    return last + [tree.file(f) for f in CAMPAIGN_OUTPUTS]
 
 
 # -- params that change no output -----------------------------------------------------------------

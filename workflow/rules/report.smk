@@ -11,9 +11,9 @@ rule record_campaign:
     """The resolved campaign settings and their plan (campaign.json), run before anything else, so that
     `oedal report` and `oedal status` know them while the campaign runs."""
     output:
-        f"{RESULTS}/{{campaign}}/campaign.json",
+        TREE.file(CAMPAIGN_FILE),
     log:
-        f"{RESULTS}/{{campaign}}/logs/record_campaign.log",
+        f"{TREE.root}/logs/record_campaign.log",
     params:
         campaign=PARAMS.campaign_json(),
     priority: 100
@@ -33,11 +33,11 @@ rule summarize_campaign:
         status=INPUTS.every_iteration("status.json", last=LAST),
         labeled=INPUTS.every_iteration("metrics_labeled.json", last=LAST - 1),  # the last iteration labels nothing
     output:
-        summary=f"{RESULTS}/{{campaign}}/summary.csv",
-        comparison=f"{RESULTS}/{{campaign}}/comparison.csv",
-        verdict=f"{RESULTS}/{{campaign}}/verdict.txt",
+        summary=TREE.file(SUMMARY),
+        comparison=TREE.file(COMPARISON),
+        verdict=TREE.file(VERDICT),
     log:
-        f"{RESULTS}/{{campaign}}/logs/summarize_campaign.log",
+        f"{TREE.root}/logs/summarize_campaign.log",
     params:
         runs=PARAMS.run_specs,
         last=LAST,
@@ -55,15 +55,15 @@ rule summarize_campaign:
 rule plot_learning_curve:
     """Test force MAE/RMSE/MAXE against the training-set size, mean ± std over seeds."""
     input:
-        f"{RESULTS}/{{campaign}}/summary.csv",
+        TREE.file(SUMMARY),
     output:
         report(
-            f"{RESULTS}/{{campaign}}/learning_curve.png",
+            TREE.file(LEARNING_CURVE),
             caption="../report/learning_curve.rst",
             category="learning curves",
         ),
     log:
-        f"{RESULTS}/{{campaign}}/logs/plot_learning_curve.log",
+        f"{TREE.root}/logs/plot_learning_curve.log",
     threads: 1
     conda:
         ENV_CORE
@@ -75,22 +75,22 @@ rule report_campaign:
     """One self-contained HTML page: the verdict first, learning curves, pool scores and score–error
     correlation, the last models on the test set, cost and provenance; its figures also as PNG files."""
     input:
-        summary=f"{RESULTS}/{{campaign}}/summary.csv",
-        comparison=f"{RESULTS}/{{campaign}}/comparison.csv",
-        verdict=f"{RESULTS}/{{campaign}}/verdict.txt",
-        campaign=f"{RESULTS}/{{campaign}}/campaign.json",
+        summary=TREE.file(SUMMARY),
+        comparison=TREE.file(COMPARISON),
+        verdict=TREE.file(VERDICT),
+        campaign=TREE.file(CAMPAIGN_FILE),
     output:
         html=report(
-            f"{RESULTS}/{{campaign}}/report.html", caption="../report/report.rst", category="report"
+            TREE.file(REPORT), caption="../report/report.rst", category="report"
         ),
         figures=report(
-            directory(f"{RESULTS}/{{campaign}}/report_figures"),
+            directory(TREE.file(REPORT_FIGURES)),
             patterns=["{name}.png"],
             caption="../report/figures.rst",
             category="report figures",
         ),
     log:
-        f"{RESULTS}/{{campaign}}/logs/report_campaign.log",
+        f"{TREE.root}/logs/report_campaign.log",
     params:
         folder=INPUTS.campaign_folder,
     threads: 1

@@ -31,6 +31,8 @@ LABEL_CACHE = "labels.sqlite"
 CAMPAIGN_FILE = "campaign.json"  # the resolved campaign settings and plan (oedal record)
 SUMMARY, COMPARISON, VERDICT = "summary.csv", "comparison.csv", "verdict.txt"
 LEARNING_CURVE, REPORT, REPORT_FIGURES = "learning_curve.png", "report.html", "report_figures"
+CAMPAIGN_OUTPUTS = (CAMPAIGN_FILE, SUMMARY, COMPARISON, VERDICT, LEARNING_CURVE, REPORT)
+"""What a finished campaign has made beside its runs (the workflow's final targets)."""
 STATUS, REQUEST, EXPLORE_COUNTS = "status.json", "request.json", "explore.json"
 METRICS, METRICS_LABELED = "metrics.json", "metrics_labeled.json"
 

@@ -32,12 +32,13 @@ def campaign_folder(args: argparse.Namespace) -> Path:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from oedal.campaign.tree import REPORT, VERDICT
     from oedal.report import CampaignResults, status_table
 
     folder = campaign_folder(args)
     print(status_table(CampaignResults.read(folder)))
     if args.verdict:
-        verdict, report = folder / "verdict.txt", folder / "report.html"
+        verdict, report = folder / VERDICT, folder / REPORT
         print("\nverdict:\n" + (verdict.read_text().rstrip() if verdict.is_file() else "  (no verdict.txt yet)"))
         print(f"\nreport: {report.resolve() if report.is_file() else 'not made yet (oedal report ' + str(folder) + ')'}")
     return 0

@@ -12,6 +12,7 @@ import logging
 import time
 from pathlib import Path
 
+from oedal.campaign.tree import REPORT
 from oedal.errors import OedalError
 from oedal.files import atomic_path, check_outputs
 from oedal.report import figures
@@ -265,7 +266,7 @@ def write_report(campaign_dir: str | Path, out: str | Path | None = None, *, ins
     """Write the report of a campaign folder (default ``{campaign_dir}/report.html``), atomically; with
     ``figures_dir``, its figures also as PNG files there. ``inspect``: evaluate and score with the models
     (parity plot, score–error correlation); returns the path written."""
-    out = Path(out) if out is not None else Path(campaign_dir) / "report.html"
+    out = Path(out) if out is not None else Path(campaign_dir) / REPORT
     check_outputs(out, folders=(figures_dir,))  # before minutes of work, not after
     results = CampaignResults.read(campaign_dir)
     text, figs = build_report(results, inspect)
