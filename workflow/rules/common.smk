@@ -1,5 +1,5 @@
 # What the rules share: the results tree's patterns (oedal.campaign.tree), every rule's params
-# (oedal.campaign.params: exactly the settings that change its output), wildcards, the previous-iteration
+# (oedal.campaign.rules.params: exactly the settings that change its output), wildcards, the previous-iteration
 # input function, environments and resources. CAMPAIGN is the validated CampaignSettings (see the Snakefile).
 import os
 import re

@@ -44,7 +44,6 @@ def test_predictions(run: Run, iteration: int) -> TestPredictions:
     from oedal.data.store import read_store
     from oedal.gmnn.evaluation import KCAL_PER_MOL, predict
     from oedal.gmnn.model import load_model
-
     from oedal.oed.calibration import structure_force_rms
 
     test = read_store(run.path / "test.h5")

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def dynamics(settings, cutoff: float | None = None) -> "Dynamics":
     """The walkers' Dynamics from the campaign's ExploreSettings; ``cutoff``: the model's r_c (Å), beyond
-    which an atom with no neighbour has flown apart (:func:`lone_atom`)."""
+    which an atom with no neighbour has flown apart (checks.LoneAtom)."""
     from oedal.campaign.explore.dynamics import Dynamics
 
     limits = {k: getattr(settings, k) for k in limit_fields()} | ({} if cutoff is None else {"cutoff": cutoff})
