@@ -55,6 +55,9 @@ class ModelSettings(Settings):
     descriptor: DescriptorSettings = Field(default_factory=DescriptorSettings)
     hidden: list[int] = Field(default_factory=lambda: [256, 128], min_length=1)
     activation: Literal["silu", "tanh"] = "silu"
+    species: list[str] = Field(
+        default_factory=list, description="elements the model knows besides those of its training set, as symbols "
+        "(a heterogeneous set whose rare elements a first training set may lack: QM9 [H, C, N, O, F])")
     dtype: Literal["float32", "float64"] = Field(
         "float32", description="per-atom network dtype; totals and shifts are always float64"
     )

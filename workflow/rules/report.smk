@@ -72,8 +72,9 @@ rule plot_learning_curve:
 
 
 rule report_campaign:
-    """One self-contained HTML page: the verdict first, learning curves, pool scores and score–error
-    correlation, the last models on the test set, cost and provenance; its figures also as PNG files."""
+    """One self-contained HTML page: the verdict first, learning curves, errors per class, each strategy's picks
+    by class and size, the threshold study, pool scores and score–error correlation, the last models on the test
+    set, cost and provenance; its figures also as PNG files."""
     input:
         summary=TREE.file(SUMMARY),
         comparison=TREE.file(COMPARISON),

@@ -41,13 +41,15 @@ def train_step(train_path: str | Path, valid_path: str | Path, out: str | Path, 
 
     if status is not None and carry_over(status, carry_from, out):
         return TrainOutcome(False)
-    for path in (train_path, valid_path):
-        check_store(path, labels=True, forces=True, min_distance=MIN_DISTANCE if min_distance is None else min_distance)
+    for path in (train_path, valid_path):  # forces where the store has them; energies alone otherwise (QM9)
+        check_store(path, labels=True, min_distance=MIN_DISTANCE if min_distance is None else min_distance)
     train, valid = read_store(train_path), read_store(valid_path)
     result = train_model(train, valid, model_settings, training_settings, warm_start=warm_start, checkpoint=checkpoint,
                          checkpoint_minutes=checkpoint_minutes, restart=restart)
     fitted = None
-    if uncertainty:
+    if uncertainty and train.forces is None:
+        log.info("no force labels: the model is saved without a fitted uncertainty (its error map is a force error)")
+    elif uncertainty:
         from oedal.oed.uncertainty import fit_uncertainty
 
         fitted = fit_uncertainty(result.model, train, valid, atoms=atom_uncertainty).to_payload()
@@ -95,7 +97,7 @@ def evaluate_step(model_path: str | Path, data_path: str | Path, out: str | Path
             if len(reader) == 0:  # e.g. an iteration that labeled nothing
                 return _nothing(empty, data_path, out)
     model = load_model(model_path, device=device)
-    check_store(data_path, labels=True, forces=True, known_numbers=model.species,
+    check_store(data_path, labels=True, known_numbers=model.species,
                 min_distance=MIN_DISTANCE if min_distance is None else min_distance)
     data = read_store(data_path)
     if only_ids_of is not None:  # e.g. the selected frames among an iteration's labeled ones
@@ -104,14 +106,14 @@ def evaluate_step(model_path: str | Path, data_path: str | Path, out: str | Path
         return _nothing(empty, data_path, out)
     metrics = error_metrics(model, data, batch_size=batch_size)
     metrics.update(training_record(model.meta))
-    if model.meta.get("uncertainty") is not None and len(data) > 2:  # does the uncertainty track the error?
+    if model.meta.get("uncertainty") is not None and data.forces is not None and len(data) > 2:  # does the uncertainty track the error?
         from oedal.oed.uncertainty import assess_on, model_head
 
         metrics["uncertainty"] = assess_on(model, model_head(model), data)
     metrics["model"], metrics["data"] = str(model_path), str(data_path)
     write_metrics(metrics, out)
-    log.info("forces MAE %.4f kcal/mol/Å, energy MAE %.4f kcal/mol -> %s",
-             metrics["forces_mae_kcal/mol/A"], metrics["energy_mae_kcal/mol"], out)
+    log.info("%senergy MAE %.4f kcal/mol -> %s", f"forces MAE {metrics['forces_mae_kcal/mol/A']:.4f} kcal/mol/Å, "
+             if "forces_mae_kcal/mol/A" in metrics else "", metrics["energy_mae_kcal/mol"], out)
     return metrics
 
 

@@ -183,6 +183,9 @@ class SplitSettings(Settings):
     n_valid: int = Field(200, ge=1, description="validation structures (early stopping)")
     n_test: int = Field(1000, ge=1, description="held-out test structures (labels from the source)")
     n_pool: int | None = Field(None, ge=1, description="unlabeled candidates (default: every structure left)")
+    test_per_class: int | None = Field(
+        None, ge=1, description="a test set stratified by class (DESIGN §11): up to this many structures of every "
+        "class of the data set, n_test ignored (default: n_test structures drawn at random)")
     valid_redraw: bool | None = Field(
         None,
         description="redraw the validation set from the pool every iteration (the paper's protocol); "
@@ -291,6 +294,8 @@ class CampaignSettings(Settings):
             if not SCORE_KEY_KINDS[key] & kinds:
                 raise ValueError(f"score.{key} applies to {'/'.join(sorted(SCORE_KEY_KINDS[key]))}, "
                                  "which no entry of `strategies` uses; remove it")
+        if self.dataset.source == "qm9" and {"qs2", "qs3"} & kinds:
+            raise ValueError("strategies: qs2/qs3 score the forces and qm9 has energies only (DESIGN §11); use qs1")
         if "method" in self.select.model_fields_set:
             raise ValueError("select.method is set per entry of `strategies`; remove it")
         if "device" in self.training.model_fields_set:

@@ -25,8 +25,11 @@ class SplitResult:
     test: np.ndarray
 
 
-def split_indices(n: int, split: SplitSettings, seed: int) -> SplitResult:
-    """Disjoint random rows for train, valid, test and pool (the pool takes what is left, or n_pool)."""
+def split_indices(n: int, split: SplitSettings, seed: int, classes: np.ndarray | None = None) -> SplitResult:
+    """Disjoint random rows for train, valid, test and pool (the pool takes what is left, or n_pool); with
+    ``split.test_per_class`` the test set holds up to that many rows of every class in ``classes`` (n,)."""
+    if split.test_per_class is not None:
+        return _split_by_class(n, split, seed, classes)
     fixed = split.n_train + split.n_valid + split.n_test
     n_pool = n - fixed if split.n_pool is None else split.n_pool
     if fixed + max(n_pool, 0) > n or n_pool < 1:
@@ -41,6 +44,30 @@ def split_indices(n: int, split: SplitSettings, seed: int) -> SplitResult:
     return SplitResult(train=parts[0], valid=parts[1], test=parts[2], pool=parts[3])
 
 
+def _split_by_class(n: int, split: SplitSettings, seed: int, classes: np.ndarray | None) -> SplitResult:
+    """A stratified test set (the first ``test_per_class`` rows of every class in one random order), then
+    train, valid and pool drawn at random from the rest."""
+    if classes is None or not (np.asarray(classes) != "").any():
+        raise SettingsError("split.test_per_class: the data set's structures carry no class (an importer that keeps "
+                            "classes: qm9, wbe, extxyz config_type); set n_test instead")
+    perm = np.random.default_rng(seed).permutation(n)
+    in_order = np.asarray(classes)[perm]
+    rank = np.zeros(n, dtype=np.int64)  # position of each row among the rows of its class, in perm order
+    for name in np.unique(in_order):
+        mask = in_order == name
+        rank[mask] = np.arange(int(mask.sum()))
+    is_test = (rank < split.test_per_class) & (in_order != "")
+    rest = perm[~is_test]
+    n_pool = len(rest) - split.n_train - split.n_valid if split.n_pool is None else split.n_pool
+    if split.n_train + split.n_valid + max(n_pool, 0) > len(rest) or n_pool < 1:
+        raise SettingsError(f"split: n_train + n_valid + n_pool = {split.n_train} + {split.n_valid} + "
+                            f"{split.n_pool if split.n_pool is not None else '(rest)'} needs more than the {len(rest)} "
+                            "structures left beside the test set")
+    cuts = np.cumsum([split.n_train, split.n_valid, n_pool])
+    train, valid, pool = (np.sort(p) for p in np.split(rest[: cuts[-1]], cuts[:-1]))
+    return SplitResult(train=train, valid=valid, test=np.sort(perm[is_test]), pool=pool)
+
+
 def split_dataset(
     source: str | Path, out_dir: str | Path, test: str | Path, split: SplitSettings, seed: int
 ) -> SplitResult:
@@ -52,7 +79,7 @@ def split_dataset(
     with StoreReader(source) as reader:
         if not reader.has_labels:
             raise InputError(f"{source}: the data set has no labels (needed for train, valid and test)")
-        result = split_indices(len(reader), split, seed)
+        result = split_indices(len(reader), split, seed, reader.class_names() if reader.has_classes else None)
         out = Path(out_dir)
         write_set(out / "train.h5", reader.read(result.train))
         write_set(out / "valid.h5", reader.read(result.valid))

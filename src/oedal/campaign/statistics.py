@@ -253,16 +253,23 @@ def as_verdict(estimate: dict, level: float = 0.95) -> Verdict:
 
 
 FORCE_METRICS = ("forces_mae_kcal/mol/A", "forces_rmse_kcal/mol/A", "forces_maxe_kcal/mol/A")
+ENERGY_METRICS = ("energy_mae_kcal/mol", "energy_rmse_kcal/mol", "energy_maxe_kcal/mol")
+PER_CLASS = "per_class_"
+"""Column prefix of the errors of one class (summary.csv: ``per_class_{class}_{metric}``): compared in
+comparison.csv, shown per class in the report, left out of the verdict's sentences."""
 
 
 def verdict_records(rows: Sequence[dict], baseline: str = "random", metrics: Sequence[str] = FORCE_METRICS,
                     level: float = 0.95) -> list[Verdict | Note]:
-    """The campaign's verdict: per strategy and metric, the comparison with ``baseline`` at the largest
+    """The campaign's verdict: per strategy and metric (the force errors; the energy errors where the data has
+    no forces), the comparison with ``baseline`` at the largest
     training-set size and at the most labels that both reached; how far a training seed alone moves one
     model's error; then warnings (a training cut by the wall-clock limit: its runs are not on equal
     budgets). verdict.txt and the report both render these records."""
     out: list[Verdict | Note] = []
-    metrics = metrics_in(rows, metrics)
+    metrics = [m for m in metrics_in(rows, metrics) if PER_CLASS not in m]
+    if not metrics and any("energy_mae_kcal/mol" in r for r in rows):
+        metrics = [m for m in metrics_in(rows, ENERGY_METRICS) if PER_CLASS not in m]  # energy-only data (QM9)
     if any(m.startswith(SEEDS) for m in metrics):  # several models per set: compare their mean
         metrics = [m for m in metrics if m.startswith(SEEDS)]
     strategies = sorted({str(r["strategy"]) for r in rows} - {baseline})

@@ -218,7 +218,8 @@ def _qm9_rows(folder: Path, limit: int | None) -> tuple[list[str], list[str], li
 
 
 def read_qm9(src: str | Path | None = None, limit: int | None = None) -> Structures:
-    """QM9 from the qm9pack CSVs (or a folder holding qm9_part{1,2,3}.csv): U0 Hartree → eV, no forces.
+    """QM9 from the qm9pack CSVs (or a folder holding qm9_part{1,2,3}.csv): U0 Hartree → eV, no forces; the
+    class of a molecule is its number of heavy atoms (:func:`qm9_class`).
 
     Parsing is vectorised: all coordinate and element strings are joined and split once.
     """
@@ -241,10 +242,19 @@ def read_qm9(src: str | Path | None = None, limit: int | None = None) -> Structu
             k = _first_bad_qm9(xyz if name == "XYZ_Ang" else elem, counts, 3 if name == "XYZ_Ang" else 1)
             raise InputError(f"{where}: structure {k}: shape mismatch, {name} does not hold N_atoms entries")
     cell, pbc = _molecules(n)
+    structure = np.repeat(np.arange(n), counts)
+    heavy = np.bincount(structure, weights=numbers > 1, minlength=n).astype(np.int64)  # heavy atoms per molecule
     return Structures(
         positions=positions.reshape(-1, 3), numbers=numbers, n_atoms=counts, cell=cell, pbc=pbc,
         ids=np.arange(n), energy=np.array(u0, dtype=np.float64) * HARTREE,  # Hartree → eV
+        classes=np.array([qm9_class(int(k)) for k in heavy]),
     )
+
+
+def qm9_class(heavy_atoms: int) -> str:
+    """QM9's size class: the number of heavy (non-hydrogen) atoms, 1–9; fewer than 7 are one class (they are
+    0.3 % of QM9; the paper's Fig. 7 is about which sizes a strategy picks)."""
+    return "HA≤6" if heavy_atoms <= 6 else f"HA{heavy_atoms}"
 
 
 def _first_bad_qm9(texts: list[str], counts: np.ndarray, per_atom: int) -> int:
@@ -267,10 +277,34 @@ def _wbe_record(text: str, path: Path, member: str, k: int) -> dict:
         raise InputError(f"{path}: structure {k} ({member}): not a FitSNAP JSON configuration ({err})") from None
 
 
+WBE_CLASSES = {  # the FitSNAP group folders of the W–Be set, by the kind of structure (Wood et al. 2019, Table I)
+    "eos": ("EOS", "EOS_BCC", "EOS_Data", "EOS_FCC", "EOS_HCP"),
+    "elastic": ("Elast_BCC_Shear", "Elast_BCC_Vol", "Elast_FCC_Shear", "Elast_FCC_Vol", "Elast_HCP_Shear",
+                "Elast_HCP_Vol", "ElasticDeform_Shear", "ElasticDeform_Vol"),
+    "md": ("DFTMD_1000K", "DFTMD_300K", "DFT_MD_1000K", "DFT_MD_300K", "md_bulk"),
+    "liquid": ("Liquids", "Disordered_Struc"),
+    "surface": ("001FreeSurf", "010FreeSurf", "100FreeSurf", "surface", "gamma_surface", "gamma_surface_vacancy",
+                "StackFaults"),
+    "adsorption": ("WSurface_BeAdhesion",),
+    "defect": ("Defect_BCrowd", "Defect_BOct", "Defect_BSplit", "Defect_BTetra", "Defect_Crowd", "Defect_Oct",
+               "Defect_Tet", "Defect_Vacancy", "Divacancy", "vacancy", "BCC_ForceLib_W110", "BCC_ForceLib_W111",
+               "BCC_ForceLib_WOct", "BCC_ForceLib_WTet"),
+    "dislocation": ("dislocation_quadrupole",),
+}
+_WBE_CLASS_OF = {group: name for name, groups in WBE_CLASSES.items() for group in groups}
+
+
+def wbe_class(member: str) -> str:
+    """The class of a W–Be JSON file from its group folder (:data:`WBE_CLASSES`; another folder: its own name)."""
+    group = member.rstrip("/").split("/")[-2] if "/" in member else ""
+    return _WBE_CLASS_OF.get(group, group)
+
+
 def read_wbe(path: Path, limit: int | None = None) -> Structures:
     """FitSNAP JSON files read straight from a tarball, sorted by member name (ids follow that order).
 
-    Lattice rows are the cell vectors (Å), Energy is the total energy (eV), Forces eV/Å; pbc = True.
+    Lattice rows are the cell vectors (Å), Energy is the total energy (eV), Forces eV/Å; pbc = True. The
+    class of a structure is the kind of its group folder (:func:`wbe_class`).
     """
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
@@ -304,7 +338,7 @@ def read_wbe(path: Path, limit: int | None = None) -> Structures:
     return Structures(
         positions=np.concatenate(pos), numbers=np.concatenate(num), n_atoms=np.array(counts),
         cell=np.array(cells), pbc=np.ones((n, 3), dtype=bool), ids=np.arange(n),
-        energy=np.array(energy), forces=np.concatenate(frc),
+        energy=np.array(energy), forces=np.concatenate(frc), classes=np.array([wbe_class(m) for m in names]),
     )
 
 

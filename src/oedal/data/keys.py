@@ -21,6 +21,7 @@ ENERGY = "energy"  # (n,) float64 eV (total energy), optional
 CELL = "cell"  # (n, 3, 3) float64 Å, rows are lattice vectors (zeros when not periodic)
 PBC = "pbc"  # (n, 3) bool
 ID = "id"  # (n,) int64 stable id = index in the source data set
+CLASS = "class"  # (n,) UTF-8 bytes: the structure's class in a heterogeneous set ("" = none), optional
 HASH = "hash"  # (n,) S64 ASCII: content hash (oedal.data.identity); optional, computed on read when absent
 
 PER_ATOM = (POSITIONS, NUMBERS, FORCES)

@@ -52,7 +52,8 @@ def _create(h5: h5py.File, name: str, data: np.ndarray, chunk_rows: int, compres
 def _write_datasets(h5: h5py.File, s: Structures, compression: str | None) -> None:
     per_atom = {keys.POSITIONS: s.positions, keys.NUMBERS: s.numbers.astype(np.uint8), keys.FORCES: s.forces}
     per_structure = {keys.N_ATOMS: s.n_atoms, keys.ENERGY: s.energy, keys.CELL: s.cell,
-                     keys.PBC: s.pbc, keys.ID: s.ids, keys.HASH: content_hashes(s)}
+                     keys.PBC: s.pbc, keys.ID: s.ids, keys.HASH: content_hashes(s),
+                     keys.CLASS: None if s.classes is None else np.char.encode(s.classes.astype(str), "utf-8")}
     for name, data in per_atom.items():
         if data is not None:
             _create(h5, name, data, ATOM_CHUNK, compression)
@@ -169,9 +170,9 @@ class StoreReader:
         refused when it is opened, before any step reads (or an oracle labels) a row of it."""
         n, total = len(self.n_atoms), int(self.n_atoms.sum())
         shapes = {keys.POSITIONS: (total, 3), keys.NUMBERS: (total,), keys.CELL: (n, 3, 3), keys.PBC: (n, 3),
-                  keys.ID: (n,), keys.N_ATOMS: (n,), keys.FORCES: (total, 3), keys.ENERGY: (n,), keys.HASH: (n,)}
+                  keys.ID: (n,), keys.N_ATOMS: (n,), keys.FORCES: (total, 3), keys.ENERGY: (n,), keys.HASH: (n,), keys.CLASS: (n,)}
         for name, shape in shapes.items():
-            optional = name in (keys.FORCES, keys.ENERGY, keys.HASH)
+            optional = name in (keys.FORCES, keys.ENERGY, keys.HASH, keys.CLASS)
             if optional and name not in self._h5:
                 continue
             have = self._dataset(name).shape
@@ -202,6 +203,16 @@ class StoreReader:
     @property
     def has_forces(self) -> bool:
         return keys.FORCES in self._h5
+
+    @property
+    def has_classes(self) -> bool:
+        return keys.CLASS in self._h5
+
+    def class_names(self) -> np.ndarray:
+        """(n,) str: every structure's class ("" where none), without reading positions."""
+        if keys.CLASS not in self._h5:
+            return np.full(len(self), "", dtype=str)
+        return np.char.decode(self._h5[keys.CLASS][()], "utf-8")
 
     @property
     def hashes(self) -> np.ndarray:
@@ -251,6 +262,7 @@ class StoreReader:
             ids=self.ids[start:stop],
             energy=h5[keys.ENERGY][start:stop] if keys.ENERGY in h5 else None,
             forces=h5[keys.FORCES][a:b] if keys.FORCES in h5 else None,
+            classes=np.char.decode(h5[keys.CLASS][start:stop], "utf-8") if keys.CLASS in h5 else None,
         )
 
     def read(self, indices: np.ndarray | list[int] | slice | None = None) -> Structures:
@@ -282,6 +294,8 @@ class StoreReader:
             gathered.energy = None
         if not self.has_forces:
             gathered.forces = None
+        if not self.has_classes:
+            gathered.classes = None
         if len(uniq) == len(idx) and np.array_equal(uniq, idx):
             return gathered
         return gathered.subset(inverse)

@@ -46,7 +46,9 @@ class Structures:
 
     positions (n_atoms_total, 3) float64 Å; numbers (n_atoms_total,) int64; n_atoms (n,) int64;
     cell (n, 3, 3) float64 Å (rows = lattice vectors); pbc (n, 3) bool; ids (n,) int64 (index in
-    the source data set); energy (n,) float64 eV or None; forces (n_atoms_total, 3) float64 eV/Å or None.
+    the source data set); energy (n,) float64 eV or None; forces (n_atoms_total, 3) float64 eV/Å or None;
+    classes (n,) str or None: the group a structure belongs to in a heterogeneous set (the W–Be group, a QM9
+    size class, extxyz ``config_type``; "" = none), for errors and picks per class (DESIGN §11).
     Shapes are not checked here: :func:`oedal.data.validate.validate_structures` does that.
     """
 
@@ -58,6 +60,7 @@ class Structures:
     ids: np.ndarray
     energy: np.ndarray | None = None
     forces: np.ndarray | None = None
+    classes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.positions = _rows3(self.positions)
@@ -68,6 +71,7 @@ class Structures:
         self.ids = np.ascontiguousarray(self.ids, dtype=np.int64).reshape(-1)
         self.energy = _opt(self.energy, np.float64)
         self.forces = None if self.forces is None else _rows3(self.forces)
+        self.classes = None if self.classes is None else np.asarray(self.classes, dtype=str).reshape(-1)
 
     def __len__(self) -> int:
         return len(self.n_atoms)
@@ -108,15 +112,18 @@ class Structures:
             ids=self.ids[idx],
             energy=None if self.energy is None else self.energy[idx],
             forces=None if self.forces is None else self.forces[rows],
+            classes=None if self.classes is None else self.classes[idx],
         )
 
     @staticmethod
     def concatenate(parts: Sequence["Structures"]) -> "Structures":
-        """Join structures; labels are kept only when every part has them."""
+        """Join structures; labels are kept only when every part has them, classes when any part has them
+        (the structures of a part without classes get "")."""
         if not parts:
             return Structures.empty()
         with_e = all(p.energy is not None for p in parts)
         with_f = all(p.forces is not None for p in parts)
+        with_c = any(p.classes is not None for p in parts)
         return Structures(
             positions=np.concatenate([p.positions for p in parts]),
             numbers=np.concatenate([p.numbers for p in parts]),
@@ -126,7 +133,12 @@ class Structures:
             ids=np.concatenate([p.ids for p in parts]),
             energy=np.concatenate([p.energy for p in parts]) if with_e else None,  # type: ignore[misc]
             forces=np.concatenate([p.forces for p in parts]) if with_f else None,  # type: ignore[misc]
+            classes=np.concatenate([p.class_names() for p in parts]) if with_c else None,
         )
+
+    def class_names(self) -> np.ndarray:
+        """(n,) str: each structure's class, "" where it has none."""
+        return self.classes if self.classes is not None else np.full(len(self), "", dtype=str)
 
     @staticmethod
     def empty() -> "Structures":
@@ -136,10 +148,11 @@ class Structures:
         )
 
     def without_labels(self) -> "Structures":
-        """A copy without energy and forces (pool files never hold labels)."""
+        """A copy without energy and forces (pool files never hold labels); the classes are kept."""
         return Structures(
             positions=self.positions.copy(), numbers=self.numbers.copy(), n_atoms=self.n_atoms.copy(),
             cell=self.cell.copy(), pbc=self.pbc.copy(), ids=self.ids.copy(),
+            classes=None if self.classes is None else self.classes.copy(),
         )
 
     def to_atoms(self) -> list:
@@ -154,6 +167,8 @@ class Structures:
             atoms = Atoms(numbers=self.numbers[a:b], positions=self.positions[a:b],
                           cell=self.cell[k], pbc=self.pbc[k])
             atoms.info["id"] = int(self.ids[k])
+            if self.classes is not None and self.classes[k]:
+                atoms.info["config_type"] = str(self.classes[k])
             results = {}
             if self.energy is not None:
                 results["energy"] = float(self.energy[k])
@@ -170,7 +185,8 @@ class Structures:
 
         Energy (forces) is kept when every structure has it; a structure without it when others
         have it gets NaN, which :func:`validate_structures` reports by index.
-        ``ids`` default: ``atoms.info['id']`` when every structure has one, else 0..n−1.
+        ``ids`` default: ``atoms.info['id']`` when every structure has one, else 0..n−1. Classes from
+        ``atoms.info['config_type']`` (extxyz's convention) when any structure has one.
         """
         n = len(atoms_list)
         energies: list[float | None] = []
@@ -187,6 +203,9 @@ class Structures:
             else:
                 ids = np.arange(n)
         n_atoms = np.array([len(a) for a in atoms_list], dtype=np.int64)
+        classes = None
+        if any("config_type" in a.info for a in atoms_list):
+            classes = np.array([str(a.info.get("config_type", "")) for a in atoms_list], dtype=str)
         energy = None
         if any(e is not None for e in energies):
             energy = np.array([np.nan if e is None else e for e in energies], dtype=np.float64)
@@ -204,4 +223,5 @@ class Structures:
             ids=np.asarray(ids),
             energy=energy,
             forces=force_arr,
+            classes=classes,
         )

@@ -91,7 +91,8 @@ def check_elements(s: Structures, source: str, known_numbers: Iterable[int] | No
         known = ", ".join(chemical_symbols[int(x)] for x in allowed) if known_numbers is not None else "1..118"
         raise InputError(
             f"{_where(source, s, k, first)}: unknown element {name} (Z={z}) at atom {row - int(s.offsets[k])}; "
-            f"known: {known}"
+            f"known: {known}" + ("" if known_numbers is None else " (a model knows the elements of its training set and "
+                                  "of the setting model.species)")
         )
 
 

@@ -58,27 +58,60 @@ def _stats(err: np.ndarray, prefix: str, unit: str) -> dict:
 
 
 def error_metrics(model: GMNN, structures, batch_size: int = 1024) -> dict:
-    """MAE/RMSE/MAXE of energies and forces (eV and kcal/mol) and counts of structures above 1 kcal/mol(/Å)."""
-    if getattr(structures, "energy", None) is None or getattr(structures, "forces", None) is None:
-        raise InputError("evaluation needs labeled structures (energy and forces)")
-    pred = predict(model, structures, batch_size)
-    de = pred.energy - np.asarray(structures.energy, np.float64)
-    df = pred.forces - np.asarray(structures.forces, np.float64)
+    """MAE/RMSE/MAXE of energies and forces (eV and kcal/mol) and counts of structures above 1 kcal/mol(/Å);
+    energies only when ``structures`` has no forces (QM9, DESIGN §11). Where the structures carry classes,
+    ``per_class`` holds the same figures for every class (:func:`class_metrics`)."""
+    if getattr(structures, "energy", None) is None:
+        raise InputError("evaluation needs labeled structures (an energy for every structure)")
+    with_forces = getattr(structures, "forces", None) is not None
+    pred = predict(model, structures, batch_size, forces=with_forces)
+    de = pred.energy - np.asarray(structures.energy, np.float64)  # (n,) eV
     n_atoms = np.asarray(structures.n_atoms, np.int64)
-    struct = np.repeat(np.arange(len(n_atoms)), n_atoms)
-    max_f = np.zeros(len(n_atoms))
-    np.maximum.at(max_f, struct, np.abs(df).max(axis=1))
+    max_f = None
+    if with_forces:
+        df = pred.forces - np.asarray(structures.forces, np.float64)  # (n_atoms_total, 3) eV/Å
+        max_f = np.zeros(len(n_atoms))
+        np.maximum.at(max_f, np.repeat(np.arange(len(n_atoms)), n_atoms), np.abs(df).max(axis=1))
+    out = _figures(de, df if with_forces else None, max_f, n_atoms)
+    out["definitions"] = DEFINITIONS
+    classes = getattr(structures, "classes", None)
+    if classes is not None and len(classes) and (classes != "").any():
+        out["per_class"] = class_metrics(np.asarray(classes), de, df if with_forces else None, max_f, n_atoms)
+    return out
+
+
+DEFINITIONS = {
+    "energy": "total energy per structure",
+    "forces": "per Cartesian force component",
+    "n_energy_error_above_1_kcal/mol": "structures whose |energy error| > 1 kcal/mol",
+    "n_max_force_component_error_above_1_kcal/mol/A":
+        "structures whose largest |force component error| > 1 kcal/mol/Å",
+    "per_class": "the same figures for the structures of each class (a heterogeneous set, DESIGN §11)",
+}
+
+
+def _figures(de: np.ndarray, df: np.ndarray | None, max_f: np.ndarray | None, n_atoms: np.ndarray) -> dict:
+    """The error figures of one set: energy errors ``de`` (n,) eV, force errors ``df`` (n_atoms_total, 3) eV/Å
+    or None, the largest force-component error ``max_f`` (n,) eV/Å of each structure."""
     thr = THRESHOLD_KCAL * KCAL_PER_MOL
     out = {"n_structures": int(len(n_atoms)), "n_atoms": int(n_atoms.sum())}
     out.update(_stats(de, "energy", "eV"))
-    out.update(_stats(df, "forces", "eV/A"))
+    if df is not None:
+        out.update(_stats(df, "forces", "eV/A"))
     out["n_energy_error_above_1_kcal/mol"] = int((np.abs(de) > thr).sum())
-    out["n_max_force_component_error_above_1_kcal/mol/A"] = int((max_f > thr).sum())
-    out["definitions"] = {
-        "energy": "total energy per structure",
-        "forces": "per Cartesian force component",
-        "n_energy_error_above_1_kcal/mol": "structures whose |energy error| > 1 kcal/mol",
-        "n_max_force_component_error_above_1_kcal/mol/A":
-            "structures whose largest |force component error| > 1 kcal/mol/Å",
-    }
+    if max_f is not None:
+        out["n_max_force_component_error_above_1_kcal/mol/A"] = int((max_f > thr).sum())
+    return out
+
+
+def class_metrics(classes: np.ndarray, de: np.ndarray, df: np.ndarray | None, max_f: np.ndarray | None,
+                  n_atoms: np.ndarray) -> dict[str, dict]:
+    """{class: the figures of its structures} for every class present ("" = without a class, left out)."""
+    offsets = np.concatenate([[0], np.cumsum(n_atoms)])
+    out = {}
+    for name in sorted(set(classes.tolist()) - {""}):
+        rows = np.flatnonzero(classes == name)
+        atoms = np.concatenate([np.arange(offsets[k], offsets[k + 1]) for k in rows])
+        out[name] = _figures(de[rows], None if df is None else df[atoms], None if max_f is None else max_f[rows],
+                             n_atoms[rows])
     return out

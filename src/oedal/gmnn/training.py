@@ -1,4 +1,4 @@
-"""Training a GM-NN on energies and forces (DESIGN §5).
+"""Training a GM-NN on energies and forces, or on energies alone (DESIGN §5, §11).
 
 Loss, eq. (4) of the paper, per structure and averaged over the batch:
     ℓ = w_E ΔE² + w_F/(3 N_at) Σ_i |ΔF_i|²
@@ -82,17 +82,28 @@ class TrainResult:
     epoch_budget: int = 0  # the epochs it was given (TrainingSettings.budget)
 
 
-def structure_loss(batch: Batch, energy: torch.Tensor, forces: torch.Tensor, w_e: float, w_f: float) -> torch.Tensor:
-    """Eq. (4) per structure: w_E ΔE² + w_F/(3N) Σ|ΔF|² (n_structures,) float64 (eV², Å² weights)."""
-    de2 = (energy - batch.energy) ** 2
-    df2 = ((forces - batch.forces) ** 2).sum(dim=1).to(torch.float64)
+def structure_loss(batch: Batch, energy: torch.Tensor, forces: torch.Tensor | None, w_e: float,
+                   w_f: float) -> torch.Tensor:
+    """Eq. (4) per structure: w_E ΔE² + w_F/(3N_F) Σ|ΔF|² (n_structures,) float64 (eV², Å² weights).
+
+    Energy-only data (DESIGN §11): without force labels (``batch.forces`` None, e.g. QM9) the loss is the
+    energy term alone (w_F = 0); in a mixed set a structure whose force rows are NaN contributes its energy
+    only (N_F counts the atoms with forces, so such a structure's force term is 0, not NaN)."""
+    de2 = w_e * (energy - batch.energy) ** 2
+    if forces is None or batch.forces is None or w_f == 0.0:
+        return de2
+    have = ~torch.isnan(batch.forces[:, 0])  # (n_atoms,) atoms with a force label
+    df2 = torch.where(have, ((forces - torch.nan_to_num(batch.forces)) ** 2).sum(dim=1), 0.0).to(torch.float64)
     per_struct = df2.new_zeros(batch.n_structures).index_add(0, batch.structure, df2)
-    n = torch.bincount(batch.structure, minlength=batch.n_structures).to(torch.float64)
-    return w_e * de2 + (w_f / 3.0) * per_struct / n
+    n = df2.new_zeros(batch.n_structures).index_add(0, batch.structure, have.to(torch.float64))
+    return de2 + (w_f / 3.0) * per_struct / n.clamp(min=1.0)
 
 
 def batch_loss(model: GMNN, batch: Batch, w_e: float, w_f: float) -> torch.Tensor:
-    """Mean eq.-4 loss of a batch, forces by ``torch.func.grad`` (so ``torch.compile`` can trace it)."""
+    """Mean eq.-4 loss of a batch, forces by ``torch.func.grad`` (so ``torch.compile`` can trace it); a
+    batch without force labels costs one forward pass (no derivative in the positions)."""
+    if batch.forces is None or w_f == 0.0:
+        return structure_loss(batch, model.energy(batch), None, w_e, 0.0).mean()
 
     def total(d):
         energy = model._total(batch, d)
@@ -110,25 +121,44 @@ def _species_of(*sets) -> list[int]:
 
 
 def _check_labels(structures, name: str) -> None:
-    if getattr(structures, "energy", None) is None or getattr(structures, "forces", None) is None:
-        raise InputError(f"{name} structures have no energy/force labels")
+    if getattr(structures, "energy", None) is None:
+        raise InputError(f"{name} structures have no energy labels")
     if len(structures.n_atoms) == 0:
         raise InputError(f"{name} set is empty")
 
 
+def _check_same_labels(train, valid) -> None:
+    """Training and validation sets both with force labels or both without (energy-only, DESIGN §11)."""
+    if (train.forces is None) != (valid.forces is None):
+        have, lack = ("training", "validation") if train.forces is not None else ("validation", "training")
+        raise InputError(f"the {have} set has force labels and the {lack} set has none: train both with forces or "
+                         "both on energies alone")
+
+
 def validate(model: GMNN, loader: BatchLoader, w_e: float, w_f: float) -> dict:
-    """Mean eq.-4 loss and energy/force MAE (eV, eV/Å) over a loader."""
+    """Mean eq.-4 loss and energy/force MAE (eV, eV/Å) over a loader; the force MAE is None without
+    force labels (the energies then come from a forward pass alone)."""
     loss = e_abs = f_abs = 0.0
     n_s = n_c = 0
     for batch in loader:
-        energy, forces = model.energy_and_forces(batch)
+        if batch.forces is None:
+            with torch.inference_mode():
+                energy, forces = model.energy(batch), None
+        else:
+            energy, forces = model.energy_and_forces(batch)
         with torch.no_grad():
             loss += float(structure_loss(batch, energy, forces, w_e, w_f).sum())
             e_abs += float((energy - batch.energy).abs().sum())
-            f_abs += float((forces - batch.forces).abs().sum())
+            if forces is not None:
+                have = ~torch.isnan(batch.forces)
+                if bool(have.all()):
+                    f_abs += float((forces - batch.forces).abs().sum())
+                    n_c += forces.numel()
+                else:  # a mixed set: the atoms with force labels
+                    f_abs += float((forces - batch.forces).abs()[have].sum())
+                    n_c += int(have.sum())
         n_s += batch.n_structures
-        n_c += forces.numel()
-    return {"valid_loss": loss / n_s, "valid_energy_mae": e_abs / n_s, "valid_force_mae": f_abs / n_c}
+    return {"valid_loss": loss / n_s, "valid_energy_mae": e_abs / n_s, "valid_force_mae": f_abs / n_c if n_c else None}
 
 
 def _hash_arrays(*arrays) -> str:
@@ -183,7 +213,13 @@ def _load_checkpoint(path: Path, fingerprint: dict) -> dict:
 
 
 def _make_model(train, valid, model_settings: ModelSettings, warm_start) -> GMNN:
-    species = _species_of(train, valid)
+    from ase.data import atomic_numbers
+
+    try:
+        extra = [atomic_numbers[symbol] for symbol in model_settings.species]
+    except KeyError as err:
+        raise InputError(f"model.species: unknown element symbol {err}") from None
+    species = sorted(set(_species_of(train, valid)) | set(extra))
     if warm_start is None:
         model = GMNN(model_settings, species)
         model.init_scale_shift(train.numbers, train.n_atoms, train.energy)
@@ -387,6 +423,9 @@ def train_model(train, valid, model_settings: ModelSettings | None = None,
     ts = training_settings or TrainingSettings()
     _check_labels(train, "training")
     _check_labels(valid, "validation")
+    _check_same_labels(train, valid)
+    if train.forces is None:
+        log.info("no force labels: training on the energy term alone (w_F = 0, DESIGN §11)")
     set_threads(ts.threads)
     device = resolve_device(ts.device)
     torch.manual_seed(ts.seed)
@@ -447,7 +486,8 @@ def _train_epochs(state: TrainingState, run: _Run, callback: Callable[[dict], No
         for epoch in range(state.epochs + 1, epochs + 1):
             row = run_epoch(state, epoch, run)
             bar.update(1)
-            bar.set_postfix(loss=f"{row['train_loss']:.3g}", f_mae=f"{row['valid_force_mae']:.3g}")
+            f_mae = row["valid_force_mae"]
+            bar.set_postfix(loss=f"{row['train_loss']:.3g}", **({} if f_mae is None else {"f_mae": f"{f_mae:.3g}"}))
             stopped = None
             if state.since_best >= ts.patience:
                 stopped = "patience"
@@ -510,6 +550,7 @@ def run_epoch(state: TrainingState, epoch: int, run: _Run) -> dict:
     improved = state.record(row)
     if run.lr.kind == "plateau":
         state.decay_on_plateau(improved, run.settings)
-    log.info("epoch %d train_loss %.4g valid E_MAE %.4g eV F_MAE %.4g eV/Å%s", epoch, row["train_loss"],
-             metrics["valid_energy_mae"], metrics["valid_force_mae"], " *" if improved else "")
+    f_mae = metrics["valid_force_mae"]
+    log.info("epoch %d train_loss %.4g valid E_MAE %.4g eV%s%s", epoch, row["train_loss"], metrics["valid_energy_mae"],
+             "" if f_mae is None else f" F_MAE {f_mae:.4g} eV/Å", " *" if improved else "")
     return row

@@ -75,6 +75,7 @@ def score_pool(
     train = read_store(train_path)
     if len(train) == 0:
         raise InputError(f"{train_path}: the training set is empty")
+    _check_force_labels(scorer_of(settings.kind), train, train_path)
     scorer = scorer_of(settings.kind)(models, train, settings, save_sensitivities=save_sensitivities)
     sigma_th = fisher.threshold(scorer.train_scores, settings.threshold)
     log.info("%s: %d training structures, threshold (%s) %.6g", settings.kind, len(train), settings.threshold, sigma_th)
@@ -87,6 +88,14 @@ def score_pool(
         n_pool = len(reader)
     log.info("wrote %s: %d pool structures, %d with I > 1", out_path, n_pool, n_inf)
     return ScoreSummary(out_path, settings.kind, n_pool, len(train), sigma_th, n_inf)
+
+
+def _check_force_labels(scorer_cls, train, train_path: str | Path) -> None:
+    """A score built on the forces (QS2, QS3: the Fisher information of the force loss) needs a model trained on
+    forces: an energy-only training set (QM9, DESIGN §11) is refused, in one line that says what to use."""
+    if getattr(scorer_cls, "forces", False) and train.forces is None:
+        raise InputError(f"{train_path}: {scorer_cls.kind} needs force labels (its Fisher information is that of the "
+                         "force term of the loss) and the training set has energies only; use qs1")
 
 
 def declare_scores(h5: h5py.File, scorer: Scorer, settings, train, n_atoms: np.ndarray, attrs: dict) -> dict:

@@ -2,7 +2,7 @@
 
 * :func:`get_oracle` builds the oracle an oracle settings object names (:data:`OracleSettings`,
   a union discriminated by ``kind``; the registry is :data:`ORACLES`);
-  ``Oracle.label(atoms) -> (energy eV, forces (n, 3) eV/Å)`` raises on failure.
+  ``Oracle.label(atoms) -> (energy eV, forces (n, 3) eV/Å or None: energy only)`` raises on failure.
 * :func:`label_store` labels one shard: unlabeled store in, labeled.h5 and failed.h5 out, through the
   label cache (:class:`LabelCache`: every result stored once under (content hash, level of theory)).
 """

@@ -1,4 +1,5 @@
 """The oracle interface: one structure in, energy (eV) and forces (eV/Å) out, or an exception.
+Forces are None for an energy-only label (replay of a data set without forces, e.g. QM9).
 
 Every oracle is one module with its settings class (``kind`` a ``Literal``) and its :class:`Oracle`
 class, registered in :mod:`oedal.oracles.registry`.
@@ -53,17 +54,19 @@ class OracleFailure(RuntimeError):
     """The oracle could not label this structure (SCF not converged, unknown element, ...)."""
 
 
-def check_label(energy, forces, n_atoms: int) -> tuple[float, np.ndarray]:
+def check_label(energy, forces, n_atoms: int) -> tuple[float, np.ndarray | None]:
     """``(energy eV, forces (n_atoms, 3) eV/Å)`` as float64, or :class:`OracleFailure` when a label is not
-    one: forces of another shape, a non-finite energy or force. Every label passes it, fresh from an
-    oracle or read back from the label cache."""
+    one: forces of another shape, a non-finite energy or force. Forces None is an energy-only label
+    (returned as ``(energy, None)``). Every label passes it, fresh from an oracle or read back from the
+    label cache."""
     energy = float(energy)
-    forces = np.asarray(forces, dtype=np.float64)
-    if forces.shape != (n_atoms, 3):
-        raise OracleFailure(f"forces have shape {forces.shape}, expected ({n_atoms}, 3)")
+    if forces is not None:
+        forces = np.asarray(forces, dtype=np.float64)
+        if forces.shape != (n_atoms, 3):
+            raise OracleFailure(f"forces have shape {forces.shape}, expected ({n_atoms}, 3)")
     if not np.isfinite(energy):
         raise OracleFailure(f"non-finite energy {energy}")
-    if not np.all(np.isfinite(forces)):
+    if forces is not None and not np.all(np.isfinite(forces)):
         raise OracleFailure("non-finite forces")
     return energy, forces
 
@@ -96,8 +99,8 @@ class Oracle(ABC):
         """Called once with all ids of a shard before labeling (replay preloads their labels)."""
 
     @abstractmethod
-    def label(self, atoms: Atoms) -> tuple[float, np.ndarray]:
-        """Return ``(energy eV, forces (n_atoms, 3) eV/Å)`` for ``atoms``."""
+    def label(self, atoms: Atoms) -> tuple[float, np.ndarray | None]:
+        """Return ``(energy eV, forces (n_atoms, 3) eV/Å)`` for ``atoms``; forces None: energy only."""
 
     def reset(self) -> None:
         """Forget cached state (e.g. an SCF guess) before a retry."""

@@ -13,7 +13,9 @@ Labels are precious:
 * without a shared cache a private one beside the output (``OUT.partial.sqlite``) is the checkpoint of
   a killed job; it is removed once the outputs are written;
 * the outputs are written atomically, failed.h5 first, labeled.h5 last; an existing labeled.h5 is never
-  overwritten (one written meanwhile by another job on the same shard is accepted when equal).
+  overwritten (one written meanwhile by another job on the same shard is accepted when equal);
+* energy-only labels (replay of a data set without forces, e.g. QM9) give a labeled.h5 without forces; a
+  shard whose labels mix both kinds is an error, never forces silently dropped.
 """
 
 from __future__ import annotations
@@ -185,19 +187,36 @@ def _accept_existing(out: Path, good) -> None:
     log.info("%s: already written by another process with the same labels", out)
 
 
+def _labeled_forces(reader, labels: list[Label], out: Path) -> np.ndarray | None:
+    """The forces of the successes, concatenated (eV/Å); None when they are energy-only labels. A shard
+    whose successes mix labels with and without forces is an InputError naming the first odd one."""
+    good = [(int(ident), lab) for ident, lab in zip(reader.ids, labels) if lab.ok]
+    if not good:
+        return np.zeros((0, 3))
+    first_id, first = good[0]
+    odd = next(((ident, lab) for ident, lab in good if (lab.forces is None) != (first.forces is None)), None)
+    if odd is not None:
+        with_f, without = (odd[0], first_id) if first.forces is None else (first_id, odd[0])
+        raise InputError(f"{out}: id {without} has no forces but id {with_f} has: a batch mixes labels with and "
+                         "without forces (energy-only and full labels cannot share one labeled store)")
+    if first.forces is None:
+        return None
+    return np.concatenate([lab.forces for _, lab in good])
+
+
 def _write_outputs(reader, hashes: list[str], results: dict, out: Path, failed: Path, attrs: dict) -> None:
     from oedal.data.store import write_store
 
     labels = [results[h] for h in hashes]
+    forces = _labeled_forces(reader, labels, out)  # before anything is written
     ok = np.array([lab.ok for lab in labels], dtype=bool)
     bad = reader.read(np.flatnonzero(~ok)).without_labels()
     write_store(failed, bad, attrs={**attrs, "content": "structures the oracle failed to label"},
                 extra={keys.REASON: np.array([lab.reason for lab in labels if not lab.ok], dtype=h5py.string_dtype()),
                        keys.ATTEMPTS: np.array([lab.attempts for lab in labels if not lab.ok], dtype=np.int64)})
     good = reader.read(np.flatnonzero(ok)).without_labels()
-    forces = [lab.forces for lab in labels if lab.ok]
     good = dataclasses.replace(good, energy=np.array([lab.energy for lab in labels if lab.ok], dtype=np.float64),
-                               forces=np.concatenate(forces) if forces else np.zeros((0, 3)))  # eV, eV/Å
+                               forces=forces)  # eV, eV/Å (None: energy-only labels)
     try:
         write_store(out, good, attrs={**attrs, "content": "labeled structures"}, overwrite=False)
     except FileExistsError:

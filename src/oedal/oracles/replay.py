@@ -1,5 +1,6 @@
 """The replay ("lookup") oracle: labels come from the labeled source by id, as a real oracle would
-compute them. Pool files carry no labels; ids index into the source data set (DESIGN §3)."""
+compute them. Pool files carry no labels; ids index into the source data set (DESIGN §3). A source
+without forces (QM9) gives energy-only labels: forces None."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ class ReplayOracle(Oracle):
         self.source = settings.source
         self.data_dir = settings.data_dir
         self._source_ids: np.ndarray | None = None
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray, float, np.ndarray]] = {}
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray, float, np.ndarray | None]] = {}
         self._in_memory = None  # Structures of a named data set
 
     # -- source access ---------------------------------------------------------------------------
@@ -102,11 +103,12 @@ class ReplayOracle(Oracle):
         for k, i in enumerate(ids[have]):
             j = inverse[k]
             a, b = offsets[j], offsets[j + 1]
-            self._cache[int(i)] = (sub.numbers[a:b], sub.positions[a:b], float(sub.energy[j]), sub.forces[a:b])
+            forces = None if sub.forces is None else sub.forces[a:b]  # None: an energy-only source
+            self._cache[int(i)] = (sub.numbers[a:b], sub.positions[a:b], float(sub.energy[j]), forces)
         log.debug("replay: %d labels preloaded from %s", len(self._cache), self.source)
 
     # -- labeling ----------------------------------------------------------------------------------
-    def label(self, atoms: Atoms) -> tuple[float, np.ndarray]:
+    def label(self, atoms: Atoms) -> tuple[float, np.ndarray | None]:
         if ID_KEY not in atoms.info:
             raise OracleFailure("replay needs the structure id (atoms.info['id'])")
         ident = int(atoms.info[ID_KEY])
@@ -120,4 +122,4 @@ class ReplayOracle(Oracle):
         deviation = float(np.max(np.abs(positions - atoms.positions))) if len(atoms) else 0.0
         if not deviation <= POSITION_TOLERANCE:  # NaN positions fail too (NaN > tol is False)
             raise OracleFailure(f"id {ident}: positions differ from the source {self.source} by {deviation:.3g} Å")
-        return energy, np.array(forces, dtype=np.float64)
+        return energy, None if forces is None else np.array(forces, dtype=np.float64)

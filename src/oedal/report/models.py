@@ -24,9 +24,9 @@ class TestPredictions(NamedTuple):
     iteration: int
     energy_ref: np.ndarray  # (n_structures,)
     energy_pred: np.ndarray  # (n_structures,)
-    force_ref: np.ndarray  # (n_atoms_total * 3,) components
-    force_pred: np.ndarray  # (n_atoms_total * 3,)
-    force_rmse: np.ndarray  # (n_structures,) RMSE over each structure's force components
+    force_ref: np.ndarray  # (n_atoms_total * 3,) components; (0,) for an energy-only test set (QM9)
+    force_pred: np.ndarray  # (n_atoms_total * 3,) or (0,)
+    force_rmse: np.ndarray  # (n_structures,) RMSE over each structure's force components, or (0,)
 
 
 class ScoreErrors(NamedTuple):
@@ -34,9 +34,10 @@ class ScoreErrors(NamedTuple):
 
     iteration: int
     scores: np.ndarray  # (n_structures,)
-    errors: np.ndarray  # (n_structures,) force RMSE per structure, kcal/mol/Å
+    errors: np.ndarray  # (n_structures,) force RMSE per structure (kcal/mol/Å), or |energy error| (kcal/mol)
     pearson: float
     spearman: float
+    quantity: str = "force RMSE per structure (kcal/mol/Å)"  # what ``errors`` holds
 
 
 def test_predictions(run: Run, iteration: int) -> TestPredictions:
@@ -47,7 +48,12 @@ def test_predictions(run: Run, iteration: int) -> TestPredictions:
     from oedal.oed.calibration import structure_force_rms
 
     test = read_store(run.path / "test.h5")
-    pred = predict(load_model(run.iter_dir(iteration) / model_file(0), device="cpu"), test)
+    with_forces = test.forces is not None
+    pred = predict(load_model(run.iter_dir(iteration) / model_file(0), device="cpu"), test, forces=with_forces)
+    if not with_forces:
+        none = np.zeros(0)
+        return TestPredictions(iteration, np.asarray(test.energy) / KCAL_PER_MOL, pred.energy / KCAL_PER_MOL, none,
+                               none, none)
     f_ref = np.asarray(test.forces, np.float64) / KCAL_PER_MOL  # (n_atoms_total, 3) kcal/mol/Å
     f_pred = pred.forces / KCAL_PER_MOL
     return TestPredictions(iteration, np.asarray(test.energy) / KCAL_PER_MOL, pred.energy / KCAL_PER_MOL,
@@ -80,11 +86,15 @@ def score_test_set(run: Run, iteration: int) -> np.ndarray:
 
 
 def score_errors(run: Run, iteration: int) -> ScoreErrors:
-    """Test-set scores against the force errors of the same model, with Pearson and Spearman r
-    (oedal.oed.calibration, as the model's own uncertainty is assessed)."""
+    """Test-set scores against the force errors of the same model (the energy errors on energy-only data),
+    with Pearson and Spearman r (oedal.oed.calibration, as the model's own uncertainty is assessed)."""
     from oedal.oed.calibration import pearson, spearman
 
     scores = score_test_set(run, iteration)
-    errors = test_predictions(run, iteration).force_rmse
+    pred = test_predictions(run, iteration)
+    errors, quantity = pred.force_rmse, ScoreErrors._field_defaults["quantity"]
+    if len(errors) == 0:  # energy-only data: QS1 is an energy score, compared with the energy error
+        errors, quantity = np.abs(pred.energy_pred - pred.energy_ref), "|energy error| per structure (kcal/mol)"
     ok = np.isfinite(scores) & np.isfinite(errors)
-    return ScoreErrors(iteration, scores, errors, pearson(scores[ok], errors[ok]), spearman(scores[ok], errors[ok]))
+    return ScoreErrors(iteration, scores, errors, pearson(scores[ok], errors[ok]), spearman(scores[ok], errors[ok]),
+                       quantity)

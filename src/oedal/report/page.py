@@ -1,5 +1,6 @@
 """The campaign report: one self-contained HTML page (inline PNG figures, no scripts, no network) with
-the verdict first, then learning curves, a close look at each strategy's models, cost and provenance.
+the verdict first, then learning curves, the class views (errors per class, the selection map, the threshold
+study: DESIGN §11), a close look at each strategy's models, cost and provenance.
 
 Made by rule report_campaign at the end of a campaign and by ``oedal report`` at any moment: what
 does not exist yet is skipped and noted on the page.
@@ -120,6 +121,117 @@ def curves_section(rows: list[dict], figs: dict[str, bytes | None]) -> str:
                    + f"<details><summary>numbers ({len(rows)} rows)</summary>{numbers}</details>", "curves")
 
 
+def _column_name(metric: str) -> str:
+    """A per-class column for people: ``energy_rmse_kcal/mol`` → ``energy RMSE (kcal/mol)``; the counts above
+    1 kcal/mol(/Å) → ``energy error > 1 kcal/mol (structures)``, ``max force component error > …``."""
+    from oedal.report.classes import ABOVE
+
+    if metric == ABOVE["energy"]:
+        return "energy error > 1 kcal/mol (structures)"
+    if metric == ABOVE["forces"]:
+        return "max force component error > 1 kcal/mol/Å (structures)"
+    return _metric_name(metric)
+
+
+def _class_error_table(errors: list[dict], metrics: list[str], labels: dict[str, str], table_id: str) -> str:
+    """Per class and strategy: seeds, training-set size, test structures and ``metrics`` (means over seeds)."""
+    keys = ["class", "strategy", "seeds", "n_train", "n_structures", *metrics]
+    return table(["class", "strategy", "seeds", "training structures", "test structures",
+                  *map(_column_name, metrics)],
+                 [[labels[r["class"]], *(r[k] for k in keys[1:])] for r in errors], keys=keys, table_id=table_id,
+                 row_attrs=[{"class": r["class"], "strategy": r["strategy"]} for r in errors])
+
+
+def class_errors_html(rows: list[dict], comparison: list[dict], figs: dict[str, bytes | None]) -> str:
+    """Test errors per class at the last iteration every strategy reached (DESIGN §11): means over seeds in
+    kcal/mol(/Å) and eV(/Å), counts above 1 kcal/mol(/Å), and the ratio random/strategy with its interval."""
+    from oedal.report.classes import (ABOVE, class_errors, class_label, class_metrics, class_names, class_ratios,
+                                      common_iteration)
+
+    classes = class_names(rows)
+    if not classes:
+        return '<p class="note">no errors per class (the test set has no classes, or no model was evaluated yet)</p>'
+    it = common_iteration(rows)
+    labels = {c: class_label(c) for c in classes}
+    metrics = class_metrics(rows, classes)
+    errors = class_errors(rows, classes, it, metrics)
+    compared = [m for m in metrics if m not in ABOVE.values()]
+    ratios = class_ratios(comparison, rows, classes, it, compared, BASELINE)
+    figs["class_errors"] = figures.class_error_bars(errors, classes, [m for m in compared if "_mae_" not in m], labels)
+    ev = class_metrics(rows, classes, "eV", counts=False)
+    ratio_table = table(["class", "strategy", "error", f"ratio {BASELINE}/strategy", "low", "high", "seeds",
+                         "beyond the seed-to-seed spread?"],
+                        [[labels[r["class"]], r["strategy"], _metric_name(r["error"]), r["ratio"], r["low"], r["high"],
+                          r["n"], _beyond_spread(r)] for r in ratios],
+                        keys=["class", "strategy", "error", "ratio", "low", "high", "n", "beyond"],
+                        table_id="class-ratios",
+                        row_attrs=[{"class": r["class"], "strategy": r["strategy"], "metric": r["error"]}
+                                   for r in ratios])
+    note = (f'<p class="muted">Models of iteration {it}, the last every strategy finished; mean over seeds. '
+            "Energies per structure in kcal/mol, forces per component in kcal/mol/Å (1 kcal/mol = 0.0434 eV; the "
+            f"same errors in eV below); ratio = error({BASELINE}) / error(strategy) at the same training-set "
+            "size, 95 % interval over paired seeds.</p>")
+    return (note + image(figs["class_errors"], "class_errors")
+            + _class_error_table(errors, metrics, labels, "class-errors")
+            + (ratio_table if ratios else f'<p class="note">no comparison with {BASELINE} per class</p>')
+            + "<details><summary>the same errors in eV and eV/Å</summary>"
+            + _class_error_table(class_errors(rows, classes, it, ev), ev, labels, "class-errors-ev") + "</details>")
+
+
+def selection_html(results: CampaignResults, figs: dict[str, bytes | None]) -> str:
+    """Per strategy and iteration: the share of each class among the picks, the pool's composition, and the mean
+    size of the picks (means over seeds)."""
+    from oedal.report.classes import class_label
+    from oedal.report.selection import picks_by_class, share_rows
+
+    classes, flat = share_rows(picks_by_class(results.runs))
+    if not flat:
+        return '<p class="note">no iteration has picked yet</p>'
+    labels = {c: class_label(c) for c in classes}
+    share = [f"share_{c}" for c in classes]
+    pool = [f"pool_share_{c}" for c in classes]
+    means = figures.seed_means(flat, ("strategy", "iteration"), ["n_picked", "mean_n_atoms", "pool_mean_n_atoms",
+                                                                *share, *pool])
+    figs["picks_by_class"] = figures.pick_composition(means, classes, labels)
+    figs["pick_sizes"] = figures.pick_sizes(means)
+    keys = ["strategy", "iteration", "seeds", "n_picked", "mean_n_atoms", "pool_mean_n_atoms", *share]
+    picks = table(["strategy", "iteration", "seeds", "picks", "atoms per pick", "atoms per pool structure",
+                   *(f"share {labels[c]}" for c in classes)], [[r[k] for k in keys] for r in means], keys=keys,
+                  table_id="picks-by-class",
+                  row_attrs=[{"strategy": r["strategy"], "iteration": r["iteration"]} for r in means])
+    first = [r for r in means if r["iteration"] == min(m["iteration"] for m in means if m["strategy"] == r["strategy"])]
+    pools = table(["strategy", "iteration", *(f"pool share {labels[c]}" for c in classes)],
+                  [[r["strategy"], r["iteration"], *(r[k] for k in pool)] for r in first],
+                  keys=["strategy", "iteration", *pool], table_id="pool-by-class")
+    note = ('<p class="muted">Picks: the structures each iteration selected (request.json) from its pool (pool.h5); '
+            "shares of the picks by class, mean over seeds; the bar \"pool\" is the pool's own composition at the "
+            "first iteration.</p>")
+    return (note + image(figs["picks_by_class"], "picks_by_class") + image(figs["pick_sizes"], "pick_sizes") + picks
+            + "<h3>the pool's composition</h3>" + pools)
+
+
+def threshold_html(results: CampaignResults, figs: dict[str, bytes | None]) -> str:
+    """Per strategy with scores and iteration: the share of its picks with I > 1 and their mean I, for σ_th = median
+    and mean of the training scores (means over seeds)."""
+    from oedal.report.selection import threshold_study
+
+    flat = [row._asdict() for row in threshold_study(results.runs)]
+    if not flat:
+        return '<p class="note">no scored iteration has picked yet (random scores nothing)</p>'
+    columns = ["sigma_th", "n_picked", "share_informative", "mean_informativeness", "pool_share_informative"]
+    means = figures.seed_means(flat, ("strategy", "iteration", "kind", "used"), columns)
+    figs["threshold_study"] = figures.threshold_panels(means)
+    keys = ["strategy", "iteration", "kind", "used", "seeds", *columns]
+    numbers = table(["strategy", "iteration", "σ_th over the training scores", "used by the campaign", "seeds",
+                     "σ_th", "picks", "picks with I > 1 (share)", "mean I of the picks", "pool with I > 1 (share)"],
+                    [[r[k] for k in keys] for r in means], keys=keys, table_id="threshold-study",
+                    row_attrs=[{k: r[k] for k in ("strategy", "iteration", "kind")} for r in means])
+    note = ('<p class="muted">I = score / σ_th (section 3.3) with the scores of each iteration\'s pool (scores.h5, '
+            "before any greedy update) and σ_th = the median or the mean of the training structures' scores, both "
+            "computed whichever the campaign used; mean over seeds.</p>")
+    return note + image(figs["threshold_study"], "threshold_study") + numbers
+
+
 def _first_runs(results: CampaignResults) -> list[Run]:
     """Per strategy, its first seed with a finished iteration."""
     out: dict[str, Run] = {}
@@ -164,7 +276,7 @@ def correlation_html(run: Run, i: int, figs: dict[str, bytes | None]) -> str:
     name = f"score_error_{run.strategy}_seed{run.seed}_iter{i:03d}"
     figs[name] = figures.score_error_scatter(
         found.scores, found.errors, f"{run.strategy} seed {run.seed}, iteration {i}: "
-        f"Pearson r {found.pearson:.2f}, Spearman r {found.spearman:.2f}")
+        f"Pearson r {found.pearson:.2f}, Spearman r {found.spearman:.2f}", found.quantity)
     numbers = table(["strategy", "seed", "iteration", "test structures", "Pearson r", "Spearman r"],
                     [[run.strategy, run.seed, i, len(found.scores), found.pearson, found.spearman]],
                     keys=["strategy", "seed", "iteration", "n", "pearson", "spearman"],
@@ -180,10 +292,15 @@ def parity_html(run: Run, figs: dict[str, bytes | None]) -> str:
 
     pred = test_predictions(run, run.last)
     name = f"parity_{run.strategy}_seed{run.seed}_iter{run.last:03d}"
-    mae = float(np.mean(np.abs(pred.force_pred - pred.force_ref)))
     figs[name] = figures.parity_and_histogram(pred.force_ref, pred.force_pred,
                                               f"{run.strategy} seed {run.seed}, iteration {run.last} (last model)",
                                               pred.energy_ref, pred.energy_pred)
+    if len(pred.force_ref) == 0:  # energy-only data
+        mae = float(np.mean(np.abs(pred.energy_pred - pred.energy_ref)))
+        return (f"<p>last model (iteration {run.last}) on {len(pred.energy_ref)} test structures: energy MAE "
+                f'<span data-key="parity_energy_mae" data-value="{mae!r}">{fmt(mae)}</span> kcal/mol</p>'
+                + image(figs[name], name))
+    mae = float(np.mean(np.abs(pred.force_pred - pred.force_ref)))
     return (f"<p>last model (iteration {run.last}) on {len(pred.energy_ref)} test structures: force MAE "
             f'<span data-key="parity_force_mae" data-value="{mae!r}">{fmt(mae)}</span> kcal/mol/Å</p>'
             + image(figs[name], name))
@@ -256,7 +373,11 @@ def build_report(results: CampaignResults, inspect: bool = True) -> tuple[str, d
     notes = (f'<div class="note"><ul>{"".join(f"<li>{esc(n)}</li>" for n in notes)}</ul></div>' if notes else "")
     head = (f"<h1>Campaign {esc(results.name)}</h1><p class=\"muted\">{len(results.runs)} runs, "
             f"{len(rows)} finished iterations</p>{notes}")
-    body = "\n".join([head, verdict_section(verdict, comparison), curves_section(rows, figs),
+    picks = section("Selection map", _guarded("selection map", lambda: selection_html(results, figs)), "selection")
+    study = section("Threshold study", _guarded("threshold study", lambda: threshold_html(results, figs)), "threshold")
+    classes = section("Errors per class",
+                      _guarded("errors per class", lambda: class_errors_html(rows, comparison, figs)), "class-errors")
+    body = "\n".join([head, verdict_section(verdict, comparison), curves_section(rows, figs), classes, picks, study,
                       models_section(results, figs, inspect), cost_section(results), provenance_section(results)])
     return page(f"oedal report: {results.name}", body), figs
 

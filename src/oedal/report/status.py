@@ -13,8 +13,11 @@ from oedal.report.collect import CampaignResults
 from oedal.report.runs import Run
 
 FORCE_MAE = "forces_mae_kcal/mol/A"
-COLUMNS = ("strategy", "seed", "iteration", "n_train", "labels_spent", "labels_failed", "force_mae", "state")
-HEADER = ("strategy", "seed", "iter", "n_train", "labels", "failed", "force MAE kcal/mol/Å", "state")
+ENERGY_MAE = "energy_mae_kcal/mol"
+COLUMNS = ("strategy", "seed", "iteration", "n_train", "labels_spent", "labels_failed", "force_mae", "energy_mae",
+           "state")
+HEADER = ("strategy", "seed", "iter", "n_train", "labels", "failed", "force MAE kcal/mol/Å", "energy MAE kcal/mol",
+          "state")
 
 
 def _status(path: Path) -> Status | None:
@@ -48,7 +51,7 @@ def run_state(run: Run, planned_last: int | None) -> str:
 
 
 def status_rows(results: CampaignResults) -> list[dict]:
-    """One dict per run (keys COLUMNS): the newest status.json and the newest metrics.json (kcal/mol/Å)."""
+    """One dict per run (keys COLUMNS): the newest status.json and the newest metrics.json (kcal/mol/Å, kcal/mol)."""
     rows = []
     for run in results.runs:
         status = _status(run.iter_dir(run.started) / STATUS) if run.started >= 0 else None
@@ -56,7 +59,8 @@ def status_rows(results: CampaignResults) -> list[dict]:
         rows.append({"strategy": run.strategy, "seed": run.seed, "iteration": run.started,
                      **{k: None if status is None else getattr(status, k)
                         for k in ("n_train", "labels_spent", "labels_failed")},
-                     "force_mae": metrics.get(FORCE_MAE, math.nan),
+                     "force_mae": metrics.get(FORCE_MAE, math.nan),  # none on energy-only data (QM9)
+                     "energy_mae": metrics.get(ENERGY_MAE, math.nan),
                      "state": run_state(run, results.planned_last)})
     return rows
 

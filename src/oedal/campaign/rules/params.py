@@ -51,7 +51,8 @@ class RuleParams:
 
     # ---- data, split, sampling --------------------------------------------------------------------
     def split(self) -> str:
-        return self.section("split", exclude=self.campaign.split.MERGE)
+        unset = {"test_per_class"} if self.campaign.split.test_per_class is None else set()
+        return self.section("split", exclude=set(self.campaign.split.MERGE) | unset)
 
     def split_seed(self, wildcards) -> int:
         return derive_seed(wildcards.campaign, wildcards.seed, "split")
@@ -63,7 +64,8 @@ class RuleParams:
 
     # ---- training ------------------------------------------------------------------------------------
     def model(self) -> str:
-        return self.section("model")
+        """ModelSettings; ``species`` only when set, so that a campaign made before it existed reruns nothing."""
+        return self.section("model", exclude=set() if self.campaign.model.species else {"species"})
 
     def training(self, wildcards) -> str:
         """TrainingSettings with a seed derived per campaign/seed/iteration/model (not per strategy: every

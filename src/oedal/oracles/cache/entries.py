@@ -3,7 +3,8 @@ every entry passes on its way out (DESIGN §10; STYLE: a cache is read with the 
 
 An entry is trusted only when its geometry hashes to the key it is stored under (identity recomputed
 from content, :func:`oedal.data.identity.structure_hash`) and a success holds what a fresh oracle result
-must hold (:func:`oedal.oracles.base.check_label`: a finite energy, finite forces of shape (n_atoms, 3)).
+must hold (:func:`oedal.oracles.base.check_label`: a finite energy, finite forces of shape (n_atoms, 3) or
+no forces at all: an energy-only label, as replay of a data set without forces gives).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class Label:
 
     ok: bool
     energy: float  # eV (NaN when failed)
-    forces: np.ndarray | None  # (n_atoms, 3) eV/Å (None when failed)
+    forces: np.ndarray | None  # (n_atoms, 3) eV/Å (None when failed, or an energy-only success)
     reason: str = ""
     attempts: int = 1
     created: float = 0.0  # Unix time it was stored
@@ -110,7 +111,7 @@ def problem(entry: Entry) -> str | None:
         return None
     forces = entry.label.forces
     try:
-        check_label(entry.label.energy, np.zeros((0, 3)) if forces is None else forces.reshape(-1, 3),
+        check_label(entry.label.energy, None if forces is None else forces.reshape(-1, 3),  # None: energy only
                     len(entry.geometry.numbers))
     except (OracleFailure, ValueError) as err:
         return f"its label is unusable ({err})"

@@ -8,9 +8,9 @@ must work there: NFSv4, Lustre mounted with ``flock``) — see docs/oracles.md.
 
 Nothing read from it is trusted blindly: every entry a lookup finds is checked as a fresh result would be
 (:func:`~oedal.oracles.cache.entries.problem`: its geometry must hash to its key, a success must hold a
-finite energy and finite forces of the right shape). An entry that fails is moved to the quarantine
-(kept, never used) with a warning that names it, and its structure is computed again. ``oedal cache
-quarantine`` moves an entry aside by hand (a label known to be wrong).
+finite energy and finite forces of the right shape, or no forces: an energy-only label). An entry that
+fails is moved to the quarantine (kept, never used) with a warning that names it, and its structure is
+computed again. ``oedal cache quarantine`` moves an entry aside by hand (a label known to be wrong).
 """
 
 from __future__ import annotations

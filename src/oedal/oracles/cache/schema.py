@@ -2,9 +2,9 @@
 
 * ``labels`` — append-only (triggers refuse UPDATE, and DELETE of any row not first copied to
   ``quarantine``): per row the content hash of the structure, the level of theory, ``ok``, energy (eV)
-  and forces (eV/Å, float64), or the failure's reason, the attempts, the geometry, the oracle's name and
-  the time. At most one success per (structure, level) (a unique index); a failure may be followed by a
-  retry's rows.
+  and forces (eV/Å, float64; NULL for an energy-only label), or the failure's reason, the attempts, the
+  geometry, the oracle's name and the time. At most one success per (structure, level) (a unique index);
+  a failure may be followed by a retry's rows.
 * ``quarantine`` — entries moved aside (a label that failed its checks on the way out, or one a user
   named): the whole row, why, and when. Append-only as well: nothing a cache ever held is lost.
 * ``levels`` — level key → oracle kind and the JSON of the settings that change a label.

@@ -26,7 +26,8 @@ LEVEL_OF_THEORY_ATTR = "level_of_theory"  # ... and its settings JSON
 def export_labels(cache: str | Path, out: str | Path, level: str | None = None) -> int:
     """Write every trusted success of the cache (or of one level key) to extxyz; each frame's header carries
     its level of theory (``level``, ``oracle_kind``, ``level_of_theory`` = the settings JSON), ``oracle``,
-    ``content_hash`` and ``labeled_at`` (UTC). An entry that fails its checks is left out with a warning.
+    ``content_hash`` and ``labeled_at`` (UTC); an energy-only label has no forces in its frame. An entry that
+    fails its checks is left out with a warning.
     Returns the number of frames."""
     import ase.io
     from ase import Atoms
@@ -44,7 +45,10 @@ def export_labels(cache: str | Path, out: str | Path, level: str | None = None) 
             atoms.info.update(level=lev.key, oracle_kind=lev.kind, level_of_theory=lev.settings, oracle=entry.oracle,
                               content_hash=entry.structure,
                               labeled_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(label.created)))
-            atoms.calc = SinglePointCalculator(atoms, energy=label.energy, forces=label.forces.reshape(-1, 3))
+            results = {"energy": label.energy}
+            if label.forces is not None:  # None: an energy-only label
+                results["forces"] = label.forces.reshape(-1, 3)
+            atoms.calc = SinglePointCalculator(atoms, **results)
             ase.io.write(fh, atoms, format="extxyz")
             n += 1
     log.info("exported %d labels from %s to %s", n, cache, out)
@@ -92,8 +96,8 @@ def add_stores(cache: str | Path, paths: Iterable[str | Path]) -> Added:
     """Store the labels of labeled stores in ``cache`` (created when missing) under the level of theory
     each store was labeled at (its ``level_of_theory`` attribute) and the content hash of each structure.
     A folder stands for every store under it that ``oedal label`` wrote (one with a level of theory); a
-    store named by itself without one (an imported data set) is refused. A structure the cache already
-    holds a success of is left as it is."""
+    store named by itself without one (an imported data set) is refused. A store without forces gives
+    energy-only labels. A structure the cache already holds a success of is left as it is."""
     from oedal.data.store import StoreReader
 
     files = _labeled_files(paths)
@@ -112,7 +116,8 @@ def add_stores(cache: str | Path, paths: Iterable[str | Path]) -> Added:
                         if h in have:
                             known += 1
                             continue
-                        label = Label(True, float(chunk.energy[k]), chunk.forces[chunk.offsets[k]:chunk.offsets[k + 1]])
+                        forces = None if chunk.forces is None else chunk.forces[chunk.offsets[k]:chunk.offsets[k + 1]]
+                        label = Label(True, float(chunk.energy[k]), forces)
                         geometry = Geometry(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc)
                         have[h] = db.store(h, level, geometry, label, f"store:{path}", 0.0)
                         added += 1
@@ -144,9 +149,9 @@ def _labeled_files(paths: Iterable[str | Path]) -> list[Path]:
 
 def _level_of_store(reader) -> Level:
     text = reader.attrs.get(LEVEL_OF_THEORY_ATTR)
-    if not text or not reader.has_labels or not reader.has_forces:
+    if not text or not reader.has_labels:
         raise InputError(f"{reader.path}: not a labeled store written by oedal label (no level of theory in its "
-                         "attributes, or no energies and forces): its labels cannot key the cache")
+                         "attributes, or no energies): its labels cannot key the cache")
     level = level_from_json(str(text))
     stored = reader.attrs.get(LEVEL_ATTR)
     if stored is not None and str(stored) != level.key:
