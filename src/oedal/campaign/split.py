@@ -79,7 +79,7 @@ def split_dataset(
     with StoreReader(source) as reader:
         if not reader.has_labels:
             raise InputError(f"{source}: the data set has no labels (needed for train, valid and test)")
-        result = split_indices(len(reader), split, seed, reader.class_names() if reader.has_classes else None)
+        result = split_indices(len(reader), split, seed, reader.class_names())
         out = Path(out_dir)
         write_set(out / "train.h5", reader.read(result.train))
         write_set(out / "valid.h5", reader.read(result.valid))

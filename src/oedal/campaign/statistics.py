@@ -268,7 +268,7 @@ def verdict_records(rows: Sequence[dict], baseline: str = "random", metrics: Seq
     budgets). verdict.txt and the report both render these records."""
     out: list[Verdict | Note] = []
     metrics = [m for m in metrics_in(rows, metrics) if PER_CLASS not in m]
-    if not metrics and any("energy_mae_kcal/mol" in r for r in rows):
+    if not metrics:
         metrics = [m for m in metrics_in(rows, ENERGY_METRICS) if PER_CLASS not in m]  # energy-only data (QM9)
     if any(m.startswith(SEEDS) for m in metrics):  # several models per set: compare their mean
         metrics = [m for m in metrics if m.startswith(SEEDS)]

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from ase import units
 
+from oedal.data.structures import atom_index, offsets_from_counts
 from oedal.errors import InputError
 from oedal.gmnn.model import GMNN
 
@@ -67,16 +68,16 @@ def error_metrics(model: GMNN, structures, batch_size: int = 1024) -> dict:
     pred = predict(model, structures, batch_size, forces=with_forces)
     de = pred.energy - np.asarray(structures.energy, np.float64)  # (n,) eV
     n_atoms = np.asarray(structures.n_atoms, np.int64)
-    max_f = None
+    df = max_f = None
     if with_forces:
         df = pred.forces - np.asarray(structures.forces, np.float64)  # (n_atoms_total, 3) eV/Å
         max_f = np.zeros(len(n_atoms))
         np.maximum.at(max_f, np.repeat(np.arange(len(n_atoms)), n_atoms), np.abs(df).max(axis=1))
-    out = _figures(de, df if with_forces else None, max_f, n_atoms)
+    out = _figures(de, df, max_f, n_atoms)
     out["definitions"] = DEFINITIONS
     classes = getattr(structures, "classes", None)
     if classes is not None and len(classes) and (classes != "").any():
-        out["per_class"] = class_metrics(np.asarray(classes), de, df if with_forces else None, max_f, n_atoms)
+        out["per_class"] = class_metrics(np.asarray(classes), de, df, max_f, n_atoms)
     return out
 
 
@@ -107,11 +108,11 @@ def _figures(de: np.ndarray, df: np.ndarray | None, max_f: np.ndarray | None, n_
 def class_metrics(classes: np.ndarray, de: np.ndarray, df: np.ndarray | None, max_f: np.ndarray | None,
                   n_atoms: np.ndarray) -> dict[str, dict]:
     """{class: the figures of its structures} for every class present ("" = without a class, left out)."""
-    offsets = np.concatenate([[0], np.cumsum(n_atoms)])
+    offsets = offsets_from_counts(n_atoms)
     out = {}
     for name in sorted(set(classes.tolist()) - {""}):
         rows = np.flatnonzero(classes == name)
-        atoms = np.concatenate([np.arange(offsets[k], offsets[k + 1]) for k in rows])
+        atoms = atom_index(offsets, rows)
         out[name] = _figures(de[rows], None if df is None else df[atoms], None if max_f is None else max_f[rows],
                              n_atoms[rows])
     return out

@@ -75,8 +75,9 @@ def score_pool(
     train = read_store(train_path)
     if len(train) == 0:
         raise InputError(f"{train_path}: the training set is empty")
-    _check_force_labels(scorer_of(settings.kind), train, train_path)
-    scorer = scorer_of(settings.kind)(models, train, settings, save_sensitivities=save_sensitivities)
+    scorer_cls = scorer_of(settings.kind)
+    _check_force_labels(scorer_cls, train, train_path)
+    scorer = scorer_cls(models, train, settings, save_sensitivities=save_sensitivities)
     sigma_th = fisher.threshold(scorer.train_scores, settings.threshold)
     log.info("%s: %d training structures, threshold (%s) %.6g", settings.kind, len(train), settings.threshold, sigma_th)
     out_path = Path(out_path)
