@@ -81,6 +81,39 @@ def test_energy_only_loss_is_the_energy_term_and_mixed_sets_mask_forces(ethanol_
     assert float(mixed[2].detach()) == pytest.approx(float(e_term[2].detach()), rel=1e-14)
 
 
+def test_per_atom_energy_loss_divides_each_error_by_its_own_atom_count(qm9, ethanol_structures):
+    """``training.energy_loss: per_atom``: the energy term is w_E (ΔE/N)² with N the atoms of that structure (QM9
+    molecules of 3–20 atoms in one batch, checked against the counts of the Structures, brute force; the same
+    three float64 operations in the same order: a few roundings); the force term is unchanged (ethanol with
+    forces, w_E = 0: bit for bit)."""
+    from oedal.gmnn.batching import make_batch
+    from oedal.gmnn.model import GMNN
+    from oedal.gmnn.training import structure_loss
+
+    torch.manual_seed(0)
+    settings = ModelSettings(descriptor=DescriptorSettings(r_cut=3.0, n_radial=2, n_basis=4), hidden=[8, 8],
+                             dtype="float64")
+    s = qm9.subset(np.arange(0, 600, 40))
+    assert len(np.unique(s.n_atoms)) > 5
+    model = GMNN(settings, [1, 6, 7, 8, 9])
+    model.init_scale_shift(s.numbers, s.n_atoms, s.energy)
+    batch = make_batch(s, model.cutoff, model.species, dtype=torch.float64)
+    with torch.no_grad():
+        energy = model.energy(batch)
+        loss = structure_loss(batch, energy, None, 2.0, 0.0, per_atom=True).numpy()
+    expected = 2.0 * ((energy.numpy() - s.energy) / s.n_atoms) ** 2  # eV²
+    np.testing.assert_allclose(loss, expected, rtol=8 * np.finfo(np.float64).eps, atol=0)
+
+    e = ethanol_structures.subset(np.arange(4))
+    model = GMNN(settings, [1, 6, 8])
+    model.init_scale_shift(e.numbers, e.n_atoms, e.energy)
+    batch = make_batch(e, model.cutoff, model.species, dtype=torch.float64)
+    energy, forces = (t.detach() for t in model.energy_and_forces(batch))
+    force_term = [structure_loss(batch, energy, forces, 0.0, 100.0, per_atom=p) for p in (False, True)]
+    assert torch.equal(*force_term)  # the option touches the energy term alone
+    assert float(force_term[0].min()) > 0.0
+
+
 def test_training_refuses_one_set_with_forces_and_one_without(ethanol_structures):
     from oedal.gmnn.training import train_model
 

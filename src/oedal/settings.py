@@ -87,6 +87,10 @@ class TrainingSettings(Settings):
         None, gt=0, description="peak learning rate when warm-started (default: learning_rate / 10)")
     weight_energy: float = Field(1.0, ge=0, description="w_E of eq. 4")
     weight_forces: float = Field(100.0, ge=0, description="w_F of eq. 4 (Å²)")
+    energy_loss: Literal["total", "per_atom"] = Field(
+        "total", description="total: eq. 4's w_E ΔE² (the paper; molecules of similar size); per_atom: w_E (ΔE/N)², "
+        "for sets whose sizes differ by orders of magnitude (W–Be: 1–257 atoms), where eq. 4 is dominated by the "
+        "largest cells (benchmarks/wbe_learnability.py)")
     patience: int = Field(100, ge=1, description="epochs without validation improvement before stopping")
     seed: int = 0
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
@@ -103,6 +107,10 @@ class TrainingSettings(Settings):
             raise ValueError(f"training.final_learning_rate ({self.final_learning_rate}) is above "
                              f"training.learning_rate ({self.learning_rate})")
         return self
+
+    @property
+    def per_atom_energy(self) -> bool:
+        return self.energy_loss == "per_atom"
 
     def budget(self, warm: bool) -> tuple[int, float]:
         """(epochs, peak learning rate) of a training from scratch, or warm-started from a model."""

@@ -83,13 +83,18 @@ class TrainResult:
 
 
 def structure_loss(batch: Batch, energy: torch.Tensor, forces: torch.Tensor | None, w_e: float,
-                   w_f: float) -> torch.Tensor:
+                   w_f: float, per_atom: bool = False) -> torch.Tensor:
     """Eq. (4) per structure: w_E ΔE² + w_F/(3N_F) Σ|ΔF|² (n_structures,) float64 (eV², Å² weights).
+
+    ``per_atom`` (``training.energy_loss: per_atom``, DESIGN §11): the energy term is w_E (ΔE/N)², so that in a
+    set whose sizes differ by orders of magnitude a 257-atom cell does not outweigh a 4-atom one by 257²/4² at
+    the same error per atom.
 
     Energy-only data (DESIGN §11): without force labels (``batch.forces`` None, e.g. QM9) the loss is the
     energy term alone (w_F = 0); in a mixed set a structure whose force rows are NaN contributes its energy
     only (N_F counts the atoms with forces, so such a structure's force term is 0, not NaN)."""
-    de2 = w_e * (energy - batch.energy) ** 2
+    de = energy - batch.energy  # (n_structures,) eV
+    de2 = w_e * (de / batch.n_atoms if per_atom else de) ** 2
     if forces is None or batch.forces is None or w_f == 0.0:
         return de2
     have = ~torch.isnan(batch.forces[:, 0])  # (n_atoms,) atoms with a force label
@@ -99,11 +104,11 @@ def structure_loss(batch: Batch, energy: torch.Tensor, forces: torch.Tensor | No
     return de2 + (w_f / 3.0) * per_struct / n.clamp(min=1.0)
 
 
-def batch_loss(model: GMNN, batch: Batch, w_e: float, w_f: float) -> torch.Tensor:
+def batch_loss(model: GMNN, batch: Batch, w_e: float, w_f: float, per_atom: bool = False) -> torch.Tensor:
     """Mean eq.-4 loss of a batch, forces by ``torch.func.grad`` (so ``torch.compile`` can trace it); a
     batch without force labels costs one forward pass (no derivative in the positions)."""
     if batch.forces is None or w_f == 0.0:
-        return structure_loss(batch, model.energy(batch), None, w_e, 0.0).mean()
+        return structure_loss(batch, model.energy(batch), None, w_e, 0.0, per_atom).mean()
 
     def total(d):
         energy = model._total(batch, d)
@@ -113,7 +118,7 @@ def batch_loss(model: GMNN, batch: Batch, w_e: float, w_f: float) -> torch.Tenso
     grad, energy = torch.func.grad(total, has_aux=True)(disp)
     idx = torch.cat([batch.pair_i, batch.pair_j])
     forces = grad.new_zeros((batch.species.shape[0], 3)).index_add(0, idx, torch.cat([grad, -grad]))
-    return structure_loss(batch, energy, forces, w_e, w_f).mean()
+    return structure_loss(batch, energy, forces, w_e, w_f, per_atom).mean()
 
 
 def _species_of(*sets) -> list[int]:
@@ -135,7 +140,7 @@ def _check_same_labels(train, valid) -> None:
                          "both on energies alone")
 
 
-def validate(model: GMNN, loader: BatchLoader, w_e: float, w_f: float) -> dict:
+def validate(model: GMNN, loader: BatchLoader, w_e: float, w_f: float, per_atom: bool = False) -> dict:
     """Mean eq.-4 loss and energy/force MAE (eV, eV/Å) over a loader; the force MAE is None without
     force labels (the energies then come from a forward pass alone)."""
     loss = e_abs = f_abs = 0.0
@@ -147,7 +152,7 @@ def validate(model: GMNN, loader: BatchLoader, w_e: float, w_f: float) -> dict:
         else:
             energy, forces = model.energy_and_forces(batch)
         with torch.no_grad():
-            loss += float(structure_loss(batch, energy, forces, w_e, w_f).sum())
+            loss += float(structure_loss(batch, energy, forces, w_e, w_f, per_atom).sum())
             e_abs += float((energy - batch.energy).abs().sum())
             if forces is not None:
                 have = ~torch.isnan(batch.forces)
@@ -184,7 +189,8 @@ def _fingerprint(ms: ModelSettings, ts: TrainingSettings, train, valid, model: G
     state = model.state_dict()
     return {
         "model settings": ms.model_dump(mode="json"),
-        "training settings": {k: v for k, v in ts.model_dump(mode="json").items() if k not in _RESUMABLE_SETTINGS},
+        "training settings": {k: v for k, v in ts.model_dump(mode="json").items() if k not in _RESUMABLE_SETTINGS
+                              and (k != "energy_loss" or ts.per_atom_energy)},  # as before the option while unset
         "initial model": _hash_arrays(*(state[k].detach().cpu().numpy() for k in sorted(state))),
         "training data": _data_fingerprint(train),
         "validation data": _data_fingerprint(valid),
@@ -469,7 +475,7 @@ def _initial_state(ckpt: Path | None, fingerprint: dict | None, restart: bool, m
                      "(valid loss %.4g)", ckpt, where, state.seconds, state.best_epoch, state.best_valid_loss)
             return state
     best_state = copy.deepcopy(model.state_dict())
-    best = validate(model, valid_loader, ts.weight_energy, ts.weight_forces)
+    best = validate(model, valid_loader, ts.weight_energy, ts.weight_forces, ts.per_atom_energy)
     _finite(best["valid_loss"], "validation loss before the first epoch")
     return TrainingState(model, optimizer, train_loader, best_state, best_valid_loss=best["valid_loss"],
                          plateau_lr=optimizer.param_groups[0]["lr"])
@@ -516,7 +522,8 @@ def run_epoch(state: TrainingState, epoch: int, run: _Run) -> dict:
     """Epoch ``epoch``: AMSGrad steps on the eq.-4 loss over the shuffled training set (or over the
     rest of an epoch interrupted by a checkpoint), then the validation metrics; returns the history
     row (also recorded in ``state``). Writes a mid-epoch checkpoint when one is due."""
-    loader, bs, w_e, w_f = run.train, run.settings.batch_size, run.settings.weight_energy, run.settings.weight_forces
+    loader, bs, ts = run.train, run.settings.batch_size, run.settings
+    loss_weights = (ts.weight_energy, ts.weight_forces, ts.per_atom_energy)
     if state.partial is not None:
         p = state.partial
         order, pos, total, n = p["order"], p["position"], p["loss_sum"], p["n"]
@@ -528,7 +535,7 @@ def run_epoch(state: TrainingState, epoch: int, run: _Run) -> dict:
         rate = run.lr.at(epoch, pos // bs, state.plateau_lr)
         for group in state.optimizer.param_groups:
             group["lr"] = rate
-        loss = run.loss_fn(state.model, batch, w_e, w_f)
+        loss = run.loss_fn(state.model, batch, *loss_weights)
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         state.optimizer.step()
@@ -543,7 +550,7 @@ def run_epoch(state: TrainingState, epoch: int, run: _Run) -> dict:
             state.partial = {"order": order, "position": pos, "loss_sum": total, "n": n}
             run.checkpoints.save(state, run.seconds())
     state.model.eval()
-    metrics = validate(state.model, run.valid, w_e, w_f)
+    metrics = validate(state.model, run.valid, *loss_weights)
     _finite(metrics["valid_loss"], f"validation loss after epoch {epoch}")
     row = {"epoch": epoch, "train_loss": total / max(n, 1), **metrics, "seconds": round(run.seconds(), 3),
            "lr": state.optimizer.param_groups[0]["lr"]}

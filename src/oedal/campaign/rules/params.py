@@ -69,10 +69,12 @@ class RuleParams:
 
     def training(self, wildcards) -> str:
         """TrainingSettings with a seed derived per campaign/seed/iteration/model (not per strategy: every
-        strategy starts from the same iteration-0 model); device and threads are resources."""
+        strategy starts from the same iteration-0 model); device and threads are resources; ``energy_loss``
+        only when not eq. 4's total, so that a campaign made before it existed reruns nothing."""
         seed = derive_seed(wildcards.campaign, wildcards.seed, _wildcard(wildcards, "iter", "000"), "train",
                            model_index(_wildcard(wildcards, "k", "")))
-        return self.section("training", seed=seed)
+        unset = set() if self.campaign.training.per_atom_energy else {"energy_loss"}
+        return self.section("training", exclude=unset, seed=seed)
 
     # ---- scoring, selection, stopping -----------------------------------------------------------------
     def score(self, wildcards) -> str:
