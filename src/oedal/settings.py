@@ -91,6 +91,9 @@ class TrainingSettings(Settings):
         "total", description="total: eq. 4's w_E ΔE² (the paper; molecules of similar size); per_atom: w_E (ΔE/N)², "
         "for sets whose sizes differ by orders of magnitude (W–Be: 1–257 atoms), where eq. 4 is dominated by the "
         "largest cells (benchmarks/wbe_learnability.py)")
+    weight_stress: float = Field(
+        0.0, ge=0, description="w_S: the stress term w_S/9 Σ_ab (V Δσ_ab / N)², the virial error per atom (eV), for "
+        "cells with stress labels (0: stress not trained; 0.1 GPa in a cell of 20 Å³/atom is 12 meV)")
     patience: int = Field(100, ge=1, description="epochs without validation improvement before stopping")
     seed: int = 0
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
@@ -111,6 +114,17 @@ class TrainingSettings(Settings):
     @property
     def per_atom_energy(self) -> bool:
         return self.energy_loss == "per_atom"
+
+    @property
+    def loss_weights(self) -> tuple[float, float, bool, float]:
+        """(w_E, w_F, per-atom energy term, w_S): the arguments of the loss after the model and batch."""
+        return self.weight_energy, self.weight_forces, self.per_atom_energy, self.weight_stress
+
+    def unset_options(self) -> set[str]:
+        """Options added after campaigns existed, while at their defaults: left out of the rule params and the
+        checkpoint fingerprint, so that such a campaign reruns nothing."""
+        defaults = {"energy_loss": "total", "weight_stress": 0.0}
+        return {k for k, v in defaults.items() if getattr(self, k) == v}
 
     def budget(self, warm: bool) -> tuple[int, float]:
         """(epochs, peak learning rate) of a training from scratch, or warm-started from a model."""

@@ -27,8 +27,10 @@ from typing import Iterable, Literal, NamedTuple, Sequence
 import numpy as np
 
 METRICS = ("forces_mae_kcal/mol/A", "forces_rmse_kcal/mol/A", "forces_maxe_kcal/mol/A",
-           "energy_mae_kcal/mol", "energy_rmse_kcal/mol", "energy_maxe_kcal/mol")
-"""Test-set errors compared by default (metrics.json keys)."""
+           "energy_mae_kcal/mol", "energy_rmse_kcal/mol", "energy_maxe_kcal/mol",
+           "energy_per_atom_mae_meV/atom", "energy_per_atom_rmse_meV/atom", "energy_per_atom_maxe_meV/atom",
+           "stress_mae_GPa", "stress_rmse_GPa", "stress_maxe_GPa")
+"""Test-set errors compared by default (metrics.json keys; the last six only where the test set has cells)."""
 
 
 SEEDS = "seeds_"
@@ -65,8 +67,11 @@ def training_seed_columns(models: Sequence[dict], metrics: Sequence[str]) -> dic
 
 
 def _short_name(metric: str) -> str:
-    """``forces_rmse_kcal/mol/A`` → ``forces rmse`` (units dropped, for sentences)."""
-    return metric.replace("_kcal/mol/A", "").replace("_kcal/mol", "").replace("_", " ")
+    """``forces_rmse_kcal/mol/A`` → ``forces rmse``, ``stress_mae_GPa`` → ``stress mae`` (units dropped, for
+    sentences)."""
+    for unit in ("_kcal/mol/A", "_kcal/mol", "_meV/atom", "_GPa"):
+        metric = metric.replace(unit, "")
+    return metric.replace("_", " ")
 
 
 def average_training_seeds(rows: Sequence[dict], key: str = "training_seed") -> list[dict]:

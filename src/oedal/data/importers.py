@@ -13,7 +13,7 @@ import json
 import logging
 import tarfile
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -268,6 +268,9 @@ def _first_bad_qm9(texts: list[str], counts: np.ndarray, per_atom: int) -> int:
 # ---------------------------------------------------------------- W–Be (FitSNAP JSON tarball)
 
 
+KILOBAR = 1000 * units.bar  # eV/Å³
+
+
 def _wbe_record(text: str, path: Path, member: str, k: int) -> dict:
     """``Dataset.Data[0]`` of one FitSNAP JSON file (its first line is a '#' comment)."""
     body = text.split("\n", 1)[1] if text.lstrip().startswith("#") else text
@@ -300,17 +303,21 @@ def wbe_class(member: str) -> str:
     return _WBE_CLASS_OF.get(group, group)
 
 
-def read_wbe(path: Path, limit: int | None = None) -> Structures:
+def read_wbe(path: Path, limit: int | None = None, groups: Sequence[str] | None = None) -> Structures:
     """FitSNAP JSON files read straight from a tarball, sorted by member name (ids follow that order).
 
-    Lattice rows are the cell vectors (Å), Energy is the total energy (eV), Forces eV/Å; pbc = True. The
-    class of a structure is the kind of its group folder (:func:`wbe_class`).
+    Lattice rows are the cell vectors (Å), Energy is the total energy (eV), Forces eV/Å, Stress VASP's (kbar,
+    positive when compressed: the files say ``StressStyle: bar``, but the EOS series' dE/dV equals −P only in
+    kbar, tests/test_stress.py), stored as ASE's σ = −Stress·kbar in eV/Å³; pbc = True. The class of
+    a structure is the kind of its group folder (:func:`wbe_class`); ``groups``: read only these group folders
+    (e.g. ``["EOS_Data"]``; ids then count within them).
     """
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     records: dict[str, dict] = {}
     with tarfile.open(path) as tar:
-        members = [m for m in tar.getmembers() if m.isfile() and m.name.endswith(".json")]
+        members = [m for m in tar.getmembers() if m.isfile() and m.name.endswith(".json")
+                   and (groups is None or Path(m.name).parent.name in groups)]
         wanted = {m.name for m in sorted(members, key=lambda m: m.name)[:limit]}
         for m in progress_bar(members, total=len(members), desc="W-Be", unit="structure"):
             if m.name in wanted:
@@ -318,7 +325,7 @@ def read_wbe(path: Path, limit: int | None = None) -> Structures:
     names = sorted(records)
     if not names:
         raise InputError(f"{path}: structure 0: no JSON configurations in the tarball")
-    pos, num, frc, counts, cells, energy = [], [], [], [], [], []
+    pos, num, frc, counts, cells, energy, stress = [], [], [], [], [], [], []
     for k, name in enumerate(names):
         d = _wbe_record(records[name], path, name, k)  # type: ignore[arg-type]
         try:
@@ -331,6 +338,8 @@ def read_wbe(path: Path, limit: int | None = None) -> Structures:
                 raise ValueError(f"{len(types)} AtomTypes for NumAtoms {n_at}")
             num.append(np.array([atomic_numbers[t] for t in types], dtype=np.int64))
             energy.append(float(d["Energy"]))
+            stress.append(-np.asarray(d["Stress"], dtype=np.float64).reshape(3, 3) * KILOBAR if "Stress" in d
+                          else np.full((3, 3), np.nan))
         except (KeyError, ValueError, TypeError) as err:
             raise InputError(f"{path}: structure {k} ({name}): shape mismatch or missing field ({err})") from None
         counts.append(n_at)
@@ -339,6 +348,7 @@ def read_wbe(path: Path, limit: int | None = None) -> Structures:
         positions=np.concatenate(pos), numbers=np.concatenate(num), n_atoms=np.array(counts),
         cell=np.array(cells), pbc=np.ones((n, 3), dtype=bool), ids=np.arange(n),
         energy=np.array(energy), forces=np.concatenate(frc), classes=np.array([wbe_class(m) for m in names]),
+        stress=np.array(stress),
     )
 
 

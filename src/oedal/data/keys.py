@@ -21,6 +21,7 @@ ENERGY = "energy"  # (n,) float64 eV (total energy), optional
 CELL = "cell"  # (n, 3, 3) float64 Å, rows are lattice vectors (zeros when not periodic)
 PBC = "pbc"  # (n, 3) bool
 ID = "id"  # (n,) int64 stable id = index in the source data set
+STRESS = "stress"  # (n, 3, 3) float64 eV/Å³, σ = (1/V) ∂E/∂ε (ASE's sign), optional; a NaN row = no stress label
 CLASS = "class"  # (n,) UTF-8 bytes: the structure's class in a heterogeneous set ("" = none), optional
 HASH = "hash"  # (n,) S64 ASCII: content hash (oedal.data.identity); optional, computed on read when absent
 
@@ -37,7 +38,7 @@ ATTR_HASH_SCHEME = "hash_scheme"  # how HASH was computed (oedal.data.identity.H
 
 FORMAT_NAME = "oedal-structures"
 FORMAT_VERSION = 1
-UNITS = "positions: Angstrom; cell: Angstrom; energy: eV; forces: eV/Angstrom"
+UNITS = "positions: Angstrom; cell: Angstrom; energy: eV; forces: eV/Angstrom; stress: eV/Angstrom^3"
 
 # -- Failure records (failed.h5: a structure store without labels, plus) --------------------------
 REASON = "reason"  # (n,) UTF-8 string: why the oracle failed

@@ -51,7 +51,7 @@ def _create(h5: h5py.File, name: str, data: np.ndarray, chunk_rows: int, compres
 
 def _write_datasets(h5: h5py.File, s: Structures, compression: str | None) -> None:
     per_atom = {keys.POSITIONS: s.positions, keys.NUMBERS: s.numbers.astype(np.uint8), keys.FORCES: s.forces}
-    per_structure = {keys.N_ATOMS: s.n_atoms, keys.ENERGY: s.energy, keys.CELL: s.cell,
+    per_structure = {keys.N_ATOMS: s.n_atoms, keys.ENERGY: s.energy, keys.STRESS: s.stress, keys.CELL: s.cell,
                      keys.PBC: s.pbc, keys.ID: s.ids, keys.HASH: content_hashes(s),
                      keys.CLASS: None if s.classes is None else np.char.encode(s.classes.astype(str), "utf-8")}
     for name, data in per_atom.items():
@@ -170,9 +170,10 @@ class StoreReader:
         refused when it is opened, before any step reads (or an oracle labels) a row of it."""
         n, total = len(self.n_atoms), int(self.n_atoms.sum())
         shapes = {keys.POSITIONS: (total, 3), keys.NUMBERS: (total,), keys.CELL: (n, 3, 3), keys.PBC: (n, 3),
-                  keys.ID: (n,), keys.N_ATOMS: (n,), keys.FORCES: (total, 3), keys.ENERGY: (n,), keys.HASH: (n,), keys.CLASS: (n,)}
+                  keys.ID: (n,), keys.N_ATOMS: (n,), keys.FORCES: (total, 3), keys.ENERGY: (n,), keys.HASH: (n,), keys.CLASS: (n,),
+                  keys.STRESS: (n, 3, 3)}
         for name, shape in shapes.items():
-            optional = name in (keys.FORCES, keys.ENERGY, keys.HASH, keys.CLASS)
+            optional = name in (keys.FORCES, keys.ENERGY, keys.HASH, keys.CLASS, keys.STRESS)
             if optional and name not in self._h5:
                 continue
             have = self._dataset(name).shape
@@ -207,6 +208,10 @@ class StoreReader:
     @property
     def has_classes(self) -> bool:
         return keys.CLASS in self._h5
+
+    @property
+    def has_stress(self) -> bool:
+        return keys.STRESS in self._h5
 
     def class_names(self) -> np.ndarray:
         """(n,) str: every structure's class ("" where none), without reading positions."""
@@ -263,6 +268,7 @@ class StoreReader:
             energy=h5[keys.ENERGY][start:stop] if keys.ENERGY in h5 else None,
             forces=h5[keys.FORCES][a:b] if keys.FORCES in h5 else None,
             classes=np.char.decode(h5[keys.CLASS][start:stop], "utf-8") if keys.CLASS in h5 else None,
+            stress=h5[keys.STRESS][start:stop] if keys.STRESS in h5 else None,
         )
 
     def read(self, indices: np.ndarray | list[int] | slice | None = None) -> Structures:
@@ -296,6 +302,8 @@ class StoreReader:
             gathered.forces = None
         if not self.has_classes:
             gathered.classes = None
+        if not self.has_stress:
+            gathered.stress = None
         if len(uniq) == len(idx) and np.array_equal(uniq, idx):
             return gathered
         return gathered.subset(inverse)

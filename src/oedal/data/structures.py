@@ -1,4 +1,4 @@
-"""The in-memory, ragged collection of atomic structures (Å, eV, eV/Å)."""
+"""The in-memory, ragged collection of atomic structures (Å, eV, eV/Å, eV/Å³)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,32 @@ def _rows3(a: np.ndarray) -> np.ndarray:
     return a.reshape(-1, 3) if a.ndim == 1 or a.size == 0 else a
 
 
+def _tensors(a: np.ndarray) -> np.ndarray:
+    """Per-structure 3×3 tensors as (n, 3, 3) float64; other shapes are kept for check_shapes to refuse."""
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    return a.reshape(-1, 3, 3) if a.size == 0 or (a.ndim == 2 and a.shape[1] == 9) else a
+
+
+def _full_stress(sigma) -> np.ndarray:
+    """ASE's stress (Voigt 6: xx yy zz yz xz xy, or 3×3) as a 3×3 array, eV/Å³."""
+    from ase.stress import voigt_6_to_full_3x3_stress
+
+    sigma = np.asarray(sigma, dtype=np.float64)
+    return voigt_6_to_full_3x3_stress(sigma) if sigma.shape == (6,) else sigma.reshape(3, 3)
+
+
+def _stress_label(atoms, results: dict) -> np.ndarray | None:
+    """A frame's stress (3, 3) eV/Å³: the calculator's ``stress``, else extxyz's ``stress`` or ``virial`` in
+    ``atoms.info`` (the GAP/MACE convention: virial W = −V σ in eV, 9 or 6 values), else None."""
+    if results.get("stress") is not None:
+        return _full_stress(results["stress"])
+    if atoms.info.get("stress") is not None:
+        return _full_stress(atoms.info["stress"])
+    if atoms.info.get("virial") is not None and atoms.pbc.all():
+        return -_full_stress(atoms.info["virial"]) / atoms.get_volume()
+    return None
+
+
 @dataclass
 class Structures:
     """Ragged structures; arrays are cast to the contract's dtypes on construction.
@@ -48,7 +74,9 @@ class Structures:
     cell (n, 3, 3) float64 Å (rows = lattice vectors); pbc (n, 3) bool; ids (n,) int64 (index in
     the source data set); energy (n,) float64 eV or None; forces (n_atoms_total, 3) float64 eV/Å or None;
     classes (n,) str or None: the group a structure belongs to in a heterogeneous set (the W–Be group, a QM9
-    size class, extxyz ``config_type``; "" = none), for errors and picks per class (DESIGN §11).
+    size class, extxyz ``config_type``; "" = none), for errors and picks per class (DESIGN §11);
+    stress (n, 3, 3) float64 eV/Å³ or None: σ = (1/V) ∂E/∂ε, ASE's sign (a compressed cell has σ < 0), a NaN row
+    where a structure has no stress label (a molecule in a mixed set; DESIGN §12).
     Shapes are not checked here: :func:`oedal.data.validate.validate_structures` does that.
     """
 
@@ -61,6 +89,7 @@ class Structures:
     energy: np.ndarray | None = None
     forces: np.ndarray | None = None
     classes: np.ndarray | None = None
+    stress: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.positions = _rows3(self.positions)
@@ -72,6 +101,7 @@ class Structures:
         self.energy = _opt(self.energy, np.float64)
         self.forces = None if self.forces is None else _rows3(self.forces)
         self.classes = None if self.classes is None else np.asarray(self.classes, dtype=str).reshape(-1)
+        self.stress = None if self.stress is None else _tensors(self.stress)
 
     def __len__(self) -> int:
         return len(self.n_atoms)
@@ -89,6 +119,11 @@ class Structures:
     @property
     def has_forces(self) -> bool:
         return self.forces is not None
+
+    @property
+    def has_stress(self) -> bool:
+        """True when a stress dataset is present (rows may still be NaN: structures without a stress label)."""
+        return self.stress is not None
 
     @property
     def n_atoms_total(self) -> int:
@@ -113,17 +148,19 @@ class Structures:
             energy=None if self.energy is None else self.energy[idx],
             forces=None if self.forces is None else self.forces[rows],
             classes=None if self.classes is None else self.classes[idx],
+            stress=None if self.stress is None else self.stress[idx],
         )
 
     @staticmethod
     def concatenate(parts: Sequence["Structures"]) -> "Structures":
-        """Join structures; labels are kept only when every part has them, classes when any part has them
-        (the structures of a part without classes get "")."""
+        """Join structures; energies and forces are kept only when every part has them, classes and stress when
+        any part has them (the structures of a part without get "" and a NaN row: no stress label)."""
         if not parts:
             return Structures.empty()
         with_e = all(p.energy is not None for p in parts)
         with_f = all(p.forces is not None for p in parts)
         with_c = any(p.classes is not None for p in parts)
+        with_s = any(p.stress is not None for p in parts)
         return Structures(
             positions=np.concatenate([p.positions for p in parts]),
             numbers=np.concatenate([p.numbers for p in parts]),
@@ -134,7 +171,12 @@ class Structures:
             energy=np.concatenate([p.energy for p in parts]) if with_e else None,  # type: ignore[misc]
             forces=np.concatenate([p.forces for p in parts]) if with_f else None,  # type: ignore[misc]
             classes=np.concatenate([p.class_names() for p in parts]) if with_c else None,
+            stress=np.concatenate([p.stress_rows() for p in parts]) if with_s else None,
         )
+
+    def stress_rows(self) -> np.ndarray:
+        """(n, 3, 3) eV/Å³: each structure's stress, NaN where it has none."""
+        return self.stress if self.stress is not None else np.full((len(self), 3, 3), np.nan)
 
     def class_names(self) -> np.ndarray:
         """(n,) str: each structure's class, "" where it has none."""
@@ -148,7 +190,7 @@ class Structures:
         )
 
     def without_labels(self) -> "Structures":
-        """A copy without energy and forces (pool files never hold labels); the classes are kept."""
+        """A copy without energy, forces and stress (pool files never hold labels); the classes are kept."""
         return Structures(
             positions=self.positions.copy(), numbers=self.numbers.copy(), n_atoms=self.n_atoms.copy(),
             cell=self.cell.copy(), pbc=self.pbc.copy(), ids=self.ids.copy(),
@@ -156,9 +198,11 @@ class Structures:
         )
 
     def to_atoms(self) -> list:
-        """ase.Atoms per structure; labels as a SinglePointCalculator, the id in ``atoms.info['id']``."""
+        """ase.Atoms per structure; labels as a SinglePointCalculator (stress in ASE's Voigt order), the id in
+        ``atoms.info['id']``."""
         from ase import Atoms
         from ase.calculators.singlepoint import SinglePointCalculator
+        from ase.stress import full_3x3_to_voigt_6_stress
 
         out = []
         off = self.offsets
@@ -174,6 +218,8 @@ class Structures:
                 results["energy"] = float(self.energy[k])
             if self.forces is not None:
                 results["forces"] = self.forces[a:b].copy()
+            if self.stress is not None and np.isfinite(self.stress[k]).all():
+                results["stress"] = full_3x3_to_voigt_6_stress(self.stress[k])
             if results:
                 atoms.calc = SinglePointCalculator(atoms, **results)
             out.append(atoms)
@@ -184,19 +230,23 @@ class Structures:
         """Build from ase.Atoms; labels are read from an attached calculator's stored results.
 
         Energy (forces) is kept when every structure has it; a structure without it when others
-        have it gets NaN, which :func:`validate_structures` reports by index.
+        have it gets NaN, which :func:`validate_structures` reports by index. Stress (ASE's Voigt 6 or 3×3,
+        eV/Å³; or extxyz's ``virial``, :func:`_stress_label`) likewise, but a NaN stress row is a valid "no stress
+        label" (a molecule beside cells).
         ``ids`` default: ``atoms.info['id']`` when every structure has one, else 0..n−1. Classes from
         ``atoms.info['config_type']`` (extxyz's convention) when any structure has one.
         """
         n = len(atoms_list)
         energies: list[float | None] = []
         forces: list[np.ndarray | None] = []
+        stresses: list[np.ndarray | None] = []
         for atoms in atoms_list:
             res = atoms.calc.results if atoms.calc is not None else {}
             e = res.get("energy", res.get("free_energy"))
             energies.append(None if e is None else float(e))
             f = res.get("forces")
             forces.append(None if f is None else np.asarray(f, dtype=np.float64))
+            stresses.append(_stress_label(atoms, res))
         if ids is None:
             if n and all("id" in a.info for a in atoms_list):
                 ids = [int(a.info["id"]) for a in atoms_list]
@@ -214,6 +264,9 @@ class Structures:
             force_arr = np.concatenate(
                 [np.full((len(a), 3), np.nan) if f is None else f for a, f in zip(atoms_list, forces)]
             ) if n else np.zeros((0, 3))
+        stress = None
+        if any(x is not None for x in stresses):
+            stress = np.stack([np.full((3, 3), np.nan) if x is None else x for x in stresses])
         return Structures(
             positions=np.concatenate([a.positions for a in atoms_list]) if n else np.zeros((0, 3)),
             numbers=np.concatenate([a.numbers for a in atoms_list]) if n else np.zeros(0),
@@ -224,4 +277,5 @@ class Structures:
             energy=energy,
             forces=force_arr,
             classes=classes,
+            stress=stress,
         )

@@ -53,6 +53,8 @@ def check_shapes(s: Structures, source: str, first: int = 0) -> None:
     expected = {"cell": (s.cell, (n, 3, 3)), "pbc": (s.pbc, (n, 3)), "ids": (s.ids, (n,))}
     if s.energy is not None:
         expected["energy"] = (s.energy, (n,))
+    if s.stress is not None:
+        expected["stress"] = (s.stress, (n, 3, 3))
     for name, (arr, shape) in expected.items():
         if arr.shape != shape:
             k = min(len(arr), n - 1) if arr.ndim else 0
@@ -61,7 +63,7 @@ def check_shapes(s: Structures, source: str, first: int = 0) -> None:
 
 
 def check_finite(s: Structures, source: str, first: int = 0) -> None:
-    """No NaN or inf in positions, cell, energy or forces."""
+    """No NaN or inf in positions, cell, energy or forces; stress rows all finite or all NaN (no label)."""
     per_atom = {"positions": s.positions, "forces": s.forces}
     for name, arr in per_atom.items():
         if arr is not None and not np.isfinite(arr).all():
@@ -77,6 +79,13 @@ def check_finite(s: Structures, source: str, first: int = 0) -> None:
         if bad.any():
             k = int(np.argmax(bad))
             raise InputError(f"{_where(source, s, k, first)}: {name} is not finite (NaN or inf)")
+    if s.stress is not None:  # a NaN row is "no stress label"; an inf, or a row partly NaN, is damage
+        flat = s.stress.reshape(len(s), 9)
+        bad = np.isinf(flat).any(axis=1) | (np.isnan(flat).any(axis=1) & ~np.isnan(flat).all(axis=1))
+        if bad.any():
+            k = int(np.argmax(bad))
+            raise InputError(f"{_where(source, s, k, first)}: stress is not finite (inf, or NaN in some components "
+                             "only; a structure without a stress label has all nine NaN)")
 
 
 def check_elements(s: Structures, source: str, known_numbers: Iterable[int] | None, first: int = 0) -> None:

@@ -30,6 +30,8 @@ class Batch(NamedTuple):
     energy: torch.Tensor | None  # (n_structures,) float64 eV
     forces: torch.Tensor | None  # (n_atoms, 3) eV/Å
     index: torch.Tensor  # (n_structures,) int64 positions in the source Structures
+    stress: torch.Tensor | None = None  # (n_structures, 3, 3) float64 eV/Å³, NaN rows: no stress label
+    volume: torch.Tensor | None = None  # (n_structures,) float64 Å³ (NaN where not periodic in 3D)
 
     def displacements(self) -> torch.Tensor:
         """r_ij = R_j − R_i + shift, (n_pairs, 3) Å."""
@@ -106,6 +108,10 @@ class BatchLoader:
         self._energy = None if energy is None else torch.as_tensor(np.asarray(energy, np.float64), device=dev)
         self._forces = None if forces is None else torch.as_tensor(np.asarray(forces, np.float64), dtype=dtype,
                                                                     device=dev)
+        stress = getattr(structures, "stress", None)
+        self._stress = None if stress is None else torch.as_tensor(np.asarray(stress, np.float64), device=dev)
+        volume = np.where(pbc.all(axis=1), np.abs(np.linalg.det(cell)), np.nan)  # (n,) Å³
+        self._volume = None if stress is None else torch.as_tensor(volume, device=dev)
 
     def __len__(self) -> int:
         return (self.n_structures + self.batch_size - 1) // self.batch_size
@@ -144,6 +150,8 @@ class BatchLoader:
             energy=None if self._energy is None else self._energy[torch.from_numpy(index).to(dev)],
             forces=None if self._forces is None else self._forces[atoms_t],
             index=torch.from_numpy(index).to(dev),
+            stress=None if self._stress is None else self._stress[torch.from_numpy(index).to(dev)],
+            volume=None if self._volume is None else self._volume[torch.from_numpy(index).to(dev)],
         )
 
 

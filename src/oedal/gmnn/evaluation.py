@@ -19,6 +19,10 @@ THRESHOLD_KCAL = 1.0  # kcal/mol (energy per structure) and kcal/mol/Å (max for
 class Prediction(NamedTuple):
     energy: np.ndarray  # (n_structures,) float64 eV
     forces: np.ndarray  # (n_atoms_total, 3) float64 eV/Å
+    stress: np.ndarray | None = None  # (n_structures, 3, 3) float64 eV/Å³, NaN where not a 3-D cell
+
+
+GPA = units.GPa  # eV/Å³
 
 
 # Inference runs fastest in batches of ~1,000-2,500 atoms (CPU, 1-2 threads: the per-atom
@@ -26,26 +30,35 @@ class Prediction(NamedTuple):
 INFER_ATOMS_PER_BATCH = 2304
 
 
-def predict(model: GMNN, structures, batch_size: int = 1024, forces: bool = True) -> Prediction:
-    """Energies (and forces) of ``structures`` in their order, in batches of at most ``batch_size``
-    structures (fewer where that keeps a batch near INFER_ATOMS_PER_BATCH atoms; same results)."""
+def predict(model: GMNN, structures, batch_size: int = 1024, forces: bool = True, stress: bool = False) -> Prediction:
+    """Energies (and forces, and stresses σ = W/V of the 3-D cells) of ``structures`` in their order, in batches
+    of at most ``batch_size`` structures (fewer where that keeps a batch near INFER_ATOMS_PER_BATCH atoms; same
+    results)."""
     mean_atoms = float(np.mean(structures.n_atoms)) if len(structures.n_atoms) else 1.0
     batch_size = max(1, min(batch_size, int(INFER_ATOMS_PER_BATCH // max(mean_atoms, 1.0))))
     loader = model.loader(structures, batch_size)
     n_total = int(np.sum(structures.n_atoms))
     energy = np.zeros(loader.n_structures)
     force = np.zeros((n_total, 3))
+    sigma = np.full((loader.n_structures, 3, 3), np.nan) if stress else None
+    volume = np.where(np.asarray(structures.pbc).reshape(-1, 3).all(axis=1),
+                      np.abs(np.linalg.det(np.asarray(structures.cell).reshape(-1, 3, 3))), np.nan)  # (n,) Å³
     model.eval()
     for start, batch in zip(range(0, loader.n_structures, batch_size), loader):
         stop = start + batch.n_structures
-        if forces:
+        if stress:
+            ev = model.evaluate(batch, stress=True)
+            e = ev.energy
+            force[loader.atom_offsets[start] : loader.atom_offsets[stop]] = ev.forces.cpu().double().numpy()
+            sigma[start:stop] = ev.virial.cpu().numpy() / volume[start:stop, None, None]
+        elif forces:
             e, f = model.energy_and_forces(batch)
             force[loader.atom_offsets[start] : loader.atom_offsets[stop]] = f.detach().cpu().double().numpy()
         else:
             with torch.inference_mode():
                 e = model.energy(batch)
         energy[start:stop] = e.detach().cpu().numpy()
-    return Prediction(energy, force)
+    return Prediction(energy, force, sigma)
 
 
 def _stats(err: np.ndarray, prefix: str, unit: str) -> dict:
@@ -65,7 +78,9 @@ def error_metrics(model: GMNN, structures, batch_size: int = 1024) -> dict:
     if getattr(structures, "energy", None) is None:
         raise InputError("evaluation needs labeled structures (an energy for every structure)")
     with_forces = getattr(structures, "forces", None) is not None
-    pred = predict(model, structures, batch_size, forces=with_forces)
+    label_stress = getattr(structures, "stress", None)
+    with_stress = label_stress is not None and bool(np.isfinite(label_stress).all(axis=(1, 2)).any())
+    pred = predict(model, structures, batch_size, forces=with_forces, stress=with_stress)
     de = pred.energy - np.asarray(structures.energy, np.float64)  # (n,) eV
     n_atoms = np.asarray(structures.n_atoms, np.int64)
     df = max_f = None
@@ -74,6 +89,9 @@ def error_metrics(model: GMNN, structures, batch_size: int = 1024) -> dict:
         max_f = np.zeros(len(n_atoms))
         np.maximum.at(max_f, np.repeat(np.arange(len(n_atoms)), n_atoms), np.abs(df).max(axis=1))
     out = _figures(de, df, max_f, n_atoms)
+    cells = np.asarray(structures.pbc).reshape(-1, 3).all(axis=1)  # (n,) 3-D cells
+    if cells.any():
+        out.update(cell_figures(de, n_atoms, None if not with_stress else (pred.stress - label_stress) / GPA))
     out["definitions"] = DEFINITIONS
     classes = getattr(structures, "classes", None)
     if classes is not None and len(classes) and (classes != "").any():
@@ -88,7 +106,24 @@ DEFINITIONS = {
     "n_max_force_component_error_above_1_kcal/mol/A":
         "structures whose largest |force component error| > 1 kcal/mol/Å",
     "per_class": "the same figures for the structures of each class (a heterogeneous set, DESIGN §11)",
+    "energy_per_atom": "|energy error| / atoms of the structure (meV/atom), where the set has 3-D cells",
+    "stress": "per component of σ (all nine, GPa) over the structures with a stress label",
 }
+
+
+def cell_figures(de: np.ndarray, n_atoms: np.ndarray, ds: np.ndarray | None) -> dict:
+    """Figures of a set with 3-D cells (DESIGN §12): energy errors per atom (meV/atom) from ``de`` (n,) eV, and
+    stress errors from ``ds`` (n, 3, 3) GPa (NaN rows: no stress label) when given."""
+    out = {}
+    e = np.abs(de) / n_atoms * 1e3  # (n,) meV/atom
+    for name, value in (("mae", e.mean()), ("rmse", np.sqrt((e**2).mean())), ("maxe", e.max())):
+        out[f"energy_per_atom_{name}_meV/atom"] = float(value)
+    if ds is not None:
+        rows = np.isfinite(ds).all(axis=(1, 2))
+        a = np.abs(ds[rows])  # (k, 3, 3) GPa
+        out.update({"n_stress": int(rows.sum()), "stress_mae_GPa": float(a.mean()),
+                    "stress_rmse_GPa": float(np.sqrt((a**2).mean())), "stress_maxe_GPa": float(a.max())})
+    return out
 
 
 def _figures(de: np.ndarray, df: np.ndarray | None, max_f: np.ndarray | None, n_atoms: np.ndarray) -> dict:

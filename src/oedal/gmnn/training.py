@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ase import units
 
 from oedal.gmnn.batching import Batch, BatchLoader
 from oedal.device import resolve_device, set_threads
@@ -83,18 +84,25 @@ class TrainResult:
 
 
 def structure_loss(batch: Batch, energy: torch.Tensor, forces: torch.Tensor | None, w_e: float,
-                   w_f: float, per_atom: bool = False) -> torch.Tensor:
+                   w_f: float, per_atom: bool = False, virial: torch.Tensor | None = None,
+                   w_s: float = 0.0) -> torch.Tensor:
     """Eq. (4) per structure: w_E ΔE² + w_F/(3N_F) Σ|ΔF|² (n_structures,) float64 (eV², Å² weights).
 
     ``per_atom`` (``training.energy_loss: per_atom``, DESIGN §11): the energy term is w_E (ΔE/N)², so that in a
     set whose sizes differ by orders of magnitude a 257-atom cell does not outweigh a 4-atom one by 257²/4² at
     the same error per atom.
 
+    ``virial`` (n_structures, 3, 3) eV and ``w_s`` (DESIGN §12): the stress term w_S/9 Σ_ab (V Δσ_ab / N)², the
+    virial error per atom (eV, the units of the per-atom energy term; 0.1 GPa in a cell of 20 Å³/atom is 12 meV),
+    for the structures with a stress label (others: 0).
+
     Energy-only data (DESIGN §11): without force labels (``batch.forces`` None, e.g. QM9) the loss is the
     energy term alone (w_F = 0); in a mixed set a structure whose force rows are NaN contributes its energy
     only (N_F counts the atoms with forces, so such a structure's force term is 0, not NaN)."""
     de = energy - batch.energy  # (n_structures,) eV
     de2 = w_e * (de / batch.n_atoms if per_atom else de) ** 2
+    if virial is not None and batch.stress is not None and w_s > 0.0:
+        de2 = de2 + stress_term(batch, virial, w_s)
     if forces is None or batch.forces is None or w_f == 0.0:
         return de2
     have = ~torch.isnan(batch.forces[:, 0])  # (n_atoms,) atoms with a force label
@@ -104,10 +112,30 @@ def structure_loss(batch: Batch, energy: torch.Tensor, forces: torch.Tensor | No
     return de2 + (w_f / 3.0) * per_struct / n.clamp(min=1.0)
 
 
-def batch_loss(model: GMNN, batch: Batch, w_e: float, w_f: float, per_atom: bool = False) -> torch.Tensor:
-    """Mean eq.-4 loss of a batch, forces by ``torch.func.grad`` (so ``torch.compile`` can trace it); a
-    batch without force labels costs one forward pass (no derivative in the positions)."""
-    if batch.forces is None or w_f == 0.0:
+def stress_term(batch: Batch, virial: torch.Tensor, w_s: float) -> torch.Tensor:
+    """w_S/9 Σ_ab (V Δσ_ab / N)² per structure (n_structures,) float64 eV²; 0 without a stress label. The
+    label enters as V σ (eV), so a structure that is not a 3-D cell (V NaN) never reaches the gradient."""
+    have = ~torch.isnan(batch.stress[:, 0, 0])  # (n_structures,)
+    volume = torch.where(have, batch.volume, 1.0)[:, None, None]  # Å³
+    label = torch.nan_to_num(batch.stress) * volume  # (n_structures, 3, 3) eV
+    dw = torch.where(have[:, None, None], virial.to(torch.float64) - label, 0.0)
+    return (w_s / 9.0) * ((dw / batch.n_atoms[:, None, None]) ** 2).sum(dim=(1, 2))
+
+
+def pair_virial(batch: Batch, grad: torch.Tensor, disp: torch.Tensor) -> torch.Tensor:
+    """W_ab = Σ_p (∂E/∂r_p)_a (r_p)_b over each structure's pairs (n_structures, 3, 3) eV: ∂E/∂ε for a homogeneous
+    strain r → (1 + ε) r (as :meth:`GMNN.evaluate`); stress σ = W / V."""
+    per_pair = (grad[:, :, None] * disp[:, None, :]).to(torch.float64)  # (n_pairs, 3, 3) eV
+    return per_pair.new_zeros((batch.n_structures, 3, 3)).index_add(0, batch.structure[batch.pair_i], per_pair)
+
+
+def batch_loss(model: GMNN, batch: Batch, w_e: float, w_f: float, per_atom: bool = False,
+               w_s: float = 0.0) -> torch.Tensor:
+    """Mean eq.-4 loss of a batch, forces (and virials when ``w_s`` > 0 and the batch has stress labels) by
+    ``torch.func.grad`` (so ``torch.compile`` can trace it); a batch without force labels costs one forward
+    pass (no derivative in the positions)."""
+    with_stress = batch.stress is not None and w_s > 0.0
+    if (batch.forces is None or w_f == 0.0) and not with_stress:
         return structure_loss(batch, model.energy(batch), None, w_e, 0.0, per_atom).mean()
 
     def total(d):
@@ -118,7 +146,9 @@ def batch_loss(model: GMNN, batch: Batch, w_e: float, w_f: float, per_atom: bool
     grad, energy = torch.func.grad(total, has_aux=True)(disp)
     idx = torch.cat([batch.pair_i, batch.pair_j])
     forces = grad.new_zeros((batch.species.shape[0], 3)).index_add(0, idx, torch.cat([grad, -grad]))
-    return structure_loss(batch, energy, forces, w_e, w_f, per_atom).mean()
+    virial = pair_virial(batch, grad, disp) if with_stress else None
+    return structure_loss(batch, energy, forces if batch.forces is not None else None, w_e, w_f, per_atom, virial,
+                          w_s).mean()
 
 
 def _species_of(*sets) -> list[int]:
@@ -140,19 +170,30 @@ def _check_same_labels(train, valid) -> None:
                          "both on energies alone")
 
 
-def validate(model: GMNN, loader: BatchLoader, w_e: float, w_f: float, per_atom: bool = False) -> dict:
+def validate(model: GMNN, loader: BatchLoader, w_e: float, w_f: float, per_atom: bool = False,
+             w_s: float = 0.0) -> dict:
     """Mean eq.-4 loss and energy/force MAE (eV, eV/Å) over a loader; the force MAE is None without
-    force labels (the energies then come from a forward pass alone)."""
-    loss = e_abs = f_abs = 0.0
-    n_s = n_c = 0
+    force labels (the energies then come from a forward pass alone); the stress MAE (GPa) where the loss
+    has a stress term."""
+    loss = e_abs = f_abs = s_abs = 0.0
+    n_s = n_c = n_sigma = 0
     for batch in loader:
-        if batch.forces is None:
+        virial = None
+        if batch.forces is None and not (batch.stress is not None and w_s > 0.0):
             with torch.inference_mode():
                 energy, forces = model.energy(batch), None
+        elif batch.stress is not None and w_s > 0.0:
+            ev = model.evaluate(batch, stress=True)
+            energy, forces, virial = ev.energy, ev.forces if batch.forces is not None else None, ev.virial
         else:
             energy, forces = model.energy_and_forces(batch)
         with torch.no_grad():
-            loss += float(structure_loss(batch, energy, forces, w_e, w_f, per_atom).sum())
+            loss += float(structure_loss(batch, energy, forces, w_e, w_f, per_atom, virial, w_s).sum())
+            if virial is not None:
+                have = ~torch.isnan(batch.stress[:, 0, 0])
+                sigma = virial[have] / batch.volume[have, None, None]  # eV/Å³
+                s_abs += float((sigma - batch.stress[have]).abs().sum()) / units.GPa
+                n_sigma += 9 * int(have.sum())
             e_abs += float((energy - batch.energy).abs().sum())
             if forces is not None:
                 have = ~torch.isnan(batch.forces)
@@ -163,7 +204,10 @@ def validate(model: GMNN, loader: BatchLoader, w_e: float, w_f: float, per_atom:
                     f_abs += float((forces - batch.forces).abs()[have].sum())
                     n_c += int(have.sum())
         n_s += batch.n_structures
-    return {"valid_loss": loss / n_s, "valid_energy_mae": e_abs / n_s, "valid_force_mae": f_abs / n_c if n_c else None}
+    out = {"valid_loss": loss / n_s, "valid_energy_mae": e_abs / n_s, "valid_force_mae": f_abs / n_c if n_c else None}
+    if n_sigma:
+        out["valid_stress_mae"] = s_abs / n_sigma  # GPa
+    return out
 
 
 def _hash_arrays(*arrays) -> str:
@@ -190,7 +234,7 @@ def _fingerprint(ms: ModelSettings, ts: TrainingSettings, train, valid, model: G
     return {
         "model settings": ms.model_dump(mode="json"),
         "training settings": {k: v for k, v in ts.model_dump(mode="json").items() if k not in _RESUMABLE_SETTINGS
-                              and (k != "energy_loss" or ts.per_atom_energy)},  # as before the option while unset
+                              and k not in ts.unset_options()},  # as before these options existed while unset
         "initial model": _hash_arrays(*(state[k].detach().cpu().numpy() for k in sorted(state))),
         "training data": _data_fingerprint(train),
         "validation data": _data_fingerprint(valid),
@@ -475,7 +519,7 @@ def _initial_state(ckpt: Path | None, fingerprint: dict | None, restart: bool, m
                      "(valid loss %.4g)", ckpt, where, state.seconds, state.best_epoch, state.best_valid_loss)
             return state
     best_state = copy.deepcopy(model.state_dict())
-    best = validate(model, valid_loader, ts.weight_energy, ts.weight_forces, ts.per_atom_energy)
+    best = validate(model, valid_loader, *ts.loss_weights)
     _finite(best["valid_loss"], "validation loss before the first epoch")
     return TrainingState(model, optimizer, train_loader, best_state, best_valid_loss=best["valid_loss"],
                          plateau_lr=optimizer.param_groups[0]["lr"])
@@ -523,7 +567,7 @@ def run_epoch(state: TrainingState, epoch: int, run: _Run) -> dict:
     rest of an epoch interrupted by a checkpoint), then the validation metrics; returns the history
     row (also recorded in ``state``). Writes a mid-epoch checkpoint when one is due."""
     loader, bs, ts = run.train, run.settings.batch_size, run.settings
-    loss_weights = (ts.weight_energy, ts.weight_forces, ts.per_atom_energy)
+    loss_weights = ts.loss_weights
     if state.partial is not None:
         p = state.partial
         order, pos, total, n = p["order"], p["position"], p["loss_sum"], p["n"]

@@ -15,7 +15,9 @@ Labels are precious:
 * the outputs are written atomically, failed.h5 first, labeled.h5 last; an existing labeled.h5 is never
   overwritten (one written meanwhile by another job on the same shard is accepted when equal);
 * energy-only labels (replay of a data set without forces, e.g. QM9) give a labeled.h5 without forces; a
-  shard whose labels mix both kinds is an error, never forces silently dropped.
+  shard whose labels mix both kinds is an error, never forces silently dropped;
+* a labeled.h5 has a stress (eV/Å³) when any of its labels has one, NaN rows for the others (a molecule, an
+  oracle without stress): mixing is fine for stress.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from oedal.data import keys
 from oedal.data.identity import duplicate_ids, hash_text
 from oedal.errors import InputError
 from oedal.interrupt import StopOnSigterm
-from oedal.oracles.base import ID_KEY, Oracle, OracleSettingsBase, check_label
+from oedal.oracles.base import ID_KEY, Oracle, OracleSettingsBase, check_label, stress_of
 from oedal.oracles.cache import Geometry, Journal, Label, LabelCache, Level, level_of
 from oedal.oracles.cache.transfer import LEVEL_ATTR, LEVEL_OF_THEORY_ATTR
 from oedal.oracles.registry import get_oracle
@@ -74,8 +76,9 @@ def _label_one(oracle: Oracle, atoms, max_attempts: int) -> tuple[Label, int]:
     reason = ""
     for attempt in range(1, max_attempts + 1):
         try:
-            energy, forces = check_label(*oracle.label(atoms), len(atoms))
-            return Label(True, energy, forces, "", attempt), attempt
+            result = oracle.label(atoms)
+            fresh = check_label(result[0], result[1], len(atoms), stress=stress_of(result))
+            return Label(True, fresh[0], fresh[1], "", attempt, stress=fresh.stress), attempt
         except Exception as err:  # noqa: BLE001 — any oracle error is recorded, never swallowed
             reason = f"{type(err).__name__}: {err}"[:1000]
             log.debug("id %s attempt %d failed: %s", atoms.info.get(ID_KEY), attempt, reason)
@@ -174,13 +177,21 @@ def _refuse_duplicate_ids(reader) -> None:
                          "every structure to label needs its own id")
 
 
+def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    """Both absent, or equal arrays (NaN equal to NaN: a stress row without a label)."""
+    if a is None or b is None:
+        return a is None and b is None
+    return np.array_equal(a, b, equal_nan=True)
+
+
 def _accept_existing(out: Path, good) -> None:
     """``out`` appeared while this job ran (another job on the same shard): accept it when it is equal."""
     from oedal.data.store import read_store
 
     have = read_store(out)
     same = (np.array_equal(have.ids, good.ids) and np.array_equal(have.energy, good.energy)
-            and np.array_equal(have.forces, good.forces) and np.array_equal(have.positions, good.positions))
+            and np.array_equal(have.forces, good.forces) and np.array_equal(have.positions, good.positions)
+            and _same(have.stress, good.stress))
     if not same:
         raise FileExistsError(f"{out} was written by another process with other labels; labeled data are never "
                               "overwritten (move it away to relabel)")
@@ -204,6 +215,14 @@ def _labeled_forces(reader, labels: list[Label], out: Path) -> np.ndarray | None
     return np.concatenate([lab.forces for _, lab in good])
 
 
+def _labeled_stress(labels: list[Label]) -> np.ndarray | None:
+    """(n_successes, 3, 3) eV/Å³ of the successes, a NaN row where a label has no stress; None when none has."""
+    good = [lab for lab in labels if lab.ok]
+    if all(lab.stress is None for lab in good):
+        return None
+    return np.stack([np.full((3, 3), np.nan) if lab.stress is None else lab.stress for lab in good])
+
+
 def _write_outputs(reader, hashes: list[str], results: dict, out: Path, failed: Path, attrs: dict) -> None:
     from oedal.data.store import write_store
 
@@ -216,7 +235,7 @@ def _write_outputs(reader, hashes: list[str], results: dict, out: Path, failed: 
                        keys.ATTEMPTS: np.array([lab.attempts for lab in labels if not lab.ok], dtype=np.int64)})
     good = reader.read(np.flatnonzero(ok)).without_labels()
     good = dataclasses.replace(good, energy=np.array([lab.energy for lab in labels if lab.ok], dtype=np.float64),
-                               forces=forces)  # eV, eV/Å (None: energy-only labels)
+                               forces=forces, stress=_labeled_stress(labels))  # eV, eV/Å, eV/Å³ (None: not labeled)
     try:
         write_store(out, good, attrs={**attrs, "content": "labeled structures"}, overwrite=False)
     except FileExistsError:

@@ -1,24 +1,36 @@
 """The replay ("lookup") oracle: labels come from the labeled source by id, as a real oracle would
 compute them. Pool files carry no labels; ids index into the source data set (DESIGN §3). A source
-without forces (QM9) gives energy-only labels: forces None."""
+without forces (QM9) gives energy-only labels: forces None. A source with a stress gives it with each label
+(eV/Å³; a NaN row there: no stress label)."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 from ase import Atoms
 from pydantic import Field
 
 from oedal.errors import SettingsError
-from oedal.oracles.base import ID_KEY, Oracle, OracleFailure, OracleSettingsBase, structure_offsets
+from oedal.oracles.base import (ID_KEY, Oracle, OracleFailure, OracleResult, OracleSettingsBase, stress_at,
+                                structure_offsets)
 
 log = logging.getLogger(__name__)
 
 POSITION_TOLERANCE = 1e-5
 """Å: a structure whose positions differ more from the source entry of its id is refused."""
+
+
+class _Entry(NamedTuple):
+    """A source's structure and its label, preloaded by id."""
+
+    numbers: np.ndarray  # (n_atoms,)
+    positions: np.ndarray  # (n_atoms, 3) Å
+    energy: float  # eV
+    forces: np.ndarray | None  # (n_atoms, 3) eV/Å; None: an energy-only source
+    stress: np.ndarray | None  # (3, 3) eV/Å³; None: no stress label
 
 
 class ReplaySettings(OracleSettingsBase):
@@ -41,7 +53,7 @@ class ReplayOracle(Oracle):
         self.source = settings.source
         self.data_dir = settings.data_dir
         self._source_ids: np.ndarray | None = None
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray, float, np.ndarray | None]] = {}
+        self._cache: dict[int, _Entry] = {}
         self._in_memory = None  # Structures of a named data set
 
     # -- source access ---------------------------------------------------------------------------
@@ -104,11 +116,12 @@ class ReplayOracle(Oracle):
             j = inverse[k]
             a, b = offsets[j], offsets[j + 1]
             forces = None if sub.forces is None else sub.forces[a:b]  # None: an energy-only source
-            self._cache[int(i)] = (sub.numbers[a:b], sub.positions[a:b], float(sub.energy[j]), forces)
+            self._cache[int(i)] = _Entry(sub.numbers[a:b], sub.positions[a:b], float(sub.energy[j]), forces,
+                                         stress_at(sub.stress, j))
         log.debug("replay: %d labels preloaded from %s", len(self._cache), self.source)
 
     # -- labeling ----------------------------------------------------------------------------------
-    def label(self, atoms: Atoms) -> tuple[float, np.ndarray | None]:
+    def label(self, atoms: Atoms) -> OracleResult:
         if ID_KEY not in atoms.info:
             raise OracleFailure("replay needs the structure id (atoms.info['id'])")
         ident = int(atoms.info[ID_KEY])
@@ -116,10 +129,11 @@ class ReplayOracle(Oracle):
             self.prepare(np.array([ident]))
         if ident not in self._cache:
             raise OracleFailure(f"id {ident} is not in the source {self.source}")
-        numbers, positions, energy, forces = self._cache.pop(ident)
+        numbers, positions, energy, forces, stress = self._cache.pop(ident)
         if len(numbers) != len(atoms) or np.any(numbers != atoms.numbers):
             raise OracleFailure(f"id {ident}: elements differ from the source {self.source}")
         deviation = float(np.max(np.abs(positions - atoms.positions))) if len(atoms) else 0.0
         if not deviation <= POSITION_TOLERANCE:  # NaN positions fail too (NaN > tol is False)
             raise OracleFailure(f"id {ident}: positions differ from the source {self.source} by {deviation:.3g} Å")
-        return energy, None if forces is None else np.array(forces, dtype=np.float64)
+        return OracleResult(energy, None if forces is None else np.array(forces, dtype=np.float64),
+                            None if stress is None else np.array(stress, dtype=np.float64))

@@ -11,7 +11,10 @@ from typing import Sequence
 import numpy as np
 
 ERROR_PANELS = (("energy", "mae"), ("energy", "rmse"), ("energy", "maxe"),
-                ("forces", "mae"), ("forces", "rmse"), ("forces", "maxe"))
+                ("forces", "mae"), ("forces", "rmse"), ("forces", "maxe"),
+                ("energy_per_atom", "mae"), ("energy_per_atom", "rmse"), ("energy_per_atom", "maxe"),
+                ("stress", "mae"), ("stress", "rmse"), ("stress", "maxe"))  # the last six: cells only (DESIGN §12)
+PANEL_UNITS = {"energy": "kcal/mol", "forces": "kcal/mol/A", "energy_per_atom": "meV/atom", "stress": "GPa"}
 X_LABELS = {"n_train": "training structures", "labels_spent": "labels spent (oracle calls)",
             "cpu_hours": "CPU hours (benchmarked jobs)"}
 
@@ -34,8 +37,8 @@ def png(fig, dpi: int = 100) -> bytes:
 
 
 def metric_column(kind: str, stat: str) -> str:
-    """The summary column of a test error: ``forces_mae_kcal/mol/A``, ``energy_rmse_kcal/mol``."""
-    return f"{kind}_{stat}_kcal/mol/A" if kind == "forces" else f"{kind}_{stat}_kcal/mol"
+    """The summary column of a test error: ``forces_mae_kcal/mol/A``, ``energy_rmse_kcal/mol``, ``stress_mae_GPa``."""
+    return f"{kind}_{stat}_{PANEL_UNITS[kind]}"
 
 
 def _span_decades(lo: float, hi: float) -> float:
@@ -115,9 +118,9 @@ def learning_curves(rows: Sequence[dict], x: str) -> bytes | None:
             xs, ys, sd = mean_curve(rows, strategy, x, col)
             keep = xs > 0
             ax.errorbar(xs[keep], ys[keep], yerr=sd[keep], marker="o", ms=3, capsize=2, label=strategy)
-        ax.set_title(f"test {kind} {stat.upper()}")
+        ax.set_title(f"test {kind.replace('_', ' ')} {stat.upper()}")
         ax.set_xlabel(X_LABELS.get(x, x))
-        ax.set_ylabel("kcal/mol/Å" if kind == "forces" else "kcal/mol")
+        ax.set_ylabel(PANEL_UNITS[kind].replace("/A", "/Å"))
         readable_log_axes(ax)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)

@@ -115,7 +115,8 @@ def curves_section(rows: list[dict], figs: dict[str, bytes | None]) -> str:
                     [[r["strategy"], r["seed"], r["iteration"], *(r.get(c) for c in columns)] for r in rows],
                     keys=["strategy", "seed", "iteration", *columns], table_id="summary",
                     row_attrs=[{k: r[k] for k in ("strategy", "seed", "iteration")} for r in rows])
-    note = ('<p class="muted">Test-set errors (energies kcal/mol, forces kcal/mol/Å), mean ± standard deviation '
+    note = ('<p class="muted">Test-set errors (energies kcal/mol, forces kcal/mol/Å; for cells also meV/atom and '
+            "stress GPa), mean ± standard deviation "
             "over seeds; CPU hours: the benchmarked jobs of the iterations before each model plus its training.</p>")
     return section("Learning curves", note + "".join(parts)
                    + f"<details><summary>numbers ({len(rows)} rows)</summary>{numbers}</details>", "curves")

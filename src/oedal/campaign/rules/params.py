@@ -70,11 +70,10 @@ class RuleParams:
     def training(self, wildcards) -> str:
         """TrainingSettings with a seed derived per campaign/seed/iteration/model (not per strategy: every
         strategy starts from the same iteration-0 model); device and threads are resources; ``energy_loss``
-        only when not eq. 4's total, so that a campaign made before it existed reruns nothing."""
+        and ``weight_stress`` only when set (TrainingSettings.unset_options)."""
         seed = derive_seed(wildcards.campaign, wildcards.seed, _wildcard(wildcards, "iter", "000"), "train",
                            model_index(_wildcard(wildcards, "k", "")))
-        unset = set() if self.campaign.training.per_atom_energy else {"energy_loss"}
-        return self.section("training", exclude=unset, seed=seed)
+        return self.section("training", exclude=self.campaign.training.unset_options(), seed=seed)
 
     # ---- scoring, selection, stopping -----------------------------------------------------------------
     def score(self, wildcards) -> str:

@@ -4,7 +4,8 @@ every entry passes on its way out (DESIGN §10; STYLE: a cache is read with the 
 An entry is trusted only when its geometry hashes to the key it is stored under (identity recomputed
 from content, :func:`oedal.data.identity.structure_hash`) and a success holds what a fresh oracle result
 must hold (:func:`oedal.oracles.base.check_label`: a finite energy, finite forces of shape (n_atoms, 3) or
-no forces at all: an energy-only label, as replay of a data set without forces gives).
+no forces at all: an energy-only label, as replay of a data set without forces gives; a finite stress of
+nine values, or none).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def level_from_json(text: str) -> Level:
 
 @dataclass(frozen=True)
 class Label:
-    """One oracle result: energy and forces, or a failure with its reason."""
+    """One oracle result: energy, forces and stress, or a failure with its reason."""
 
     ok: bool
     energy: float  # eV (NaN when failed)
@@ -51,6 +52,7 @@ class Label:
     reason: str = ""
     attempts: int = 1
     created: float = 0.0  # Unix time it was stored
+    stress: np.ndarray | None = None  # (3, 3) eV/Å³, ASE's sign (None when failed, or no stress label)
 
 
 class Geometry(NamedTuple):
@@ -77,7 +79,8 @@ class Entry(NamedTuple):
     oracle: str
 
 
-ENTRY_COLUMNS = "row, structure, level, ok, energy, forces, reason, attempts, created, numbers, positions, cell, pbc, oracle"
+ENTRY_COLUMNS = ("row, structure, level, ok, energy, forces, reason, attempts, created, numbers, positions, cell, pbc, "
+                 "oracle, stress")
 """The columns :func:`decode` reads, in its order."""
 
 
@@ -86,14 +89,25 @@ def encode_pbc(pbc) -> int:
     return int(np.dot(np.asarray(pbc, dtype=int).reshape(3), [1, 2, 4]))
 
 
+def floats(blob: bytes | None) -> np.ndarray | None:
+    """A stored float64 blob (little-endian) as a flat array; None stays None. A blob whose length is no multiple
+    of 8 bytes (cut short or overwritten) reads as NaN values, for :func:`problem` to refuse."""
+    if blob is None:
+        return None
+    if len(blob) % 8:
+        return np.full(len(blob) // 8 + 1, np.nan)
+    return np.frombuffer(blob, "<f8").copy()
+
+
 def decode(values: tuple) -> Entry:
     """An :class:`Entry` from a row of :data:`ENTRY_COLUMNS` (blobs little-endian; nothing checked yet)."""
-    row, structure, level, ok, energy, forces, reason, attempts, created, numbers, positions, cell, pbc, oracle = values
+    (row, structure, level, ok, energy, forces, reason, attempts, created, numbers, positions, cell, pbc, oracle,
+     stress) = values
     geometry = Geometry(np.frombuffer(numbers, "<u2").astype(np.int64), np.frombuffer(positions, "<f8").reshape(-1, 3),
                         np.frombuffer(cell, "<f8").reshape(3, 3), np.array([pbc & 1, pbc & 2, pbc & 4], bool))
-    if ok:
-        label = Label(True, float(energy) if energy is not None else float("nan"),
-                      None if forces is None else np.frombuffer(forces, "<f8").copy(), "", int(attempts), float(created))
+    if ok:  # forces and stress stay flat here: problem() judges their lengths
+        label = Label(True, float(energy) if energy is not None else float("nan"), floats(forces), "", int(attempts),
+                      float(created), floats(stress))
     else:
         label = Label(False, float("nan"), None, str(reason), int(attempts), float(created))
     return Entry(int(row), str(structure), str(level), label, geometry, str(oracle))
@@ -109,21 +123,22 @@ def problem(entry: Entry) -> str | None:
         return f"its stored geometry is unreadable ({err})"
     if not entry.label.ok:
         return None
-    forces = entry.label.forces
+    forces, stress = entry.label.forces, entry.label.stress
     try:
         check_label(entry.label.energy, None if forces is None else forces.reshape(-1, 3),  # None: energy only
-                    len(entry.geometry.numbers))
+                    len(entry.geometry.numbers), stress=None if stress is None else stress.reshape(-1, 3))
     except (OracleFailure, ValueError) as err:
         return f"its label is unusable ({err})"
     return None
 
 
 def checked(entry: Entry) -> Label:
-    """``entry``'s label with forces shaped (n_atoms, 3); call only when :func:`problem` is None."""
+    """``entry``'s label with forces shaped (n_atoms, 3) and stress (3, 3); call only when :func:`problem` is None."""
     label = entry.label
-    if label.ok and label.forces is not None:
-        return Label(True, label.energy, label.forces.reshape(-1, 3), "", label.attempts, label.created)
-    return label
+    if not label.ok:
+        return label
+    return Label(True, label.energy, None if label.forces is None else label.forces.reshape(-1, 3), "",
+                 label.attempts, label.created, None if label.stress is None else label.stress.reshape(3, 3))
 
 
 def describe(entry: Entry, cache: object) -> str:

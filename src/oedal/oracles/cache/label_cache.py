@@ -8,9 +8,10 @@ must work there: NFSv4, Lustre mounted with ``flock``) — see docs/oracles.md.
 
 Nothing read from it is trusted blindly: every entry a lookup finds is checked as a fresh result would be
 (:func:`~oedal.oracles.cache.entries.problem`: its geometry must hash to its key, a success must hold a
-finite energy and finite forces of the right shape, or no forces: an energy-only label). An entry that
-fails is moved to the quarantine (kept, never used) with a warning that names it, and its structure is
-computed again. ``oedal cache quarantine`` moves an entry aside by hand (a label known to be wrong).
+finite energy and finite forces of the right shape, or no forces: an energy-only label, and a finite stress of
+nine values, or none). An entry that fails is moved to the quarantine (kept, never used) with a warning that
+names it, and its structure is computed again. ``oedal cache quarantine`` moves an entry aside by hand (a label
+known to be wrong).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from oedal.errors import InputError
 from oedal.oracles.base import check_label
 from oedal.oracles.cache.entries import (ENTRY_COLUMNS, Entry, Geometry, Label, Level, checked, decode, describe,
                                          encode_pbc, problem)
-from oedal.oracles.cache.schema import BUSY_TIMEOUT_SECONDS, Journal, connect, one_line
+from oedal.oracles.cache.schema import BUSY_TIMEOUT_SECONDS, ROW_NAMES, Journal, connect, one_line
 
 log = logging.getLogger(__name__)
 
@@ -205,16 +206,16 @@ class LabelCache:
         if geometry.hash() != structure:
             raise ValueError(f"{self.path}: the geometry of structure {structure[:12]}… hashes to another key")
         if label.ok:
-            check_label(label.energy, label.forces, len(geometry.numbers))
+            check_label(label.energy, label.forces, len(geometry.numbers), stress=label.stress)
         forces = None if label.forces is None else np.ascontiguousarray(label.forces, "<f8").tobytes()
+        stress = None if label.stress is None else np.ascontiguousarray(label.stress, "<f8").tobytes()
         row = (structure, level.key, int(label.ok), label.energy if label.ok else None, forces, label.reason,
                int(label.attempts), np.ascontiguousarray(geometry.numbers, "<u2").tobytes(),
                np.ascontiguousarray(geometry.positions, "<f8").tobytes(),
                np.ascontiguousarray(geometry.cell, "<f8").tobytes(), encode_pbc(geometry.pbc), oracle, float(seconds),
-               time.time())
+               time.time(), stress)  # in ROW_NAMES' order
         with self._transaction() as con:
-            con.execute("INSERT OR IGNORE INTO labels (structure, level, ok, energy, forces, reason, attempts, numbers, "
-                        "positions, cell, pbc, oracle, seconds, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+            con.execute(f"INSERT OR IGNORE INTO labels ({ROW_NAMES}) VALUES ({','.join('?' * len(row))})", row)
             con.execute("DELETE FROM claims WHERE structure = ? AND level = ? AND owner = ?",
                         (structure, level.key, self.owner))
             stored = self.lookup([structure], level, failures_since=float("inf")).get(structure)
@@ -228,8 +229,8 @@ class LabelCache:
             return 0
         with self._transaction() as con:
             marks = ",".join("?" * len(rows))
-            moved = con.execute(f"INSERT INTO quarantine SELECT *, ?, ? FROM labels WHERE row IN ({marks})",
-                                [why, time.time(), *rows]).rowcount
+            moved = con.execute(f"INSERT INTO quarantine (row, {ROW_NAMES}, why, quarantined) SELECT row, {ROW_NAMES}, "
+                                f"?, ? FROM labels WHERE row IN ({marks})", [why, time.time(), *rows]).rowcount
             con.execute(f"DELETE FROM labels WHERE row IN ({marks})", rows)
         return moved
 

@@ -3,13 +3,15 @@
 * ``labels`` — append-only (triggers refuse UPDATE, and DELETE of any row not first copied to
   ``quarantine``): per row the content hash of the structure, the level of theory, ``ok``, energy (eV)
   and forces (eV/Å, float64; NULL for an energy-only label), or the failure's reason, the attempts, the
-  geometry, the oracle's name and the time. At most one success per (structure, level) (a unique index);
-  a failure may be followed by a retry's rows.
+  geometry, the oracle's name and the time; since schema 3 the stress (eV/Å³, nine float64, row-major 3×3;
+  NULL: no stress label, and every label stored before schema 3). At most one success per (structure,
+  level) (a unique index); a failure may be followed by a retry's rows.
 * ``quarantine`` — entries moved aside (a label that failed its checks on the way out, or one a user
   named): the whole row, why, and when. Append-only as well: nothing a cache ever held is lost.
 * ``levels`` — level key → oracle kind and the JSON of the settings that change a label.
 * ``claims`` — scratch: who computes which structure now.
-* ``meta`` — the schema version.
+* ``meta`` — the schema version. An older file is migrated in place when opened (:func:`_migrate`): nothing
+  it holds is rewritten or lost.
 
 Opening is safe under any number of simultaneous first openers: SQLite answers ``PRAGMA journal_mode``
 (and the first read of a file another process is creating) with "database is locked" at once, without
@@ -31,7 +33,7 @@ from oedal.errors import InputError, OutputError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 1: no quarantine, DELETE refused outright
+SCHEMA_VERSION = 3  # 1: no quarantine, DELETE refused outright; 2: no stress column
 BUSY_TIMEOUT_SECONDS = 300.0  # how long a transaction waits for another writer
 Journal = Literal["wal", "delete"]
 JOURNALS: tuple[str, ...] = ("wal", "delete")
@@ -42,16 +44,22 @@ _ROW_COLUMNS = """structure TEXT NOT NULL, level TEXT NOT NULL,
     ok INTEGER NOT NULL, energy REAL, forces BLOB, reason TEXT NOT NULL, attempts INTEGER NOT NULL,
     numbers BLOB NOT NULL, positions BLOB NOT NULL, cell BLOB NOT NULL, pbc INTEGER NOT NULL,
     oracle TEXT NOT NULL, seconds REAL NOT NULL, created REAL NOT NULL"""
+_ADDED_COLUMNS = "stress BLOB"
+"""Columns added since schema 2, last in both tables (where ALTER TABLE ... ADD COLUMN puts them): a migrated
+file has a new file's column order."""
+ROW_NAMES = ", ".join(column.split()[0] for column in f"{_ROW_COLUMNS}, {_ADDED_COLUMNS}".split(","))
+"""The columns ``labels`` and ``quarantine`` share besides ``row``, by name (never ``SELECT *``: their order
+differs)."""
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS levels (
     level TEXT PRIMARY KEY, kind TEXT NOT NULL, settings TEXT NOT NULL, created REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS labels (row INTEGER PRIMARY KEY AUTOINCREMENT, {_ROW_COLUMNS});
+CREATE TABLE IF NOT EXISTS labels (row INTEGER PRIMARY KEY AUTOINCREMENT, {_ROW_COLUMNS}, {_ADDED_COLUMNS});
 CREATE UNIQUE INDEX IF NOT EXISTS one_label ON labels (structure, level) WHERE ok = 1;
 CREATE INDEX IF NOT EXISTS by_key ON labels (level, structure);
 CREATE TABLE IF NOT EXISTS quarantine (row INTEGER PRIMARY KEY, {_ROW_COLUMNS},
-    why TEXT NOT NULL, quarantined REAL NOT NULL);
+    why TEXT NOT NULL, quarantined REAL NOT NULL, {_ADDED_COLUMNS});
 CREATE TRIGGER IF NOT EXISTS labels_no_update BEFORE UPDATE ON labels
     BEGIN SELECT RAISE(ABORT, 'the label cache is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS labels_no_delete BEFORE DELETE ON labels
@@ -124,6 +132,21 @@ def _quick_check(con: sqlite3.Connection, path: Path) -> None:
         raise sqlite3.DatabaseError(f"database disk image is malformed: {found}")
 
 
+def _migrate(con: sqlite3.Connection, version: int) -> None:
+    """Bring a file of schema ``version`` to SCHEMA_VERSION, inside the caller's write transaction; the tables
+    and triggers it lacks are then created by _SCHEMA. v1 → v2: DELETE only of quarantined rows (the
+    trigger is made again). v2 → v3: the nullable stress column, added to each table that lacks it (ALTER
+    TABLE ... ADD COLUMN: no row rewritten, every label kept and served as before, without stress)."""
+    if version < 2:
+        con.execute("DROP TRIGGER IF EXISTS labels_no_delete")
+    if version < 3:
+        name, kind = _ADDED_COLUMNS.split()
+        for table in ("labels", "quarantine"):  # a v1 file has no quarantine yet: _SCHEMA makes it whole
+            have = {info[1] for info in con.execute(f"PRAGMA table_info({table})")}
+            if have and name not in have:
+                con.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+
+
 def _initialise(con: sqlite3.Connection, path: Path, journal: Journal | None, create: bool) -> None:
     """Check what the file is (a damaged file or another program's database is refused before anything in
     it changes), set the journal mode, then in one write transaction: check again, create or migrate."""
@@ -137,8 +160,8 @@ def _initialise(con: sqlite3.Connection, path: Path, journal: Journal | None, cr
     con.execute("BEGIN IMMEDIATE")
     try:
         version = _schema_version(con, path, create)
-        if version is not None and version < 2:  # v1 → v2: the quarantine, and DELETE only of its rows
-            con.execute("DROP TRIGGER IF EXISTS labels_no_delete")
+        if version is not None:
+            _migrate(con, version)
         for statement in filter(str.strip, _SCHEMA.split(";\n")):
             con.execute(statement)
         con.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))

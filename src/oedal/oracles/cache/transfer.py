@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from oedal.errors import InputError
-from oedal.oracles.cache.entries import Entry, Geometry, Label, Level, describe, level_from_json, problem
+from oedal.oracles.base import stress_at
+from oedal.oracles.cache.entries import Entry, Geometry, Label, Level, checked, describe, level_from_json, problem
 from oedal.oracles.cache.label_cache import LabelCache
 
 log = logging.getLogger(__name__)
@@ -26,12 +27,14 @@ LEVEL_OF_THEORY_ATTR = "level_of_theory"  # ... and its settings JSON
 def export_labels(cache: str | Path, out: str | Path, level: str | None = None) -> int:
     """Write every trusted success of the cache (or of one level key) to extxyz; each frame's header carries
     its level of theory (``level``, ``oracle_kind``, ``level_of_theory`` = the settings JSON), ``oracle``,
-    ``content_hash`` and ``labeled_at`` (UTC); an energy-only label has no forces in its frame. An entry that
-    fails its checks is left out with a warning.
+    ``content_hash`` and ``labeled_at`` (UTC); an energy-only label has no forces in its frame, a label with a
+    stress has it in ASE's Voigt order (xx yy zz yz xz xy, eV/Å³). An entry that fails its checks is left out
+    with a warning.
     Returns the number of frames."""
     import ase.io
     from ase import Atoms
     from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.stress import full_3x3_to_voigt_6_stress
 
     from oedal.files import atomic_path
 
@@ -40,14 +43,16 @@ def export_labels(cache: str | Path, out: str | Path, level: str | None = None) 
             open(tmp, "w") as fh:
         levels = db.levels()
         for entry in trusted(db, db.entries(level)):
-            lev, g, label = levels[entry.level], entry.geometry, entry.label
+            lev, g, label = levels[entry.level], entry.geometry, checked(entry)
             atoms = Atoms(numbers=g.numbers, positions=g.positions, cell=g.cell, pbc=g.pbc)
             atoms.info.update(level=lev.key, oracle_kind=lev.kind, level_of_theory=lev.settings, oracle=entry.oracle,
                               content_hash=entry.structure,
                               labeled_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(label.created)))
             results = {"energy": label.energy}
             if label.forces is not None:  # None: an energy-only label
-                results["forces"] = label.forces.reshape(-1, 3)
+                results["forces"] = label.forces
+            if label.stress is not None:  # None: no stress label
+                results["stress"] = full_3x3_to_voigt_6_stress(label.stress)
             atoms.calc = SinglePointCalculator(atoms, **results)
             ase.io.write(fh, atoms, format="extxyz")
             n += 1
@@ -97,7 +102,8 @@ def add_stores(cache: str | Path, paths: Iterable[str | Path]) -> Added:
     each store was labeled at (its ``level_of_theory`` attribute) and the content hash of each structure.
     A folder stands for every store under it that ``oedal label`` wrote (one with a level of theory); a
     store named by itself without one (an imported data set) is refused. A store without forces gives
-    energy-only labels. A structure the cache already holds a success of is left as it is."""
+    energy-only labels; a store's stress row goes with its label (a NaN row: none). A structure the cache already
+    holds a success of is left as it is."""
     from oedal.data.store import StoreReader
 
     files = _labeled_files(paths)
@@ -117,7 +123,7 @@ def add_stores(cache: str | Path, paths: Iterable[str | Path]) -> Added:
                             known += 1
                             continue
                         forces = None if chunk.forces is None else chunk.forces[chunk.offsets[k]:chunk.offsets[k + 1]]
-                        label = Label(True, float(chunk.energy[k]), forces)
+                        label = Label(True, float(chunk.energy[k]), forces, stress=stress_at(chunk.stress, k))
                         geometry = Geometry(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc)
                         have[h] = db.store(h, level, geometry, label, f"store:{path}", 0.0)
                         added += 1
