@@ -21,7 +21,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from oedal.data.structures import Structures
 from oedal.errors import InputError
 from oedal.campaign.settings import SamplingSettings
-from oedal.oracles.base import ASEOracle
+from oedal.oracles.base import ASEOracle, gives_stress
 from oedal.oracles.registry import get_oracle
 
 log = logging.getLogger(__name__)
@@ -95,9 +95,10 @@ def run_md(atoms: Atoms, settings: SamplingSettings, calculator=None) -> MDResul
         dyn.run(settings.interval)
         frame = atoms.copy()  # copies positions, numbers, cell, pbc (not the calculator)
         frame.set_constraint()
-        frame.calc = SinglePointCalculator(
-            frame, energy=atoms.get_potential_energy(), forces=atoms.get_forces(apply_constraint=False)  # cached: free
-        )
+        labels = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces(apply_constraint=False)}  # cached
+        if gives_stress(calculator, atoms):  # a cell: its stress too (eV/Å³)
+            labels["stress"] = atoms.get_stress()
+        frame.calc = SinglePointCalculator(frame, **labels)
         frames.append(frame)
         temperatures[k] = atoms.get_temperature()
         if time.monotonic() - last_log >= 15 or k == n - 1:

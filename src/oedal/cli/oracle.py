@@ -1,4 +1,5 @@
-"""`oedal label` (one shard through an oracle) and `oedal sample` (an MD candidate pool)."""
+"""`oedal label` (one shard through an oracle), `oedal sample` (an MD candidate pool) and `oedal baseline` (a
+potential's errors on a labeled set)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=run_sample)
 
+    p = sub.add_parser(
+        "baseline", help="errors of a potential (CHGNet, any oracle) on a labeled store",
+        description="The error metrics of `oedal evaluate` (energies, forces, per atom and stress for cells) for a "
+        "potential instead of a trained model, e.g. a universal potential every trained model should beat: "
+        "oedal baseline --oracle-settings '{\"kind\": \"chgnet\"}' --data test.h5 --out baseline.json")
+    p.add_argument("--oracle-settings", required=True, metavar="JSON", help="the potential, as an oracle's settings")
+    p.add_argument("--data", required=True, metavar="TEST.h5", help="labeled structure store")
+    p.add_argument("--out", required=True, metavar="BASELINE.json")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=run_baseline)
+
 
 def _set_threads(threads: int | None) -> None:
     """OpenMP reads OMP_NUM_THREADS once, when the oracle library starts: set it before importing."""
@@ -105,4 +117,25 @@ def run_sample(args: argparse.Namespace) -> int:
         settings.potential.threads = args.threads
     check_outputs(args.out)
     sample_pool(settings, args.out, labels=args.labels, overwrite=args.overwrite)
+    return 0
+
+
+def run_baseline(args: argparse.Namespace) -> int:
+    _set_threads(args.threads)
+    from oedal.data.store import read_store
+    from oedal.data.validate import check_store
+    import json
+
+    from oedal.files import atomic_path
+    from oedal.oracles import OracleSettings
+    from oedal.oracles.baseline import baseline_metrics
+    from oedal.oracles.registry import get_oracle
+    from oedal.settings import load_settings, settings_data
+
+    check_outputs(args.out)
+    check_store(args.data, labels=True)
+    settings = load_settings(OracleSettings, settings_data(args.oracle_settings), threads=args.threads)
+    metrics = baseline_metrics(get_oracle(settings), read_store(args.data))
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2))
     return 0

@@ -78,9 +78,22 @@ def error_metrics(model: GMNN, structures, batch_size: int = 1024) -> dict:
     if getattr(structures, "energy", None) is None:
         raise InputError("evaluation needs labeled structures (an energy for every structure)")
     with_forces = getattr(structures, "forces", None) is not None
-    label_stress = getattr(structures, "stress", None)
-    with_stress = label_stress is not None and bool(np.isfinite(label_stress).all(axis=(1, 2)).any())
-    pred = predict(model, structures, batch_size, forces=with_forces, stress=with_stress)
+    pred = predict(model, structures, batch_size, forces=with_forces, stress=_has_stress(structures))
+    return errors_of(pred, structures)
+
+
+def _has_stress(structures) -> bool:
+    """Some structure carries a stress label."""
+    stress = getattr(structures, "stress", None)
+    return stress is not None and bool(np.isfinite(stress).all(axis=(1, 2)).any())
+
+
+def errors_of(pred: Prediction, structures) -> dict:
+    """The figures of :func:`error_metrics` from any predictions of ``structures`` (a GM-NN's, or a universal
+    potential's for its baseline row: oedal.oracles.baseline); ``pred.stress`` is read where the structures have
+    stress labels."""
+    with_forces = getattr(structures, "forces", None) is not None
+    with_stress = _has_stress(structures) and pred.stress is not None
     de = pred.energy - np.asarray(structures.energy, np.float64)  # (n,) eV
     n_atoms = np.asarray(structures.n_atoms, np.int64)
     df = max_f = None
@@ -91,7 +104,7 @@ def error_metrics(model: GMNN, structures, batch_size: int = 1024) -> dict:
     out = _figures(de, df, max_f, n_atoms)
     cells = np.asarray(structures.pbc).reshape(-1, 3).all(axis=1)  # (n,) 3-D cells
     if cells.any():
-        out.update(cell_figures(de, n_atoms, None if not with_stress else (pred.stress - label_stress) / GPA))
+        out.update(cell_figures(de, n_atoms, None if not with_stress else (pred.stress - structures.stress) / GPA))
     out["definitions"] = DEFINITIONS
     classes = getattr(structures, "classes", None)
     if classes is not None and len(classes) and (classes != "").any():
