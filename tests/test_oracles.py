@@ -233,6 +233,44 @@ def test_failures_are_recorded_with_reasons_and_excluded(tmp_path):
     assert "non-finite forces" in reasons[101] and "SCF exploded" in reasons[104]
 
 
+class SlowOracle(Oracle):
+    """EMT that sleeps ``delay`` seconds on the structure with id ``slow_id``."""
+
+    def __init__(self, slow_id: int, delay: float) -> None:
+        self.slow_id, self.delay, self.calls = slow_id, delay, []
+
+    def label(self, atoms):
+        import time
+
+        self.calls.append(atoms.info[ID_KEY])
+        if atoms.info[ID_KEY] == self.slow_id:
+            time.sleep(self.delay)
+        atoms = atoms.copy()
+        atoms.calc = EMT()
+        return atoms.get_potential_energy(), atoms.get_forces()
+
+
+def test_a_call_past_its_timeout_is_a_recorded_failure_and_the_rest_is_labeled(tmp_path):
+    """``timeout``: the structure whose call hangs (10 s) fails after 0.3 s per attempt, twice (max_attempts 2),
+    with the reason recorded; the others are labeled; the timeout does not key the label cache (a runtime
+    setting) and the alarm is off afterwards."""
+    import time
+
+    from oedal.oracles.cache import level_of
+
+    write_store(tmp_path / "pool.h5", Structures.from_atoms(ethanol_frames(4), ids=np.arange(4) + 100))
+    settings = oracle_settings(kind="emt", timeout=0.3, max_attempts=2)
+    oracle = SlowOracle(slow_id=102, delay=10.0)
+    start = time.perf_counter()
+    report = label_store(tmp_path / "pool.h5", tmp_path / "lab.h5", tmp_path / "f.h5", settings, oracle=oracle)
+    assert time.perf_counter() - start < 5.0
+    assert (report.n_labeled, report.n_failed) == (3, 1) and oracle.calls.count(102) == 2
+    with h5py.File(tmp_path / "f.h5") as f:
+        assert "OracleTimeout" in f[REASON].asstr()[0] and "0.3 s" in f[REASON].asstr()[0]
+    assert level_of(settings) == level_of(oracle_settings(kind="emt"))
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
 def test_existing_labels_are_never_overwritten(pool, tmp_path):
     out = tmp_path / "lab.h5"
     out.write_bytes(b"precious")

@@ -31,11 +31,13 @@ def structure_offsets(structures) -> np.ndarray:
 class OracleSettingsBase(Settings):
     """What every oracle shares: how a labeling job runs it. None of these changes a label."""
 
-    RUNTIME: ClassVar[frozenset[str]] = frozenset({"threads", "max_attempts"})
+    RUNTIME: ClassVar[frozenset[str]] = frozenset({"threads", "max_attempts", "timeout"})
 
     kind: str
     threads: int = Field(1, ge=1, description="threads per labeling process")
     max_attempts: int = Field(1, ge=1, description="tries per structure before it is recorded as failed")
+    timeout: float | None = Field(None, gt=0, description="seconds per oracle call: a call past it is a failed "
+                                  "attempt (recorded with its reason, retried up to max_attempts); None: no limit")
 
 
 RUNTIME_FIELDS = OracleSettingsBase.RUNTIME
@@ -53,6 +55,32 @@ class ElectronicSettings(OracleSettingsBase):
 
 class OracleFailure(RuntimeError):
     """The oracle could not label this structure (SCF not converged, unknown element, ...)."""
+
+
+class OracleTimeout(OracleFailure):
+    """An oracle call ran past ``timeout`` seconds."""
+
+
+def call_with_timeout(function, seconds: float | None):
+    """``function()``, or :class:`OracleTimeout` once it has run ``seconds`` (SIGALRM: the labeling job's main
+    thread; a call in C returns to Python before the alarm is seen, e.g. at PySCF's next SCF cycle). Elsewhere,
+    or with ``seconds`` None, no limit."""
+    import signal
+    import threading
+
+    if seconds is None or threading.current_thread() is not threading.main_thread():
+        return function()
+
+    def expire(signum, frame):
+        raise OracleTimeout(f"oracle call ran past its timeout of {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return function()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class OracleResult(tuple):

@@ -36,7 +36,7 @@ from oedal.data import keys
 from oedal.data.identity import duplicate_ids, hash_text
 from oedal.errors import InputError
 from oedal.interrupt import StopOnSigterm
-from oedal.oracles.base import ID_KEY, Oracle, OracleSettingsBase, check_label, stress_of
+from oedal.oracles.base import ID_KEY, Oracle, OracleSettingsBase, call_with_timeout, check_label, stress_of
 from oedal.oracles.cache import Geometry, Journal, Label, LabelCache, Level, level_of
 from oedal.oracles.cache.transfer import LEVEL_ATTR, LEVEL_OF_THEORY_ATTR
 from oedal.oracles.registry import get_oracle
@@ -69,14 +69,15 @@ def _remove_cache_files(path: Path) -> None:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
-def _label_one(oracle: Oracle, atoms, max_attempts: int) -> tuple[Label, int]:
-    """Try the oracle up to ``max_attempts`` times → (result, oracle calls). Never raises for an oracle error."""
+def _label_one(oracle: Oracle, atoms, max_attempts: int, timeout: float | None = None) -> tuple[Label, int]:
+    """Try the oracle up to ``max_attempts`` times, each call limited to ``timeout`` seconds → (result, oracle
+    calls). Never raises for an oracle error."""
     if not np.all(np.isfinite(atoms.positions)) or not np.all(np.isfinite(atoms.cell.array)):
         return Label(False, float("nan"), None, "OracleFailure: non-finite positions or cell: not labeled", 0), 0
     reason = ""
     for attempt in range(1, max_attempts + 1):
         try:
-            result = oracle.label(atoms)
+            result = call_with_timeout(lambda: oracle.label(atoms), timeout)
             fresh = check_label(result[0], result[1], len(atoms), stress=stress_of(result))
             return Label(True, fresh[0], fresh[1], "", attempt, stress=fresh.stress), attempt
         except Exception as err:  # noqa: BLE001 — any oracle error is recorded, never swallowed
@@ -127,7 +128,8 @@ class _Job:
         else:
             atoms.info[ID_KEY] = int(ident)
             started = time.perf_counter()
-            label, calls = _label_one(self.oracle, atoms, self.settings.max_attempts)  # type: ignore[arg-type]
+            label, calls = _label_one(self.oracle, atoms, self.settings.max_attempts,  # type: ignore[arg-type]
+                                      self.settings.timeout)
             self.calls += calls
             if not label.ok:
                 log.warning("%s: id %d failed after %d attempt(s): %s", self.reader.path, ident,  # type: ignore
