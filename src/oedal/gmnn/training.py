@@ -170,6 +170,19 @@ def _check_same_labels(train, valid) -> None:
                          "both on energies alone")
 
 
+def _predict_for_loss(model: GMNN, batch: Batch, w_s: float):
+    """(energy, forces or None, virial or None) of a batch: what its loss needs, at the cost it needs (a forward
+    pass alone without force labels and stress term)."""
+    with_stress = batch.stress is not None and w_s > 0.0
+    if with_stress:
+        ev = model.evaluate(batch, stress=True)
+        return ev.energy, ev.forces if batch.forces is not None else None, ev.virial
+    if batch.forces is None:
+        with torch.inference_mode():
+            return model.energy(batch), None, None
+    return (*model.energy_and_forces(batch), None)
+
+
 def validate(model: GMNN, loader: BatchLoader, w_e: float, w_f: float, per_atom: bool = False,
              w_s: float = 0.0) -> dict:
     """Mean eq.-4 loss and energy/force MAE (eV, eV/Å) over a loader; the force MAE is None without
@@ -178,15 +191,7 @@ def validate(model: GMNN, loader: BatchLoader, w_e: float, w_f: float, per_atom:
     loss = e_abs = f_abs = s_abs = 0.0
     n_s = n_c = n_sigma = 0
     for batch in loader:
-        virial = None
-        if batch.forces is None and not (batch.stress is not None and w_s > 0.0):
-            with torch.inference_mode():
-                energy, forces = model.energy(batch), None
-        elif batch.stress is not None and w_s > 0.0:
-            ev = model.evaluate(batch, stress=True)
-            energy, forces, virial = ev.energy, ev.forces if batch.forces is not None else None, ev.virial
-        else:
-            energy, forces = model.energy_and_forces(batch)
+        energy, forces, virial = _predict_for_loss(model, batch, w_s)
         with torch.no_grad():
             loss += float(structure_loss(batch, energy, forces, w_e, w_f, per_atom, virial, w_s).sum())
             if virial is not None:
