@@ -154,34 +154,14 @@ def test_the_stress_survives_the_label_cache_export_and_refill_bit_for_bit(tmp_p
     assert labels[hashes[2]].stress is None
 
 
-_V2_ROW_COLUMNS = """structure TEXT NOT NULL, level TEXT NOT NULL,
-    ok INTEGER NOT NULL, energy REAL, forces BLOB, reason TEXT NOT NULL, attempts INTEGER NOT NULL,
-    numbers BLOB NOT NULL, positions BLOB NOT NULL, cell BLOB NOT NULL, pbc INTEGER NOT NULL,
-    oracle TEXT NOT NULL, seconds REAL NOT NULL, created REAL NOT NULL"""
-V2_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS levels (
-    level TEXT PRIMARY KEY, kind TEXT NOT NULL, settings TEXT NOT NULL, created REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS labels (row INTEGER PRIMARY KEY AUTOINCREMENT, {_V2_ROW_COLUMNS});
-CREATE UNIQUE INDEX IF NOT EXISTS one_label ON labels (structure, level) WHERE ok = 1;
-CREATE INDEX IF NOT EXISTS by_key ON labels (level, structure);
-CREATE TABLE IF NOT EXISTS quarantine (row INTEGER PRIMARY KEY, {_V2_ROW_COLUMNS},
-    why TEXT NOT NULL, quarantined REAL NOT NULL);
-CREATE TRIGGER IF NOT EXISTS labels_no_update BEFORE UPDATE ON labels
-    BEGIN SELECT RAISE(ABORT, 'the label cache is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS labels_no_delete BEFORE DELETE ON labels
-    WHEN NOT EXISTS (SELECT 1 FROM quarantine WHERE quarantine.row = OLD.row)
-    BEGIN SELECT RAISE(ABORT, 'the label cache is append-only (oedal cache quarantine moves an entry aside)'); END;
-CREATE TRIGGER IF NOT EXISTS quarantine_no_update BEFORE UPDATE ON quarantine
-    BEGIN SELECT RAISE(ABORT, 'the quarantine is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS quarantine_no_delete BEFORE DELETE ON quarantine
-    BEGIN SELECT RAISE(ABORT, 'the quarantine is append-only'); END;
-CREATE TABLE IF NOT EXISTS claims (
-    structure TEXT NOT NULL, level TEXT NOT NULL, owner TEXT NOT NULL, host TEXT NOT NULL,
-    pid INTEGER NOT NULL, heartbeat REAL NOT NULL, PRIMARY KEY (structure, level));
-INSERT INTO meta VALUES ('schema', '2');
-"""
-"""What oedal of schema 2 created (src/oedal/oracles/cache/schema.py before the stress column)."""
+def _schema_2_cache(path) -> None:
+    """A cache as oedal of schema 2 wrote it: a new one turned back (no stress column in either table), as
+    tests/test_cache_trust.py turns one back to schema 1; the levels table holds the EMT level."""
+    with LabelCache(path) as db:
+        db.register(EMT_LEVEL)
+    with sqlite3.connect(path) as con:
+        con.executescript("ALTER TABLE labels DROP COLUMN stress; ALTER TABLE quarantine DROP COLUMN stress; "
+                          "UPDATE meta SET value = '2' WHERE key = 'schema';")
 
 
 def _insert_row(con: sqlite3.Connection, atoms: Atoms, energy: float, forces: np.ndarray, key: str | None = None,
@@ -206,9 +186,8 @@ def test_a_schema_2_cache_is_migrated_keeps_its_labels_and_serves_them_without_s
     calc = cell.copy()
     calc.calc = EMT()
     energy, forces = calc.get_potential_energy(), calc.get_forces()
+    _schema_2_cache(cache)
     with sqlite3.connect(cache) as con:
-        con.executescript(V2_SCHEMA)
-        con.execute("INSERT INTO levels VALUES (?, ?, ?, 0)", (EMT_LEVEL.key, EMT_LEVEL.kind, EMT_LEVEL.settings))
         _insert_row(con, cell, energy, forces, with_stress=False)
     report = label_store(shard, tmp_path / "l.h5", None, EMT_SETTINGS, cache=cache)
     assert (report.n_cached, report.n_oracle_calls) == (1, 0)  # kept, not recomputed
