@@ -123,8 +123,8 @@ class TrainingSettings(Settings):
     def unset_options(self) -> set[str]:
         """Options added after campaigns existed, while at their defaults: left out of the rule params and the
         checkpoint fingerprint, so that such a campaign reruns nothing."""
-        defaults = {"energy_loss": "total", "weight_stress": 0.0}
-        return {k for k, v in defaults.items() if getattr(self, k) == v}
+        added = ("energy_loss", "weight_stress")
+        return {k for k in added if getattr(self, k) == type(self).model_fields[k].default}
 
     def budget(self, warm: bool) -> tuple[int, float]:
         """(epochs, peak learning rate) of a training from scratch, or warm-started from a model."""

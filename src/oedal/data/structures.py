@@ -28,6 +28,13 @@ def atom_index(offsets: np.ndarray, indices: np.ndarray) -> np.ndarray:
     return np.repeat(starts, counts) + (np.arange(total, dtype=np.int64) - block_start)
 
 
+def cell_volumes(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
+    """(n,) float64 Å³: |det| of each cell (rows = lattice vectors), NaN where not periodic in all three directions
+    (no volume, no stress)."""
+    cell = np.asarray(cell, dtype=np.float64).reshape(-1, 3, 3)
+    return np.where(np.asarray(pbc, dtype=bool).reshape(-1, 3).all(axis=1), np.abs(np.linalg.det(cell)), np.nan)
+
+
 def _opt(a: np.ndarray | None, dtype: type) -> np.ndarray | None:
     return None if a is None else np.ascontiguousarray(a, dtype=dtype)
 

@@ -12,6 +12,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
+from oedal.data.structures import cell_volumes
 from oedal.errors import InputError
 from oedal.gmnn.neighbors import neighbor_list
 
@@ -110,8 +111,7 @@ class BatchLoader:
                                                                     device=dev)
         stress = getattr(structures, "stress", None)
         self._stress = None if stress is None else torch.as_tensor(np.asarray(stress, np.float64), device=dev)
-        volume = np.where(pbc.all(axis=1), np.abs(np.linalg.det(cell)), np.nan)  # (n,) Å³
-        self._volume = None if stress is None else torch.as_tensor(volume, device=dev)
+        self._volume = None if stress is None else torch.as_tensor(cell_volumes(cell, pbc), device=dev)  # (n,) Å³
 
     def __len__(self) -> int:
         return (self.n_structures + self.batch_size - 1) // self.batch_size

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from ase import units
 
-from oedal.data.structures import atom_index, offsets_from_counts
+from oedal.data.structures import atom_index, cell_volumes, offsets_from_counts
 from oedal.errors import InputError
 from oedal.gmnn.model import GMNN
 
@@ -41,8 +41,7 @@ def predict(model: GMNN, structures, batch_size: int = 1024, forces: bool = True
     energy = np.zeros(loader.n_structures)
     force = np.zeros((n_total, 3))
     sigma = np.full((loader.n_structures, 3, 3), np.nan) if stress else None
-    volume = np.where(np.asarray(structures.pbc).reshape(-1, 3).all(axis=1),
-                      np.abs(np.linalg.det(np.asarray(structures.cell).reshape(-1, 3, 3))), np.nan)  # (n,) Å³
+    volume = cell_volumes(structures.cell, structures.pbc) if stress else None  # (n,) Å³
     model.eval()
     for start, batch in zip(range(0, loader.n_structures, batch_size), loader):
         stop = start + batch.n_structures
@@ -61,10 +60,13 @@ def predict(model: GMNN, structures, batch_size: int = 1024, forces: bool = True
     return Prediction(energy, force, sigma)
 
 
-def _stats(err: np.ndarray, prefix: str, unit: str) -> dict:
+def _stats(err: np.ndarray, prefix: str, unit: str, kcal: bool = True) -> dict:
+    """``{prefix}_{mae,rmse,maxe}_{unit}`` of the errors ``err`` (in ``unit``), and in kcal/mol for an eV unit
+    when ``kcal``."""
     a = np.abs(err)
     out = {}
-    for scale, suffix in ((1.0, unit), (KCAL_PER_MOL, unit.replace("eV", "kcal/mol"))):
+    scales = ((1.0, unit),) + (((KCAL_PER_MOL, unit.replace("eV", "kcal/mol")),) if kcal else ())
+    for scale, suffix in scales:
         out[f"{prefix}_mae_{suffix}"] = float(a.mean() / scale)
         out[f"{prefix}_rmse_{suffix}"] = float(np.sqrt((a**2).mean()) / scale)
         out[f"{prefix}_maxe_{suffix}"] = float(a.max() / scale)
@@ -127,15 +129,11 @@ DEFINITIONS = {
 def cell_figures(de: np.ndarray, n_atoms: np.ndarray, ds: np.ndarray | None) -> dict:
     """Figures of a set with 3-D cells (DESIGN §12): energy errors per atom (meV/atom) from ``de`` (n,) eV, and
     stress errors from ``ds`` (n, 3, 3) GPa (NaN rows: no stress label) when given."""
-    out = {}
-    e = np.abs(de) / n_atoms * 1e3  # (n,) meV/atom
-    for name, value in (("mae", e.mean()), ("rmse", np.sqrt((e**2).mean())), ("maxe", e.max())):
-        out[f"energy_per_atom_{name}_meV/atom"] = float(value)
+    out = _stats(de / n_atoms * 1e3, "energy_per_atom", "meV/atom", kcal=False)  # (n,) meV/atom
     if ds is not None:
         rows = np.isfinite(ds).all(axis=(1, 2))
-        a = np.abs(ds[rows])  # (k, 3, 3) GPa
-        out.update({"n_stress": int(rows.sum()), "stress_mae_GPa": float(a.mean()),
-                    "stress_rmse_GPa": float(np.sqrt((a**2).mean())), "stress_maxe_GPa": float(a.max())})
+        out["n_stress"] = int(rows.sum())
+        out.update(_stats(ds[rows], "stress", "GPa", kcal=False))  # (k, 3, 3) GPa
     return out
 
 
