@@ -10,7 +10,7 @@ CORES  ?= 2
 CONFIG ?= config/config.yaml
 RUNLOG ?= .snakemake/make-run.log
 
-.PHONY: venv run test lint bench clean
+.PHONY: venv gpaw run test lint bench clean
 
 $(BIN)/oedal: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,19 @@ $(BIN)/oedal: pyproject.toml
 	touch $(BIN)/oedal
 
 venv: $(BIN)/oedal
+
+# GPAW, the periodic DFT oracle of config/explore_si.yaml (oracle kind gpaw): PyPI ships its source, built
+# here against Debian's libxc and OpenBLAS (about 80 s), and its PAW setups as a wheel (gpaw-data).
+GPAW_DEBS := gcc libc6-dev libxc-dev libopenblas-dev
+gpaw: venv
+	@$(BIN)/python -c "import gpaw" 2>/dev/null && echo "gpaw is installed" || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q --no-install-recommends $(GPAW_DEBS) >/dev/null \
+	      || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $(GPAW_DEBS) >/dev/null; }; \
+	  fi; \
+	  $(BIN)/python -m pip install -q -e ".[gpaw]" \
+	    || { echo "make gpaw: the build needs the Debian packages $(GPAW_DEBS) (apt-get install, as root)"; exit 1; }; }
 
 # Snakemake's job blocks go to $(RUNLOG); the console gets where each run stands, the verdict and the
 # report's path at the end, or the log's tail when a job failed.

@@ -85,7 +85,7 @@ def _requirement(line: str) -> tuple[str, str]:
 
 @pytest.mark.parametrize(
     "env, extras",
-    [("core.yaml", ["workflow"]), ("xtb.yaml", []), ("pyscf.yaml", [])],
+    [("core.yaml", ["workflow"]), ("xtb.yaml", []), ("pyscf.yaml", []), ("materials.yaml", ["materials"])],
 )
 def test_conda_env_in_step_with_pyproject(env, extras):
     """A valid environment file with every runtime dependency of pyproject (and the named extras) at the
@@ -106,7 +106,7 @@ def test_conda_env_in_step_with_pyproject(env, extras):
     assert "oedal" not in have, f"envs/{env}: oedal is on no index; envs/{env.replace('.yaml', '.post-deploy.sh')} installs it"
 
 
-@pytest.mark.parametrize("env", ["core", "xtb", "pyscf"])
+@pytest.mark.parametrize("env", ["core", "xtb", "pyscf", "materials"])
 def test_conda_post_deploy_installs_this_checkout(env, tmp_path):
     """Snakemake runs envs/NAME.post-deploy.sh in the new environment: it installs the checkout that the
     workflow names in OEDAL_CHECKOUT (editable, no dependencies), and says what is missing otherwise."""

@@ -53,7 +53,7 @@ def test_strategies_and_cli_choices_follow_the_registries():
     sub = next(a for a in parser._actions if a.dest == "command").choices
     kind = next(a for a in sub["score"]._actions if a.dest == "strategy")
     assert list(kind.choices) == list(scorers.SCORERS)
-    assert set(ORACLES) == {"replay", "xtb", "pyscf", "pyscf_pbc", "emt", "chgnet", "ase"}
+    assert set(ORACLES) == {"replay", "xtb", "pyscf", "pyscf_pbc", "gpaw", "emt", "chgnet", "ase"}
 
 
 class SpreadSettings(scorers.ScoreSettingsBase):

@@ -20,7 +20,7 @@ class CHGNetSettings(OracleSettingsBase):
 
 
 class CHGNetOracle(ASEOracle):
-    kind, Settings = "chgnet", CHGNetSettings
+    kind, Settings, environment = "chgnet", CHGNetSettings, "materials"
 
     def __init__(self, settings: CHGNetSettings | None = None) -> None:
         import torch

@@ -12,13 +12,14 @@ from oedal.oracles.base import Oracle
 from oedal.oracles.calculator import CalculatorOracle
 from oedal.oracles.chgnet import CHGNetOracle
 from oedal.oracles.emt import EMTOracle
+from oedal.oracles.gpaw import GPAWOracle
 from oedal.oracles.pyscf import PySCFOracle
 from oedal.oracles.pyscf_pbc import PySCFPBCOracle
 from oedal.oracles.replay import ReplayOracle
 from oedal.oracles.xtb import XTBOracle
 
 ORACLES: dict[str, type[Oracle]] = {cls.kind: cls for cls in (ReplayOracle, XTBOracle, PySCFOracle, PySCFPBCOracle,
-                                                               EMTOracle, CHGNetOracle, CalculatorOracle)}
+                                                               GPAWOracle, EMTOracle, CHGNetOracle, CalculatorOracle)}
 """The registry: oracle kind → Oracle class (built as ``cls(settings)``)."""
 
 OracleSettings = Annotated[Union[tuple(cls.Settings for cls in ORACLES.values())],  # type: ignore[misc]
