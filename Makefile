@@ -10,7 +10,7 @@ CORES  ?= 2
 CONFIG ?= config/config.yaml
 RUNLOG ?= .snakemake/make-run.log
 
-.PHONY: venv gpaw run test lint bench clean
+.PHONY: venv gpaw materials run test lint bench clean
 
 $(BIN)/oedal: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,18 @@ gpaw: venv
 	  fi; \
 	  $(BIN)/python -m pip install -q -e ".[gpaw]" \
 	    || { echo "make gpaw: the build needs the Debian packages $(GPAW_DEBS) (apt-get install, as root)"; exit 1; }; }
+
+# The materials campaign (config/explore_si.yaml: silicon from one crystal, GPAW labels, stress learned) and its
+# comparison with random frames of a CHGNet MD pool labeled by the same oracle; the last lines are the figures.
+MATERIALS_LOG ?= .snakemake/materials.log
+materials: gpaw
+	@mkdir -p $(dir $(MATERIALS_LOG))
+	@echo "materials campaign on $(CORES) cores; follow with: tail -f $(MATERIALS_LOG)"
+	@{ $(BIN)/python benchmarks/si_materials.py testset \
+	  && $(BIN)/snakemake --cores $(CORES) --configfile config/explore_si.yaml --printshellcmds \
+	  && $(BIN)/python benchmarks/si_materials.py random --workers $(CORES); } > $(MATERIALS_LOG) 2>&1 || { \
+	  echo "failed; the last lines of $(MATERIALS_LOG):"; tail -n 40 $(MATERIALS_LOG); exit 1; }
+	@$(BIN)/python benchmarks/si_materials.py report
 
 # Snakemake's job blocks go to $(RUNLOG); the console gets where each run stands, the verdict and the
 # report's path at the end, or the log's tail when a job failed.

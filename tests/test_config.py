@@ -57,6 +57,10 @@ def test_schema_rejects_unknown_keys():
         ({"oracle": {"kind": "vasp"}}, "oracle.kind"),
         ({"score": {"strategy": "qs2"}}, "score.strategy"),
         ({"stop": {"max_train": 10}, "split": {"n_train": 50}}, "stop.max_train"),
+        ({"dataset": {"source": "sample"}, "sampling": {"potential": {"kind": "emt"}}, "oracle": {"kind": "xtb"}},
+         "sampling.potential"),
+        ({"dataset": {"source": "sample", "test": "t.h5"}, "oracle": {"kind": "xtb"}}, "dataset.test"),
+        ({"reference_potentials": [{"kind": "emt"}, {"kind": "emt"}]}, "reference_potentials"),
     ],
 )
 def test_bad_config_names_the_key(config, key):

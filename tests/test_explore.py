@@ -281,6 +281,37 @@ def test_the_initial_md_starts_in_the_basin_and_leaves_it(tmp_path):
     np.testing.assert_allclose(again.positions, frames.positions, atol=1e-6)  # seeded (xTB: last-bit noise)
 
 
+def test_strained_copies_of_a_cell_have_the_asked_principal_strains_and_mixed_adds_md_frames(tmp_path):
+    """explore.strain: copy k of n of a cell is strained by a symmetric ε whose largest principal strain is
+    strain·(k+1)/n (recovered from the cells: ε = h₀⁻¹ h − 1), its atoms at the same fractional positions up to
+    the rattle; a molecule is never strained. explore.initial: mixed — ⌈n/2⌉ such copies, then MD frames (EMT)."""
+    import ase.io
+    from ase.build import bulk
+
+    from oedal.campaign.explore.starts import initial_structures, rattled_structures
+    from oedal.campaign.settings import ExploreSettings, SamplingSettings
+
+    crystal = bulk("Cu", "fcc", a=3.61, cubic=True)
+    path = tmp_path / "cu.extxyz"
+    ase.io.write(path, crystal)
+    copies = rattled_structures([str(path)], 8, 0.01, seed=3, strain=0.08)
+    for k, atoms in enumerate(copies.to_atoms()):
+        eps = np.linalg.solve(crystal.cell[:], atoms.cell[:]) - np.eye(3)
+        np.testing.assert_allclose(eps, eps.T, atol=1e-12)
+        assert np.abs(np.linalg.eigvalsh(eps)).max() == pytest.approx(0.08 * (k + 1) / 8, rel=1e-9)
+        shift = (atoms.get_scaled_positions(wrap=False) - crystal.get_scaled_positions()) @ atoms.cell[:]
+        assert np.abs(shift).max() < 6 * 0.01 * (k + 1) / 8  # only the rattle (6σ) moves atoms off the lattice
+    molecule = rattled_structures(["ethanol"], 4, 0.01, seed=3, strain=0.08)
+    np.testing.assert_array_equal(molecule.positions, rattled_structures(["ethanol"], 4, 0.01, seed=3).positions)
+
+    settings = ExploreSettings(starts=[str(path)], initial="mixed", strain=0.05, rattle=0.02, temperatures=[600.0])
+    frames = initial_structures(settings, SamplingSettings(molecule=str(path), potential={"kind": "emt"}), 7, seed=1)
+    assert list(frames.ids) == list(range(7)) and not frames.has_labels
+    volumes = [abs(np.linalg.det(c)) for c in frames.cell]
+    assert len({round(v, 9) for v in volumes[:4]}) == 4  # four strained copies
+    assert all(v == pytest.approx(crystal.get_volume(), rel=1e-12) for v in volumes[4:])  # then NVT MD frames
+
+
 def ethanol_box(a: float = 7.0) -> Atoms:
     """Two ethanol molecules in a periodic cube of edge ``a`` Å."""
     from ase.build import molecule
@@ -308,9 +339,9 @@ def test_npt_walkers_follow_the_pressure_and_a_rerun_from_a_checkpoint_repeats_t
     limits = {**LIMITS, "max_temperature_factor": 100.0}
 
     def run(pressure, steps=100, walkers=None, checkpoint=None):
-        walkers = walkers or start_walkers([ethanol_box()], [600.0], 1, seed=1)
+        walkers = walkers or start_walkers([ethanol_box()], [600.0], 1, seed=1, pressures=[pressure])
         records = []
-        run_walkers(model, head, walkers, Dynamics(steps, 0.5, 0.01, 10, 1e-9, 1e9, limits, pressure=pressure),
+        run_walkers(model, head, walkers, Dynamics(steps, 0.5, 0.01, 10, 1e-9, 1e9, limits),
                     0, records, checkpoint, checkpoint_seconds=0.0)
         return walkers, records
 
@@ -338,6 +369,21 @@ def test_npt_walkers_follow_the_pressure_and_a_rerun_from_a_checkpoint_repeats_t
     assert [r["id"] for r in again] == [r["id"] for r in records]
     np.testing.assert_array_equal([r["positions"] for r in again], [r["positions"] for r in records])  # bit for bit
     np.testing.assert_array_equal(resumed[0].cell, squeezed[0].cell)
+    # a list of pressures: one walker per pressure, each at its own (the squeezed one as above, bit for bit)
+    both = start_walkers([ethanol_box()], [600.0], 1, seed=1, pressures=[0.0, 50.0])
+    assert [w.pressure for w in both] == [0.0, 50.0]
+    run(None, walkers=both)
+    assert volume(both[1].cell) < 0.98 * v0 and volume(both[1].cell) < volume(both[0].cell)
+    # a walker file written before walkers carried their pressure resumes at the campaign's one pressure
+    from oedal.campaign.explore.shard import with_pressure
+    from oedal.campaign.settings import ExploreSettings
+
+    for w in data["walkers"]:
+        del w["pressure"]
+    saved.write_text(json.dumps(data))
+    old = read_walkers([saved])
+    assert old[0].pressure is None
+    assert with_pressure(old, ExploreSettings(pressure=50.0))[0].pressure == 50.0
 
 
 def test_a_walker_stopped_at_its_first_check_resumes_from_where_it_started_not_where_it_stopped():

@@ -164,10 +164,10 @@ def test_an_npt_walker_whose_md_blew_up_stops_alone():
     box = molecule("CH3CH2OH")
     box.cell, box.pbc = np.eye(3) * 8.0, True
     box.center()
-    walkers = start_walkers([box, box], [300.0], 1, seed=1)
+    walkers = start_walkers([box, box], [300.0], 1, seed=1, pressures=[0.0])
     walkers[0].positions[2][0] = float("nan")
     limits = {"min_distance": 0.3, "min_bond_factor": 0.0, "max_force": 1e6, "max_energy_jump": 1e6,
               "max_temperature_factor": 1e3, "cutoff": R_CUT}
-    run_walkers(small_model(), _Calm(), walkers, Dynamics(20, 0.5, 0.01, 10, 1.0, 20.0, limits, pressure=0.0), 0, [])
+    run_walkers(small_model(), _Calm(), walkers, Dynamics(20, 0.5, 0.01, 10, 1.0, 20.0, limits), 0, [])
     assert walkers[0].status == "stopped" and "the MD blew up" in walkers[0].reason and "not finite" in walkers[0].reason
     assert walkers[1].status == "finished" and walkers[1].step == 20

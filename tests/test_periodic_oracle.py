@@ -98,9 +98,10 @@ def test_pyscf_pbc_labels_a_cell_with_its_analytical_stress():
 
 
 def test_oedal_baseline_gives_a_potentials_errors_on_a_labeled_store(tmp_path):
-    """`oedal baseline`: the potential's errors (here EMT's, against labels EMT made of other cells plus a
-    known offset) are the errors computed by hand: energy error = the offset per structure, force and stress
-    errors 0, energy per atom = offset / N."""
+    """`oedal baseline`: the potential's errors (here EMT's, against labels EMT made of other cells plus
+    per-element offsets of +0.1 eV per Cu and −0.3 eV per Au atom) are the errors computed by hand. Raw
+    (--no-align): each energy error is the structure's offset, force and stress errors 0. Aligned (the default):
+    the fitted per-element constants are the injected ones and the energy errors vanish."""
     import json
 
     from ase.calculators.emt import EMT
@@ -110,20 +111,25 @@ def test_oedal_baseline_gives_a_potentials_errors_on_a_labeled_store(tmp_path):
     from oedal.data.structures import Structures
 
     frames = []
-    for k in range(3):
-        atoms = bulk("Cu", "fcc", a=3.6 + 0.02 * k, cubic=True)
+    for k in range(4):
+        atoms = bulk("Cu", "fcc", a=3.7 + 0.02 * k, cubic=True)
+        atoms.symbols[: k + 1] = "Au"  # compositions Cu3Au, Cu2Au2, CuAu3, Au4: the offsets are identifiable
         atoms.rattle(0.03, seed=k)
         atoms.calc = EMT()
         atoms.get_stress()
         frames.append(atoms)
     labeled = Structures.from_atoms(frames)
-    labeled.energy = labeled.energy + 0.4  # eV: the labels sit 0.4 eV above EMT
+    n_au = np.array([k + 1 for k in range(4)])
+    offsets = 0.1 * (4 - n_au) - 0.3 * n_au  # eV: the labels sit this far from EMT
+    labeled.energy = labeled.energy + offsets
     write_store(tmp_path / "test.h5", labeled)
-    out = tmp_path / "baseline.json"
-    assert main(["baseline", "--oracle-settings", '{"kind": "emt"}', "--data", str(tmp_path / "test.h5"),
-                 "--out", str(out)]) == 0
-    figures = json.loads(out.read_text())
-    assert figures["potential"] == "emt" and figures["n_stress"] == 3
-    assert figures["energy_mae_eV"] == pytest.approx(0.4, rel=1e-12)
-    assert figures["energy_per_atom_mae_meV/atom"] == pytest.approx(100.0, rel=1e-12)  # 0.4 eV / 4 atoms
-    assert figures["forces_mae_eV/A"] == 0.0 and figures["stress_maxe_GPa"] == 0.0
+    for flags, out in (["--no-align"], tmp_path / "raw.json"), ([], tmp_path / "aligned.json"):
+        assert main(["baseline", "--oracle-settings", '{"kind": "emt"}', "--data", str(tmp_path / "test.h5"),
+                     "--out", str(out), *flags]) == 0
+    raw, aligned = (json.loads((tmp_path / f).read_text()) for f in ("raw.json", "aligned.json"))
+    assert raw["potential"] == "emt" and raw["n_stress"] == 4 and raw["energy_aligned"] is False
+    assert raw["energy_mae_eV"] == pytest.approx(np.abs(offsets).mean(), rel=1e-12)
+    assert raw["energy_per_atom_mae_meV/atom"] == pytest.approx(1000 * np.abs(offsets / 4).mean(), rel=1e-12)
+    assert raw["forces_mae_eV/A"] == 0.0 and raw["stress_maxe_GPa"] == 0.0
+    assert aligned["element_offsets_eV"] == pytest.approx({"29": 0.1, "79": -0.3}, abs=1e-12)
+    assert aligned["energy_maxe_eV"] == pytest.approx(0.0, abs=1e-12) and aligned["forces_mae_eV/A"] == 0.0

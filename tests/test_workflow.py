@@ -5,6 +5,7 @@ repository root; results go to a temporary directory through the `results_dir` c
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -597,6 +598,15 @@ def test_a_shard_where_every_structure_fails_stops_the_campaign(smk_env, scatter
 # ------------------------------------------------------------------------------------------------
 
 
+def test_an_exploration_campaigns_test_file_is_imported_instead_of_the_sampling_md(smk_env, tmp_path):
+    config = yaml.safe_load((ROOT / "tests" / "data" / "tiny_explore.yaml").read_text())
+    config["dataset"]["test"] = "given/test set.h5"
+    path = tmp_path / "explore_with_test.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = run_snakemake(smk_env, tmp_path / "results", "-n", "-p", config=path)
+    assert "oedal import 'given/test set.h5'" in proc.stdout and "oedal sample" not in proc.stdout
+
+
 def test_an_exploration_campaign_labels_what_its_walkers_found(smk_env, tmp_path):
     """Rattled starts labeled → model → walkers → their candidates are the pool → greedy picks → labeled →
     the next training set; the walkers' counts reach status.json and the summary; labels never twice."""
@@ -633,6 +643,29 @@ def test_an_exploration_campaign_labels_what_its_walkers_found(smk_env, tmp_path
     def n_labels() -> int:
         with sqlite3.connect(results / "labels.sqlite") as db:
             return db.execute("SELECT COUNT(*) FROM labels").fetchone()[0]
+
+    # the reference potential (Lennard-Jones) on the test set, its line in the verdict and its table in the report
+    from oedal.data.store import read_store as read
+    from oedal.oracles.baseline import baseline_metrics
+    from oedal.oracles.registry import get_oracle, oracle_settings
+
+    reference = json.loads((results / "tiny_explore" / "seed0" / "potential_ase.json").read_text())
+    lj = get_oracle(oracle_settings(kind="ase", calculator="ase.calculators.lj:LennardJones"))
+    again = baseline_metrics(lj, read(results / "tiny_explore" / "seed0" / "test.h5"))
+    assert reference["forces_mae_kcal/mol/A"] == pytest.approx(again["forces_mae_kcal/mol/A"], rel=1e-9)
+    verdict = (results / "tiny_explore" / "verdict.txt").read_text()
+    found = re.search(r"reference potential .* forces mae kcal/mol/A ([\d.]+),.*; qs1-greedy's final models are lower "
+                      r"by forces mae ×([\d.]+)", verdict)
+    assert found, verdict
+    with open(results / "tiny_explore" / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    last = max(int(r["iteration"]) for r in rows)
+    final = [float(r["forces_mae_kcal/mol/A"]) for r in rows
+             if int(r["iteration"]) == last and r["strategy"] == "qs1-greedy"]
+    ratio = reference["forces_mae_kcal/mol/A"] / float(np.exp(np.mean(np.log(final))))  # against the geometric mean
+    assert float(found.group(1)) == pytest.approx(reference["forces_mae_kcal/mol/A"], rel=5e-3)  # printed to 3 digits
+    assert float(found.group(2)) == pytest.approx(ratio, rel=5e-3, abs=5e-3)  # printed to 2 decimals
+    assert 'id="reference-potentials"' in (results / "tiny_explore" / "report.html").read_text()
 
     before = n_labels()
     picks = sum(len(json.loads(p.read_text())["selected_ids"]) for p in run.glob("iter_*/request.json"))

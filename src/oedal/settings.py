@@ -31,6 +31,13 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
     RUNTIME: ClassVar[frozenset[str]] = frozenset()
+    ADDED: ClassVar[tuple[str, ...]] = ()
+    """Options added after campaigns existed: see :meth:`unset_options`."""
+
+    def unset_options(self) -> set[str]:
+        """The ``ADDED`` options while at their defaults: left out of the rule params (and the checkpoint
+        fingerprint), so that a campaign made before they existed reruns nothing."""
+        return {k for k in self.ADDED if getattr(self, k) == type(self).model_fields[k].default}
 
 
 class DescriptorSettings(Settings):
@@ -67,6 +74,8 @@ class TrainingSettings(Settings):
     """Training on the eq.-4 loss (DESIGN §5): AMSGrad, a learning-rate schedule over an epoch budget,
     early stopping on the validation loss. Budgets are epochs, never minutes: ``max_minutes`` is a
     safety limit that a campaign reports when it binds (then runs are no longer comparable)."""
+
+    ADDED: ClassVar[tuple[str, ...]] = ("energy_loss", "weight_stress")
 
     RUNTIME: ClassVar[frozenset[str]] = frozenset({"device", "threads"})
 
@@ -119,12 +128,6 @@ class TrainingSettings(Settings):
     def loss_weights(self) -> tuple[float, float, bool, float]:
         """(w_E, w_F, per-atom energy term, w_S): the arguments of the loss after the model and batch."""
         return self.weight_energy, self.weight_forces, self.per_atom_energy, self.weight_stress
-
-    def unset_options(self) -> set[str]:
-        """Options added after campaigns existed, while at their defaults: left out of the rule params and the
-        checkpoint fingerprint, so that such a campaign reruns nothing."""
-        added = ("energy_loss", "weight_stress")
-        return {k for k in added if getattr(self, k) == type(self).model_fields[k].default}
 
     def budget(self, warm: bool) -> tuple[int, float]:
         """(epochs, peak learning rate) of a training from scratch, or warm-started from a model."""

@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from oedal.campaign.rules import RuleInputs, RuleParams, environment
+from oedal.campaign.rules import RuleInputs, RuleParams, environment, potential_environment
 from oedal.campaign.tree import (CAMPAIGN_FILE, CAMPAIGN_OUTPUTS, COMPARISON, LEARNING_CURVE, REPORT, REPORT_FIGURES,
                                  SUMMARY, VERDICT, Tree, iter_name, metrics_names)
 
@@ -55,6 +55,7 @@ wildcard_constraints:
     shard=r"\d+",
     k=r"(?:_k[1-9]\d*)?",  # model k of an iteration: model.pt (k = 0), model_k1.pt, ... and their metrics
     transfer="|".join(re.escape(name) for name in TRANSFER) or "(?!)",
+    potential="|".join(re.escape(p.kind) for p in CAMPAIGN.reference_potentials) or "(?!)",
     testset=rf"(?:_transfer_(?:{'|'.join(map(re.escape, TRANSFER))}))?" if TRANSFER else "(?:)",  # "": the test set
 
 

@@ -46,7 +46,7 @@ rule prepare_transfer:
         " {params.data_dir} > {log:q} 2>&1"
 
 
-if CAMPAIGN.dataset.source in ("sample", "explore"):  # explore: the sampling MD makes the test set
+if CAMPAIGN.dataset.imported() is None:  # explore without dataset.test: the sampling MD makes the test set
 
     rule prepare_dataset:
         """Langevin MD pool with its labels (`oedal sample --labels`): pool, test set and replay source."""
@@ -69,13 +69,14 @@ if CAMPAIGN.dataset.source in ("sample", "explore"):  # explore: the sampling MD
 else:
 
     rule prepare_dataset:
-        """A named data set (ethanol_1000K ...) or a file, imported into the structure store."""
+        """A named data set (ethanol_1000K ...) or a file, imported into the structure store (an exploration
+        campaign's test set: dataset.test)."""
         output:
             SOURCE,
         log:
             f"{DATA}/logs/prepare_dataset.log",
         params:
-            source=CAMPAIGN.dataset.source,
+            source=CAMPAIGN.dataset.imported(),
             data_dir=untracked(PARAMS.data_dir_flag),  # where the file is, not what it holds
             format=CAMPAIGN.dataset.format,
         threads: 1

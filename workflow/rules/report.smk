@@ -24,6 +24,28 @@ rule record_campaign:
         "oedal record --campaign {params.campaign:q} --out {output:q} > {log:q} 2>&1"
 
 
+rule evaluate_reference_potential:
+    """A reference potential's errors on a seed's test set (reference_potentials, e.g. CHGNet: `oedal baseline`,
+    energies aligned per element), set beside the trained models' in the verdict and the report."""
+    input:
+        f"{SEED}/test.h5",
+    output:
+        TREE.potential("{seed}", "{potential}"),
+    log:
+        f"{SEED}/logs/potential_{{potential}}.log",
+    params:
+        settings=PARAMS.reference_potential,
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        potential_environment
+    shell:
+        "oedal baseline --oracle-settings {params.settings:q} --data {input:q} --out {output:q} --threads {threads}"
+        " > {log:q} 2>&1"
+
+
 rule summarize_campaign:
     """One row per strategy, seed and iteration (N_train, labels spent, test and transfer errors, how each
     model was trained, selection time), the paired comparison of every strategy with random over the
@@ -32,6 +54,7 @@ rule summarize_campaign:
         metrics=INPUTS.every_iteration(*INPUTS.metrics_names(), last=LAST),
         status=INPUTS.every_iteration("status.json", last=LAST),
         labeled=INPUTS.every_iteration("metrics_labeled.json", last=LAST - 1),  # the last iteration labels nothing
+        potentials=PARAMS.potential_files,
     output:
         summary=TREE.file(SUMMARY),
         comparison=TREE.file(COMPARISON),
@@ -41,7 +64,7 @@ rule summarize_campaign:
     params:
         runs=PARAMS.run_specs,
         last=LAST,
-        transfer=PARAMS.transfer_flags,
+        transfer=PARAMS.summary_flags,  # transfer metrics and reference potentials (the key predates the latter)
         training_seeds=CAMPAIGN.training_seeds,
     threads: 1
     conda:

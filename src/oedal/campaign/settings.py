@@ -90,9 +90,11 @@ class _Exploration(Settings):
     labeling between, stopped above ``high`` (or when a sanity check fails). The limits of the sanity
     checks are keys of this section too, each declared by its check (oedal.campaign.explore.checks)."""
 
-    INITIAL_ONLY: ClassVar[frozenset[str]] = frozenset({"initial", "initial_temperature", "initial_interval", "rattle"})
+    INITIAL_ONLY: ClassVar[frozenset[str]] = frozenset({"initial", "initial_temperature", "initial_interval", "rattle",
+                                                        "strain"})
     """Read by the initial structures alone (rule initial_structures), never by a walker."""
     GATHER: ClassVar[frozenset[str]] = frozenset({"shards", "converged"})
+    ADDED: ClassVar[tuple[str, ...]] = ("strain",)
     """How many walker jobs there are and when exploration has converged: the gather's, not a walker's."""
 
     @classmethod
@@ -110,8 +112,9 @@ class _Exploration(Settings):
     timestep: Timestep = Field(0.5, description="fs")
     friction: float = Field(0.01, ge=0, description="Langevin friction (1/fs)")
     check_every: int = Field(10, ge=1, description="MD steps between checks of the uncertainty")
-    pressure: float | None = Field(None, description="GPa: walkers of periodic starts run NPT (ASE's LangevinBAOAB, "
-                                   "Langevin–Hoover barostat), molecules stay NVT; None: every walker NVT")
+    pressure: float | list[float] | None = Field(
+        None, description="GPa: walkers of periodic starts run NPT (ASE's LangevinBAOAB, Langevin–Hoover barostat), "
+        "molecules stay NVT; a list: every start, temperature and walker at each pressure; None: every walker NVT")
     hydrostatic: bool = Field(True, description="NPT: scale the cell, keep its shape (false: fully flexible cell)")
     measure: Literal["informativeness", "force_error"] = Field(
         "informativeness", description="what low/high bound: the informativeness I = score/σ_th (the paper's "
@@ -121,24 +124,34 @@ class _Exploration(Settings):
     shards: int = Field(2, ge=1, description="walker jobs per iteration")
     converged: float = Field(0.9, gt=0, le=1, description="stop when this share of walkers runs its full length "
                              "without a trigger (no candidate, not stopped)")
-    initial: Literal["rattle", "md"] = Field(
+    initial: Literal["rattle", "md", "mixed"] = Field(
         "rattle", description="the initial training and validation structures, labeled by the oracle: 'rattle' "
-        "(copies of the starts, displacements graded up to `rattle`) or 'md' (a short Langevin MD of each start "
-        "with sampling.potential, a cheap method such as xTB, at initial_temperature: a frame every "
-        "initial_interval steps from the first step on)")
+        "(copies of the starts, displacements graded up to `rattle`, cells strained up to `strain`), 'md' (a short "
+        "Langevin MD of each start with sampling.potential, a cheap method such as xTB or CHGNet, at "
+        "initial_temperature: a frame every initial_interval steps from the first step on) or 'mixed' (half "
+        "each, the rattled copies first)")
     initial_temperature: Temperature | None = Field(None, description="K of the initial MD (default: the highest "
                                               "of temperatures)")
     initial_interval: int = Field(10, ge=1, description="MD steps between the initial MD's frames")
     rattle: float = Field(0.15, gt=0, description="largest standard deviation of the rattle displacements (Å); "
                           "copy k of n is rattled by rattle·(k+1)/n; a copy with a short contact is drawn again")
+    strain: float = Field(0.0, ge=0, lt=0.5, description="cells (starts periodic in 3-D): the largest strain of the "
+                          "rattled copies (copy k of n: a random symmetric strain of norm strain·(k+1)/n), so that "
+                          "the stress is learned from the start; molecules are never strained")
     restart_after: int = Field(2, ge=0, description="a walker that stopped at its first check this many "
                                "iterations in a row starts again from its start geometry with fresh velocities "
                                "(0: never; it resumes from its last accepted frame)")
     ramp: bool = Field(True, description="heat up across iterations (DP-GEN's schedule): iteration i runs the "
                        "walkers of the i+1 lowest temperatures, the others wait; no convergence before all run")
 
+    def pressures(self) -> list[float | None]:
+        """Every walker pressure (GPa), [None] when the walkers run NVT."""
+        return list(self.pressure) if isinstance(self.pressure, list) else [self.pressure]
+
     @model_validator(mode="after")
     def _check(self) -> "ExploreSettings":
+        if isinstance(self.pressure, list) and not self.pressure:
+            raise ValueError("explore.pressure: an empty list (give a number, a list of numbers, or null)")
         if self.low >= self.high:
             raise ValueError(f"explore.low ({self.low}) must be below explore.high ({self.high})")
         return self
@@ -165,8 +178,19 @@ class DatasetSettings(Settings):
         default_factory=list, description="extra test sets (named data sets or labeled files, e.g. ethanol_500K): every "
         "model is evaluated on each too (metrics_transfer_<name>.json, columns transfer_<name>_* of the summary), "
         "the transfer test of the paper's uniform-accuracy claim")
+    test: str | None = Field(
+        None, description="exploration campaigns: a labeled file or named data set as the test set instead of the "
+        "`sampling` MD, whose potential labels it (right when it is the oracle, as xTB for ethanol; a crystal whose "
+        "MD runs on CHGNet needs a test set labeled by the periodic oracle)")
     transfer_every: int = Field(1, ge=1, description="keep every k-th structure of each transfer test set "
                                 "(5: 1,000 of a 5,000-frame trajectory, spread over all of it)")
+
+    def imported(self) -> str | None:
+        """What the campaign's source rule imports (a named set or a file), or None when it runs the sampling MD
+        (source sample, or explore without a test file)."""
+        if self.source == "explore":
+            return self.test
+        return None if self.source == "sample" else self.source
 
     def transfer_sets(self) -> dict[str, str]:
         """Label (file-name safe) → source of every transfer test set."""
@@ -248,6 +272,11 @@ class ResourceSettings(Settings):
     label_runtime: int = Field(60, ge=1, description="minutes")
 
 
+def _level(settings) -> dict:
+    """An oracle's settings less how it runs (threads, attempts, timeout): what its labels depend on."""
+    return settings.model_dump(mode="json", exclude=set(settings.RUNTIME))
+
+
 class CampaignSettings(Settings):
     """One campaign: a data set, its split, the model, training, OED, oracle and stopping settings,
     and the strategies × seeds to compare. Results go to ``{results_dir}/{name}/``."""
@@ -276,6 +305,10 @@ class CampaignSettings(Settings):
     score: CampaignScoreSettings = Field(default_factory=CampaignScoreSettings)  # type: ignore[valid-type]
     select: SelectSettings = Field(default_factory=SelectSettings)
     oracle: OracleSettings = Field(default_factory=ReplaySettings)  # type: ignore[valid-type]
+    reference_potentials: list[OracleSettings] = Field(  # type: ignore[valid-type]
+        default_factory=list, description="potentials every trained model should beat, e.g. [{kind: chgnet}]: each "
+        "is evaluated on every seed's test set (`oedal baseline`, energies aligned per element), and the verdict "
+        "and the report set the final models' errors beside its")
     labeling: LabelingSettings = Field(default_factory=LabelingSettings)
     stop: StopSettings = Field(default_factory=StopSettings)
     resources: ResourceSettings = Field(default_factory=ResourceSettings)
@@ -304,8 +337,19 @@ class CampaignSettings(Settings):
             raise ValueError("training.seed / select.seed are derived from `seeds` per iteration; remove them")
         if self.stop.max_train is not None and self.stop.max_train < self.split.n_train:
             raise ValueError(f"stop.max_train ({self.stop.max_train}) is below split.n_train ({self.split.n_train})")
+        if self.dataset.source == "sample" and self.oracle.kind != "replay" and _level(self.oracle) != _level(
+                self.sampling.potential):
+            raise ValueError("sampling.potential: a pool campaign's initial training, validation and test sets carry "
+                             "the sampling MD's labels, so its potential must be the oracle (or use oracle kind "
+                             "replay); a cheap MD potential belongs to an exploration campaign (explore.initial: md)")
+        kinds = [p.kind for p in self.reference_potentials]
+        if len(set(kinds)) != len(kinds) or "replay" in kinds:
+            raise ValueError(f"reference_potentials: one entry per kind, none of them replay (got {kinds})")
         if self.exploring:
             self._check_explore()
+        elif self.dataset.test is not None:
+            raise ValueError("dataset.test is the test set of an exploration campaign (dataset.source explore); "
+                             "other campaigns draw theirs from the source (split.n_test); remove it")
         return self
 
     def _check_explore(self) -> None:

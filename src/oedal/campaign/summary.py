@@ -120,13 +120,53 @@ def _write_csv(rows: list[dict], out: str | Path) -> None:
         writer.writerows(rows)
 
 
+POTENTIAL_METRICS = ("forces_mae_kcal/mol/A", "forces_rmse_kcal/mol/A", "energy_per_atom_mae_meV/atom",
+                     "stress_mae_GPa")
+"""What a reference potential's line in the verdict compares (where both it and the models have them)."""
+
+
+def potential_lines(rows: list[dict], potentials: list[str | Path]) -> list[str]:
+    """One verdict line per reference potential (``oedal baseline`` files, one per seed's test set): its errors
+    (mean over seeds) and, per strategy, how many times lower the final models' are (geometric mean over seeds
+    of each model's error on its own seed's test set)."""
+    from collections import defaultdict
+
+    import numpy as np
+
+    found: dict[str, list[dict]] = defaultdict(list)
+    for path in potentials:
+        figures = read_json(path)
+        found[str(figures.get("potential", Path(path).stem))].append(figures)
+    last = max((int(r["iteration"]) for r in rows), default=0)
+    final = [r for r in rows if int(r["iteration"]) == last]
+    lines = []
+    for name, runs in found.items():
+        metrics = [m for m in POTENTIAL_METRICS if all(m in f for f in runs)]
+        parts = [f"{m.replace('_', ' ')} {np.mean([f[m] for f in runs]):.3g}" for m in metrics]
+        aligned = " (energies aligned per element)" if all(f.get("energy_aligned") for f in runs) else ""
+        line = f"reference potential {name}{aligned} on the test set: " + ", ".join(parts)
+        for strategy in dict.fromkeys(str(r["strategy"]) for r in final):
+            ratios = []
+            for m in metrics:
+                model = [float(r[m]) for r in final if r["strategy"] == strategy and r.get(m) is not None]
+                if model and min(model) > 0:
+                    ratio = np.mean([f[m] for f in runs]) / float(np.exp(np.mean(np.log(model))))
+                    ratios.append(f"{m.split('_kcal')[0].split('_meV')[0].split('_GPa')[0].replace('_', ' ')} "
+                                  f"×{ratio:.2f}")
+            if ratios:
+                line += f"; {strategy}'s final models are lower by " + ", ".join(ratios)
+        lines.append(line)
+    return lines
+
+
 def write_summary(run_dirs: list[tuple[str, int, str | Path]], iterations: int, out: str | Path,
                   comparison: str | Path | None = None, verdict: str | Path | None = None,
-                  baseline: str = "random", extra: dict[str, str] | None = None, members: int = 1) -> list[dict]:
+                  baseline: str = "random", extra: dict[str, str] | None = None, members: int = 1,
+                  potentials: list[str | Path] = ()) -> list[dict]:
     """Write the campaign's summary table (CSV) and, when asked, the paired comparison of every strategy
     with ``baseline`` (oedal.campaign.statistics: ratios with intervals over seeds, CSV) and the verdict
-    (one sentence per strategy and force metric, and a warning when a wall-clock limit cut a training);
-    returns the summary rows."""
+    (one sentence per strategy and force metric, a line per reference potential in ``potentials`` (its
+    `oedal baseline` files) and a warning when a wall-clock limit cut a training); returns the summary rows."""
     from oedal.campaign import statistics
 
     rows = summary_rows(run_dirs, iterations, extra, members)
@@ -134,7 +174,7 @@ def write_summary(run_dirs: list[tuple[str, int, str | Path]], iterations: int, 
     if comparison is not None:
         _write_csv(statistics.compare_strategies(rows, baseline, statistics.metrics_in(rows)), comparison)
     if verdict is not None:
-        lines = statistics.verdict_lines(rows, baseline)
+        lines = statistics.verdict_lines(rows, baseline) + potential_lines(rows, list(potentials))
         with atomic_path(verdict) as tmp:
             tmp.write_text("\n".join(lines) + "\n")
         for line in lines:

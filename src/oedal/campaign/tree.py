@@ -8,6 +8,7 @@
             campaign.json summary.csv comparison.csv verdict.txt learning_curve.png report.html report_figures/
             data/          source.h5  transfer_X.h5  initial_unlabeled.h5  initial.h5  initial_failed.h5
             seed{S}/       test.h5  iter_000/         what every strategy of seed S shares: the split, model(s)
+                           potential_K.json               reference potential K's errors on the test set
             STRATEGY/seed{S}/   test.h5  iter_{NNN}/   one run
                 status.json request.json train.h5 valid.h5 pool.h5 scores.h5 selected.h5 labeled.h5 failed.h5
                 model.pt model_k{k}.pt  metrics.json metrics_k{k}.json metrics_transfer_X.json
@@ -35,6 +36,7 @@ CAMPAIGN_OUTPUTS = (CAMPAIGN_FILE, SUMMARY, COMPARISON, VERDICT, LEARNING_CURVE,
 """What a finished campaign has made beside its runs (the workflow's final targets)."""
 STATUS, REQUEST, EXPLORE_COUNTS = "status.json", "request.json", "explore.json"
 METRICS, METRICS_LABELED = "metrics.json", "metrics_labeled.json"
+POTENTIAL = "potential_{kind}.json"  # a reference potential's errors on a seed's test set (oedal baseline)
 
 _SEED = re.compile(r"seed(\d+)$")
 _ITER = re.compile(r"iter_(\d{3})$")
@@ -118,6 +120,10 @@ class Tree:
     def init(self, seed: int | str) -> str:
         """Iteration 0 of a seed, trained once and copied into every strategy's run."""
         return f"{self.seed(seed)}/{iter_name(0)}"
+
+    def potential(self, seed: int | str, kind: str) -> str:
+        """Reference potential ``kind``'s errors on seed ``seed``'s test set (reference_potentials)."""
+        return f"{self.seed(seed)}/{POTENTIAL.format(kind=kind)}"
 
     def run(self, strategy: str, seed: int | str) -> str:
         return f"{self.root}/{strategy}/seed{seed}"

@@ -68,6 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--oracle-settings", required=True, metavar="JSON", help="the potential, as an oracle's settings")
     p.add_argument("--data", required=True, metavar="TEST.h5", help="labeled structure store")
     p.add_argument("--out", required=True, metavar="BASELINE.json")
+    p.add_argument("--no-align", dest="align", action="store_false",
+                   help="compare its raw energies (default: shifted first by per-element constants fitted on the set, "
+                   "oedal.oracles.baseline.element_offsets: a universal potential's energy zero is not the oracle's)")
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=run_baseline)
 
@@ -135,7 +138,7 @@ def run_baseline(args: argparse.Namespace) -> int:
     check_outputs(args.out)
     check_store(args.data, labels=True)
     settings = load_settings(OracleSettings, settings_data(args.oracle_settings), threads=args.threads)
-    metrics = baseline_metrics(get_oracle(settings), read_store(args.data))
+    metrics = baseline_metrics(get_oracle(settings), read_store(args.data), align=args.align)
     with atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2))
     return 0

@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+from oedal.errors import InputError
 from oedal.files import check_outputs
 
 log = logging.getLogger("oedal.cli.steps")
@@ -70,9 +71,13 @@ def _summary(args: argparse.Namespace) -> int:
         strategy, seed, path = spec.split(":", 2)
         runs.append((strategy, int(seed), Path(path)))
     check_outputs(*(p for p in (args.out, args.comparison, args.verdict) if p))
+    for path in args.potentials or []:
+        if not Path(path).is_file():
+            raise InputError(f"--potentials {path}: no such file (made by `oedal baseline`)")
     extra = dict(spec.split(":", 1) for spec in args.metrics or [])
     rows = write_summary(runs, args.iterations, args.out, comparison=args.comparison, verdict=args.verdict,
-                         baseline=args.baseline, extra=extra, members=args.training_seeds)
+                         baseline=args.baseline, extra=extra, members=args.training_seeds,
+                         potentials=args.potentials or [])
     log.info("summary: %d rows -> %s", len(rows), args.out)
     return 0
 
@@ -145,6 +150,8 @@ def register(subparsers) -> None:
     p.add_argument("--training-seeds", type=int, default=1,
                    help="models per iteration trained on the same set (metrics.json, metrics_k1.json, ...): "
                    "their geometric mean and spread as seeds_* columns, compared instead of one model's errors")
+    p.add_argument("--potentials", nargs="*", default=None, metavar="BASELINE.json",
+                   help="reference potentials' errors on the test sets (`oedal baseline`), one line each in the verdict")
     p.set_defaults(func=_summary)
 
     p = subparsers.add_parser("schema", help="JSON schema of the workflow config (CampaignSettings)")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from oedal.campaign.tree import CAMPAIGN_FILE
+from oedal.campaign.tree import CAMPAIGN_FILE, POTENTIAL
 from oedal.report.runs import Run, find_runs
 
 
@@ -55,6 +55,20 @@ class CampaignResults:
                 hours = cpu_hours(run, self.root)
                 rows += [{**row, "cpu_hours": hours[row["iteration"]]} for row in found]
         return rows
+
+    @cached_property
+    def potentials(self) -> dict[str, dict]:
+        """Reference potential name → its numeric figures on the test sets, mean over the seeds that have them
+        (``seed{S}/potential_*.json``, made by `oedal baseline`)."""
+        import numpy as np
+
+        found: dict[str, list[dict]] = {}
+        for path in sorted(self.root.glob(f"seed*/{POTENTIAL.format(kind='*')}")):
+            figures = json.loads(path.read_text())
+            found.setdefault(str(figures.get("potential", path.stem)), []).append(figures)
+        return {name: {k: float(np.mean([f[k] for f in runs])) for k in runs[0]
+                       if isinstance(runs[0][k], (int, float)) and not isinstance(runs[0][k], bool)
+                       and all(k in f for f in runs)} for name, runs in found.items()}
 
     def notes(self) -> list[str]:
         """What is not (yet) there: runs without a finished iteration, iterations in progress, the plan."""

@@ -101,9 +101,10 @@ def seed_means(rows: Sequence[dict], group: Sequence[str], columns: Sequence[str
     return out
 
 
-def learning_curves(rows: Sequence[dict], x: str) -> bytes | None:
+def learning_curves(rows: Sequence[dict], x: str, references: dict[str, dict] | None = None) -> bytes | None:
     """Energy and force MAE/RMSE/MAXE on the test set against ``x`` (n_train, labels_spent or
-    cpu_hours), one line per strategy, mean ± standard deviation over seeds; None without data."""
+    cpu_hours), one line per strategy, mean ± standard deviation over seeds; each reference potential's
+    error (``references``: name → its figures) a dashed horizontal line; None without data."""
     panels = [(k, s) for k, s in ERROR_PANELS if any(metric_column(k, s) in r for r in rows)]
     strategies = list(dict.fromkeys(str(r["strategy"]) for r in rows))
     if not panels or not any(float(r.get(x) or 0) > 0 for r in rows):
@@ -118,6 +119,9 @@ def learning_curves(rows: Sequence[dict], x: str) -> bytes | None:
             xs, ys, sd = mean_curve(rows, strategy, x, col)
             keep = xs > 0
             ax.errorbar(xs[keep], ys[keep], yerr=sd[keep], marker="o", ms=3, capsize=2, label=strategy)
+        for k, (name, figures) in enumerate((references or {}).items()):
+            if col in figures:
+                ax.axhline(figures[col], color="0.3", ls=("--", ":", "-.")[k % 3], lw=1, label=f"{name} (reference)")
         ax.set_title(f"test {kind.replace('_', ' ')} {stat.upper()}")
         ax.set_xlabel(X_LABELS.get(x, x))
         ax.set_ylabel(PANEL_UNITS[kind].replace("/A", "/Å"))

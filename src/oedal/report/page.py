@@ -104,11 +104,22 @@ def verdict_section(records: list, comparison: list[dict]) -> str:
     return section("Verdict", warnings + verdicts + (body if rows else "") + explain, "verdict")
 
 
-def curves_section(rows: list[dict], figs: dict[str, bytes | None]) -> str:
-    """Learning curves against training-set size, labels spent and CPU hours, and their numbers."""
-    parts = []
+def references_table(references: dict[str, dict]) -> str:
+    """The reference potentials' errors on the test set (mean over seeds), in the learning curves' columns."""
+    columns = [c for c in CURVE_COLUMNS if any(c in f for f in references.values())]
+    return ("<h3>reference potentials on the test set</h3>"
+            + table(["potential", *columns], [[name, *(f.get(c) for c in columns)] for name, f in references.items()],
+                    keys=["potential", *columns], table_id="reference-potentials")
+            + '<p class="muted">energies aligned per element first (a universal potential\'s energy zero is not the '
+            "oracle's: oedal.oracles.baseline); the dashed lines in the curves.</p>")
+
+
+def curves_section(rows: list[dict], figs: dict[str, bytes | None], references: dict[str, dict] | None = None) -> str:
+    """Learning curves against training-set size, labels spent and CPU hours (each reference potential a dashed
+    line), and their numbers."""
+    parts = [references_table(references)] if references else []
     for x in ("n_train", "labels_spent", "cpu_hours"):
-        figs[f"learning_curves_{x}"] = figures.learning_curves(rows, x)
+        figs[f"learning_curves_{x}"] = figures.learning_curves(rows, x, references)
         parts.append(f"<h3>against {esc(figures.X_LABELS[x])}</h3>" + image(figs[f"learning_curves_{x}"], f"curves {x}"))
     columns = [c for c in CURVE_COLUMNS if any(c in r for r in rows)]
     numbers = table(["strategy", "seed", "iteration", *columns],
@@ -378,7 +389,7 @@ def build_report(results: CampaignResults, inspect: bool = True) -> tuple[str, d
     study = section("Threshold study", _guarded("threshold study", lambda: threshold_html(results, figs)), "threshold")
     classes = section("Errors per class",
                       _guarded("errors per class", lambda: class_errors_html(rows, comparison, figs)), "class-errors")
-    body = "\n".join([head, verdict_section(verdict, comparison), curves_section(rows, figs), classes, picks, study,
+    body = "\n".join([head, verdict_section(verdict, comparison), curves_section(rows, figs, results.potentials), classes, picks, study,
                       models_section(results, figs, inspect), cost_section(results), provenance_section(results)])
     return page(f"oedal report: {results.name}", body), figs
 

@@ -51,7 +51,6 @@ class Dynamics:
     high: float  # above: stopped
     limits: dict  # the sanity checks' limits (checks.CHECKS: the explore keys of each, and cutoff: the model's r_c)
     measure: str = "informativeness"  # what low/high bound: informativeness (I) or force_error (eV/Å)
-    pressure: float | None = None  # GPa: periodic walkers run NPT (run_cell_walker); None: NVT
     hydrostatic: bool = True  # NPT: the cell keeps its shape
 
 
@@ -190,7 +189,7 @@ def run_walkers(model, head: UncertaintyHead, walkers: Sequence[Walker], dyn: Dy
     to ``records``. ``checkpoint(walkers, records)`` is called at least every ``checkpoint_seconds``,
     always right after a check (a rerun from it repeats the same steps)."""
     last_save = time.monotonic()
-    npt = [w for w in walkers if w.status == "running" and dyn.pressure is not None and all(w.pbc)]
+    npt = [w for w in walkers if w.status == "running" and w.pressure is not None and all(w.pbc)]
     for w in npt:
         last_save = run_cell_walker(model, head, w, dyn, iteration, records,
                                     lambda: checkpoint(walkers, records) if checkpoint else None,
@@ -259,7 +258,7 @@ def run_cell_walker(model, head: UncertaintyHead, w: Walker, dyn: Dynamics, iter
 
 def _cell_dynamics(w: Walker, dyn: Dynamics, calc):
     """(atoms, ASE LangevinBAOAB, its random stream) from walker ``w``'s stored state: BAOAB for the atoms,
-    Langevin–Hoover for the cell (Quigley & Probert, J. Chem. Phys. 120, 11432 (2004)) at ``dyn.pressure``."""
+    Langevin–Hoover for the cell (Quigley & Probert, J. Chem. Phys. 120, 11432 (2004)) at the walker's pressure."""
     from ase import Atoms
     from ase.md.langevinbaoab import LangevinBAOAB
 
@@ -272,7 +271,7 @@ def _cell_dynamics(w: Walker, dyn: Dynamics, calc):
     with warnings.catch_warnings():  # ASE's heuristic barostat mass (a cell period of P_tau / 4) is meant
         warnings.simplefilter("ignore", UserWarning)
         md = LangevinBAOAB(atoms, dyn.timestep * units.fs, temperature_K=w.temperature, rng=rng,
-                           externalstress=-dyn.pressure * units.GPa, hydrostatic=dyn.hydrostatic,
+                           externalstress=-w.pressure * units.GPa, hydrostatic=dyn.hydrostatic,
                            T_tau=t_tau, P_tau=20 * t_tau)  # ASE's default cell time scale, said aloud
     if w.cell_momentum is not None:
         md.p_eps = np.asarray(w.cell_momentum) if np.ndim(w.cell_momentum) else float(w.cell_momentum)

@@ -31,7 +31,17 @@ def dynamics(settings, cutoff: float | None = None) -> "Dynamics":
 
     limits = {k: getattr(settings, k) for k in limit_fields()} | ({} if cutoff is None else {"cutoff": cutoff})
     return Dynamics(settings.steps, settings.timestep, settings.friction, settings.check_every, settings.low,
-                    settings.high, limits, settings.measure, settings.pressure, settings.hydrostatic)
+                    settings.high, limits, settings.measure, settings.hydrostatic)
+
+
+def with_pressure(walkers: list, settings) -> list:
+    """Walkers read from files written before each walker carried its pressure: the campaign's one pressure."""
+    pressures = settings.pressures()
+    if len(pressures) == 1:
+        for w in walkers:
+            if w.pressure is None:
+                w.pressure = pressures[0]
+    return walkers
 
 
 def explore_shard(model_path: str | Path, settings, *, shard: int, shards: int, seed: int, iteration: int,
@@ -50,9 +60,9 @@ def explore_shard(model_path: str | Path, settings, *, shard: int, shards: int, 
     from oedal.gmnn.model import load_model
     from oedal.oed.uncertainty import model_head
 
-    walkers = (resume_walkers(read_walkers(previous), settings.restart_after) if previous else
-               start_walkers(starting_structures(settings.starts), settings.temperatures, settings.walkers_per_start,
-                             seed))[shard::shards]
+    walkers = (resume_walkers(with_pressure(read_walkers(previous), settings), settings.restart_after) if previous
+               else start_walkers(starting_structures(settings.starts), settings.temperatures,
+                                  settings.walkers_per_start, seed, settings.pressures()))[shard::shards]
     if settings.ramp:
         hold_back(walkers, iteration)
     if status is not None and Status.read(status).stopped:

@@ -24,20 +24,33 @@ def starting_structures(names: Sequence[str]) -> list:
     return [starting_geometry(name) for name in names]
 
 
+def random_strain(rng: np.random.Generator, size: float) -> np.ndarray:
+    """A random symmetric strain ε (3, 3) whose largest principal strain |λ| is ``size``: the cell h → h (1 + ε)."""
+    g = rng.normal(size=(3, 3))
+    e = (g + g.T) / 2
+    return e * (size / np.abs(np.linalg.eigvalsh(e)).max())
+
+
 def rattled_structures(names: Sequence[str], n: int, rattle: float, seed: int, limits: dict | None = None,
-                       tries: int = 1000) -> Structures:
+                       tries: int = 1000, strain: float = 0.0) -> Structures:
     """``n`` unlabeled copies of the starts (in turn), copy k's atoms displaced by N(0, σ_k²) per axis with
     σ_k = ``rattle``·(k + 1)/n Å: amplitudes spread evenly up to ``rattle``, so that the model learns the
     basin the walkers start in as well as its walls (one large σ gives only distorted copies, and a model
     that has never seen the start's neighbourhood sends its walkers downhill into its own holes). A copy
     with a short contact (``limits``: min_distance, min_bond_factor; checks.ShortContact) is drawn again. The
-    initial training and validation structures of an exploration campaign, for the oracle to label."""
+    initial training and validation structures of an exploration campaign, for the oracle to label.
+
+    A cell (periodic in 3-D) is first strained by :func:`random_strain` of size ``strain``·(k + 1)/n, positions
+    scaled with it, so that its labels hold stresses of both signs and the model learns the stress; with
+    ``strain`` 0 no strain is drawn (the copies are those of campaigns made before strain existed)."""
     limits = {"min_distance": 0.5, "min_bond_factor": 0.0} if limits is None else limits
     starts = starting_structures(names)
     rng = np.random.default_rng([seed, 7])
     frames = []
     for k in range(n):
         atoms = starts[k % len(starts)].copy()
+        if strain > 0 and atoms.pbc.all():
+            atoms.set_cell(atoms.cell[:] @ (np.eye(3) + random_strain(rng, strain * (k + 1) / n)), scale_atoms=True)
         for _ in range(tries):
             shifted = atoms.positions + rng.normal(scale=rattle * (k + 1) / n, size=atoms.positions.shape)
             if labelable(shifted, atoms.numbers, limits):
@@ -52,11 +65,17 @@ def rattled_structures(names: Sequence[str], n: int, rattle: float, seed: int, l
 
 def initial_structures(settings, sampling, n: int, seed: int) -> Structures:
     """The ``n`` unlabeled initial structures of an exploration campaign (``settings.initial``): rattled
-    copies of the starts, or frames of a short MD of each start with ``sampling.potential``."""
-    if settings.initial == "rattle":
-        limits = {key: getattr(settings, key) for key in geometry_limits()}
-        return rattled_structures(settings.starts, n, settings.rattle, seed, limits)
-    return md_structures(settings, sampling, n, seed)
+    (and, for cells, strained) copies of the starts, frames of a short MD of each start with
+    ``sampling.potential``, or ⌈n/2⌉ of the first and the rest of the second ('mixed'); ids 0..n−1."""
+    limits = {key: getattr(settings, key) for key in geometry_limits()}
+    rattled = n if settings.initial == "rattle" else -(-n // 2) if settings.initial == "mixed" else 0
+    parts = []
+    if rattled:
+        parts.append(rattled_structures(settings.starts, rattled, settings.rattle, seed, limits,
+                                        strain=settings.strain))
+    if n - rattled:
+        parts.append(md_structures(settings, sampling, n - rattled, seed))
+    return parts[0] if len(parts) == 1 else dataclasses.replace(Structures.concatenate(parts), ids=np.arange(n))
 
 
 def md_structures(settings, sampling, n: int, seed: int) -> Structures:
@@ -82,8 +101,9 @@ def write_initial_structures(settings, sampling, n: int, seed: int, out) -> Stru
     from oedal.data.store import write_store
 
     structures = initial_structures(settings, sampling, n, seed)
-    how = (f"rattled starts (sigma up to {settings.rattle} A)" if settings.initial == "rattle" else
-           f"MD of the starts with {sampling.potential.kind}")
+    rattled = f"rattled starts (sigma up to {settings.rattle} A, strain up to {settings.strain})"
+    md = f"MD of the starts with {sampling.potential.kind}"
+    how = {"rattle": rattled, "md": md, "mixed": f"{rattled}, then {md}"}[settings.initial]
     write_store(out, structures, attrs={"content": how})
     log.info("wrote %d initial structures (%s) of %s to %s", len(structures), how, ", ".join(settings.starts), out)
     return structures

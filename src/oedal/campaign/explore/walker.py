@@ -46,26 +46,31 @@ class Walker:
     checks: list = field(default_factory=list)  # [step, measured value, sanity reason or None, decision] per check
     origin: dict | None = None  # where it started: positions, cell (a restart goes back there)
     stuck: int = 0  # iterations in a row in which it stopped at its first check
+    pressure: float | None = None  # GPa: a periodic walker runs NPT at it; None: NVT
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(self.positions, np.float64), np.asarray(self.velocities, np.float64)
 
 
-def start_walkers(starts: Sequence, temperatures: Sequence[float], per_start: int, seed: int) -> list[Walker]:
-    """Walkers for every start (ase.Atoms) × temperature × ``per_start``, Maxwell–Boltzmann velocities
-    without centre-of-mass motion; each with its own random stream from ``seed``."""
+def start_walkers(starts: Sequence, temperatures: Sequence[float], per_start: int, seed: int,
+                  pressures: Sequence[float | None] = (None,)) -> list[Walker]:
+    """Walkers for every start (ase.Atoms) × temperature × pressure (GPa; None: NVT) × ``per_start``,
+    Maxwell–Boltzmann velocities without centre-of-mass motion; each with its own random stream from ``seed``.
+    A molecule's walkers run NVT whatever the pressure."""
     walkers = []
     for atoms in starts:
         for temperature in temperatures:
-            for _ in range(per_start):
-                k = len(walkers)
-                rng = np.random.default_rng([seed, k])
-                v = _maxwell_boltzmann(atoms.numbers, temperature, rng)
-                walker = Walker(k, float(temperature), atoms.numbers.tolist(), atoms.positions.tolist(), v.tolist(),
-                                atoms.cell[:].tolist(), atoms.pbc.tolist(), rng.bit_generator.state)
-                walker.accepted = _frame_of(walker)
-                walker.origin = {"positions": walker.positions, "cell": walker.cell}
-                walkers.append(walker)
+            for pressure in pressures:
+                for _ in range(per_start):
+                    k = len(walkers)
+                    rng = np.random.default_rng([seed, k])
+                    v = _maxwell_boltzmann(atoms.numbers, temperature, rng)
+                    walker = Walker(k, float(temperature), atoms.numbers.tolist(), atoms.positions.tolist(),
+                                    v.tolist(), atoms.cell[:].tolist(), atoms.pbc.tolist(), rng.bit_generator.state,
+                                    pressure=None if pressure is None else float(pressure))
+                    walker.accepted = _frame_of(walker)
+                    walker.origin = {"positions": walker.positions, "cell": walker.cell}
+                    walkers.append(walker)
     return walkers
 
 
@@ -101,7 +106,8 @@ def resume_walkers(previous: Sequence[Walker], restart_after: int = 0) -> list[W
         frame = w.accepted or _frame_of(w)  # walker files written before every walker carried a frame
         walker = Walker(w.index, w.temperature, w.numbers, frame["positions"], frame["velocities"],
                         frame.get("cell", w.cell), w.pbc, w.rng,
-                        cell_momentum=frame.get("cell_momentum", w.cell_momentum), origin=w.origin, stuck=stuck)
+                        cell_momentum=frame.get("cell_momentum", w.cell_momentum), origin=w.origin, stuck=stuck,
+                        pressure=w.pressure)
         walker.accepted = _frame_of(walker)
         out.append(walker)
     return out
@@ -113,7 +119,7 @@ def _restarted(w: Walker) -> Walker:
     rng.bit_generator.state = w.rng
     v = _maxwell_boltzmann(w.numbers, w.temperature, rng)
     walker = Walker(w.index, w.temperature, w.numbers, w.origin["positions"], v.tolist(), w.origin["cell"], w.pbc,
-                    rng.bit_generator.state, origin=w.origin)
+                    rng.bit_generator.state, origin=w.origin, pressure=w.pressure)
     walker.accepted = _frame_of(walker)
     return walker
 

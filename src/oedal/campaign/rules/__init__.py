@@ -3,6 +3,6 @@ settings that change each rule's output) and their input functions (:mod:`.input
 results tree each job reads). The .smk files keep the rules: paths, wildcards, resources, shell lines."""
 
 from oedal.campaign.rules.inputs import RuleInputs
-from oedal.campaign.rules.params import RuleParams, environment, model_index
+from oedal.campaign.rules.params import RuleParams, environment, model_index, potential_environment
 
-__all__ = ["RuleInputs", "RuleParams", "environment", "model_index"]
+__all__ = ["RuleInputs", "RuleParams", "environment", "model_index", "potential_environment"]

@@ -128,7 +128,8 @@ class RuleParams:
     # ---- exploration -----------------------------------------------------------------------------------
     def explore_initial(self) -> str:
         """What the initial structures depend on (ExploreSettings.initial_fields)."""
-        return self.section("explore", include=set(self.campaign.explore.initial_fields()))
+        explore = self.campaign.explore
+        return self.section("explore", include=set(explore.initial_fields()) - explore.unset_options())
 
     def explore_walkers(self) -> str:
         """What a walker shard reads: the explore section less the gather's and the initial structures' fields."""
@@ -137,8 +138,8 @@ class RuleParams:
 
     def initial_sampling(self) -> str:
         """The MD settings the initial structures depend on: the cheap potential, time step and friction for
-        explore.initial: md; nothing for rattled starts (an edit of the test set's MD reruns nothing)."""
-        if self.campaign.explore.initial != "md":
+        explore.initial md or mixed; nothing for rattled starts (an edit of the test set's MD reruns nothing)."""
+        if self.campaign.explore.initial == "rattle":
             return "{}"
         return self.section("sampling", include={"potential", "timestep", "friction"})
 
@@ -163,10 +164,25 @@ class RuleParams:
         data_dir = self.campaign.dataset.data_dir
         return f"--data-dir {shlex.quote(data_dir)}" if data_dir else ""
 
-    def transfer_flags(self, wildcards) -> str:
-        """``--metrics transfer_NAME:metrics_transfer_NAME.json`` for every transfer test set."""
-        return " ".join(f"--metrics {transfer_prefix(name)}:{transfer_metrics(name)}"
-                        for name in self.campaign.dataset.transfer_sets())
+    def summary_flags(self, wildcards) -> str:
+        """``--metrics transfer_NAME:metrics_transfer_NAME.json`` for every transfer test set, then
+        ``--potentials FILE ...`` of every reference potential on every seed's test set (none: nothing, so that
+        a campaign made before reference potentials existed keeps its params)."""
+        flags = [f"--metrics {transfer_prefix(name)}:{transfer_metrics(name)}"
+                 for name in self.campaign.dataset.transfer_sets()]
+        files = self.potential_files(wildcards)
+        if files:
+            flags.append("--potentials " + " ".join(shlex.quote(f) for f in files))
+        return " ".join(flags)
+
+    def potential_files(self, wildcards) -> list[str]:
+        tree = Tree(self.tree.results, wildcards.campaign)
+        return [tree.potential(seed, p.kind) for seed in self.campaign.seeds for p in self.campaign.reference_potentials]
+
+    def reference_potential(self, wildcards) -> str:
+        """Reference potential ``{potential}``'s settings, less RUNTIME (threads, attempts)."""
+        settings = next(p for p in self.campaign.reference_potentials if p.kind == wildcards.potential)
+        return as_json(settings.model_dump(mode="json", exclude=set(settings.RUNTIME)))
 
     def campaign_json(self) -> str:
         """The campaign config as set (defaults are filled in by `oedal record`): campaign.json records every
@@ -177,6 +193,11 @@ class RuleParams:
 def environment(kind: str) -> str:
     """The conda environment (envs/NAME.yaml) of oracle ``kind``, as its class names it."""
     return f"{ORACLES[kind].environment}.yaml"
+
+
+def potential_environment(wildcards) -> str:
+    """The conda environment of reference potential ``{potential}`` (a rule's ``conda`` function)."""
+    return f"../../envs/{environment(wildcards.potential)}"
 
 
 def model_index(k: str) -> int:

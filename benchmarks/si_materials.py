@@ -1,0 +1,369 @@
+"""The materials campaign of DESIGN §12: silicon from one crystal, GPAW labels, stress learned; on-the-fly
+exploration (config/explore_si.yaml) against random frames of a CHGNet MD pool labeled by the same oracle. Not a
+test.
+
+    python benchmarks/si_materials.py testset   # the independent test set (GPAW), ≈ 10 min on 2 cores
+    snakemake --cores 2 --configfile config/explore_si.yaml                 # arm (a): exploration
+    python benchmarks/si_materials.py random    # arm (b): random CHGNet-MD frames, per seed of (a)
+    python benchmarks/si_materials.py report    # labels to 5 meV/atom, 0.1 eV/Å, 0.5 GPa; oracle CPU of each arm
+
+`make materials` runs all four (and `make gpaw` first).
+
+Test set (results/explore_si_data/si_test.h5, one class each): GPAW Langevin MD of the 8-atom cell at 600 and
+1200 K (15 frames each, 6 fs apart after 30 fs), 5 vacancy cells (7 atoms), 5 (001) slabs (8 layers, 10 Å of
+vacuum) and 8 cells strained by up to 8 %, all rattled; none of it is what the walkers start from.
+Arm (b) for seed s starts from the very labeled initial set of seed s of arm (a) and adds, round by round, as
+many random frames of a CHGNet NVT MD pool (300, 900 and 1500 K, the walkers' temperatures) as arm (a) labeled
+in that round, a fifth of them to the validation set as in (a); the same model, training settings and test set.
+Labels go through the campaign's label cache (results/labels.sqlite): nothing is computed twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy: every process here is one GPAW or one training
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "config" / "explore_si.yaml"
+DATA = ROOT / "results" / "explore_si_data"
+TEST = DATA / "si_test.h5"
+POOL = DATA / "chgnet_pool.h5"
+ARM_B = ROOT / "results" / "explore_si_random"
+TARGETS = {"energy_per_atom_mae_meV/atom": 5.0, "forces_mae_eV/A": 0.1, "stress_mae_GPa": 0.5}
+
+
+def campaign():
+    """The validated settings of config/explore_si.yaml."""
+    import yaml
+
+    from oedal.campaign.plan import validate_campaign
+
+    return validate_campaign(yaml.safe_load(CONFIG.read_text()))
+
+
+def start_cell():
+    import ase.io
+
+    return ase.io.read(ROOT / "config" / "starts" / "si_diamond_8.extxyz")
+
+
+# ---- the test set ------------------------------------------------------------------------------------------
+def _md_part(temperature: float, seed: int, frames: int = 15, skip: int = 15, every: int = 3):
+    """GPAW Langevin MD (2 fs, friction 0.02/fs) of the rattled start at ``temperature``: ``frames`` frames,
+    ``every`` steps apart after ``skip`` steps; each labeled with the oracle's energy, forces and stress."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    from ase import units
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.constraints import FixCom
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    from oedal.oracles.registry import get_oracle
+
+    oracle = get_oracle(campaign().oracle)
+    atoms = start_cell()
+    atoms.rattle(0.05, seed=seed)
+    atoms.set_constraint(FixCom())
+    atoms.calc = oracle._calculator(atoms)  # one calculator along the trajectory: each SCF starts from the last
+    rng = np.random.default_rng(seed)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=2 * temperature, rng=rng)  # half goes into the potential
+    md = Langevin(atoms, 2.0 * units.fs, temperature_K=temperature, friction=0.02 / units.fs, fixcm=False, rng=rng)
+    md.run(skip)
+    out = []
+    for _ in range(frames):
+        md.run(every)
+        frame = atoms.copy()
+        frame.set_constraint()
+        frame.calc = SinglePointCalculator(frame, energy=atoms.get_potential_energy(),
+                                           forces=atoms.get_forces(apply_constraint=False), stress=atoms.get_stress())
+        out.append(frame)
+    return out
+
+
+def _labeled(frames: list):
+    """Each frame labeled by a fresh oracle call (energy, forces, stress)."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from oedal.oracles.base import stress_of
+    from oedal.oracles.registry import get_oracle
+
+    oracle = get_oracle(campaign().oracle)
+    out = []
+    for atoms in frames:
+        result = oracle.label(atoms)
+        atoms = atoms.copy()
+        atoms.calc = SinglePointCalculator(atoms, energy=result[0], forces=result[1], stress=stress_of(result))
+        out.append(atoms)
+    return out
+
+
+def _defects() -> dict[str, list]:
+    """Unlabeled vacancy cells, (001) slabs and strained cells, rattled (seeded)."""
+    from ase.build import diamond100
+
+    from oedal.campaign.explore.starts import random_strain
+
+    rng = np.random.default_rng(11)
+    cell = start_cell()
+    parts: dict[str, list] = {"vacancy": [], "surface": [], "strained": []}
+    for k in range(5):
+        vacancy = cell.copy()
+        del vacancy[k]
+        vacancy.rattle(0.05, seed=100 + k)
+        parts["vacancy"].append(vacancy)
+        slab = diamond100("Si", size=(1, 1, 8), a=cell.cell[0, 0], vacuum=5.0)
+        slab.pbc = True
+        slab.rattle(0.05, seed=200 + k)
+        parts["surface"].append(slab)
+    for k in range(8):
+        strained = cell.copy()
+        strained.set_cell(cell.cell[:] @ (np.eye(3) + random_strain(rng, 0.08 * (k + 1) / 8)), scale_atoms=True)
+        strained.rattle(0.03, seed=300 + k)
+        parts["strained"].append(strained)
+    return parts
+
+
+def build_test_set(args) -> None:
+    """The test set, part by part (each part's file kept: a killed run resumes with the parts left)."""
+    import ase.io
+
+    from oedal.data.store import write_store
+    from oedal.data.structures import Structures
+
+    parts_dir = DATA / "test_parts"
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    defects = _defects()
+    jobs = {"md_600K": (_md_part, (600.0, 1)), "md_1200K": (_md_part, (1200.0, 2)),
+            **{name: (_labeled, (frames,)) for name, frames in defects.items()}}
+    start = time.perf_counter()
+    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
+        futures = {name: pool.submit(fn, *a) for name, (fn, a) in jobs.items()
+                   if not (parts_dir / f"{name}.extxyz").exists()}
+        for name, future in futures.items():
+            ase.io.write(parts_dir / f"{name}.extxyz", future.result())
+            print(f"  {name}: done after {time.perf_counter() - start:.0f} s", flush=True)
+    structures, classes = [], []
+    for name in jobs:
+        frames = ase.io.read(parts_dir / f"{name}.extxyz", index=":")
+        structures += frames
+        classes += [name] * len(frames)
+    s = dataclasses.replace(Structures.from_atoms(structures), classes=np.array(classes))
+    write_store(TEST, s, attrs={"content": "GPAW test set of config/explore_si.yaml (benchmarks/si_materials.py)"},
+                overwrite=True)
+    print(f"wrote {len(s)} structures to {TEST} ({', '.join(f'{n} {classes.count(n)}' for n in jobs)}); "
+          f"{time.perf_counter() - start:.0f} s")
+
+
+# ---- arm (b): random frames of a CHGNet MD pool -------------------------------------------------------
+def chgnet_pool():
+    """The unlabeled pool: CHGNet Langevin NVT MD of the start cell at the walkers' temperatures, 200 frames
+    each, 10 steps (20 fs) apart after 50 steps (written once)."""
+    from oedal.campaign.sampling import run_md
+    from oedal.data.store import read_store, write_store
+    from oedal.data.structures import Structures
+
+    if POOL.exists():
+        return read_store(POOL)
+    settings = campaign()
+    parts = []
+    for k, temperature in enumerate(settings.explore.temperatures):
+        md = settings.sampling.model_copy(update={"temperature": temperature, "n_frames": 200, "interval": 10,
+                                                  "equilibration_steps": 50, "seed": 500 + k})
+        frames = run_md(start_cell(), md).structures.without_labels()
+        parts.append(dataclasses.replace(frames, classes=np.full(len(frames), f"md_{temperature:.0f}K")))
+    pool = Structures.concatenate(parts)
+    pool = dataclasses.replace(pool, ids=np.arange(len(pool)))
+    write_store(POOL, pool, attrs={"content": "CHGNet NVT MD pool of config/explore_si.yaml's start"})
+    return pool
+
+
+def campaign_rounds(seed: int) -> list[int]:
+    """Labels spent by arm (a)'s seed ``seed`` after each finished iteration (iteration 0: the initial set)."""
+    run = ROOT / "results" / "explore_si" / "qs1-greedy" / f"seed{seed}"
+    spent = []
+    for d in sorted(run.glob("iter_*")):
+        if (d / "metrics.json").exists():
+            spent.append(json.loads((d / "status.json").read_text())["labels_spent"])
+    return spent
+
+
+def _label(args: tuple) -> tuple[str, float, int]:
+    """Label one unlabeled shard through the campaign's label cache; (out, CPU seconds, oracle calls)."""
+    unlabeled, out = args
+    os.environ["OMP_NUM_THREADS"] = "1"
+    from oedal.oracles.labeling import label_store
+
+    settings = campaign()
+    cpu = time.process_time()
+    report = label_store(unlabeled, out, None, settings.oracle, cache=ROOT / "results" / "labels.sqlite")
+    return str(out), time.process_time() - cpu, report.calls
+
+
+def labeled_picks(seed: int, n: int, workers: int):
+    """The first ``n`` frames of seed ``seed``'s random order of the pool, labeled by the oracle (in
+    ``workers`` shards through the label cache: labels of an earlier run are read, not computed)."""
+    from oedal.data.store import read_store, write_store
+
+    pool = chgnet_pool()
+    order = np.random.default_rng([seed, 24]).permutation(len(pool))[:n]
+    folder = ARM_B / f"seed{seed}" / "labels"
+    folder.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for k in range(workers):
+        unlabeled, out = folder / f"picks_{n}_{k}.h5", folder / f"labeled_{n}_{k}.h5"
+        if not out.exists():
+            write_store(unlabeled, pool.subset(np.sort(order[k::workers])), overwrite=True)
+            jobs.append((unlabeled, out))
+    cost = ARM_B / "oracle_cpu.json"
+    spent = json.loads(cost.read_text()) if cost.exists() else {"cpu_s": 0.0, "calls": 0}
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool_exec:
+        for _, cpu, calls in pool_exec.map(_label, jobs):
+            spent["cpu_s"], spent["calls"] = spent["cpu_s"] + cpu, spent["calls"] + calls
+    cost.write_text(json.dumps(spent))
+    from oedal.data.structures import Structures
+
+    labeled = Structures.concatenate([read_store(folder / f"labeled_{n}_{k}.h5") for k in range(workers)])
+    by_id = {int(i): r for r, i in enumerate(labeled.ids)}
+    return labeled.subset(np.array([by_id[int(i)] for i in order if int(i) in by_id]))  # in picking order
+
+
+def _train_and_test(folder: Path, settings, seed: int) -> dict:
+    """`oedal train` on folder/train.h5 + valid.h5 with the campaign's model and training settings, then `oedal
+    evaluate` on the test set; returns the metrics."""
+    metrics = folder / "metrics.json"
+    if metrics.exists():
+        return json.loads(metrics.read_text())
+    training = settings.training.model_dump(mode="json", exclude=settings.training.unset_options() | {"device"})
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "oedal", "train", "--train", str(folder / "train.h5"), "--valid",
+                    str(folder / "valid.h5"), "--out", str(folder / "model.pt"), "--threads", "1",
+                    "--settings", json.dumps({**training, "seed": seed}),
+                    "--model-settings", json.dumps(settings.model.model_dump(mode="json"))],
+                   check=True, env=env, capture_output=True)
+    subprocess.run([sys.executable, "-m", "oedal", "evaluate", "--model", str(folder / "model.pt"), "--data",
+                    str(TEST), "--out", str(metrics)], check=True, env=env, capture_output=True)
+    return json.loads(metrics.read_text())
+
+
+def arm_random(args) -> None:
+    """Arm (b) for every seed of arm (a) with finished iterations: the same initial set, as many random pool
+    frames per round as (a) labeled, a fifth of each round's to validation; trained, tested, written under
+    results/explore_si_random/seed{s}/iter_{i}/ (metrics.json, status.json)."""
+    from oedal.campaign.merge import validation_picks
+    from oedal.data.store import read_store, write_store
+    from oedal.data.structures import Structures
+
+    settings = campaign()
+    jobs = []
+    for seed in settings.seeds:
+        spent = campaign_rounds(seed)
+        if len(spent) < 2:
+            print(f"seed {seed}: arm (a) has no finished round yet")
+            continue
+        picks = labeled_picks(seed, spent[-1] - spent[0], args.workers)
+        init = ROOT / "results" / "explore_si" / f"seed{seed}" / "iter_000"
+        train, valid = read_store(init / "train.h5"), read_store(init / "valid.h5")
+        for i in range(1, len(spent)):
+            batch = picks.subset(np.arange(spent[i - 1] - spent[0], min(spent[i] - spent[0], len(picks))))
+            to_valid = validation_picks(len(batch), settings.valid_share)
+            train = Structures.concatenate([train, batch.subset(np.setdiff1d(np.arange(len(batch)), to_valid))])
+            valid = Structures.concatenate([valid, batch.subset(to_valid)])
+            folder = ARM_B / f"seed{seed}" / f"iter_{i:03d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            if not (folder / "metrics.json").exists():
+                write_store(folder / "train.h5", train, overwrite=True)
+                write_store(folder / "valid.h5", valid, overwrite=True)
+            (folder / "status.json").write_text(json.dumps({"labels_spent": spent[i], "n_train": len(train),
+                                                            "n_valid": len(valid)}))
+            jobs.append((folder, seed * 1000 + i))
+    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
+        for (folder, _), m in zip(jobs, pool.map(_train_and_test, [j[0] for j in jobs], [settings] * len(jobs),
+                                                [j[1] for j in jobs])):
+            print(f"  {folder.relative_to(ROOT)}: " + ", ".join(f"{k} {m[k]:.3g}" for k in TARGETS), flush=True)
+
+
+# ---- the comparison --------------------------------------------------------------------------------------
+def curves(arm: str, seed: int) -> list[dict]:
+    """(labels_spent and the test metrics) of every finished iteration of one seed of arm ``a`` or ``b``."""
+    run = (ROOT / "results" / "explore_si" / "qs1-greedy" / f"seed{seed}") if arm == "a" else ARM_B / f"seed{seed}"
+    rows = []
+    if arm == "b":  # iteration 0 is arm (a)'s (the same initial set and model)
+        rows += curves("a", seed)[:1]
+    for d in sorted(run.glob("iter_*")):
+        if (d / "metrics.json").exists() and (d / "status.json").exists():
+            rows.append({**json.loads((d / "metrics.json").read_text()), **json.loads((d / "status.json").read_text())})
+    return rows
+
+
+def labels_to(rows: list[dict], metric: str, target: float) -> int | None:
+    """Labels spent when ``metric`` first falls to ``target`` (None: not within the rows)."""
+    return next((int(r["labels_spent"]) for r in rows if r.get(metric, np.inf) <= target), None)
+
+
+def oracle_cpu_a(seed: int) -> tuple[float, int]:
+    """(CPU s, labels) of arm (a)'s labeling jobs of seed ``seed`` (Snakemake benchmark files), the initial
+    set's excluded (the same in both arms)."""
+    run = ROOT / "results" / "explore_si" / "qs1-greedy" / f"seed{seed}"
+    cpu = 0.0
+    for f in run.glob("iter_*/benchmarks/label_*.tsv"):
+        cpu += float(next(csv.DictReader(f.open(), delimiter="\t"))["cpu_time"])
+    spent = campaign_rounds(seed)
+    return cpu, spent[-1] - spent[0] if spent else 0
+
+
+def report(args) -> None:
+    settings = campaign()
+    seeds = [s for s in settings.seeds if len(campaign_rounds(s)) > 1]
+    test = json.loads((ROOT / "results" / "explore_si" / "seed0" / "potential_chgnet.json").read_text()) \
+        if (ROOT / "results" / "explore_si" / "seed0" / "potential_chgnet.json").exists() else None
+    print(f"silicon, GPAW PBE labels; test set {TEST.relative_to(ROOT)}; seeds {seeds}")
+    if test:
+        print("CHGNet (energies aligned per element) on it: " + ", ".join(f"{k} {test[k]:.3g}" for k in TARGETS))
+    for arm, name in (("a", "(a) exploration: NPT walkers, greedy QS1"), ("b", "(b) random frames of a CHGNet MD pool")):
+        print(name)
+        for seed in seeds:
+            rows = curves(arm, seed)
+            print(f"  seed {seed}  labels: E meV/atom | F eV/Å | σ GPa   " + "  ".join(
+                f"{r['labels_spent']}: {r[list(TARGETS)[0]]:.1f} | {r[list(TARGETS)[1]]:.3f} | {r[list(TARGETS)[2]]:.2f}"
+                for r in rows))
+        for metric, target in TARGETS.items():
+            reached = [labels_to(curves(arm, s), metric, target) for s in seeds]
+            text = ", ".join("not reached" if n is None else str(n) for n in reached)
+            print(f"  labels to {metric} ≤ {target:g}: {text}")
+        if arm == "a":
+            cpu = [oracle_cpu_a(s) for s in seeds]
+            per = sum(c for c, _ in cpu) / max(1, sum(n for _, n in cpu))
+        else:
+            cost = ARM_B / "oracle_cpu.json"
+            spent = json.loads(cost.read_text()) if cost.exists() else {"cpu_s": 0.0, "calls": 0}
+            per = spent["cpu_s"] / max(1, spent["calls"])
+        print(f"  oracle CPU per label {per:.1f} s (beyond the 16 initial labels both arms share)")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="what", required=True)
+    t = sub.add_parser("testset")
+    t.add_argument("--workers", type=int, default=2)
+    r = sub.add_parser("random")
+    r.add_argument("--workers", type=int, default=2)
+    sub.add_parser("report")
+    args = p.parse_args()
+    {"testset": build_test_set, "random": arm_random, "report": report}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()
