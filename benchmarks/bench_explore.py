@@ -4,6 +4,7 @@ per walker; the exploration campaign against pool-based selection. Not a test.
     python benchmarks/bench_explore.py calculator [--steps 300 --rounds 5]   # ms per MD step, plain vs uncertainty
     python benchmarks/bench_explore.py walkers [--walkers 1 4 16 --steps 200 --torch-sim]  # ms per walker-step
     python benchmarks/bench_explore.py campaigns [--report]                  # labels to 1 kcal/mol/Å (xTB, ≈ 1 h)
+    python benchmarks/bench_explore.py bias [--strengths 0 0.25 1 --seeds 0 1 2]  # where biased walkers go (≈ 5 min)
 
 Model: the paper's GM-NN (r_c 4 Å, 9 Gaussians, 7 radial functions, [256, 128]) trained by `oedal train` for
 60 epochs on 300 frames of ethanol_1000K (../shared/data/gmnn_ethanol or $OEDAL_DATA_DIR), which stores its
@@ -309,6 +310,124 @@ def bench_campaigns(args) -> None:
     report_campaigns()
 
 
+# ---- uncertainty-biased walkers (DESIGN §13) ----------------------------------------------------------
+def young_model(folder: Path) -> Path:
+    """A model as exploration has it after its first round: `oedal train` on 40 frames (+ 20 validation) of
+    ethanol_1000K, 300 epochs, explore_ethanol's architecture (r_c 5 Å, [128, 64]), its uncertainty fitted."""
+    from oedal.data import load_dataset
+    from oedal.data.store import write_store
+
+    path = folder / "young.pt"
+    if path.exists():
+        return path
+    s = load_dataset("ethanol_1000K", data_dir=DATA)
+    perm = np.random.default_rng(6).permutation(len(s))
+    write_store(folder / "young_train.h5", s.subset(perm[:40]))
+    write_store(folder / "young_valid.h5", s.subset(perm[40:60]))
+    model = {"descriptor": {"r_cut": 5.0, "n_basis": 7, "n_radial": 5}, "hidden": [128, 64]}
+    subprocess.run([sys.executable, "-m", "oedal", "train", "--train", str(folder / "young_train.h5"), "--valid",
+                    str(folder / "young_valid.h5"), "--out", str(path), "--settings",
+                    json.dumps({"epochs": 300, "patience": 300, "batch_size": 8}),
+                    "--model-settings", json.dumps(model),
+                    "--threads", "1"], check=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    return path
+
+
+def hydroxyl_torsion(positions: np.ndarray, numbers: np.ndarray) -> float:
+    """The C–C–O–H dihedral of ethanol, degrees in [0, 180] (180: trans, ≈ 60: gauche)."""
+    from ase import Atoms
+
+    atoms = Atoms(numbers, positions=positions)
+    d = atoms.get_all_distances()
+    o = int(np.flatnonzero(numbers == 8)[0])
+    carbons, hydrogens = np.flatnonzero(numbers == 6), np.flatnonzero(numbers == 1)
+    c1 = int(carbons[np.argmin(d[o, carbons])])
+    c2 = int(carbons[carbons != c1][0])
+    h = int(hydrogens[np.argmin(d[o, hydrogens])])
+    angle = atoms.get_dihedral(c2, c1, o, h)
+    return float(min(angle, 360.0 - angle))
+
+
+def biased_run(model, head, strength: float, width: float, seed: int, steps: int):
+    """Ethanol walkers (300, 600, 1000 K × 2) for ``steps`` steps of 0.5 fs with bias strength A (eV; 0:
+    none) and width B (eV/Å), explore_ethanol's bands; (walkers, candidate records, torsions at every
+    check (n_checks,), seconds)."""
+    from oedal.campaign.explore.dynamics import Dynamics, run_walkers
+    from oedal.campaign.explore.walker import start_walkers
+    from oedal.oed.bias import UncertaintyBias
+
+    walkers = start_walkers([ethanol()], [300.0, 600.0, 1000.0], 2, seed=seed)
+    limits = {"min_distance": 0.5, "max_force": 50.0, "max_energy_jump": 5.0, "max_temperature_factor": 6.0}
+    bias = UncertaintyBias(strength, width) if strength > 0 else None
+    torsions: list[float] = []
+
+    def seen(ws, _records) -> None:  # called after every check (checkpoint_seconds 0)
+        torsions.extend(hydroxyl_torsion(np.asarray(w.positions), np.asarray(w.numbers)) for w in ws
+                        if w.checks and w.checks[-1][0] == w.step)
+
+    records: list = []
+    t = time.perf_counter()
+    run_walkers(model, head, walkers, Dynamics(steps, 0.5, 0.01, 10, 1.0, 50.0, limits, bias=bias), 0, records,
+                seen, checkpoint_seconds=0.0)
+    return walkers, records, np.array(torsions), time.perf_counter() - t
+
+
+def true_force_errors(model, records) -> np.ndarray:
+    """RMS over the 3N components of the model's force error against GFN2-xTB at each record's frame, eV/Å."""
+    import torch
+    from ase import Atoms
+
+    from oedal.gmnn.calculator import atoms_as_structures
+    from oedal.oracles.registry import get_oracle, oracle_settings
+
+    xtb = get_oracle(oracle_settings(kind="xtb"))
+    out = []
+    for r in records:
+        atoms = Atoms(r["numbers"], positions=r["positions"])
+        _, forces = xtb.label(atoms)
+        predicted = model.evaluate(model.batch(atoms_as_structures(atoms), torch.float64)).forces.double().numpy()
+        out.append(float(np.sqrt(((predicted - forces) ** 2).mean())))
+    return np.array(out)
+
+
+def bench_bias(args) -> None:
+    """Where biased walkers go: per bias strength A and seed, the share of checks that are candidates (the
+    walker time the selection can use), walkers stopped, the model's true force error (xTB) on the candidates,
+    and the hydroxyl rotamers reached (C–C–O–H torsion < 120°: gauche; the start is trans)."""
+    import torch
+
+    from oedal.gmnn.model import load_model
+    from oedal.oed.uncertainty import model_head
+
+    torch.set_num_threads(1)
+    model = load_model(young_model(args.folder))
+    model.eval()
+    head = model_head(model)
+    # B: the calibrated force error at the lower band, I = 1 (score = σ_th): what a typical training frame has
+    s_low = head.threshold / (1.0 - head.threshold)
+    width = float(head.error_map[0] * s_low ** head.error_map[1])
+    print(f"ethanol walkers 300/600/1000 K × 2, {args.steps} steps of 0.5 fs, bands I 1 / 50, young model (40 "
+          f"frames); bias width B = {width:.3f} eV/Å (the calibrated force error at I = 1)")
+    print("  A eV  seed  candidate share  stopped  candidates  true F RMS on candidates eV/Å  gauche share  s")
+    summary: dict[float, list] = {}
+    for strength in args.strengths:
+        for seed in args.seeds:
+            walkers, records, torsions, seconds = biased_run(model, head, strength, width, seed, args.steps)
+            checks = [c for w in walkers for c in w.checks]
+            share = sum(c[3] == "candidate" for c in checks) / max(1, len(checks))
+            stopped = sum(w.status == "stopped" for w in walkers)
+            errors = true_force_errors(model, records)
+            gauche = float((torsions < 120.0).mean()) if len(torsions) else float("nan")
+            summary.setdefault(strength, []).append((share, stopped, len(records), errors.mean(), gauche))
+            print(f"  {strength:4.2f}  {seed:4d}  {share:15.2f}  {stopped:7d}  {len(records):10d}  "
+                  f"{errors.mean():30.3f}  {gauche:12.2f}  {seconds:.0f}")
+    print("mean over seeds:")
+    for strength, rows in summary.items():
+        m = np.mean(np.array(rows, dtype=float), axis=0)
+        print(f"  A = {strength:4.2f} eV: candidate share {m[0]:.2f}, stopped {m[1]:.1f} of 6, candidates {m[2]:.1f}, "
+              f"true force RMS on them {m[3]:.3f} eV/Å, gauche share {m[4]:.2f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
@@ -321,13 +440,18 @@ def main() -> None:
     w.add_argument("--rounds", type=int, default=3)
     w.add_argument("--torch-sim", action="store_true", help="also torch-sim's batched Langevin (pip install "
                    "torch-sim-atomistic; energies and forces only)")
+    b = sub.add_parser("bias")
+    b.add_argument("--strengths", type=float, nargs="+", default=[0.0, 0.25, 1.0], help="A, eV (0: unbiased)")
+    b.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    b.add_argument("--steps", type=int, default=1000)
     k = sub.add_parser("campaigns")
     k.add_argument("--report", action="store_true", help="only print the figures of the finished campaigns")
-    for q in (c, w, k):
+    for q in (c, w, k, b):
         q.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "oedal_bench_explore")
     args = p.parse_args()
     args.folder.mkdir(parents=True, exist_ok=True)
-    {"calculator": bench_calculator, "walkers": bench_walkers, "campaigns": bench_campaigns}[args.what](args)
+    {"calculator": bench_calculator, "walkers": bench_walkers, "campaigns": bench_campaigns,
+     "bias": bench_bias}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -324,21 +324,48 @@ def oracle_cpu_a(seed: int) -> tuple[float, int]:
     return cpu, spent[-1] - spent[0] if spent else 0
 
 
+CLASS_KEYS = ("energy_per_atom_mae_meV/atom", "forces_mae_eV/A", "stress_mae_GPa")
+
+
+def final_per_class(arm: str, seed: int) -> dict:
+    """The final model of one seed of arm ``a`` or ``b`` evaluated again on the test set, per class (energy per
+    atom, forces and stress of each: oedal.gmnn.evaluation.error_metrics)."""
+    from oedal.data.store import read_store
+    from oedal.gmnn.evaluation import error_metrics
+    from oedal.gmnn.model import load_model
+
+    run = (ROOT / "results" / "explore_si" / "qs1-greedy" / f"seed{seed}") if arm == "a" else ARM_B / f"seed{seed}"
+    last = [d for d in sorted(run.glob("iter_*")) if (d / "model.pt").exists() and (d / "metrics.json").exists()][-1]
+    return error_metrics(load_model(last / "model.pt"), read_store(TEST))["per_class"]
+
+
+def chgnet_per_class() -> dict:
+    """CHGNet on the test set per class, energies aligned per element (oedal.oracles.baseline)."""
+    from oedal.data.store import read_store
+    from oedal.oracles.baseline import baseline_metrics
+    from oedal.oracles.registry import get_oracle, oracle_settings
+
+    return baseline_metrics(get_oracle(oracle_settings(kind="chgnet")), read_store(TEST))["per_class"]
+
+
 def report(args) -> None:
     settings = campaign()
     seeds = [s for s in settings.seeds if len(campaign_rounds(s)) > 1]
-    test = json.loads((ROOT / "results" / "explore_si" / "seed0" / "potential_chgnet.json").read_text()) \
-        if (ROOT / "results" / "explore_si" / "seed0" / "potential_chgnet.json").exists() else None
+    chgnet = ROOT / "results" / "explore_si" / "seed0" / "potential_chgnet.json"
+    test = json.loads(chgnet.read_text()) if chgnet.exists() else None
     print(f"silicon, GPAW PBE labels; test set {TEST.relative_to(ROOT)}; seeds {seeds}")
     if test:
         print("CHGNet (energies aligned per element) on it: " + ", ".join(f"{k} {test[k]:.3g}" for k in TARGETS))
-    for arm, name in (("a", "(a) exploration: NPT walkers, greedy QS1"), ("b", "(b) random frames of a CHGNet MD pool")):
+    finals = {}
+    arms = (("a", "(a) exploration: NPT walkers, greedy QS1"), ("b", "(b) random frames of a CHGNet MD pool"))
+    for arm, name in arms:
         print(name)
         for seed in seeds:
             rows = curves(arm, seed)
+            finals[arm, seed] = rows[-1]
+            e_key, f_key, s_key = TARGETS
             print(f"  seed {seed}  labels: E meV/atom | F eV/Å | σ GPa   " + "  ".join(
-                f"{r['labels_spent']}: {r[list(TARGETS)[0]]:.1f} | {r[list(TARGETS)[1]]:.3f} | {r[list(TARGETS)[2]]:.2f}"
-                for r in rows))
+                f"{r['labels_spent']}: {r[e_key]:.1f} | {r[f_key]:.3f} | {r[s_key]:.2f}" for r in rows))
         for metric, target in TARGETS.items():
             reached = [labels_to(curves(arm, s), metric, target) for s in seeds]
             text = ", ".join("not reached" if n is None else str(n) for n in reached)
@@ -351,6 +378,24 @@ def report(args) -> None:
             spent = json.loads(cost.read_text()) if cost.exists() else {"cpu_s": 0.0, "calls": 0}
             per = spent["cpu_s"] / max(1, spent["calls"])
         print(f"  oracle CPU per label {per:.1f} s (beyond the 16 initial labels both arms share)")
+    paired = [s for s in seeds
+              if ("b", s) in finals and finals["b", s]["labels_spent"] == finals["a", s]["labels_spent"]]
+    if paired:
+        print(f"final models at equal labels, (b)/(a) geometric mean over seeds {paired} (> 1: exploration lower):")
+        for metric in TARGETS:
+            ratios = [finals["b", s][metric] / finals["a", s][metric] for s in paired]
+            print(f"  {metric}: ×{np.exp(np.mean(np.log(ratios))):.2f} (per seed " +
+                  ", ".join(f"{r:.2f}" for r in ratios) + ")")
+    print("per class, final models (mean over seeds) and CHGNet: E meV/atom | F eV/Å | σ GPa")
+    per_arm = {arm: [final_per_class(arm, s) for s in seeds if (arm, s) in finals] for arm in ("a", "b")}
+    reference = chgnet_per_class()
+    for name in sorted(reference):
+        cells = []
+        for arm in ("a", "b"):
+            values = [np.mean([c[name][k] for c in per_arm[arm]]) if per_arm[arm] else np.nan for k in CLASS_KEYS]
+            cells.append(" | ".join(f"{v:.3g}" for v in values))
+        ref = " | ".join(f"{reference[name][k]:.3g}" for k in CLASS_KEYS)
+        print(f"  {name:9s} (a) {cells[0]:24s} (b) {cells[1]:24s} CHGNet {ref}")
 
 
 def main() -> None:

@@ -47,7 +47,7 @@ class Harmonic:
 
         return make_batch(structures, self.cutoff, self.species, dtype=dtype or torch.float64)
 
-    def evaluate(self, batch, stress=False, sensitivities=False):
+    def evaluate(self, batch, stress=False, sensitivities=False, bias=None):
         dx = batch.positions.double() - self.x0
         n = torch.bincount(batch.structure, minlength=batch.n_structures).double()
         mean = torch.zeros((batch.n_structures, 3), dtype=torch.float64).index_add(0, batch.structure, dx) / n[:, None]

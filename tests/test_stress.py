@@ -167,3 +167,25 @@ def test_cell_metrics_are_the_errors_computed_by_hand(cu_models):
     for got, want in ((figures["energy_per_atom_mae_meV/atom"], de.mean()), (figures["stress_mae_GPa"], ds.mean()),
                       (figures["stress_rmse_GPa"], np.sqrt((ds**2).mean())), (figures["stress_maxe_GPa"], ds.max())):
         assert_close(got, want, tol=tolerance(want, ulps=4 * len(ds.ravel())))
+
+
+def test_each_class_of_cells_gets_its_energy_per_atom_and_stress_figures(cu_models):
+    """A test set of two classes of cells: each class's energy-per-atom and stress figures = those of the set made
+    of that class alone (the same predictions, the same means over fewer rows); a class without stress labels
+    gets its energy per atom and no stress figures."""
+    import dataclasses
+
+    from oedal.gmnn.evaluation import error_metrics
+
+    model = cu_models[1.0].model
+    test = emt_cells(10, seed=5)
+    classes = np.array(["bulk"] * 6 + ["squeezed"] * 4)
+    test = dataclasses.replace(test, classes=classes)
+    test.stress[6:8] = np.nan  # two squeezed cells without a stress label
+    per_class = error_metrics(model, test)["per_class"]
+    for name in ("bulk", "squeezed"):
+        alone = error_metrics(model, test.subset(np.flatnonzero(classes == name)))
+        for key in ("energy_per_atom_mae_meV/atom", "energy_per_atom_maxe_meV/atom", "stress_mae_GPa",
+                    "stress_rmse_GPa", "n_stress"):
+            assert per_class[name][key] == pytest.approx(alone[key], rel=1e-12), (name, key)
+    assert per_class["squeezed"]["n_stress"] == 2

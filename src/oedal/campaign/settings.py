@@ -94,7 +94,7 @@ class _Exploration(Settings):
                                                         "strain"})
     """Read by the initial structures alone (rule initial_structures), never by a walker."""
     GATHER: ClassVar[frozenset[str]] = frozenset({"shards", "converged"})
-    ADDED: ClassVar[tuple[str, ...]] = ("strain",)
+    ADDED: ClassVar[tuple[str, ...]] = ("strain", "bias_strength", "bias_width")
     """How many walker jobs there are and when exploration has converged: the gather's, not a walker's."""
 
     @classmethod
@@ -121,6 +121,12 @@ class _Exploration(Settings):
         "data-derived threshold: I > 1 is informative) or the expected force error (eV/Å, the calibrated map)")
     low: float = Field(1.0, gt=0, description="below: accurate (I, or eV/Å)")
     high: float = Field(20.0, gt=0, description="above: the walker stops (I, or eV/Å)")
+    bias_strength: float = Field(0.0, ge=0, description="eV: the depth A of the uncertainty bias E_bias = −A·(1 − "
+                                 "exp(−u/B)), u the calibrated force error, that pulls walkers toward what the model "
+                                 "does not know (DESIGN §13); 0: unbiased walkers. Checks and bands judge the model "
+                                 "alone")
+    bias_width: float = Field(0.5, gt=0, description="eV/Å: the force error B over which the bias acts (E_bias ≈ "
+                              "−A·u/B where u ≪ B)")
     shards: int = Field(2, ge=1, description="walker jobs per iteration")
     converged: float = Field(0.9, gt=0, le=1, description="stop when this share of walkers runs its full length "
                              "without a trigger (no candidate, not stopped)")

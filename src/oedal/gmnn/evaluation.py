@@ -105,12 +105,13 @@ def errors_of(pred: Prediction, structures) -> dict:
         np.maximum.at(max_f, np.repeat(np.arange(len(n_atoms)), n_atoms), np.abs(df).max(axis=1))
     out = _figures(de, df, max_f, n_atoms)
     cells = np.asarray(structures.pbc).reshape(-1, 3).all(axis=1)  # (n,) 3-D cells
+    ds = None if not with_stress else (pred.stress - structures.stress) / GPA  # (n, 3, 3) GPa, NaN: no label
     if cells.any():
-        out.update(cell_figures(de, n_atoms, None if not with_stress else (pred.stress - structures.stress) / GPA))
+        out.update(cell_figures(de, n_atoms, ds))
     out["definitions"] = DEFINITIONS
     classes = getattr(structures, "classes", None)
     if classes is not None and len(classes) and (classes != "").any():
-        out["per_class"] = class_metrics(np.asarray(classes), de, df, max_f, n_atoms)
+        out["per_class"] = class_metrics(np.asarray(classes), de, df, max_f, n_atoms, cells, ds)
     return out
 
 
@@ -152,8 +153,11 @@ def _figures(de: np.ndarray, df: np.ndarray | None, max_f: np.ndarray | None, n_
 
 
 def class_metrics(classes: np.ndarray, de: np.ndarray, df: np.ndarray | None, max_f: np.ndarray | None,
-                  n_atoms: np.ndarray) -> dict[str, dict]:
-    """{class: the figures of its structures} for every class present ("" = without a class, left out)."""
+                  n_atoms: np.ndarray, cells: np.ndarray | None = None, ds: np.ndarray | None = None
+                  ) -> dict[str, dict]:
+    """{class: the figures of its structures} for every class present ("" = without a class, left out); for a
+    class of 3-D cells (``cells`` (n,) bool) also its energy per atom and, with stress errors ``ds`` (n, 3, 3)
+    GPa, its stress figures (:func:`cell_figures`)."""
     offsets = offsets_from_counts(n_atoms)
     out = {}
     for name in sorted(set(classes.tolist()) - {""}):
@@ -161,4 +165,7 @@ def class_metrics(classes: np.ndarray, de: np.ndarray, df: np.ndarray | None, ma
         atoms = atom_index(offsets, rows)
         out[name] = _figures(de[rows], None if df is None else df[atoms], None if max_f is None else max_f[rows],
                              n_atoms[rows])
+        if cells is not None and cells[rows].all():
+            labeled = ds is not None and bool(np.isfinite(ds[rows]).all(axis=(1, 2)).any())
+            out[name].update(cell_figures(de[rows], n_atoms[rows], ds[rows] if labeled else None))
     return out

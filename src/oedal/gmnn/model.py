@@ -16,7 +16,7 @@ import logging
 import pickle
 import re
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -74,6 +74,15 @@ class Evaluation(NamedTuple):
     forces: torch.Tensor  # (n_atoms, 3) eV/Å, model dtype
     virial: torch.Tensor | None  # (n_structures, 3, 3) float64 eV: ∂E/∂ε (stress = virial / volume)
     sensitivities: torch.Tensor | None  # (n_structures, d) model dtype: g = Σ_i σ_i h_i (QS1)
+    bias: "BiasTerms | None" = None  # the bias's own terms, when one was given (not in energy, forces, virial)
+
+
+class BiasTerms(NamedTuple):
+    """A bias energy's part of an :meth:`GMNN.evaluate` (apart from the model's)."""
+
+    energy: torch.Tensor  # (n_structures,) float64 eV
+    forces: torch.Tensor  # (n_atoms, 3) eV/Å, model dtype: −∂E_bias/∂R
+    virial: torch.Tensor | None  # (n_structures, 3, 3) float64 eV: ∂E_bias/∂ε
 
 
 class GMNN(nn.Module):
@@ -172,18 +181,18 @@ class GMNN(nn.Module):
                 (grad,) = torch.autograd.grad(energy.sum(), disp, create_graph=create_graph)
         finally:
             self.descriptor.first_order_only = False
-        # r_ij = R_j − R_i: F_i = Σ_j ∂E/∂r_ij, F_j −= ∂E/∂r_ij
-        idx = torch.cat([batch.pair_i, batch.pair_j])
-        forces = grad.new_zeros((batch.species.shape[0], 3)).index_add(0, idx, torch.cat([grad, -grad]))
-        return energy, forces
+        return energy, _pair_forces(batch, grad)
 
-    def evaluate(self, batch: Batch, *, stress: bool = False, sensitivities: bool = False) -> "Evaluation":
+    def evaluate(self, batch: Batch, *, stress: bool = False, sensitivities: bool = False,
+                 bias: Callable[[torch.Tensor], torch.Tensor] | None = None) -> "Evaluation":
         """Energies and forces, and on request the virials and the QS1 sensitivities, from one forward
         and one backward pass (what MD with uncertainty needs per step; :class:`Evaluation`).
 
         Virial W_ab = Σ_p (∂E/∂r_p)_a (r_p)_b over the structure's pairs = ∂E/∂ε_ab for a homogeneous
         strain r → (1 + ε) r (cell and shifts strain with the positions); the stress is W / V.
-        Sensitivities g = ∂E/∂w = Σ_i σ_{Z_i} h_i (DESIGN §6, QS1: free with the forward pass)."""
+        Sensitivities g = ∂E/∂w = Σ_i σ_{Z_i} h_i (DESIGN §6, QS1: free with the forward pass).
+        ``bias``: a differentiable function of g (n_structures, d) float64 → an extra energy (n_structures,) eV
+        (oedal.oed.bias); its energy, forces and virials come apart from the model's, from a second backward pass."""
         disp = batch.displacements().detach().to(self.dtype).requires_grad_(True)
         self.descriptor.first_order_only = True
         try:
@@ -192,21 +201,20 @@ class GMNN(nn.Module):
                 sigma = self.atomic_scale(batch)  # (n_atoms,)
                 e_i = (sigma * self.output(h)[:, 0]).to(torch.float64) + self.shift[batch.species]
                 energy = e_i.new_zeros(batch.n_structures).index_add(0, batch.structure, e_i)
-                (grad,) = torch.autograd.grad(energy.sum(), disp)  # (n_pairs, 3) eV/Å
+                y = sigma[:, None] * h
+                g = y.new_zeros((batch.n_structures, self.d)).index_add(0, batch.structure, y)  # (n, d)
+                e_bias = None if bias is None else bias(g.to(torch.float64))  # (n,) eV
+                (grad,) = torch.autograd.grad(energy.sum(), disp, retain_graph=bias is not None)  # (n_pairs, 3) eV/Å
+                grad_bias = None if bias is None else torch.autograd.grad(e_bias.sum(), disp)[0]
         finally:
             self.descriptor.first_order_only = False
-        idx = torch.cat([batch.pair_i, batch.pair_j])
-        forces = grad.new_zeros((batch.species.shape[0], 3)).index_add(0, idx, torch.cat([grad, -grad]))
-        virial = None
-        if stress:
-            per_pair = (grad.detach()[:, :, None] * disp.detach()[:, None, :]).to(torch.float64)  # (P, 3, 3) eV
-            virial = per_pair.new_zeros((batch.n_structures, 3, 3)).index_add(0, batch.structure[batch.pair_i],
-                                                                              per_pair)
-        g = None
-        if sensitivities:
-            y = (sigma[:, None] * h).detach()
-            g = y.new_zeros((batch.n_structures, self.d)).index_add(0, batch.structure, y)
-        return Evaluation(energy.detach(), forces.detach(), virial, g)
+        terms = None
+        if bias is not None:
+            terms = BiasTerms(e_bias.detach(), _pair_forces(batch, grad_bias),
+                              _pair_virial(batch, grad_bias, disp) if stress else None)
+        virial = _pair_virial(batch, grad, disp) if stress else None
+        return Evaluation(energy.detach(), _pair_forces(batch, grad), virial, g.detach() if sensitivities else None,
+                          terms)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.energy(batch)
@@ -230,6 +238,18 @@ class GMNN(nn.Module):
         self.shift.copy_(torch.as_tensor(mu, dtype=torch.float64))
         self.scale.fill_(sigma)
         log.debug("init scale/shift: mu=%s sigma=%.4g eV", mu, sigma)
+
+
+def _pair_forces(batch: Batch, grad: torch.Tensor) -> torch.Tensor:
+    """Forces (n_atoms, 3) eV/Å from ∂E/∂r_p (n_pairs, 3): r_ij = R_j − R_i, so F_i = Σ_j ∂E/∂r_ij, F_j −= ∂E/∂r_ij."""
+    idx = torch.cat([batch.pair_i, batch.pair_j])
+    return grad.new_zeros((batch.species.shape[0], 3)).index_add(0, idx, torch.cat([grad, -grad]))
+
+
+def _pair_virial(batch: Batch, grad: torch.Tensor, disp: torch.Tensor) -> torch.Tensor:
+    """W_ab = Σ_p (∂E/∂r_p)_a (r_p)_b per structure: (n_structures, 3, 3) float64 eV."""
+    per_pair = (grad.detach()[:, :, None] * disp.detach()[:, None, :]).to(torch.float64)  # (P, 3, 3) eV
+    return per_pair.new_zeros((batch.n_structures, 3, 3)).index_add(0, batch.structure[batch.pair_i], per_pair)
 
 
 # ---- files -------------------------------------------------------------------------------------

@@ -167,6 +167,47 @@ def _generic(model: GMNN, batch: Batch, disp: torch.Tensor, sigma: torch.Tensor,
     return y, gr.permute(1, 2, 0)  # (n_pairs, 3, d)
 
 
+VOIGT = ([0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1])  # (rows, columns) of xx yy zz yz xz xy, ASE's Voigt order
+
+
+def virial_sensitivities_batch(model: GMNN, batch: Batch) -> torch.Tensor:
+    """∂W/∂w of every structure of ``batch``: (n_structures, 3, 3, d) in the model dtype, eV per unit weight.
+
+    The virial W_ab = Σ_p (∂E/∂r_p)_a (r_p)_b (GMNN.evaluate) is linear in the output weights w, as E is:
+    with c_p = ∂(Σ_i σ_i h_i)/∂r_p (n_pairs, 3, d), ∂W_ab/∂w = Σ_p (c_p)_a (r_p)_b, and W = Σ_k w_k ∂W/∂w_k
+    (the output bias moves no atom). The pair derivatives come from d vmapped VJPs in one pass (≈ 9·d numbers
+    per pair held at once): meant for the cells of an MD step or a test set, not for a pool."""
+    disp = batch.displacements().detach().to(model.dtype)  # (n_pairs, 3) Å
+    if disp.shape[0] == 0:
+        return disp.new_zeros((batch.n_structures, 3, 3, model.d))
+    sigma = model.atomic_scale(batch).detach()[:, None]  # (n_atoms, 1)
+    with torch.no_grad():
+        _, c = _generic(model, batch, disp, sigma, "reverse")  # (n_pairs, 3, d)
+        per_pair = c[:, :, None, :] * disp[:, None, :, None]  # (n_pairs, 3, 3, d)
+        out = per_pair.new_zeros((batch.n_structures, 3, 3, model.d))
+        return out.index_add_(0, batch.structure[batch.pair_i], per_pair)
+
+
+def voigt_stress_sensitivities(g_virial: np.ndarray, volume: np.ndarray) -> np.ndarray:
+    """∂σ/∂w from ∂W/∂w ``(n, 3, 3, d)`` and the volumes ``(n,)`` Å³: (n, 6, d) eV/Å³ per unit weight, the
+    symmetric part in Voigt order (σ = W/V, as GMNN.evaluate's stress); NaN rows where the volume is NaN."""
+    g = np.asarray(g_virial, dtype=np.float64)
+    sym = 0.5 * (g + g.transpose(0, 2, 1, 3))
+    return sym[:, VOIGT[0], VOIGT[1], :] / np.asarray(volume, dtype=np.float64)[:, None, None]
+
+
+def stress_sensitivities(model: GMNN, structures, batch_size: int = 64) -> np.ndarray:
+    """∂σ/∂w of every structure, in order: (n, 6, d) float64 eV/Å³ per unit weight (Voigt order); NaN rows for
+    structures that are not periodic in all three directions (no volume, no stress)."""
+    from oedal.data.structures import cell_volumes
+
+    model.eval()
+    parts = [virial_sensitivities_batch(model, b).double().cpu().numpy()
+             for b in _loader(model, structures, batch_size)]
+    g = np.concatenate(parts) if parts else np.zeros((0, 3, 3, model.d))
+    return voigt_stress_sensitivities(g, cell_volumes(structures.cell, structures.pbc))
+
+
 class _Block(NamedTuple):
     """Centre atoms a0..a1 − 1 of a batch whose QS2 work runs in one pass (_atom_blocks)."""
 

@@ -11,7 +11,12 @@ training set and its validation set (oedal.oed.calibration):
   with its Spearman r and miscalibration area on the validation set;
 * optionally the per-atom force uncertainty: QS2 per atom (eq. 14 on ∂F_jk/∂w with the force
   Fisher matrix of the training set, the atom's mean over x, y, z) mapped to the expected error of
-  that atom's force components.
+  that atom's force components;
+* for cells, when the validation set has stress labels: the stress uncertainty. The stress is linear in the
+  output weights as the energy is (σ = Σ_k w_k ∂σ/∂w_k, oedal.oed.sensitivities.stress_sensitivities), so
+  its variance under the same posterior is σ² g_σᵀÃ_λ⁻¹g_σ per Voigt component; s̄_σ, the mean of
+  g_σᵀÃ_λ⁻¹g_σ over the six components, is mapped to the expected stress RMS (GPa, over the six) by a power
+  law fitted on the validation cells, as forces are (calibration.fit_error_map).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class UncertaintyHead:
     n_train: int
     atom_chol: np.ndarray | None = None  # (d, d): Cholesky factor of the force Fisher matrix (+ jitter)
     atom_error_map: tuple[float, float] | None = None  # per-atom force RMS = a · s̄^p, eV/Å
+    stress_error_map: tuple[float, float] | None = None  # stress RMS over xx yy zz yz xz xy = a · s̄_σ^p, GPa
 
     def to_payload(self) -> dict:
         """Tensors and plain numbers only: a model file holding it loads with weights_only=True."""
@@ -73,8 +79,8 @@ class UncertaintyHead:
         import torch
 
         data = {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in payload.items() if k != "format"}
-        for key in ("error_map", "atom_error_map"):
-            data[key] = None if data[key] is None else tuple(data[key])
+        for key in ("error_map", "atom_error_map", "stress_error_map"):  # the stress map: absent in older files
+            data[key] = None if data.get(key) is None else tuple(data[key])
         return cls(**data)
 
     def structure(self, g: np.ndarray) -> dict[str, np.ndarray]:
@@ -93,14 +99,28 @@ class UncertaintyHead:
         s = fisher.row_norms2(fisher.project(factor, g_forces)).reshape(-1, 3).mean(axis=1)
         return calibration.ErrorMap(*self.atom_error_map)(s)
 
+    def stress_scores(self, g_stress: np.ndarray) -> np.ndarray:
+        """s̄_σ (n,): the mean over the six Voigt components of g_σᵀÃ_λ⁻¹g_σ, from ``g_stress (n, 6, d)``."""
+        factor = fisher.FisherFactor(self.chol, self.lam, self.n_train)
+        g = np.asarray(g_stress, dtype=np.float64)
+        return fisher.row_norms2(fisher.project(factor, g.reshape(-1, g.shape[-1]))).reshape(len(g), 6).mean(axis=1)
+
+    def stress(self, g_stress: np.ndarray) -> np.ndarray:
+        """Expected stress error (GPa, RMS over the six Voigt components) of cells with ``g_stress (n, 6, d)``."""
+        if self.stress_error_map is None:
+            raise InputError("this model file carries no stress uncertainty (its validation set had no cells with "
+                             "stress labels): retrain it on stress-labeled cells")
+        return calibration.ErrorMap(*self.stress_error_map)(self.stress_scores(g_stress))
+
 
 def evaluate_with_uncertainty(model, head: UncertaintyHead, batch, *, stress: bool = False,
-                              uncertainty: bool = True):
+                              uncertainty: bool = True, bias=None):
     """What an MD step with uncertainty needs of ``model`` on ``batch``, from one forward and one backward
     pass (GMNN.evaluate): (Evaluation, the uncertainty of every structure from ``head.structure``: s,
-    score, informativeness, force_error, (n_structures,) each), the uncertainty None unless asked. Shared by
-    the exploration walkers and the ASE calculator (oedal.oed.calculator)."""
-    ev = model.evaluate(batch, stress=stress, sensitivities=uncertainty)
+    score, informativeness, force_error, (n_structures,) each), the uncertainty None unless asked. With
+    ``bias`` (oedal.oed.bias.UncertaintyBias) the Evaluation carries the bias's energy, forces and virial apart
+    (one more backward pass). Shared by the exploration walkers and the ASE calculator (oedal.oed.calculator)."""
+    ev = model.evaluate(batch, stress=stress, sensitivities=uncertainty, bias=None if bias is None else bias.of(head))
     return ev, head.structure(ev.sensitivities.double().cpu().numpy()) if uncertainty else None
 
 
@@ -125,6 +145,7 @@ def fit_uncertainty(model, train, valid, *, atoms: bool = False, jitter: float =
                            quality._asdict(), len(train.n_atoms))
     if atoms:
         head.atom_chol, head.atom_error_map = _atom_uncertainty(gf_train, gf_valid, f_err, jitter)
+    head.stress_error_map = _stress_uncertainty(model, head, valid)
     log.info("uncertainty: prior λ %.3g, σ %.3g eV, σ_th %.4g, force error %.3g·s^%.2f eV/Å; validation Spearman "
              "r %.2f, miscalibration area %.3f", head.lam, head.sigma2**0.5, head.threshold, *head.error_map,
              quality.spearman, quality.miscalibration_area)
@@ -143,6 +164,47 @@ def assess_on(model, head: UncertaintyHead, structures) -> dict:
     quality = calibration.assess(calibration.ErrorMap(*head.error_map), head.structure(g)["s"], f_err,
                                  np.asarray(structures.n_atoms, np.int64))
     return {**quality._asdict(), **{f"validation_{k}": v for k, v in head.validation.items()}}
+
+
+MIN_STRESS_CELLS = 3  # validation cells with a stress label needed to fit the stress map (two parameters)
+
+
+def stress_rms(model, cells) -> np.ndarray:
+    """The model's stress error of each labeled cell: (n,) GPa, RMS over the six Voigt components."""
+    from oedal.gmnn.evaluation import GPA, predict
+    from oedal.oed.sensitivities import VOIGT
+
+    error = (predict(model, cells, stress=True).stress - np.asarray(cells.stress, np.float64)) / GPA  # (n, 3, 3)
+    return np.sqrt((error[:, VOIGT[0], VOIGT[1]] ** 2).mean(axis=1))
+
+
+def stress_labeled_cells(structures) -> np.ndarray:
+    """Indices of the structures periodic in 3D with a finite stress label."""
+    if getattr(structures, "stress", None) is None:
+        return np.zeros(0, dtype=np.int64)
+    from oedal.data.structures import cell_volumes
+
+    ok = np.isfinite(cell_volumes(structures.cell, structures.pbc))
+    ok &= np.isfinite(np.asarray(structures.stress, np.float64)).all(axis=(1, 2))
+    return np.flatnonzero(ok)
+
+
+def _stress_uncertainty(model, head: UncertaintyHead, valid) -> tuple[float, float] | None:
+    """The map from s̄_σ to the stress RMS (GPa) on the validation cells with stress labels, or None (fewer than
+    MIN_STRESS_CELLS of them, or errors and scores that leave nothing to fit)."""
+    from oedal.oed.sensitivities import stress_sensitivities
+
+    index = stress_labeled_cells(valid)
+    if len(index) < MIN_STRESS_CELLS:
+        return None
+    cells = valid.subset(index)
+    try:
+        stress_map = calibration.fit_error_map(head.stress_scores(stress_sensitivities(model, cells)),
+                                               stress_rms(model, cells))
+    except InputError:
+        return None
+    log.info("stress uncertainty: error %.3g·s^%.2f GPa from %d validation cells", *stress_map, len(index))
+    return stress_map.a, stress_map.p
 
 
 def _atom_uncertainty(gf_train: np.ndarray, gf_valid: np.ndarray, f_err: np.ndarray, jitter: float):

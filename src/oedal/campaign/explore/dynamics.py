@@ -33,6 +33,7 @@ from oedal.campaign.explore.checks import Frame, broken_geometry, decide, sanity
 from oedal.campaign.explore.walker import Walker
 from oedal.data.structures import Structures
 from oedal.errors import InputError
+from oedal.oed.bias import UncertaintyBias
 from oedal.oed.uncertainty import UncertaintyHead, evaluate_with_uncertainty
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class Dynamics:
     limits: dict  # the sanity checks' limits (checks.CHECKS: the explore keys of each, and cutoff: the model's r_c)
     measure: str = "informativeness"  # what low/high bound: informativeness (I) or force_error (eV/Å)
     hydrostatic: bool = True  # NPT: the cell keeps its shape
+    bias: UncertaintyBias | None = None  # walkers move on model + bias (oedal.oed.bias); checks judge the model
 
 
 class _Batch:
@@ -92,17 +94,21 @@ class _Batch:
         return float((self.m[s] * self.v[s] ** 2).sum() / (dof * units.kB)) if dof > 0 else 0.0
 
 
-def _evaluate(model, head: UncertaintyHead, b: _Batch, check: bool):
-    """(energies (W,), forces (N, 3) eV/Å, uncertainty or None) of the active walkers; the uncertainty
-    (UncertaintyHead.structure: score, informativeness, force_error (W,)) only on a check."""
+def _evaluate(model, head: UncertaintyHead, b: _Batch, check: bool, bias: UncertaintyBias | None = None):
+    """(energies (W,), forces (N, 3) eV/Å, the forces the walkers move on (N, 3), uncertainty or None) of the
+    active walkers: the model's energies and forces, and with a bias the model's plus the bias's forces; the
+    uncertainty (UncertaintyHead.structure: score, informativeness, force_error (W,)) only on a check."""
     structures = Structures(positions=b.x, numbers=b.numbers, n_atoms=b.n, cell=b.cell, pbc=b.pbc, ids=b.ids)
     ev, uncertainty = evaluate_with_uncertainty(model, head, model.batch(structures, dtype=torch.float64),
-                                                uncertainty=check)
-    return ev.energy.cpu().numpy(), ev.forces.double().cpu().numpy(), uncertainty
+                                                uncertainty=check, bias=bias)
+    forces = ev.forces.double().cpu().numpy()
+    moving = forces if ev.bias is None else forces + ev.bias.forces.double().cpu().numpy()
+    return ev.energy.cpu().numpy(), forces, moving, uncertainty
 
 
 def baoab_step(model, head: UncertaintyHead, b: _Batch, forces: np.ndarray, dyn: Dynamics, check: bool):
-    """One BAOAB step of every active walker; returns the new (energies, forces, informativeness|None)."""
+    """One BAOAB step of every active walker on ``forces`` (those it moves on); returns the new (energies,
+    model forces, forces to move on, informativeness|None)."""
     dt = dyn.timestep * units.fs
     c1 = math.exp(-dyn.friction / units.fs * dt)
     b.v += 0.5 * dt * forces / b.m
@@ -111,9 +117,9 @@ def baoab_step(model, head: UncertaintyHead, b: _Batch, forces: np.ndarray, dyn:
     b.v = c1 * b.v + math.sqrt(1.0 - c1 * c1) * np.sqrt(b.kt / b.m) * noise
     b.remove_drift()
     b.x += 0.5 * dt * b.v
-    energies, new_forces, info = _evaluate(model, head, b, check)
-    b.v += 0.5 * dt * new_forces / b.m
-    return energies, new_forces, info
+    energies, model_forces, moving, info = _evaluate(model, head, b, check, dyn.bias)
+    b.v += 0.5 * dt * moving / b.m
+    return energies, model_forces, moving, info
 
 
 def _check(b: _Batch, energies, forces, u: dict, dyn: Dynamics, iteration: int, records: list) -> list[int]:
@@ -197,11 +203,11 @@ def run_walkers(model, head: UncertaintyHead, walkers: Sequence[Walker], dyn: Dy
     active = [w for w in walkers if w.status == "running" and w not in npt]
     while active:
         b = _Batch(active)
-        energies, forces, _ = _evaluate(model, head, b, check=False)
+        energies, forces, moving, _ = _evaluate(model, head, b, False, dyn.bias)
         changed = False
         while not changed and b.walkers[0].step < dyn.steps:
             check = (b.walkers[0].step + 1) % dyn.check_every == 0
-            energies, forces, info = baoab_step(model, head, b, forces, dyn, check)
+            energies, forces, moving, info = baoab_step(model, head, b, moving, dyn, check)
             for w in b.walkers:
                 w.step += 1
             if check:
@@ -229,7 +235,7 @@ def run_cell_walker(model, head: UncertaintyHead, w: Walker, dyn: Dynamics, iter
     forces at the same positions make that free)."""
     from oedal.oed.calculator import UncertaintyCalculator
 
-    calc = UncertaintyCalculator(model, head=head)
+    calc = UncertaintyCalculator(model, head=head, bias=dyn.bias)
     while w.status == "running" and w.step < dyn.steps:
         n = min(dyn.check_every, dyn.steps - w.step)
         try:
@@ -243,8 +249,9 @@ def run_cell_walker(model, head: UncertaintyHead, w: Walker, dyn: Dynamics, iter
             return time.monotonic()
         w.step += n
         r = atoms.calc.results
-        frame = Snapshot(atoms.positions.copy(), atoms.get_velocities(), atoms.numbers, r["forces"], r["energy"],
-                      atoms.get_temperature(), atoms.cell[:].tolist(), np.asarray(md.p_eps).tolist())
+        frame = Snapshot(atoms.positions.copy(), atoms.get_velocities(), atoms.numbers, r["model_forces"],
+                         r["model_energy"], atoms.get_temperature(), atoms.cell[:].tolist(),
+                         np.asarray(md.p_eps).tolist())
         stopped = judge(w, frame, {k: r[k] for k in ("informativeness", "force_error")}, dyn, iteration, records)
         w.positions, w.velocities, w.cell = frame.x.tolist(), frame.v.tolist(), frame.cell
         w.cell_momentum, w.rng = frame.cell_momentum, rng.bit_generator.state

@@ -28,10 +28,12 @@ def dynamics(settings, cutoff: float | None = None) -> "Dynamics":
     """The walkers' Dynamics from the campaign's ExploreSettings; ``cutoff``: the model's r_c (Å), beyond
     which an atom with no neighbour has flown apart (checks.LoneAtom)."""
     from oedal.campaign.explore.dynamics import Dynamics
+    from oedal.oed.bias import UncertaintyBias
 
     limits = {k: getattr(settings, k) for k in limit_fields()} | ({} if cutoff is None else {"cutoff": cutoff})
+    bias = UncertaintyBias(settings.bias_strength, settings.bias_width) if settings.bias_strength > 0 else None
     return Dynamics(settings.steps, settings.timestep, settings.friction, settings.check_every, settings.low,
-                    settings.high, limits, settings.measure, settings.hydrostatic)
+                    settings.high, limits, settings.measure, settings.hydrostatic, bias)
 
 
 def with_pressure(walkers: list, settings) -> list:

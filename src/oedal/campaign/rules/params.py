@@ -134,7 +134,7 @@ class RuleParams:
     def explore_walkers(self) -> str:
         """What a walker shard reads: the explore section less the gather's and the initial structures' fields."""
         explore = self.campaign.explore
-        return self.section("explore", exclude=explore.GATHER | explore.INITIAL_ONLY)
+        return self.section("explore", exclude=explore.GATHER | explore.INITIAL_ONLY | explore.unset_options())
 
     def initial_sampling(self) -> str:
         """The MD settings the initial structures depend on: the cheap potential, time step and friction for
