@@ -13,6 +13,12 @@ from oedal.oracles.registry import ORACLES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    _register_label(sub)
+    _register_sample(sub)
+    _register_baseline(sub)
+
+
+def _register_label(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "label",
         help="label one shard with an oracle",
@@ -39,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="threads for the oracle (overrides the settings)")
     p.set_defaults(func=run_label)
 
+
+def _register_sample(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sample",
         help="Langevin MD → a candidate pool",
@@ -60,6 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=run_sample)
 
+
+def _register_baseline(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "baseline", help="errors of a potential (CHGNet, any oracle) on a labeled store",
         description="The error metrics of `oedal evaluate` (energies, forces, per atom and stress for cells) for a "

@@ -96,6 +96,12 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
+    _register_loop(subparsers)
+    _register_summary(subparsers)
+
+
+def _register_loop(subparsers) -> None:
+    """The steps of one iteration: split, shard, gather, merge."""
     p = subparsers.add_parser("split", help="iteration 0: train/valid/pool(unlabeled)/test from a labeled store")
     p.add_argument("--source", required=True, help="labeled structure store (.h5)")
     p.add_argument("--out-dir", required=True, help="iteration-0 directory (train.h5 valid.h5 pool.h5 status.json)")
@@ -137,6 +143,9 @@ def register(subparsers) -> None:
                    help="share of the labeled selection that joins the validation set (every 1/share-th pick)")
     p.set_defaults(func=_merge)
 
+
+def _register_summary(subparsers) -> None:
+    """The campaign's summary and the config's schema."""
     p = subparsers.add_parser("summary", help="campaign summary table (CSV)")
     p.add_argument("--run", nargs="+", required=True, help="STRATEGY:SEED:RUN_DIR")
     p.add_argument("--iterations", type=int, required=True, help="last iteration index")
