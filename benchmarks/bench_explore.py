@@ -311,25 +311,30 @@ def bench_campaigns(args) -> None:
 
 
 # ---- uncertainty-biased walkers (DESIGN §13) ----------------------------------------------------------
-def young_model(folder: Path) -> Path:
-    """A model as exploration has it after its first round: `oedal train` on 40 frames (+ 20 validation) of
-    ethanol_1000K, 300 epochs, explore_ethanol's architecture (r_c 5 Å, [128, 64]), its uncertainty fitted."""
-    from oedal.data import load_dataset
-    from oedal.data.store import write_store
+def xtb_model(folder: Path, n_train: int) -> Path:
+    """A model at the oracle's own level of theory, so that its true error can be measured: `oedal train` on
+    ``n_train`` frames (+ 20 validation) of a 1000 K GFN2-xTB MD of ethanol (400 frames, 10 steps apart, its own
+    seed: not the walkers'), 300 epochs, explore_ethanol's architecture (r_c 5 Å, [128, 64]), its uncertainty
+    fitted. 40 frames: the model exploration has after its first round; 300: a trained one."""
+    from oedal.data.store import read_store, write_store
 
-    path = folder / "young.pt"
+    path = folder / f"xtb_{n_train}.pt"
     if path.exists():
         return path
-    s = load_dataset("ethanol_1000K", data_dir=DATA)
-    perm = np.random.default_rng(6).permutation(len(s))
-    write_store(folder / "young_train.h5", s.subset(perm[:40]))
-    write_store(folder / "young_valid.h5", s.subset(perm[40:60]))
+    pool = folder / "xtb_1000K.h5"
+    if not pool.exists():
+        subprocess.run([sys.executable, "-m", "oedal", "sample", "--n-frames", "400", "--interval", "10", "--seed",
+                        "77", "--labels", "--threads", "1", "--out", str(pool)], check=True)
+    s = read_store(pool)
+    perm = np.random.default_rng(6).permutation(len(s.n_atoms))
+    write_store(folder / f"xtb_{n_train}_train.h5", s.subset(perm[:n_train]), overwrite=True)
+    write_store(folder / f"xtb_{n_train}_valid.h5", s.subset(perm[n_train:n_train + 20]), overwrite=True)
     model = {"descriptor": {"r_cut": 5.0, "n_basis": 7, "n_radial": 5}, "hidden": [128, 64]}
-    subprocess.run([sys.executable, "-m", "oedal", "train", "--train", str(folder / "young_train.h5"), "--valid",
-                    str(folder / "young_valid.h5"), "--out", str(path), "--settings",
+    subprocess.run([sys.executable, "-m", "oedal", "train", "--train", str(folder / f"xtb_{n_train}_train.h5"),
+                    "--valid", str(folder / f"xtb_{n_train}_valid.h5"), "--out", str(path), "--settings",
                     json.dumps({"epochs": 300, "patience": 300, "batch_size": 8}),
-                    "--model-settings", json.dumps(model),
-                    "--threads", "1"], check=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+                    "--model-settings", json.dumps(model), "--threads", "1"],
+                   check=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
     return path
 
 
@@ -400,14 +405,15 @@ def bench_bias(args) -> None:
     from oedal.oed.uncertainty import model_head
 
     torch.set_num_threads(1)
-    model = load_model(young_model(args.folder))
+    model = load_model(xtb_model(args.folder, args.n_train))
     model.eval()
     head = model_head(model)
     # B: the calibrated force error at the lower band, I = 1 (score = σ_th): what a typical training frame has
     s_low = head.threshold / (1.0 - head.threshold)
     width = float(head.error_map[0] * s_low ** head.error_map[1])
-    print(f"ethanol walkers 300/600/1000 K × 2, {args.steps} steps of 0.5 fs, bands I 1 / 50, young model (40 "
-          f"frames); bias width B = {width:.3f} eV/Å (the calibrated force error at I = 1)")
+    print(f"ethanol walkers 300/600/1000 K × 2, {args.steps} steps of 0.5 fs, bands I 1 / 50, a model of "
+          f"{args.n_train} xTB frames; "
+          f"bias width B = {width:.3f} eV/Å (the calibrated force error at I = 1)")
     print("  A eV  seed  candidate share  stopped  candidates  true F RMS on candidates eV/Å  gauche share  s")
     summary: dict[float, list] = {}
     for strength in args.strengths:
@@ -444,6 +450,8 @@ def main() -> None:
     b.add_argument("--strengths", type=float, nargs="+", default=[0.0, 0.25, 1.0], help="A, eV (0: unbiased)")
     b.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     b.add_argument("--steps", type=int, default=1000)
+    b.add_argument("--n-train", type=int, default=40, help="xTB MD frames the model is trained on (40: as after "
+                   "exploration's first round; 300: a trained model)")
     k = sub.add_parser("campaigns")
     k.add_argument("--report", action="store_true", help="only print the figures of the finished campaigns")
     for q in (c, w, k, b):
