@@ -402,15 +402,14 @@ def bench_bias(args) -> None:
     import torch
 
     from oedal.gmnn.model import load_model
+    from oedal.oed.bias import UncertaintyBias
     from oedal.oed.uncertainty import model_head
 
     torch.set_num_threads(1)
     model = load_model(xtb_model(args.folder, args.n_train))
     model.eval()
     head = model_head(model)
-    # B: the calibrated force error at the lower band, I = 1 (score = σ_th): what a typical training frame has
-    s_low = head.threshold / (1.0 - head.threshold)
-    width = float(head.error_map[0] * s_low ** head.error_map[1])
+    width = UncertaintyBias(1.0).width_for(head)  # the calibrated force error at the lower band, I = 1
     print(f"ethanol walkers 300/600/1000 K × 2, {args.steps} steps of 0.5 fs, bands I 1 / 50, a model of "
           f"{args.n_train} xTB frames; "
           f"bias width B = {width:.3f} eV/Å (the calibrated force error at I = 1)")

@@ -41,6 +41,20 @@ def fitted(ethanol_structures):
     return model, head, UncertaintyBias(strength=0.5, width=float(u))
 
 
+def test_the_default_width_is_the_models_force_error_at_the_lower_band(fitted):
+    """B = None: the calibrated force error u(s) at the s where the informativeness is ``low`` (score s/(1 + s) =
+    low·σ_th), read back through the error map's inverse; a set width is kept."""
+    from oedal.oed import fisher
+    from oedal.oed.calibration import ErrorMap
+
+    _, head, _ = fitted
+    for low in (1.0, 3.0):
+        width = UncertaintyBias(0.5, None, low).width_for(head)
+        s = ErrorMap(*head.error_map).inverse(width)
+        assert fisher.informativeness(fisher.variance_change(np.array([s])), head.threshold)[0] == pytest.approx(low)
+    assert UncertaintyBias(0.5, 0.2).width_for(head) == 0.2
+
+
 def bias_energy(model, head, bias, structures) -> np.ndarray:
     ev = model.evaluate(model.batch(structures, torch.float64), bias=bias.of(head))
     return ev.bias.energy.numpy()

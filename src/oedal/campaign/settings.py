@@ -125,8 +125,9 @@ class _Exploration(Settings):
                                  "exp(−u/B)), u the calibrated force error, that pulls walkers toward what the model "
                                  "does not know (DESIGN §13); 0: unbiased walkers. Checks and bands judge the model "
                                  "alone")
-    bias_width: float = Field(0.5, gt=0, description="eV/Å: the force error B over which the bias acts (E_bias ≈ "
-                              "−A·u/B where u ≪ B)")
+    bias_width: float | None = Field(None, gt=0, description="eV/Å: the force error B over which the bias acts "
+                                     "(E_bias ≈ −A·u/B where u ≪ B); null: the model's own calibrated force error "
+                                     "at the lower band (I = low), re-read from every iteration's model")
     shards: int = Field(2, ge=1, description="walker jobs per iteration")
     converged: float = Field(0.9, gt=0, le=1, description="stop when this share of walkers runs its full length "
                              "without a trigger (no candidate, not stopped)")

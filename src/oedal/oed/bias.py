@@ -27,17 +27,27 @@ class UncertaintyBias:
     """E_bias = −strength · (1 − exp(−u / width)), u the calibrated force error (module docstring)."""
 
     strength: float  # A, eV
-    width: float  # B, eV/Å
+    width: float | None = None  # B, eV/Å; None: the model's own force error at informativeness ``low``
+    low: float = 1.0  # the walkers' lower band (I), where a None width is read
+
+    def width_for(self, head: UncertaintyHead) -> float:
+        """B (eV/Å): ``width``, or the calibrated force error of a structure at I = ``low`` (score = low·σ_th,
+        s = score/(1 − score)): what the model's typical training structure has when low = 1."""
+        if self.width is not None:
+            return self.width
+        score = min(self.low * head.threshold, 1.0 - 1e-12)
+        return float(head.error_map[0] * (score / (1.0 - score)) ** head.error_map[1])
 
     def of(self, head: UncertaintyHead) -> Callable[[torch.Tensor], torch.Tensor]:
         """The bias as a differentiable function of the sensitivities g (n, d) float64 → (n,) eV, for ``head``."""
         chol = torch.from_numpy(head.chol)  # (d, d) lower Cholesky factor of Ã + λI
         a, p = head.error_map
+        width = self.width_for(head)
 
         def energy(g: torch.Tensor) -> torch.Tensor:
             z = torch.linalg.solve_triangular(chol.to(g.device), g.T, upper=False)  # (d, n): C⁻¹g
             s = (z * z).sum(dim=0)  # (n,) s_λ
             u = a * s.clamp_min(1e-300) ** p  # (n,) eV/Å
-            return -self.strength * (1.0 - torch.exp(-u / self.width))
+            return -self.strength * (1.0 - torch.exp(-u / width))
 
         return energy

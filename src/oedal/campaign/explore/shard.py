@@ -31,7 +31,12 @@ def dynamics(settings, cutoff: float | None = None) -> "Dynamics":
     from oedal.oed.bias import UncertaintyBias
 
     limits = {k: getattr(settings, k) for k in limit_fields()} | ({} if cutoff is None else {"cutoff": cutoff})
-    bias = UncertaintyBias(settings.bias_strength, settings.bias_width) if settings.bias_strength > 0 else None
+    bias = None
+    if settings.bias_strength > 0:
+        width = settings.bias_width
+        if width is None and settings.measure == "force_error":
+            width = settings.low  # the lower band is a force error (eV/Å) already
+        bias = UncertaintyBias(settings.bias_strength, width, settings.low)
     return Dynamics(settings.steps, settings.timestep, settings.friction, settings.check_every, settings.low,
                     settings.high, limits, settings.measure, settings.hydrostatic, bias)
 
