@@ -201,8 +201,10 @@ class GMNN(nn.Module):
                 sigma = self.atomic_scale(batch)  # (n_atoms,)
                 e_i = (sigma * self.output(h)[:, 0]).to(torch.float64) + self.shift[batch.species]
                 energy = e_i.new_zeros(batch.n_structures).index_add(0, batch.structure, e_i)
-                y = sigma[:, None] * h
-                g = y.new_zeros((batch.n_structures, self.d)).index_add(0, batch.structure, y)  # (n, d)
+                g = None
+                if sensitivities or bias is not None:
+                    y = sigma[:, None] * h
+                    g = y.new_zeros((batch.n_structures, self.d)).index_add(0, batch.structure, y)  # (n, d)
                 e_bias = None if bias is None else bias(g.to(torch.float64))  # (n,) eV
                 (grad,) = torch.autograd.grad(energy.sum(), disp, retain_graph=bias is not None)  # (n_pairs, 3) eV/Å
                 grad_bias = None if bias is None else torch.autograd.grad(e_bias.sum(), disp)[0]
