@@ -5,6 +5,7 @@ per walker; the exploration campaign against pool-based selection. Not a test.
     python benchmarks/bench_explore.py walkers [--walkers 1 4 16 --steps 200 --torch-sim]  # ms per walker-step
     python benchmarks/bench_explore.py campaigns [--report]                  # labels to 1 kcal/mol/Å (xTB, ≈ 1 h)
     python benchmarks/bench_explore.py bias [--strengths 0 0.25 1 --seeds 0 1 2]  # where biased walkers go (≈ 5 min)
+    python benchmarks/bench_explore.py bias-campaigns [--report]             # explore_ethanol ± bias, 3 seeds (≈ 20 min)
 
 Model: the paper's GM-NN (r_c 4 Å, 9 Gaussians, 7 radial functions, [256, 128]) trained by `oedal train` for
 60 epochs on 300 frames of ethanol_1000K (../shared/data/gmnn_ethanol or $OEDAL_DATA_DIR), which stores its
@@ -433,6 +434,44 @@ def bench_bias(args) -> None:
               f"true force RMS on them {m[3]:.3f} eV/Å, gauche share {m[4]:.2f}")
 
 
+def bias_campaigns(args) -> None:
+    """config/explore_ethanol.yaml with 3 seeds, unbiased (under ``--results``/plain) and with explore.bias_strength
+    0.25 eV (``--results``/bias; the width: the model's own force error at I = 1). One campaign name in both, so
+    that every random stream (initial set, iteration-0 model, test set) is the same and the arms pair seed by seed.
+    Per round the labels spent, the test force MAE and the share of checked walker frames that were candidates;
+    at the end the ratio plain/biased of the final force MAE per seed and its geometric mean."""
+    import csv
+
+    arms = {"plain": [], "bias": ["explore={bias_strength: 0.25}"]}
+    if not args.report:
+        for name, extra in arms.items():
+            subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile",
+                            "config/explore_ethanol.yaml", "--config", f"results_dir={args.results / name}",
+                            "seeds=[0,1,2]", *extra], cwd=ROOT, check=True,
+                           env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    final = {}
+    for name in arms:
+        run = args.results / name / "explore_ethanol"
+        rows = list(csv.DictReader(open(run / "summary.csv")))
+        print(f"{name}: labels spent: test force MAE kcal/mol/Å (candidate share of checked frames)")
+        for seed in sorted({r["seed"] for r in rows}):
+            mine = sorted((r for r in rows if r["seed"] == seed), key=lambda r: int(r["iteration"]))
+            shares = []
+            for r in mine:
+                counts = run / "qs1-greedy" / f"seed{seed}" / f"iter_{int(r['iteration']):03d}" / "explore.json"
+                c = json.loads(counts.read_text()) if counts.exists() else {}
+                checked = c.get("accurate_frames", 0) + c.get("candidate_frames", 0)
+                shares.append(f" ({c['candidate_frames'] / checked:.2f})" if checked else "")
+            print(f"  seed {seed}: " + "  ".join(f"{r['labels_spent']}: {float(r[F_MAE]):.2f}{share}"
+                                                for r, share in zip(mine, shares)))
+            final[name, seed] = (int(mine[-1]["labels_spent"]), float(mine[-1][F_MAE]))
+    seeds = sorted({s for _, s in final})
+    ratios = [final["plain", s][1] / final["bias", s][1] for s in seeds]
+    print("final force MAE, plain/biased (> 1: the bias helped): " + ", ".join(
+        f"seed {s} ×{r:.2f} ({final['plain', s][0]} vs {final['bias', s][0]} labels)"
+        for s, r in zip(seeds, ratios)) + f"; geometric mean ×{np.exp(np.mean(np.log(ratios))):.2f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
@@ -451,14 +490,17 @@ def main() -> None:
     b.add_argument("--steps", type=int, default=1000)
     b.add_argument("--n-train", type=int, default=40, help="xTB MD frames the model is trained on (40: as after "
                    "exploration's first round; 300: a trained model)")
+    bc = sub.add_parser("bias-campaigns")
+    bc.add_argument("--results", type=Path, default=ROOT / "results")
+    bc.add_argument("--report", action="store_true", help="only print the figures of the finished campaigns")
     k = sub.add_parser("campaigns")
     k.add_argument("--report", action="store_true", help="only print the figures of the finished campaigns")
-    for q in (c, w, k, b):
+    for q in (c, w, k, b, bc):
         q.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "oedal_bench_explore")
     args = p.parse_args()
     args.folder.mkdir(parents=True, exist_ok=True)
     {"calculator": bench_calculator, "walkers": bench_walkers, "campaigns": bench_campaigns,
-     "bias": bench_bias}[args.what](args)
+     "bias": bench_bias, "bias-campaigns": bias_campaigns}[args.what](args)
 
 
 if __name__ == "__main__":
