@@ -94,8 +94,9 @@ class _Exploration(Settings):
                                                         "strain"})
     """Read by the initial structures alone (rule initial_structures), never by a walker."""
     GATHER: ClassVar[frozenset[str]] = frozenset({"shards", "converged"})
-    ADDED: ClassVar[tuple[str, ...]] = ("strain", "bias_strength", "bias_width")
     """How many walker jobs there are and when exploration has converged: the gather's, not a walker's."""
+    ADDED: ClassVar[tuple[str, ...]] = ("strain", "bias_strength", "bias_width")
+    """Options added after campaigns existed: left out of the rule params while unset (Settings.unset_options)."""
 
     @classmethod
     def initial_fields(cls) -> frozenset[str]:
@@ -279,11 +280,6 @@ class ResourceSettings(Settings):
     label_runtime: int = Field(60, ge=1, description="minutes")
 
 
-def _level(settings) -> dict:
-    """An oracle's settings less how it runs (threads, attempts, timeout): what its labels depend on."""
-    return settings.model_dump(mode="json", exclude=set(settings.RUNTIME))
-
-
 class CampaignSettings(Settings):
     """One campaign: a data set, its split, the model, training, OED, oracle and stopping settings,
     and the strategies × seeds to compare. Results go to ``{results_dir}/{name}/``."""
@@ -344,7 +340,9 @@ class CampaignSettings(Settings):
             raise ValueError("training.seed / select.seed are derived from `seeds` per iteration; remove them")
         if self.stop.max_train is not None and self.stop.max_train < self.split.n_train:
             raise ValueError(f"stop.max_train ({self.stop.max_train}) is below split.n_train ({self.split.n_train})")
-        if self.dataset.source == "sample" and self.oracle.kind != "replay" and _level(self.oracle) != _level(
+        from oedal.oracles.cache.entries import level_of  # what labels depend on: settings less threads, attempts
+
+        if self.dataset.source == "sample" and self.oracle.kind != "replay" and level_of(self.oracle) != level_of(
                 self.sampling.potential):
             raise ValueError("sampling.potential: a pool campaign's initial training, validation and test sets carry "
                              "the sampling MD's labels, so its potential must be the oracle (or use oracle kind "

@@ -66,7 +66,7 @@ def training_seed_columns(models: Sequence[dict], metrics: Sequence[str]) -> dic
     return out
 
 
-def _short_name(metric: str) -> str:
+def short_name(metric: str) -> str:
     """``forces_rmse_kcal/mol/A`` → ``forces rmse``, ``stress_mae_GPa`` → ``stress mae`` (units dropped, for
     sentences)."""
     for unit in ("_kcal/mol/A", "_kcal/mol", "_meV/atom", "_GPa"):
@@ -220,7 +220,7 @@ class Verdict(NamedTuple):
 
     def sentence(self) -> str:
         """By how much, with its interval, and whether the difference exceeds the seed-to-seed spread."""
-        name = _short_name(self.metric.removeprefix(SEEDS))
+        name = short_name(self.metric.removeprefix(SEEDS))
         if self.metric.startswith(SEEDS):
             name += " (geometric mean over training seeds)"
         size = self.ratio if self.better else 1 / self.ratio
@@ -311,7 +311,7 @@ def _spread_lines(rows: Sequence[dict], metrics: Sequence[str]) -> list[str]:
     for metric in metrics:
         s = training_seed_spread(rows, metric)
         if math.isfinite(s):
-            parts.append(f"{_short_name(metric)} ×{math.exp(s):.2f}")
+            parts.append(f"{short_name(metric)} ×{math.exp(s):.2f}")
     if not parts:
         return []
     k = "/".join(map(str, counts))

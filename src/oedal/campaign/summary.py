@@ -125,18 +125,24 @@ POTENTIAL_METRICS = ("forces_mae_kcal/mol/A", "forces_rmse_kcal/mol/A", "energy_
 """What a reference potential's line in the verdict compares (where both it and the models have them)."""
 
 
+def read_potentials(paths) -> dict[str, list[dict]]:
+    """Reference potential name → its figures on each seed's test set (``oedal baseline`` files ``paths``)."""
+    found: dict[str, list[dict]] = {}
+    for path in paths:
+        figures = read_json(path)
+        found.setdefault(str(figures.get("potential", Path(path).stem)), []).append(figures)
+    return found
+
+
 def potential_lines(rows: list[dict], potentials: list[str | Path]) -> list[str]:
     """One verdict line per reference potential (``oedal baseline`` files, one per seed's test set): its errors
     (mean over seeds) and, per strategy, how many times lower the final models' are (geometric mean over seeds
     of each model's error on its own seed's test set)."""
-    from collections import defaultdict
-
     import numpy as np
 
-    found: dict[str, list[dict]] = defaultdict(list)
-    for path in potentials:
-        figures = read_json(path)
-        found[str(figures.get("potential", Path(path).stem))].append(figures)
+    from oedal.campaign import statistics
+
+    found = read_potentials(potentials)
     last = max((int(r["iteration"]) for r in rows), default=0)
     final = [r for r in rows if int(r["iteration"]) == last]
     lines = []
@@ -151,8 +157,7 @@ def potential_lines(rows: list[dict], potentials: list[str | Path]) -> list[str]
                 model = [float(r[m]) for r in final if r["strategy"] == strategy and r.get(m) is not None]
                 if model and min(model) > 0:
                     ratio = np.mean([f[m] for f in runs]) / float(np.exp(np.mean(np.log(model))))
-                    ratios.append(f"{m.split('_kcal')[0].split('_meV')[0].split('_GPa')[0].replace('_', ' ')} "
-                                  f"×{ratio:.2f}")
+                    ratios.append(f"{statistics.short_name(m)} ×{ratio:.2f}")
             if ratios:
                 line += f"; {strategy}'s final models are lower by " + ", ".join(ratios)
         lines.append(line)

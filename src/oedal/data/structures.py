@@ -28,6 +28,15 @@ def atom_index(offsets: np.ndarray, indices: np.ndarray) -> np.ndarray:
     return np.repeat(starts, counts) + (np.arange(total, dtype=np.int64) - block_start)
 
 
+def element_counts(index: np.ndarray, n_atoms: np.ndarray, n_kinds: int) -> np.ndarray:
+    """(n_structures, n_kinds) float64: how many atoms of each kind every structure has, from each atom's kind
+    ``index`` (n_atoms_total,) in 0..n_kinds−1 and the atoms per structure ``n_atoms``."""
+    n_atoms = np.asarray(n_atoms, np.int64)
+    structure = np.repeat(np.arange(len(n_atoms)), n_atoms)
+    flat = np.bincount(structure * n_kinds + np.asarray(index, np.int64), minlength=len(n_atoms) * n_kinds)
+    return flat.reshape(len(n_atoms), n_kinds).astype(np.float64)
+
+
 def cell_volumes(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
     """(n,) float64 Å³: |det| of each cell (rows = lattice vectors), NaN where not periodic in all three directions
     (no volume, no stress)."""

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from oedal import __version__
+from oedal.data.structures import element_counts
 from oedal.gmnn.batching import Batch, BatchLoader
 from oedal.gmnn.descriptors import GaussianMoments
 from oedal.errors import InputError, SettingsError
@@ -181,7 +182,7 @@ class GMNN(nn.Module):
                 (grad,) = torch.autograd.grad(energy.sum(), disp, create_graph=create_graph)
         finally:
             self.descriptor.first_order_only = False
-        return energy, _pair_forces(batch, grad)
+        return energy, pair_forces(batch, grad)
 
     def evaluate(self, batch: Batch, *, stress: bool = False, sensitivities: bool = False,
                  bias: Callable[[torch.Tensor], torch.Tensor] | None = None) -> "Evaluation":
@@ -212,10 +213,10 @@ class GMNN(nn.Module):
             self.descriptor.first_order_only = False
         terms = None
         if bias is not None:
-            terms = BiasTerms(e_bias.detach(), _pair_forces(batch, grad_bias),
-                              _pair_virial(batch, grad_bias, disp) if stress else None)
-        virial = _pair_virial(batch, grad, disp) if stress else None
-        return Evaluation(energy.detach(), _pair_forces(batch, grad), virial, g.detach() if sensitivities else None,
+            terms = BiasTerms(e_bias.detach(), pair_forces(batch, grad_bias),
+                              pair_virial(batch, grad_bias, disp.detach()) if stress else None)
+        virial = pair_virial(batch, grad, disp.detach()) if stress else None
+        return Evaluation(energy.detach(), pair_forces(batch, grad), virial, g.detach() if sensitivities else None,
                           terms)
 
     def forward(self, batch: Batch) -> torch.Tensor:
@@ -228,12 +229,9 @@ class GMNN(nn.Module):
         from oedal.gmnn.batching import species_index
 
         n_atoms = np.asarray(n_atoms, np.int64)
-        spec = species_index(numbers, self.species, n_atoms)
-        struct = np.repeat(np.arange(len(n_atoms)), n_atoms)
-        s = len(self.species)
-        counts = np.bincount(struct * s + spec, minlength=len(n_atoms) * s).reshape(len(n_atoms), s)
+        counts = element_counts(species_index(numbers, self.species, n_atoms), n_atoms, len(self.species))
         energy = np.asarray(energy, np.float64)
-        mu, *_ = np.linalg.lstsq(counts.astype(np.float64), energy, rcond=None)
+        mu, *_ = np.linalg.lstsq(counts, energy, rcond=None)
         resid = (energy - counts @ mu) / n_atoms
         sigma = float(np.std(resid)) if len(resid) > 1 else 1.0
         sigma = sigma if sigma > 1e-6 else 1.0
@@ -242,16 +240,22 @@ class GMNN(nn.Module):
         log.debug("init scale/shift: mu=%s sigma=%.4g eV", mu, sigma)
 
 
-def _pair_forces(batch: Batch, grad: torch.Tensor) -> torch.Tensor:
-    """Forces (n_atoms, 3) eV/Å from ∂E/∂r_p (n_pairs, 3): r_ij = R_j − R_i, so F_i = Σ_j ∂E/∂r_ij, F_j −= ∂E/∂r_ij."""
+def pair_forces(batch: Batch, grad: torch.Tensor) -> torch.Tensor:
+    """Per-atom sums (n_atoms, 3, ...) of pair derivatives ``grad`` (n_pairs, 3, ...) = ∂X/∂r_p: r_ij = R_j − R_i,
+    so −∂X/∂R_i = Σ_j ∂X/∂r_ij and the partner j takes −∂X/∂r_ij. X = E: the forces (eV/Å); trailing axes carry
+    the derivatives of further quantities (e.g. the d output-layer sensitivities, oedal.oed.sensitivities)."""
     idx = torch.cat([batch.pair_i, batch.pair_j])
-    return grad.new_zeros((batch.species.shape[0], 3)).index_add(0, idx, torch.cat([grad, -grad]))
+    return grad.new_zeros((batch.species.shape[0],) + grad.shape[1:]).index_add(0, idx, torch.cat([grad, -grad]))
 
 
-def _pair_virial(batch: Batch, grad: torch.Tensor, disp: torch.Tensor) -> torch.Tensor:
-    """W_ab = Σ_p (∂E/∂r_p)_a (r_p)_b per structure: (n_structures, 3, 3) float64 eV."""
-    per_pair = (grad.detach()[:, :, None] * disp.detach()[:, None, :]).to(torch.float64)  # (P, 3, 3) eV
-    return per_pair.new_zeros((batch.n_structures, 3, 3)).index_add(0, batch.structure[batch.pair_i], per_pair)
+def pair_virial(batch: Batch, grad: torch.Tensor, disp: torch.Tensor) -> torch.Tensor:
+    """W_ab = Σ_p (∂X/∂r_p)_a (r_p)_b over each structure's pairs: (n_structures, 3, 3, ...) float64, from ``grad``
+    (n_pairs, 3, ...) and ``disp`` (n_pairs, 3) Å. X = E: ∂E/∂ε for a homogeneous strain r → (1 + ε) r (eV; stress
+    σ = W / V); trailing axes as in :func:`pair_forces`. Differentiable (the training loss's stress term)."""
+    shape = (disp.shape[0], 1, 3) + (1,) * (grad.dim() - 2)
+    per_pair = (grad[:, :, None] * disp.reshape(shape)).to(torch.float64)  # (n_pairs, 3, 3, ...)
+    return per_pair.new_zeros((batch.n_structures,) + per_pair.shape[1:]).index_add(
+        0, batch.structure[batch.pair_i], per_pair)
 
 
 # ---- files -------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from oedal.gmnn.batching import Batch, BatchLoader
 from oedal.device import resolve_device, set_threads
 from oedal.errors import InputError, OedalError
 from oedal.interrupt import StopOnSigterm
-from oedal.gmnn.model import GMNN, load_data_file, load_model, write_torch_file
+from oedal.gmnn.model import GMNN, load_data_file, load_model, pair_virial, write_torch_file
 from oedal.progress import progress_bar
 from oedal.settings import ModelSettings, TrainingSettings
 
@@ -120,13 +120,6 @@ def stress_term(batch: Batch, virial: torch.Tensor, w_s: float) -> torch.Tensor:
     label = torch.nan_to_num(batch.stress) * volume  # (n_structures, 3, 3) eV
     dw = torch.where(have[:, None, None], virial.to(torch.float64) - label, 0.0)
     return (w_s / 9.0) * ((dw / batch.n_atoms[:, None, None]) ** 2).sum(dim=(1, 2))
-
-
-def pair_virial(batch: Batch, grad: torch.Tensor, disp: torch.Tensor) -> torch.Tensor:
-    """W_ab = Σ_p (∂E/∂r_p)_a (r_p)_b over each structure's pairs (n_structures, 3, 3) eV: ∂E/∂ε for a homogeneous
-    strain r → (1 + ε) r (as :meth:`GMNN.evaluate`); stress σ = W / V."""
-    per_pair = (grad[:, :, None] * disp[:, None, :]).to(torch.float64)  # (n_pairs, 3, 3) eV
-    return per_pair.new_zeros((batch.n_structures, 3, 3)).index_add(0, batch.structure[batch.pair_i], per_pair)
 
 
 def batch_loss(model: GMNN, batch: Batch, w_e: float, w_f: float, per_atom: bool = False,

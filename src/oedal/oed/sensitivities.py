@@ -48,7 +48,7 @@ import torch
 from oedal.gmnn.batching import Batch, BatchLoader
 from oedal.gmnn.descriptors import FULL_INDEX, UNIQUE_INDEX, grouped_by_atom
 from oedal.gmnn.kernels import backend
-from oedal.gmnn.model import GMNN, Readout
+from oedal.gmnn.model import GMNN, Readout, pair_forces, pair_virial
 from oedal.gmnn.tangents import feature_tangents, local_frames
 
 log = logging.getLogger(__name__)
@@ -85,14 +85,6 @@ def energy_sensitivities_batch(model: GMNN, batch: Batch) -> torch.Tensor:
     with torch.no_grad():
         y = model.atomic_scale(batch)[:, None] * model.predict_features(batch)  # (n_atoms, d)
         return y.new_zeros((batch.n_structures, y.shape[1])).index_add_(0, batch.structure, y)
-
-
-def _scatter_pairs(c: torch.Tensor, batch: Batch, n_atoms: int) -> torch.Tensor:
-    """Pair derivatives c (n_pairs, 3, d) of Σσh wrt r_p → force sensitivities (n_atoms, 3, d)."""
-    out = c.new_zeros((n_atoms,) + c.shape[1:])  # F = −∂E/∂R, and ∂r_p/∂R_j = +1, ∂r_p/∂R_i = −1
-    out.index_add_(0, batch.pair_i, c)
-    out.index_add_(0, batch.pair_j, c, alpha=-1)
-    return out
 
 
 def force_sensitivities_batch(model: GMNN, batch: Batch, mode: Mode = "auto",
@@ -134,7 +126,7 @@ def _force_sensitivities_batch(model: GMNN, batch: Batch, mode: Mode, out: np.nd
                     y, forces = _structured_blocks(model, batch, disp, sigma, blocks)
             return BatchSensitivities(_per_structure(y, batch), forces)
         y, c = _generic(model, batch, disp, sigma, mode)
-        return BatchSensitivities(_per_structure(y, batch), _scatter_pairs(c, batch, n_atoms))
+        return BatchSensitivities(_per_structure(y, batch), pair_forces(batch, c))
 
 
 def _generic(model: GMNN, batch: Batch, disp: torch.Tensor, sigma: torch.Tensor,
@@ -171,7 +163,7 @@ VOIGT = ([0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1])  # (rows, columns) of xx yy zz 
 
 
 def virial_sensitivities_batch(model: GMNN, batch: Batch) -> torch.Tensor:
-    """∂W/∂w of every structure of ``batch``: (n_structures, 3, 3, d) in the model dtype, eV per unit weight.
+    """∂W/∂w of every structure of ``batch``: (n_structures, 3, 3, d) float64, eV per unit weight.
 
     The virial W_ab = Σ_p (∂E/∂r_p)_a (r_p)_b (GMNN.evaluate) is linear in the output weights w, as E is:
     with c_p = ∂(Σ_i σ_i h_i)/∂r_p (n_pairs, 3, d), ∂W_ab/∂w = Σ_p (c_p)_a (r_p)_b, and W = Σ_k w_k ∂W/∂w_k
@@ -183,9 +175,7 @@ def virial_sensitivities_batch(model: GMNN, batch: Batch) -> torch.Tensor:
     sigma = model.atomic_scale(batch).detach()[:, None]  # (n_atoms, 1)
     with torch.no_grad():
         _, c = _generic(model, batch, disp, sigma, "reverse")  # (n_pairs, 3, d)
-        per_pair = c[:, :, None, :] * disp[:, None, :, None]  # (n_pairs, 3, 3, d)
-        out = per_pair.new_zeros((batch.n_structures, 3, 3, model.d))
-        return out.index_add_(0, batch.structure[batch.pair_i], per_pair)
+        return pair_virial(batch, c, disp)  # (n_structures, 3, 3, d)
 
 
 def voigt_stress_sensitivities(g_virial: np.ndarray, volume: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ import logging
 
 import numpy as np
 
+from oedal.data.structures import element_counts
 from oedal.gmnn.evaluation import Prediction, errors_of
 from oedal.oracles.base import Oracle, stress_of
 from oedal.progress import progress_bar
@@ -41,9 +42,7 @@ def element_offsets(numbers: np.ndarray, n_atoms: np.ndarray, residual: np.ndarr
     """Per-element constants μ_Z (eV per atom) minimising Σ_i (residual_i − Σ_Z n_iZ μ_Z)² (least squares; the
     minimum-norm solution where the compositions do not fix every μ_Z, e.g. one composition for all)."""
     elements = np.unique(numbers)
-    structure = np.repeat(np.arange(len(n_atoms)), n_atoms)
-    counts = np.zeros((len(n_atoms), len(elements)))  # (n_structures, n_elements) n_iZ
-    np.add.at(counts, (structure, np.searchsorted(elements, numbers)), 1.0)
+    counts = element_counts(np.searchsorted(elements, numbers), n_atoms, len(elements))  # (n_structures, n_Z) n_iZ
     mu = np.linalg.lstsq(counts, residual, rcond=None)[0]
     return {int(z): float(m) for z, m in zip(elements, mu)}
 
@@ -57,8 +56,9 @@ def baseline_metrics(oracle: Oracle, structures, align: bool = True) -> dict:
         n_atoms = np.asarray(structures.n_atoms, np.int64)
         mu = element_offsets(np.asarray(structures.numbers), n_atoms,
                              np.asarray(structures.energy, np.float64) - prediction.energy)
-        structure = np.repeat(np.arange(len(n_atoms)), n_atoms)
-        shift = np.bincount(structure, weights=[mu[int(z)] for z in structures.numbers], minlength=len(n_atoms))
+        elements = np.array(sorted(mu))
+        shift = element_counts(np.searchsorted(elements, structures.numbers), n_atoms, len(elements)) @ np.array(
+            [mu[z] for z in elements])  # (n_structures,) eV: Σ_Z n_iZ μ_Z
         prediction = prediction._replace(energy=prediction.energy + shift)
         out["element_offsets_eV"] = {str(z): m for z, m in mu.items()}
     return {**out, **errors_of(prediction, structures)}

@@ -62,10 +62,9 @@ class CampaignResults:
         (``seed{S}/potential_*.json``, made by `oedal baseline`)."""
         import numpy as np
 
-        found: dict[str, list[dict]] = {}
-        for path in sorted(self.root.glob(f"seed*/{POTENTIAL.format(kind='*')}")):
-            figures = json.loads(path.read_text())
-            found.setdefault(str(figures.get("potential", path.stem)), []).append(figures)
+        from oedal.campaign.summary import read_potentials
+
+        found = read_potentials(sorted(self.root.glob(f"seed*/{POTENTIAL.format(kind='*')}")))
         return {name: {k: float(np.mean([f[k] for f in runs])) for k in runs[0]
                        if isinstance(runs[0][k], (int, float)) and not isinstance(runs[0][k], bool)
                        and all(k in f for f in runs)} for name, runs in found.items()}
