@@ -163,9 +163,15 @@ if grep -rqs results_dir workflow/schemas/ config/ workflow/rules/ Snakefile; th
     EXTRA=(--config "results_dir=$RESULTS")
     # OEDAL_SLURM_STRATEGIES=qs1-greedy runs one strategy only (the pytest wrapper does, to stay quick)
     [[ -n "${OEDAL_SLURM_STRATEGIES:-}" ]] && EXTRA+=("strategies=[${OEDAL_SLURM_STRATEGIES}]")
+    # OEDAL_SLURM_ITERATIONS=1: one selection round (iter_000 and iter_001: every rule still runs once)
+    [[ -n "${OEDAL_SLURM_ITERATIONS:-}" ]] && EXTRA+=("stop={iterations: ${OEDAL_SLURM_ITERATIONS}}")
 else
     RESULTS="$REPO/results"
 fi
+# OEDAL_SLURM_SNAKEMAKE_ARGS: more snakemake options, e.g. the pytest wrapper's quicker polling (a one-node
+# test cluster answers squeue at once; the profile's defaults are sized for a shared cluster's controller)
+read -ra MORE <<<"${OEDAL_SLURM_SNAKEMAKE_ARGS:-}"
+EXTRA+=("${MORE[@]}")
 log "snakemake --profile profiles/slurm --configfile $CONFIG ${EXTRA[*]}"
 snakemake --profile profiles/slurm --configfile "$CONFIG" "${EXTRA[@]}" 2>&1 | tee "$WORK/log/snakemake.log"
 N_ITER="$(find "$RESULTS" -type d -name 'iter_*' | wc -l)"

@@ -2,7 +2,7 @@
 `snakemake --profile profiles/slurm` (tests/slurm/run_slurm_campaign.sh).
 
 Runs where it is root with apt-get (as CI is), unless OEDAL_TEST_SLURM=0: it installs Debian
-packages and starts system daemons (stopped again on exit, by pid). One strategy only, to stay quick.
+packages and starts system daemons (stopped again on exit, by pid). One strategy and one round only, to stay quick.
 """
 
 from __future__ import annotations
@@ -34,7 +34,11 @@ def test_slurm_campaign():
         capture_output=True,
         text=True,
         timeout=1800,
-        env={**os.environ, "OEDAL_SLURM_STRATEGIES": "qs1-greedy"},
+        # one strategy and one round (iter_000 → iter_001: every rule runs), squeue polled every second: a
+        # job of this serial chain is ≈ 12 s of snakemake and python start-up, so each round costs ≈ 70 s
+        env={**os.environ, "OEDAL_SLURM_STRATEGIES": "qs1-greedy", "OEDAL_SLURM_ITERATIONS": "1",
+             "OEDAL_SLURM_SNAKEMAKE_ARGS": "--seconds-between-status-checks 1 "
+                                           "--slurm-init-seconds-before-status-checks 1"},
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
