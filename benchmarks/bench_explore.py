@@ -3,6 +3,7 @@ per walker; the exploration campaign against pool-based selection. Not a test.
 
     python benchmarks/bench_explore.py calculator [--steps 300 --rounds 5]   # ms per MD step, plain vs uncertainty
     python benchmarks/bench_explore.py walkers [--walkers 1 4 16 --steps 200 --torch-sim]  # ms per walker-step
+    python benchmarks/bench_explore.py loop [--baseline 9db632b --walkers 6 16]  # the batched loop: now vs a revision
     python benchmarks/bench_explore.py campaigns [--report]                  # labels to 1 kcal/mol/Å (xTB, ≈ 1 h)
     python benchmarks/bench_explore.py bias [--strengths 0 0.25 1 --seeds 0 1 2]  # where biased walkers go (≈ 5 min)
     python benchmarks/bench_explore.py bias-campaigns [--report]             # explore_ethanol ± bias, 3 seeds (≈ 20 min)
@@ -199,6 +200,37 @@ def bench_walkers(args) -> None:
         if t_ms:
             line += f"; torch-sim nvt_langevin {np.median(t_ms):6.2f} (×{np.median(t_ratios):.2f} of ours)"
         print(line)
+
+
+def bench_loop(args) -> None:
+    """Wall ms per walker-step of the batched walkers (``batched_ms``, 300 K) with this tree's oedal and with
+    the one of git revision ``--baseline`` (its src/ exported beside the model), alternating, each run in its
+    own process; the figure is the median of the per-round ratios baseline/now."""
+    path = trained_model(args.folder)
+    old = args.folder / f"src_{args.baseline}"
+    if not old.exists():
+        old.mkdir()
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline, "src"], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+    trees = {"baseline": old / "src", "now": ROOT / "src"}
+
+    def run(tree: str, n: int) -> float:
+        env = {**os.environ, "PYTHONPATH": str(trees[tree]), "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+        out = subprocess.run([sys.executable, __file__, "loop-child", str(path), str(n), str(args.steps)], env=env,
+                             check=True, capture_output=True, text=True).stdout.split()
+        assert Path(out[0]).is_relative_to(trees[tree]), f"{tree}: imported oedal from {out[0]}"
+        return float(out[1])
+
+    print(f"batched ethanol walkers at 300 K, {args.steps} steps, checked every 10, one thread; baseline "
+          f"{args.baseline} against this tree, {args.rounds} alternating rounds:")
+    for n in args.walkers:
+        run("baseline", n), run("now", n)  # warm-up: numba caches filled
+        pairs = [(run("baseline", n), run("now", n)) for _ in range(args.rounds)]
+        b, w = zip(*pairs)
+        print(f"  {n:3d} walkers: baseline {np.median(b):6.3f} ms per walker-step, now {np.median(w):6.3f}: "
+              f"×{np.median([x / y for x, y in pairs]):.2f} (rounds {min(x / y for x, y in pairs):.2f}–"
+              f"{max(x / y for x, y in pairs):.2f})", flush=True)
 
 
 TEST = ROOT / "results" / "bench_explore_data" / "xtb_1000K_test.h5"  # the common test set (dataset.transfer)
@@ -473,6 +505,12 @@ def bias_campaigns(args) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["loop-child"]:  # one timing of bench_loop, with whichever oedal PYTHONPATH gives
+        import oedal
+
+        path, n, steps = sys.argv[2:5]
+        print(Path(oedal.__file__).resolve().parents[1], batched_ms(Path(path), int(n), int(steps)))
+        return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
     c = sub.add_parser("calculator")
@@ -484,6 +522,12 @@ def main() -> None:
     w.add_argument("--rounds", type=int, default=3)
     w.add_argument("--torch-sim", action="store_true", help="also torch-sim's batched Langevin (pip install "
                    "torch-sim-atomistic; energies and forces only)")
+    lp = sub.add_parser("loop")
+    lp.add_argument("--baseline", default="9db632b", help="git revision to compare with (default: before the "
+                    "device-resident loop and its skin neighbour list)")
+    lp.add_argument("--walkers", type=int, nargs="+", default=[6, 16])
+    lp.add_argument("--steps", type=int, default=300)
+    lp.add_argument("--rounds", type=int, default=5)
     b = sub.add_parser("bias")
     b.add_argument("--strengths", type=float, nargs="+", default=[0.0, 0.25, 1.0], help="A, eV (0: unbiased)")
     b.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -495,12 +539,12 @@ def main() -> None:
     bc.add_argument("--report", action="store_true", help="only print the figures of the finished campaigns")
     k = sub.add_parser("campaigns")
     k.add_argument("--report", action="store_true", help="only print the figures of the finished campaigns")
-    for q in (c, w, k, b, bc):
+    for q in (c, w, lp, k, b, bc):
         q.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "oedal_bench_explore")
     args = p.parse_args()
     args.folder.mkdir(parents=True, exist_ok=True)
     {"calculator": bench_calculator, "walkers": bench_walkers, "campaigns": bench_campaigns,
-     "bias": bench_bias, "bias-campaigns": bias_campaigns}[args.what](args)
+     "bias": bench_bias, "bias-campaigns": bias_campaigns, "loop": bench_loop}[args.what](args)
 
 
 if __name__ == "__main__":

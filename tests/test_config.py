@@ -61,6 +61,8 @@ def test_schema_rejects_unknown_keys():
          "sampling.potential"),
         ({"dataset": {"source": "sample", "test": "t.h5"}, "oracle": {"kind": "xtb"}}, "dataset.test"),
         ({"reference_potentials": [{"kind": "emt"}, {"kind": "emt"}]}, "reference_potentials"),
+        ({"final_from_scratch": True}, "final_from_scratch"),
+        ({"training": {"warm_shrink": 1.5}}, "training.warm_shrink"),
     ],
 )
 def test_bad_config_names_the_key(config, key):

@@ -37,7 +37,7 @@ class Harmonic:
     """A stand-in model: each walker's atoms tied to their start by springs (k eV/Å²) on the displacement
     relative to the walker's mean displacement (translation invariant: no net force); a constant uncertainty."""
 
-    cutoff, species, d = 3.0, [1, 6, 8], 4
+    cutoff, species, d, device = 3.0, [1, 6, 8], 4, torch.device("cpu")
 
     def __init__(self, x0: np.ndarray, k: float = 5.0):
         self.x0, self.k = torch.as_tensor(x0), k
@@ -77,8 +77,8 @@ def test_baoab_thermostat_holds_the_temperature_without_drift(monkeypatch):
     seen = []
     real = W._Batch.temperature
 
-    def spy(self, k):
-        seen.append(real(self, k))
+    def spy(self, k, v):
+        seen.append(real(self, k, v))
         return seen[-1]
 
     monkeypatch.setattr(W._Batch, "temperature", spy)
@@ -461,3 +461,92 @@ def test_each_sanity_check_owns_its_limit_keys_and_they_reach_the_walkers():
     assert sanity_reason(frame, limits) == "a force of 13.0 eV/Å (> 12.5)"
     assert sanity_reason(frame._replace(temperature=1e4), limits) == "a force of 13.0 eV/Å (> 12.5)"  # the order
     assert sanity_reason(frame._replace(forces=np.zeros((2, 3)), temperature=1e4), limits).startswith("a temperature")
+
+
+def _untrained_ethanol_model(ethanol_structures):
+    """A small GM-NN, its σ_Z, μ_Z fitted to the ethanol energies (no training: smooth, finite forces)."""
+    from oedal.gmnn.model import GMNN
+    from oedal.settings import ModelSettings
+
+    torch.manual_seed(0)
+    s = ethanol_structures.subset(np.arange(50))
+    model = GMNN(ModelSettings.model_validate({"descriptor": {"r_cut": 4.0, "n_basis": 5, "n_radial": 3},
+                                               "hidden": [32, 16]}), [1, 6, 8])
+    model.init_scale_shift(s.numbers, s.n_atoms, s.energy)
+    return model.eval()
+
+
+def _walk(model, ethanol_structures, steps: int, skin: float) -> np.ndarray:
+    """Positions (N, 3) after ``steps`` BAOAB steps of 4 ethanol walkers at 1000 K (a check every 10)."""
+    atoms = ethanol_structures.subset(np.arange(2)).to_atoms()
+    ws = start_walkers(atoms, [1000.0], 2, seed=3)
+    dyn = Dynamics(steps=steps, timestep=0.5, friction=0.01, check_every=10, low=1.0, high=20.0, limits=LIMITS,
+                   skin=skin)
+    run_walkers(model, ConstantHead(), ws, dyn, 0, [])
+    return np.concatenate([w.arrays()[0] for w in ws])
+
+
+def _step_bound(forces_delta: float, steps: int) -> float:
+    """|Δx| (Å) after ``steps`` steps from a force difference ``forces_delta`` (eV/Å) in every step: the kicks
+    of n steps add up to Σ_k k·dt²·δF/m = ½ n(n+1) dt² δF/m (m the lightest mass; a few steps, no chaos yet)."""
+    from ase.data import atomic_masses
+
+    dt = 0.5 * units.fs
+    return 0.5 * steps * (steps + 1) * dt * dt * forces_delta / atomic_masses[1]
+
+
+def _rounding(model, ethanol_structures) -> float:
+    """The float32 model's rounding of its forces (eV/Å), measured: max |F(float32) − F(float64 copy)| on
+    two frames. A different order of the same float sums (another pair list, another device) moves the
+    forces by that much, not more."""
+    import copy
+
+    batch64 = model.batch(ethanol_structures.subset(np.arange(2)), dtype=torch.float64)
+    twin = copy.deepcopy(model).double()
+    twin.dtype = torch.float64
+    return float((model.evaluate(batch64).forces.double() - twin.evaluate(batch64).forces).abs().max())
+
+
+@pytest.mark.parametrize("skin", [0.1, 0.5])
+def test_the_skin_pair_list_gives_the_trajectory_of_a_list_rebuilt_every_step(ethanol_structures, skin):
+    """The batched walkers keep their neighbour list while no atom has moved skin/2: pairs beyond r_c add
+    exactly nothing, so 40 steps end where a list rebuilt every step (skin 0: the walkers before the skin)
+    ends, to the rounding of the float32 model carried through the steps."""
+    from oedal.campaign.explore import dynamics as D
+
+    model = _untrained_ethanol_model(ethanol_structures)
+    builds = []
+    real = D.make_batch
+
+    def counting(*args, **kwargs):
+        builds.append(1)
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(D, "make_batch", counting)
+        x_skin = _walk(model, ethanol_structures, 40, skin)
+    n_skin, builds[:] = len(builds), []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(D, "make_batch", counting)
+        x_every = _walk(model, ethanol_structures, 40, 0.0)
+    assert len(builds) == 41 and 1 < n_skin < 41  # rebuilt when due, not every step (here 24 and 7 times)
+    bound = _step_bound(_rounding(model, ethanol_structures), 40)
+    assert 0 < bound < 1e-3 and np.abs(x_skin - x_every).max() <= bound
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_walkers_on_cuda_follow_the_cpu_trajectory(ethanol_structures):
+    """The step loop on the GPU (tensors on the device, the noise from the walkers' own streams): 20 steps
+    end where the CPU's end, to the force difference of the two devices carried through the steps."""
+    import copy
+
+    model = _untrained_ethanol_model(ethanol_structures)
+    gpu = copy.deepcopy(model).to("cuda")
+    batch = model.batch(ethanol_structures.subset(np.arange(2)), dtype=torch.float64)
+    delta = float((model.evaluate(batch).forces.double()
+                   - gpu.evaluate(gpu.batch(ethanol_structures.subset(np.arange(2)), dtype=torch.float64))
+                   .forces.double().cpu()).abs().max())
+    delta = max(delta, _rounding(model, ethanol_structures))
+    x_cpu, x_gpu = _walk(model, ethanol_structures, 20, 0.5), _walk(gpu, ethanol_structures, 20, 0.5)
+    assert np.abs(x_cpu - x_gpu).max() <= _step_bound(delta, 20)

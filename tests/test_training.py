@@ -60,6 +60,38 @@ def test_early_stopping_and_warm_start(ethanol, tmp_path):
         train_model(train, valid, ms.model_copy(update={"hidden": [4]}), ts, warm_start=path)
 
 
+def test_shrink_and_perturb_mixes_the_weights_with_a_fresh_start_and_keeps_the_energy_scale(ethanol, tmp_path):
+    """θ ← λθ + sθ₀ for every MLP and output weight and bias (θ₀: the seed's fresh initialisation), the
+    descriptor's β and σ_Z, μ_Z untouched; a warm start with warm_shrink starts from those weights."""
+    from oedal.gmnn.model import GMNN
+    from oedal.gmnn.training import shrink_perturb
+
+    train, valid = ethanol.subset(np.arange(40)), ethanol.subset(np.arange(40, 60))
+    ms = ModelSettings(descriptor=DescriptorSettings(n_radial=2, n_basis=4), hidden=[16, 8])
+    r = train_model(train, valid, ms, TrainingSettings(epochs=5, seed=0, threads=1, device="cpu"))
+    before = {k: v.clone() for k, v in r.model.state_dict().items()}
+    path = tmp_path / "m.pt"
+    save_model(r.model, path)
+    shrink_perturb(r.model, 0.6, 0.3, seed=7)
+    torch.manual_seed(7)
+    fresh = GMNN(ms, r.model.species).state_dict()
+    for key, value in r.model.state_dict().items():
+        moved = key.startswith(("mlp.", "output."))
+        if not moved:
+            assert torch.equal(value, before[key]), key
+            continue
+        # two roundings (the product, the sum): 2 ulps of the terms' magnitudes, not of a result that may cancel
+        terms = 0.6 * before[key].abs() + 0.3 * fresh[key].abs()
+        assert ((value - (0.6 * before[key] + 0.3 * fresh[key])).abs() <= 2 * torch.finfo(value.dtype).eps * terms).all()
+    # a warm start with warm_shrink starts from exactly these weights: one epoch at 1e-12 (Adam moves each
+    # weight by about the rate) ends on them
+    ts = TrainingSettings(epochs=1, seed=7, threads=1, device="cpu", warm_shrink=0.6, warm_perturb=0.3,
+                          warm_learning_rate=1e-12, final_learning_rate=1e-12)
+    warm = train_model(train, valid, ms, ts, warm_start=path).model.state_dict()
+    for key, value in r.model.state_dict().items():
+        assert (warm[key] - value).abs().max() < 1e-9, key
+
+
 def test_seed_makes_training_reproducible(ethanol):
     train, valid = ethanol.subset(np.arange(20)), ethanol.subset(np.arange(20, 30))
     ms = ModelSettings(descriptor=DescriptorSettings(n_radial=2, n_basis=4), hidden=[8, 8])

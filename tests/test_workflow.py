@@ -165,6 +165,22 @@ def _hostile_config(tmp_path: Path, data_dir: str) -> Path:
     return path
 
 
+@pytest.mark.parametrize("final_from_scratch", [False, True])
+def test_a_warm_started_campaign_trains_its_planned_last_round_from_scratch_when_asked(smk_env, tmp_path,
+                                                                                       final_from_scratch):
+    """warm_start: every round after the first starts from its predecessor; with final_from_scratch the
+    planned last one (stop.iterations: 2) does not, and nothing else changes."""
+    config = yaml.safe_load(TINY.read_text())
+    config.update(warm_start=True, strategies=["qs1-greedy"], **({"final_from_scratch": True} if final_from_scratch
+                                                                 else {}))
+    path = tmp_path / "warm.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = run_snakemake(smk_env, tmp_path / "results", "--dry-run", "--printshellcmds", config=path)
+    trains = re.findall(r"^\s*(?:Shell command: )?(oedal train .*)$", proc.stdout + proc.stderr, flags=re.M)
+    warm = {re.search(r"iter_(\d{3})/model\.pt", c).group(1): "--warm-start " in c for c in trains}
+    assert warm == {"000": False, "001": True, "002": not final_from_scratch}, trains
+
+
 def test_every_path_and_string_in_a_shell_line_is_quoted(smk_env, tmp_path):
     """A results_dir and a data_dir full of shell syntax: in every command of the unrolled loop
     (dry run), each path stays one word and no `touch` becomes a command of its own."""
@@ -605,6 +621,23 @@ def test_an_exploration_campaigns_test_file_is_imported_instead_of_the_sampling_
     path.write_text(yaml.safe_dump(config))
     proc = run_snakemake(smk_env, tmp_path / "results", "-n", "-p", config=path)
     assert "oedal import 'given/test set.h5'" in proc.stdout and "oedal sample" not in proc.stdout
+
+
+@pytest.mark.parametrize("use_gpu", [False, True])
+def test_the_gpu_knob_sets_the_device_of_the_walkers(smk_env, tmp_path, use_gpu):
+    """resources.use_gpu: every explore_shard job asks for a GPU and runs `oedal explore --device cuda`; without
+    it, the CPU."""
+    config = yaml.safe_load((ROOT / "tests" / "data" / "tiny_explore.yaml").read_text())
+    config["resources"] = {**config.get("resources", {}), "use_gpu": use_gpu}
+    path = tmp_path / "explore_gpu.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = run_snakemake(smk_env, tmp_path / "results", "-n", "-p", config=path)
+    out = proc.stdout + proc.stderr
+    blocks = [b for b in re.split(r"\n(?=(?:local)?rule \w+:)", out) if b.startswith("rule explore_shard:")]
+    assert blocks and all(("gpu=1" in b) == use_gpu for b in blocks), out[-3000:]
+    commands = re.findall(r"^\s*(?:Shell command: )?(oedal explore .*)$", out, flags=re.M)
+    # the CPU is `oedal explore`'s default: no flag, so a campaign's shell lines stay those it was made with
+    assert commands and all(("--device cuda " in c) == use_gpu and ("--device" in c) == use_gpu for c in commands)
 
 
 def test_an_exploration_campaign_labels_what_its_walkers_found(smk_env, tmp_path):

@@ -75,7 +75,7 @@ class TrainingSettings(Settings):
     early stopping on the validation loss. Budgets are epochs, never minutes: ``max_minutes`` is a
     safety limit that a campaign reports when it binds (then runs are no longer comparable)."""
 
-    ADDED: ClassVar[tuple[str, ...]] = ("energy_loss", "weight_stress")
+    ADDED: ClassVar[tuple[str, ...]] = ("energy_loss", "weight_stress", "warm_shrink", "warm_perturb")
 
     RUNTIME: ClassVar[frozenset[str]] = frozenset({"device", "threads"})
 
@@ -94,6 +94,12 @@ class TrainingSettings(Settings):
         None, ge=1, description="epoch budget when warm-started from the previous model (default: epochs // 4)")
     warm_learning_rate: float | None = Field(
         None, gt=0, description="peak learning rate when warm-started (default: learning_rate / 10)")
+    warm_shrink: float | None = Field(
+        None, gt=0, le=1, description="warm start: shrink and perturb (Ash & Adams, NeurIPS 2020) every weight of "
+        "the MLP and output layer before training, θ ← λ θ + s θ₀ (λ this, s warm_perturb, θ₀ a fresh "
+        "initialisation); the descriptor, σ_Z and μ_Z are kept (null: off)")
+    warm_perturb: float = Field(0.1, ge=0, description="warm start: s, the share of a fresh initialisation added "
+                                "to the shrunk weights (with warm_shrink)")
     weight_energy: float = Field(1.0, ge=0, description="w_E of eq. 4")
     weight_forces: float = Field(100.0, ge=0, description="w_F of eq. 4 (Å²)")
     energy_loss: Literal["total", "per_atom"] = Field(

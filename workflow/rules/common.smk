@@ -112,7 +112,7 @@ def optional_flag(key: str, flag: str):
 
 
 # -- resources (partitions and accounts live only in profiles/) --------------------------------
-# resources.use_gpu: training, scoring and evaluation ask for one GPU and run with --device cuda
+# resources.use_gpu: training, scoring, evaluation and exploration ask for one GPU and run with --device cuda
 # (a job that finds no GPU says so in its log and runs on the CPU); else they run on the CPU.
 # `device` is a string resource, not a param: switching it reruns nothing that exists.
 
@@ -124,4 +124,5 @@ SCORE_RESOURCES = dict(
     mem_mb=CAMPAIGN.resources.score_mem_mb, runtime=CAMPAIGN.resources.score_runtime, **GPU
 )
 EVALUATE_RESOURCES = dict(mem_mb=2000, runtime=20, **GPU)
+EXPLORE_RESOURCES = dict(mem_mb=2000, runtime=CAMPAIGN.resources.score_runtime, **GPU)
 LABEL_RESOURCES = dict(mem_mb=CAMPAIGN.resources.label_mem_mb, runtime=CAMPAIGN.resources.label_runtime)

@@ -53,14 +53,15 @@ rule explore_shard:
         f"{ITER}/benchmarks/explore_{{shard}}.tsv"
     params:
         settings=PARAMS.explore_walkers(),
-        previous=INPUTS.previous_walkers_flag,
+        # the resume flag and, with resources.use_gpu, --device cuda: one token, so that the shell line of a
+        # campaign made before the walkers could use a GPU is unchanged (Snakemake's code trigger reruns nothing)
+        previous=INPUTS.walker_flags(GPU["device"]),
         seed=PARAMS.explore_seed,
         shards=CAMPAIGN.explore.shards,
         iteration=PARAMS.iteration,
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=CAMPAIGN.resources.score_runtime,
+        **EXPLORE_RESOURCES,
     conda:
         ENV_CORE
     shell:

@@ -266,7 +266,8 @@ class ResourceSettings(Settings):
 
     use_gpu: bool = Field(
         False,
-        description="training, scoring and evaluation request one GPU (resources gpu=1) and run with --device cuda "
+        description="training, scoring, evaluation and the exploration walkers request one GPU (resources gpu=1) and "
+        "run with --device cuda "
         "(a job that finds none says so in its log and runs on the CPU); false: they run on the CPU. "
         "The workflow sets the device from this key alone (training.device and score.device are rejected)",
     )
@@ -294,6 +295,11 @@ class CampaignSettings(Settings):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     committee: int = Field(4, ge=2, description="qbc: models per iteration (model.pt, model_k1.pt, ...)")
     warm_start: bool = Field(False, description="start each iteration's training from the previous model")
+    final_from_scratch: bool = Field(
+        False, description="with warm_start: the planned last iteration trains from scratch, so the campaign's "
+        "final model has a from-scratch training's accuracy (a chain of warm rounds loses 1.1–1.6× in force MAE, "
+        "benchmarks/bench_warm_chain.py); the rounds before it stay warm and cheap. A campaign that stops early "
+        "(stop.target, stop.informative) keeps its last warm model")
     training_seeds: int = Field(
         1, ge=1, description="models trained per iteration on the same set, each from its own initialisation "
         "seed (model.pt, model_k1.pt, ...; for qbc the committee's first ones); each is tested, and the "
@@ -338,6 +344,8 @@ class CampaignSettings(Settings):
             raise ValueError("training.device: the workflow sets the device from resources.use_gpu; remove it")
         if "seed" in self.training.model_fields_set or "seed" in self.select.model_fields_set:
             raise ValueError("training.seed / select.seed are derived from `seeds` per iteration; remove them")
+        if self.final_from_scratch and not self.warm_start:
+            raise ValueError("final_from_scratch: only a warm-started campaign (warm_start: true) has one; remove it")
         if self.stop.max_train is not None and self.stop.max_train < self.split.n_train:
             raise ValueError(f"stop.max_train ({self.stop.max_train}) is below split.n_train ({self.split.n_train})")
         from oedal.oracles.cache.entries import level_of  # what labels depend on: settings less threads, attempts

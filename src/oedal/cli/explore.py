@@ -23,7 +23,7 @@ def _explore(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     explore_shard(args.model, settings, shard=args.shard, shards=args.shards, seed=args.seed, iteration=args.iteration,
                   out_candidates=args.candidates, out_walkers=args.walkers, previous=args.previous or (),
-                  status=args.status)
+                  status=args.status, device=args.device)
     return 0
 
 
@@ -66,6 +66,8 @@ def register(sub) -> None:
     p.add_argument("--candidates", required=True, help="candidates to write (unlabeled store, .h5)")
     p.add_argument("--walkers", required=True, help="walker states to write (.json)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (one is fastest for small molecules)")
+    p.add_argument("--device", default="cpu", help="where the model and the walkers' step loop run: cpu | cuda | "
+                   "cuda:N | auto (a GPU asked for where there is none: one warning, the CPU)")
     p.add_argument("--status", default=None, help="the iteration's status.json: once the campaign has stopped, no MD")
     p.set_defaults(func=_explore)
 

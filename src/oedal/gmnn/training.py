@@ -279,6 +279,19 @@ def _make_model(train, valid, model_settings: ModelSettings, warm_start) -> GMNN
     return model
 
 
+def shrink_perturb(model: GMNN, shrink: float, perturb: float, seed: int) -> None:
+    """Shrink and perturb (Ash & Adams, "On warm-starting neural network training", NeurIPS 2020): every
+    weight and bias of the MLP and the output layer θ ← λ θ + s θ₀, θ₀ those of a fresh initialisation
+    (torch seed ``seed``). A warm start keeps what it learned but leaves the basin of the smaller set; the
+    descriptor's β and the per-species σ_Z, μ_Z (the energy scale) are kept as they are. In place."""
+    torch.manual_seed(seed)
+    fresh = GMNN(model.settings, model.species).to(model.device)
+    with torch.no_grad():
+        for mine, new in ((model.mlp, fresh.mlp), (model.output, fresh.output)):
+            for p, q in zip(mine.parameters(), new.parameters()):
+                p.mul_(shrink).add_(q, alpha=perturb)
+
+
 @dataclass(frozen=True)
 class LearningRate:
     """The learning rate before every optimizer step: ``constant`` (the paper's), ``cosine`` from
@@ -478,6 +491,8 @@ def train_model(train, valid, model_settings: ModelSettings | None = None,
     device = resolve_device(ts.device)
     torch.manual_seed(ts.seed)
     model = _make_model(train, valid, ms, warm_start).to(device)
+    if warm_start is not None and ts.warm_shrink is not None:
+        shrink_perturb(model, ts.warm_shrink, ts.warm_perturb, ts.seed)
     train_loader = model.loader(train, ts.batch_size, shuffle=True, seed=ts.seed, source="training set")
     valid_loader = model.loader(valid, max(ts.batch_size, 256), source="validation set")
     # compiles in minutes on a small CPU; pays off only for long trainings (bench_model.py)

@@ -38,9 +38,10 @@ class UncertaintyBias:
         score = min(self.low * head.threshold, 1.0 - 1e-12)
         return float(head.error_map[0] * (score / (1.0 - score)) ** head.error_map[1])
 
-    def of(self, head: UncertaintyHead) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The bias as a differentiable function of the sensitivities g (n, d) float64 → (n,) eV, for ``head``."""
-        chol = torch.from_numpy(head.chol)  # (d, d) lower Cholesky factor of Ã + λI
+    def of(self, head: UncertaintyHead, device: torch.device | str = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
+        """The bias as a differentiable function of the sensitivities g (n, d) float64 → (n,) eV, for ``head``;
+        made once per run on the ``device`` of the g it will see (the walkers' loop keeps it there)."""
+        chol = torch.from_numpy(head.chol).to(device)  # (d, d) lower Cholesky factor of Ã + λI
         a, p = head.error_map
         width = self.width_for(head)
 

@@ -119,8 +119,11 @@ def evaluate_with_uncertainty(model, head: UncertaintyHead, batch, *, stress: bo
     pass (GMNN.evaluate): (Evaluation, the uncertainty of every structure from ``head.structure``: s,
     score, informativeness, force_error, (n_structures,) each), the uncertainty None unless asked. With
     ``bias`` (oedal.oed.bias.UncertaintyBias) the Evaluation carries the bias's energy, forces and virial apart
-    (one more backward pass). Shared by the exploration walkers and the ASE calculator (oedal.oed.calculator)."""
-    ev = model.evaluate(batch, stress=stress, sensitivities=uncertainty, bias=None if bias is None else bias.of(head))
+    (one more backward pass); or its function for ``head`` made once (UncertaintyBias.of: the walkers' loop).
+    Shared by the exploration walkers and the ASE calculator (oedal.oed.calculator)."""
+    if hasattr(bias, "of"):
+        bias = bias.of(head, batch.positions.device)
+    ev = model.evaluate(batch, stress=stress, sensitivities=uncertainty, bias=bias)
     return ev, head.structure(ev.sensitivities.double().cpu().numpy()) if uncertainty else None
 
 

@@ -33,6 +33,7 @@ from oedal.campaign.explore.checks import Frame, broken_geometry, decide, sanity
 from oedal.campaign.explore.walker import Walker
 from oedal.data.structures import Structures
 from oedal.errors import InputError
+from oedal.gmnn.batching import make_batch
 from oedal.oed.bias import UncertaintyBias
 from oedal.oed.uncertainty import UncertaintyHead, evaluate_with_uncertainty
 
@@ -54,21 +55,28 @@ class Dynamics:
     measure: str = "informativeness"  # what low/high bound: informativeness (I) or force_error (eV/Å)
     hydrostatic: bool = True  # NPT: the cell keeps its shape
     bias: UncertaintyBias | None = None  # walkers move on model + bias (oedal.oed.bias); checks judge the model
+    skin: float = 0.5  # Å: the batched walkers' neighbour lists reach r_c + skin, rebuilt after a move of skin/2
 
 
 class _Batch:
-    """The active walkers' atoms, concatenated: positions x, velocities v (N, 3), masses (N, 1), walker of each atom."""
+    """The active walkers' atoms, concatenated, as float64 tensors on the model's device: positions x and
+    velocities v (N, 3), masses m and k_B T (N, 1), each atom's walker; numbers and cells on the host. The
+    step loop stays on the device: only the noise (from each walker's own numpy stream, so a rerun and the
+    CPU draw the same) goes there per step, and one scalar (the neighbour list's skin test) comes back."""
 
-    def __init__(self, walkers: Sequence[Walker]):
-        self.walkers = list(walkers)
+    def __init__(self, walkers: Sequence[Walker], device: torch.device):
+        self.walkers, self.device = list(walkers), device
         self.n = np.array([len(w.numbers) for w in walkers], np.int64)
         self.start = np.concatenate([[0], np.cumsum(self.n)])
         self.numbers = np.concatenate([np.asarray(w.numbers) for w in walkers])
-        self.x = np.concatenate([w.arrays()[0] for w in walkers])
-        self.v = np.concatenate([w.arrays()[1] for w in walkers])
-        self.m = atomic_masses[self.numbers][:, None]
-        self.kt = np.repeat([units.kB * w.temperature for w in walkers], self.n)[:, None]  # eV
-        self.molecule = np.repeat([not any(w.pbc) for w in walkers], self.n)
+        tensor = lambda a: torch.as_tensor(np.asarray(a, np.float64), device=device)  # noqa: E731
+        self.x = tensor(np.concatenate([w.arrays()[0] for w in walkers]))
+        self.v = tensor(np.concatenate([w.arrays()[1] for w in walkers]))
+        self.m = tensor(atomic_masses[self.numbers][:, None])
+        self.kt = tensor(np.repeat([units.kB * w.temperature for w in walkers], self.n)[:, None])  # eV
+        self.molecule = torch.as_tensor(np.repeat([not any(w.pbc) for w in walkers], self.n), device=device)
+        self.walker = torch.as_tensor(np.repeat(np.arange(len(self.n)), self.n), device=device)
+        self.mass = torch.zeros(len(self.n), dtype=torch.float64, device=device).index_add(0, self.walker, self.m[:, 0])
         self.rngs = [np.random.default_rng() for _ in walkers]
         for rng, w in zip(self.rngs, walkers):
             rng.bit_generator.state = w.rng
@@ -79,55 +87,89 @@ class _Batch:
     def slice(self, k: int) -> slice:
         return slice(int(self.start[k]), int(self.start[k + 1]))
 
+    def noise(self) -> torch.Tensor:
+        """(N, 3) standard normal numbers, each walker's from its own stream."""
+        draws = np.concatenate([rng.normal(size=(int(n), 3)) for rng, n in zip(self.rngs, self.n)])
+        return torch.from_numpy(draws).to(self.device)
+
     def remove_drift(self) -> None:
         """Zero the centre-of-mass velocity of every molecule (FixCom; the O step's noise adds drift)."""
-        walker = np.repeat(np.arange(len(self.n)), self.n)
-        p = np.zeros((len(self.n), 3))
-        np.add.at(p, walker, self.m * self.v)
-        mass = np.bincount(walker, weights=self.m[:, 0], minlength=len(self.n))
-        self.v -= np.where(self.molecule[:, None], (p / mass[:, None])[walker], 0.0)
+        p = torch.zeros((len(self.n), 3), dtype=torch.float64, device=self.device).index_add(0, self.walker,
+                                                                                              self.m * self.v)
+        self.v -= torch.where(self.molecule[:, None], (p / self.mass[:, None])[self.walker], 0.0)
 
-    def temperature(self, k: int) -> float:
-        """Instantaneous kinetic temperature of walker k (K), 3N − 3 degrees of freedom for a molecule."""
+    def host(self) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, velocities) (N, 3) as numpy arrays on the host."""
+        return self.x.cpu().numpy(), self.v.cpu().numpy()
+
+    def temperature(self, k: int, v: np.ndarray) -> float:
+        """Instantaneous kinetic temperature of walker k (K) from host velocities ``v``, 3N − 3 degrees of
+        freedom for a molecule."""
         s = self.slice(k)
-        dof = 3 * self.n[k] - (3 if self.molecule[s][0] else 0)
-        return float((self.m[s] * self.v[s] ** 2).sum() / (dof * units.kB)) if dof > 0 else 0.0
+        dof = 3 * self.n[k] - (3 if not any(self.pbc[k]) else 0)
+        m = atomic_masses[self.numbers[s]][:, None]
+        return float((m * v[s] ** 2).sum() / (dof * units.kB)) if dof > 0 else 0.0
 
 
-def _evaluate(model, head: UncertaintyHead, b: _Batch, check: bool, bias: UncertaintyBias | None = None):
+class _Pairs:
+    """The batch's neighbour list with a skin (Verlet): pairs within r_c + ``skin`` Å, listed on the host
+    from the positions of the last build and kept while no atom has moved ``skin``/2 from them. A pair
+    beyond r_c adds exactly nothing (the cosine cutoff is 0 there, and so is its derivative), so the
+    model's energies and forces are those of a list rebuilt every step, up to the order of a float sum."""
+
+    def __init__(self, model, b: _Batch, skin: float):
+        self.model, self.b, self.skin = model, b, skin
+        self.batch, self.ref = None, None
+
+    def __call__(self):
+        """The model's Batch at the walkers' current positions (rebuilt when due)."""
+        b = self.b
+        if self.ref is None or float((b.x - self.ref).norm(dim=1).max()) > 0.5 * self.skin:
+            x = b.x.cpu().numpy()
+            structures = Structures(positions=x, numbers=b.numbers, n_atoms=b.n, cell=b.cell, pbc=b.pbc, ids=b.ids)
+            self.batch = make_batch(structures, self.model.cutoff + self.skin, self.model.species, device=b.device,
+                                    dtype=torch.float64)
+            self.ref = b.x.clone()
+        return self.batch._replace(positions=b.x)
+
+
+def _evaluate(model, head: UncertaintyHead, pairs: _Pairs, check: bool, bias: Callable | None = None):
     """(energies (W,), forces (N, 3) eV/Å, the forces the walkers move on (N, 3), uncertainty or None) of the
-    active walkers: the model's energies and forces, and with a bias the model's plus the bias's forces; the
-    uncertainty (UncertaintyHead.structure: score, informativeness, force_error (W,)) only on a check."""
-    structures = Structures(positions=b.x, numbers=b.numbers, n_atoms=b.n, cell=b.cell, pbc=b.pbc, ids=b.ids)
-    ev, uncertainty = evaluate_with_uncertainty(model, head, model.batch(structures, dtype=torch.float64),
-                                                uncertainty=check, bias=bias)
-    forces = ev.forces.double().cpu().numpy()
-    moving = forces if ev.bias is None else forces + ev.bias.forces.double().cpu().numpy()
-    return ev.energy.cpu().numpy(), forces, moving, uncertainty
+    active walkers, tensors on the model's device: the model's energies and forces, and with a bias the
+    model's plus the bias's forces; the uncertainty (UncertaintyHead.structure: score, informativeness,
+    force_error (W,), on the host) only on a check."""
+    ev, uncertainty = evaluate_with_uncertainty(model, head, pairs(), uncertainty=check, bias=bias)
+    forces = ev.forces.double()
+    moving = forces if ev.bias is None else forces + ev.bias.forces.double()
+    return ev.energy, forces, moving, uncertainty
 
 
-def baoab_step(model, head: UncertaintyHead, b: _Batch, forces: np.ndarray, dyn: Dynamics, check: bool):
+def baoab_step(model, head: UncertaintyHead, pairs: _Pairs, forces: torch.Tensor, dyn: Dynamics, check: bool,
+               bias: Callable | None = None):
     """One BAOAB step of every active walker on ``forces`` (those it moves on); returns the new (energies,
-    model forces, forces to move on, informativeness|None)."""
+    model forces, forces to move on, informativeness|None). ``dyn.bias`` as made for this head and device
+    (``bias``: UncertaintyBias.of)."""
+    b = pairs.b
     dt = dyn.timestep * units.fs
     c1 = math.exp(-dyn.friction / units.fs * dt)
     b.v += 0.5 * dt * forces / b.m
     b.x += 0.5 * dt * b.v
-    noise = np.concatenate([rng.normal(size=(int(n), 3)) for rng, n in zip(b.rngs, b.n)])
-    b.v = c1 * b.v + math.sqrt(1.0 - c1 * c1) * np.sqrt(b.kt / b.m) * noise
+    b.v = c1 * b.v + math.sqrt(1.0 - c1 * c1) * torch.sqrt(b.kt / b.m) * b.noise()
     b.remove_drift()
     b.x += 0.5 * dt * b.v
-    energies, model_forces, moving, info = _evaluate(model, head, b, check, dyn.bias)
+    energies, model_forces, moving, info = _evaluate(model, head, pairs, check, bias)
     b.v += 0.5 * dt * moving / b.m
     return energies, model_forces, moving, info
 
 
 def _check(b: _Batch, energies, forces, u: dict, dyn: Dynamics, iteration: int, records: list) -> list[int]:
     """Judge every active walker's frame; record candidates; returns the walkers that stop now."""
+    x, v = b.host()
+    energies, forces = energies.cpu().numpy(), forces.cpu().numpy()
     stopping = []
     for k, w in enumerate(b.walkers):
         s = b.slice(k)
-        frame = Snapshot(b.x[s], b.v[s], b.numbers[s], forces[s], float(energies[k]), b.temperature(k), w.cell)
+        frame = Snapshot(x[s], v[s], b.numbers[s], forces[s], float(energies[k]), b.temperature(k, v), w.cell)
         if judge(w, frame, {key: float(u[key][k]) for key in ("informativeness", "force_error")}, dyn, iteration,
                  records):
             stopping.append(k)
@@ -183,9 +225,10 @@ def _record(w: Walker, f: Snapshot, u: dict, iteration: int, dyn: Dynamics) -> d
 
 def _store(b: _Batch) -> None:
     """Copy the batch's positions, velocities and random streams back into its walkers."""
+    x, v = b.host()
     for k, w in enumerate(b.walkers):
         s = b.slice(k)
-        w.positions, w.velocities, w.rng = b.x[s].tolist(), b.v[s].tolist(), b.rngs[k].bit_generator.state
+        w.positions, w.velocities, w.rng = x[s].tolist(), v[s].tolist(), b.rngs[k].bit_generator.state
 
 
 def run_walkers(model, head: UncertaintyHead, walkers: Sequence[Walker], dyn: Dynamics, iteration: int,
@@ -202,12 +245,14 @@ def run_walkers(model, head: UncertaintyHead, walkers: Sequence[Walker], dyn: Dy
                                     checkpoint_seconds, last_save)
     active = [w for w in walkers if w.status == "running" and w not in npt]
     while active:
-        b = _Batch(active)
-        energies, forces, moving, _ = _evaluate(model, head, b, False, dyn.bias)
+        b = _Batch(active, model.device)
+        pairs = _Pairs(model, b, dyn.skin)
+        bias = None if dyn.bias is None else dyn.bias.of(head, model.device)
+        energies, forces, moving, _ = _evaluate(model, head, pairs, False, bias)
         changed = False
         while not changed and b.walkers[0].step < dyn.steps:
             check = (b.walkers[0].step + 1) % dyn.check_every == 0
-            energies, forces, moving, info = baoab_step(model, head, b, moving, dyn, check)
+            energies, forces, moving, info = baoab_step(model, head, pairs, moving, dyn, check, bias)
             for w in b.walkers:
                 w.step += 1
             if check:

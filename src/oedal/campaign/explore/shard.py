@@ -53,7 +53,7 @@ def with_pressure(walkers: list, settings) -> list:
 
 def explore_shard(model_path: str | Path, settings, *, shard: int, shards: int, seed: int, iteration: int,
                   out_candidates: str | Path, out_walkers: str | Path,
-                  previous: Sequence[str | Path] = (), status: str | Path | None = None) -> dict:
+                  previous: Sequence[str | Path] = (), status: str | Path | None = None, device: str = "cpu") -> dict:
     """Run walker shard ``shard`` of ``shards`` for one iteration; write its candidates (an unlabeled store
     with datasets walker, step, informativeness) and its walkers (for the next iteration's resume).
 
@@ -61,7 +61,8 @@ def explore_shard(model_path: str | Path, settings, *, shard: int, shards: int, 
     files. A checkpoint beside ``out_walkers`` (``.partial``) is written at least every 30 s and after
     every walker that stops; a rerun continues from it and ends with the same candidates. Once the
     iteration's ``status`` (status.json) says the campaign has stopped: no MD, no candidates, the walkers
-    passed on as they are."""
+    passed on as they are. ``device``: where the model and the batched walkers' step loop run (periodic
+    walkers at constant pressure step through ASE on the host, the model on the device)."""
     from oedal.campaign.explore.dynamics import run_walkers
     from oedal.campaign.records import Status
     from oedal.gmnn.model import load_model
@@ -78,7 +79,9 @@ def explore_shard(model_path: str | Path, settings, *, shard: int, shards: int, 
         write_walkers(out_walkers, walkers, summary=counts)
         log.info("the campaign has stopped: no walkers run")
         return counts
-    model = load_model(model_path)
+    from oedal.device import resolve_device
+
+    model = load_model(model_path, device=resolve_device(device))
     model.eval()
     head = model_head(model)
     partial = Path(str(out_walkers) + ".partial")

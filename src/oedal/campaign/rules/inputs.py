@@ -8,7 +8,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from oedal.campaign.plan import parse_strategy
+from oedal.campaign.plan import parse_strategy, plan_batches
 from oedal.campaign.settings import CampaignSettings
 from oedal.campaign.tree import (EXPLORE_COUNTS, METRICS, STATUS, Tree, iter_name, metrics_names, model_file)
 from oedal.oed.scorers import SCORERS
@@ -19,6 +19,7 @@ class RuleInputs:
 
     def __init__(self, campaign: CampaignSettings, results: str) -> None:
         self.campaign, self.results = campaign, results
+        self.last_iteration = len(plan_batches(campaign))  # the planned one (stop.iterations, stop.max_train)
 
     def tree(self, wildcards: Any) -> Tree:
         return Tree(self.results, wildcards.campaign)
@@ -57,8 +58,10 @@ class RuleInputs:
                 "previous": f"{self.here(wildcards, 1)}/model{wildcards.k}.pt"}
 
     def warm_start_flag(self, wildcards) -> str:
-        """``--warm-start`` with model k of iteration i−1 (campaign.warm_start)."""
-        if not self.campaign.warm_start:
+        """``--warm-start`` with model k of iteration i−1 (campaign.warm_start), except in the planned last
+        iteration with campaign.final_from_scratch."""
+        if not self.campaign.warm_start or (self.campaign.final_from_scratch
+                                            and int(wildcards.iter) == self.last_iteration):
             return ""
         return f"--warm-start {shlex.quote(f'{self.here(wildcards, 1)}/model{wildcards.k}.pt')}"
 
@@ -124,9 +127,16 @@ class RuleInputs:
         return files
 
     @staticmethod
-    def previous_walkers_flag(wildcards, input) -> str:
-        """``--previous`` with every walker file of the previous iteration (iteration 0 starts fresh)."""
-        return "--previous " + " ".join(shlex.quote(p) for p in input.previous) if "previous" in input.keys() else ""
+    def walker_flags(device: str):
+        """Params function: ``--previous`` with every walker file of the previous iteration (iteration 0 starts
+        fresh), then ``--device DEVICE`` unless it is the CPU (`oedal explore`'s default)."""
+
+        def flags(wildcards, input) -> str:
+            previous = ("--previous " + " ".join(shlex.quote(p) for p in input.previous)
+                        if "previous" in input.keys() else "")
+            return " ".join(f for f in (previous, "" if device == "cpu" else f"--device {shlex.quote(device)}") if f)
+
+        return flags
 
     # ---- summary and report -----------------------------------------------------------------------------
     def every_iteration(self, *names: str, last: int):
