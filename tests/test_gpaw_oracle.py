@@ -14,7 +14,7 @@ import pytest
 from ase.build import bulk
 
 from oedal.oracles.base import OracleFailure
-from oedal.oracles.gpaw import GPAWSettings, k_mesh
+from oedal.oracles.gpaw import GPAWSettings, import_gpaw, k_mesh
 from oedal.oracles.registry import get_oracle, oracle_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ TIGHT = {"kind": "gpaw", "kpts": [2, 2, 2], "energy_tolerance": 1e-9, "density_t
 def gpaw_installed() -> None:
     """GPAW importable in this interpreter: `make gpaw` (apt-get as root, then a pip build) when it is not."""
     try:
-        import gpaw  # noqa: F401
+        import_gpaw()
         return
     except ImportError:
         pass
@@ -40,6 +40,19 @@ def gpaw_installed() -> None:
     import importlib
 
     importlib.invalidate_caches()
+
+
+def test_importing_gpaw_under_pytest_leaves_numpy_as_it_was(gpaw_installed):
+    """GPAW patches np.empty and np.seterr for the whole process when pytest is imported; the oracle undoes it
+    (numba's kernels and every later test would fail otherwise), and a fresh import in a subprocess under a
+    module named pytest shows that GPAW does patch."""
+    empty, errors = np.empty, np.geterr()
+    get_oracle(oracle_settings(kind="gpaw"))
+    assert np.empty is empty and np.geterr() == errors
+    probe = ("import sys, types; sys.modules['pytest'] = types.ModuleType('pytest'); import numpy as np; "
+             "e = np.empty; import gpaw; print(np.empty is e)")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() \
+        == "False"
 
 
 def sheared_silicon():
