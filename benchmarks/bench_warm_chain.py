@@ -186,7 +186,8 @@ def _cpu(found: dict, protocol: str, chains: list[int], rounds: int) -> None:
             if f"{protocol}_c{c}_r{r}" in found and f"scratch_c{c}_r{r}" in found]
     if not cold:
         return
-    print(f"  CPU: {sum(warm) / 60:.1f} min warm against {sum(cold) / 60:.1f} min scratch: ×{sum(warm) / sum(cold):.2f}")
+    print(f"  CPU: {sum(warm) / 60:.1f} min warm against {sum(cold) / 60:.1f} min scratch: "
+          f"×{sum(warm) / sum(cold):.2f}")
     last = [(found[f"{protocol}_c{c}_r{rounds}"]["cpu_s"], found[f"scratch_c{c}_r{rounds}"]["cpu_s"]) for c in chains
             if f"{protocol}_c{c}_r{rounds}" in found and f"scratch_c{c}_r{rounds}" in found]
     final = sum(warm) - sum(w for w, _ in last) + sum(s for _, s in last)

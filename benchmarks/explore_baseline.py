@@ -174,8 +174,9 @@ def report(a: argparse.Namespace) -> None:
         return
     x = np.array(logs)
     half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)) if len(x) > 1 else math.nan
-    print(f"final force MAE (b)/(a) at equal labels: ×{math.exp(x.mean()):.2f} (95 % {math.exp(x.mean() - half):.2f}–"
-          f"{math.exp(x.mean() + half):.2f}, {len(x)} seeds; > 1: exploration better)")
+    low, high = math.exp(x.mean() - half), math.exp(x.mean() + half)
+    print(f"final force MAE (b)/(a) at equal labels: ×{math.exp(x.mean()):.2f} (95 % {low:.2f}–{high:.2f}, "
+          f"{len(x)} seeds; > 1: exploration better)")
     print(f"oracle calls per seed: (a) {np.mean(calls['a']):.0f} (its labels; the walkers run on the model), "
           f"(b) {np.mean(calls['b']):.0f} (its labels + {md_steps} MD steps of the pool, each an oracle call)")
 

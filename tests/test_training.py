@@ -82,7 +82,8 @@ def test_shrink_and_perturb_mixes_the_weights_with_a_fresh_start_and_keeps_the_e
             continue
         # two roundings (the product, the sum): 2 ulps of the terms' magnitudes, not of a result that may cancel
         terms = 0.6 * before[key].abs() + 0.3 * fresh[key].abs()
-        assert ((value - (0.6 * before[key] + 0.3 * fresh[key])).abs() <= 2 * torch.finfo(value.dtype).eps * terms).all()
+        error = (value - (0.6 * before[key] + 0.3 * fresh[key])).abs()
+        assert (error <= 2 * torch.finfo(value.dtype).eps * terms).all(), key
     # a warm start with warm_shrink starts from exactly these weights: one epoch at 1e-12 (Adam moves each
     # weight by about the rate) ends on them
     ts = TrainingSettings(epochs=1, seed=7, threads=1, device="cpu", warm_shrink=0.6, warm_perturb=0.3,
