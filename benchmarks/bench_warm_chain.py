@@ -145,18 +145,9 @@ def run(a: argparse.Namespace) -> None:
             print("done:", done.result(), flush=True)
 
 
-def _interval(logs: list[float]) -> tuple[float, float, float]:
-    """Geometric mean and 95 % t interval of exp(logs)."""
-    from scipy import stats
-
-    x = np.asarray(logs)
-    if len(x) < 2:
-        return math.exp(x.mean()), math.nan, math.nan
-    half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
-    return math.exp(x.mean()), math.exp(x.mean() - half), math.exp(x.mean() + half)
-
-
 def report(a: argparse.Namespace) -> None:
+    from oedal.campaign.statistics import ratio_interval
+
     found = {p.stem: json.loads(p.read_text()) for p in a.out.glob("*_c*_r*.json")}
     chains = sorted({int(k.split("_c")[1].split("_r")[0]) for k in found})
     rounds = max(int(k.rsplit("_r", 1)[1]) for k in found)
@@ -171,8 +162,8 @@ def report(a: argparse.Namespace) -> None:
                 continue
             cells = []
             for m in METRICS:
-                g, lo, hi = _interval([math.log(w[m] / s[m]) for w, s in pairs])
-                cells.append(f"{m.split('_')[1]} ×{g:.3f} [{lo:.3f}–{hi:.3f}]")
+                e = ratio_interval([w[m] / s[m] for w, s in pairs])
+                cells.append(f"{m.split('_')[1]} ×{e.ratio:.3f} [{e.low:.3f}–{e.high:.3f}]")
             mae = np.exp(np.mean([math.log(s[METRICS[0]]) for _, s in pairs]))
             print(f"  round {r} (n={pairs[0][0]['n_train']}, {len(pairs)} chains, scratch MAE {mae:.3f}): "
                   + ", ".join(cells))

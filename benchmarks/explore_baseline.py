@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -34,9 +32,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+from random_arm import ENV, train_and_test, write_rounds  # noqa: E402  (beside this file)
+
 F_MAE = "forces_mae_kcal/mol/A"
 POOL_FRAMES = 150  # per walker temperature
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def settings(config: Path):
@@ -87,28 +86,8 @@ def spent(run: Path) -> list[int]:
             if (d / "metrics.json").exists()]
 
 
-def train_and_test(folder: Path, config: Path, test: Path, seed: int) -> dict:
-    """`oedal train` on folder/train.h5 + valid.h5 with (a)'s model and training settings, `oedal evaluate` on
-    ``test``: the metrics (read back when they exist)."""
-    metrics = folder / "metrics.json"
-    if metrics.exists():
-        return json.loads(metrics.read_text())
-    s = settings(config)
-    training = s.training.model_dump(mode="json", exclude=s.training.unset_options() | {"device"})
-    subprocess.run([sys.executable, "-m", "oedal", "train", "--train", str(folder / "train.h5"), "--valid",
-                    str(folder / "valid.h5"), "--out", str(folder / "model.pt"), "--threads", "1",
-                    "--settings", json.dumps({**training, "seed": seed}),
-                    "--model-settings", json.dumps(s.model.model_dump(mode="json"))],
-                   check=True, env=ENV, capture_output=True)
-    subprocess.run([sys.executable, "-m", "oedal", "evaluate", "--model", str(folder / "model.pt"), "--data",
-                    str(test), "--out", str(metrics), "--threads", "1"], check=True, env=ENV, capture_output=True)
-    return json.loads(metrics.read_text())
-
-
 def run(a: argparse.Namespace) -> None:
-    from oedal.campaign.merge import validation_picks
-    from oedal.data.store import read_store, write_store
-    from oedal.data.structures import Structures
+    from oedal.data.store import read_store
 
     s = settings(a.config)
     root, arm_b = folders(a)
@@ -120,21 +99,14 @@ def run(a: argparse.Namespace) -> None:
             print(f"seed {seed}: arm (a) has no finished round")
             continue
         order = np.random.default_rng([seed, 25]).permutation(len(pool))
-        train, valid = (read_store(root / f"seed{seed}" / "iter_000" / f"{k}.h5") for k in ("train", "valid"))
-        for i in range(1, len(labels)):
-            batch = pool.subset(np.sort(order[labels[i - 1] - labels[0]:labels[i] - labels[0]]))
-            to_valid = validation_picks(len(batch), s.valid_share)
-            train = Structures.concatenate([train, batch.subset(np.setdiff1d(np.arange(len(batch)), to_valid))])
-            valid = Structures.concatenate([valid, batch.subset(to_valid)])
-            folder = arm_b / f"seed{seed}" / f"iter_{i:03d}"
-            folder.mkdir(parents=True, exist_ok=True)
-            if not (folder / "metrics.json").exists():
-                write_store(folder / "train.h5", train, overwrite=True)
-                write_store(folder / "valid.h5", valid, overwrite=True)
-            (folder / "status.json").write_text(json.dumps({"labels_spent": labels[i], "n_train": len(train)}))
-            jobs.append((folder, root / f"seed{seed}" / "test.h5", seed * 1000 + i))
+        rounds = [np.sort(order[labels[i - 1] - labels[0]:labels[i] - labels[0]]) for i in range(1, len(labels))]
+        picks = pool.subset(np.concatenate(rounds))  # in picking order, each round's frames in pool order
+        test = root / f"seed{seed}" / "test.h5"
+        jobs += [(folder, test, training_seed) for folder, training_seed in
+                 write_rounds(root / f"seed{seed}" / "iter_000", picks, labels, s.valid_share, arm_b / f"seed{seed}",
+                              seed)]
     with ProcessPoolExecutor(a.jobs) as ex:
-        done = ex.map(train_and_test, [j[0] for j in jobs], [a.config] * len(jobs), [j[1] for j in jobs],
+        done = ex.map(train_and_test, [j[0] for j in jobs], [s] * len(jobs), [j[1] for j in jobs],
                       [j[2] for j in jobs])
         for (folder, _, _), m in zip(jobs, done):
             print(f"  {folder}: force MAE {m[F_MAE]:.3f} kcal/mol/Å", flush=True)
@@ -151,12 +123,12 @@ def curve(run_dir: Path) -> list[tuple[int, float]]:
 
 
 def report(a: argparse.Namespace) -> None:
-    from scipy import stats
+    from oedal.campaign.statistics import ratio_interval
 
     s = settings(a.config)
     root, arm_b = folders(a)
     _, md_steps = md_pool(a)
-    logs, calls = [], {"a": [], "b": []}
+    ratios, calls = [], {"a": [], "b": []}
     print(f"{s.name}: (a) exploration ({s.strategies[0]}) against (b) random frames of the sampling MD at equal "
           f"labels; test force MAE in kcal/mol/Å on (a)'s test set")
     for seed in a.seeds or s.seeds:
@@ -167,16 +139,14 @@ def report(a: argparse.Namespace) -> None:
             continue
         print(f"  seed {seed} (a) " + "  ".join(f"{n}:{f:.2f}" for n, f in ca))
         print(f"  seed {seed} (b) " + "  ".join(f"{n}:{f:.2f}" for n, f in cb))
-        logs.append(math.log(cb[-1][1] / ca[-1][1]))
+        ratios.append(cb[-1][1] / ca[-1][1])
         calls["a"].append(ca[-1][0])
         calls["b"].append(cb[-1][0] + md_steps)
-    if not logs:
+    if not ratios:
         return
-    x = np.array(logs)
-    half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)) if len(x) > 1 else math.nan
-    low, high = math.exp(x.mean() - half), math.exp(x.mean() + half)
-    print(f"final force MAE (b)/(a) at equal labels: ×{math.exp(x.mean()):.2f} (95 % {low:.2f}–{high:.2f}, "
-          f"{len(x)} seeds; > 1: exploration better)")
+    r = ratio_interval(ratios)
+    print(f"final force MAE (b)/(a) at equal labels: ×{r.ratio:.2f} (95 % {r.low:.2f}–{r.high:.2f}, {r.n} seeds; "
+          "> 1: exploration better)")
     print(f"oracle calls per seed: (a) {np.mean(calls['a']):.0f} (its labels; the walkers run on the model), "
           f"(b) {np.mean(calls['b']):.0f} (its labels + {md_steps} MD steps of the pool, each an oracle call)")
 

@@ -24,8 +24,6 @@ import argparse
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -41,6 +39,8 @@ TEST = DATA / "si_test.h5"
 POOL = DATA / "chgnet_pool.h5"
 ARM_B = ROOT / "results" / "explore_si_random"
 TARGETS = {"energy_per_atom_mae_meV/atom": 5.0, "forces_mae_eV/A": 0.1, "stress_mae_GPa": 0.5}
+
+from random_arm import train_and_test, write_rounds  # noqa: E402  (beside this file)
 
 
 def campaign():
@@ -233,32 +233,10 @@ def labeled_picks(seed: int, n: int, workers: int):
     return labeled.subset(np.array([by_id[int(i)] for i in order if int(i) in by_id]))  # in picking order
 
 
-def _train_and_test(folder: Path, settings, seed: int) -> dict:
-    """`oedal train` on folder/train.h5 + valid.h5 with the campaign's model and training settings, then `oedal
-    evaluate` on the test set; returns the metrics."""
-    metrics = folder / "metrics.json"
-    if metrics.exists():
-        return json.loads(metrics.read_text())
-    training = settings.training.model_dump(mode="json", exclude=settings.training.unset_options() | {"device"})
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "oedal", "train", "--train", str(folder / "train.h5"), "--valid",
-                    str(folder / "valid.h5"), "--out", str(folder / "model.pt"), "--threads", "1",
-                    "--settings", json.dumps({**training, "seed": seed}),
-                    "--model-settings", json.dumps(settings.model.model_dump(mode="json"))],
-                   check=True, env=env, capture_output=True)
-    subprocess.run([sys.executable, "-m", "oedal", "evaluate", "--model", str(folder / "model.pt"), "--data",
-                    str(TEST), "--out", str(metrics)], check=True, env=env, capture_output=True)
-    return json.loads(metrics.read_text())
-
-
 def arm_random(args) -> None:
     """Arm (b) for every seed of arm (a) with finished iterations: the same initial set, as many random pool
     frames per round as (a) labeled, a fifth of each round's to validation; trained, tested, written under
     results/explore_si_random/seed{s}/iter_{i}/ (metrics.json, status.json)."""
-    from oedal.campaign.merge import validation_picks
-    from oedal.data.store import read_store, write_store
-    from oedal.data.structures import Structures
-
     settings = campaign()
     jobs = []
     for seed in settings.seeds:
@@ -268,23 +246,10 @@ def arm_random(args) -> None:
             continue
         picks = labeled_picks(seed, spent[-1] - spent[0], args.workers)
         init = ROOT / "results" / "explore_si" / f"seed{seed}" / "iter_000"
-        train, valid = read_store(init / "train.h5"), read_store(init / "valid.h5")
-        for i in range(1, len(spent)):
-            batch = picks.subset(np.arange(spent[i - 1] - spent[0], min(spent[i] - spent[0], len(picks))))
-            to_valid = validation_picks(len(batch), settings.valid_share)
-            train = Structures.concatenate([train, batch.subset(np.setdiff1d(np.arange(len(batch)), to_valid))])
-            valid = Structures.concatenate([valid, batch.subset(to_valid)])
-            folder = ARM_B / f"seed{seed}" / f"iter_{i:03d}"
-            folder.mkdir(parents=True, exist_ok=True)
-            if not (folder / "metrics.json").exists():
-                write_store(folder / "train.h5", train, overwrite=True)
-                write_store(folder / "valid.h5", valid, overwrite=True)
-            (folder / "status.json").write_text(json.dumps({"labels_spent": spent[i], "n_train": len(train),
-                                                            "n_valid": len(valid)}))
-            jobs.append((folder, seed * 1000 + i))
+        jobs += write_rounds(init, picks, spent, settings.valid_share, ARM_B / f"seed{seed}", seed)
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
-        for (folder, _), m in zip(jobs, pool.map(_train_and_test, [j[0] for j in jobs], [settings] * len(jobs),
-                                                [j[1] for j in jobs])):
+        for (folder, _), m in zip(jobs, pool.map(train_and_test, [j[0] for j in jobs], [settings] * len(jobs),
+                                                [TEST] * len(jobs), [j[1] for j in jobs])):
             print(f"  {folder.relative_to(ROOT)}: " + ", ".join(f"{k} {m[k]:.3g}" for k in TARGETS), flush=True)
 
 
