@@ -467,41 +467,88 @@ def bench_bias(args) -> None:
 
 
 def bias_campaigns(args) -> None:
-    """config/explore_ethanol.yaml with 3 seeds, unbiased (under ``--results``/plain) and with explore.bias_strength
-    0.25 eV (``--results``/bias; the width: the model's own force error at I = 1). One campaign name in both, so
-    that every random stream (initial set, iteration-0 model, test set) is the same and the arms pair seed by seed.
-    Per round the labels spent, the test force MAE and the share of checked walker frames that were candidates;
-    at the end the ratio plain/biased of the final force MAE per seed and its geometric mean."""
-    import csv
+    """``--config`` (config/explore_ethanol.yaml) with 3 seeds, unbiased (under ``--results``/plain: the config's
+    strategies, its random run on the MD pool included) and with explore.bias_strength ``--strength`` eV
+    (``--results``/bias, qs1-greedy alone; the width: the model's own force error at I = 1). One campaign name in
+    both, so that every random stream (initial set, iteration-0 model, test set) is the same and the arms pair seed
+    by seed. Per round the labels spent, the test force MAE and the share of checked walker frames that were
+    candidates; then each explorer against the random run at equal labels (the verdict's comparison: the last
+    point every seed reached, the explorer interpolated log-log), biased against plain on their final models, and
+    the oracle calls per seed (the random run's include the MD steps of its pool)."""
+    import yaml
 
-    arms = {"plain": [], "bias": ["explore={bias_strength: 0.25}"]}
+    arms = {"plain": [], "bias": [f"explore={{bias_strength: {args.strength}, random_pool: walkers}}",
+                                  "strategies=[qs1-greedy]"]}
+    name = yaml.safe_load(args.config.read_text())["name"]
     if not args.report:
-        for name, extra in arms.items():
+        for arm, extra in arms.items():
             subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile",
-                            "config/explore_ethanol.yaml", "--config", f"results_dir={args.results / name}",
+                            str(args.config), "--config", f"results_dir={args.results / arm}",
                             "seeds=[0,1,2]", *extra], cwd=ROOT, check=True,
                            env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
-    final = {}
-    for name in arms:
-        run = args.results / name / "explore_ethanol"
-        rows = list(csv.DictReader(open(run / "summary.csv")))
-        print(f"{name}: labels spent: test force MAE kcal/mol/Å (candidate share of checked frames)")
-        for seed in sorted({r["seed"] for r in rows}):
-            mine = sorted((r for r in rows if r["seed"] == seed), key=lambda r: int(r["iteration"]))
-            shares = []
-            for r in mine:
-                counts = run / "qs1-greedy" / f"seed{seed}" / f"iter_{int(r['iteration']):03d}" / "explore.json"
-                c = json.loads(counts.read_text()) if counts.exists() else {}
-                checked = c.get("accurate_frames", 0) + c.get("candidate_frames", 0)
-                shares.append(f" ({c['candidate_frames'] / checked:.2f})" if checked else "")
-            print(f"  seed {seed}: " + "  ".join(f"{r['labels_spent']}: {float(r[F_MAE]):.2f}{share}"
-                                                for r, share in zip(mine, shares)))
-            final[name, seed] = (int(mine[-1]["labels_spent"]), float(mine[-1][F_MAE]))
-    seeds = sorted({s for _, s in final})
-    ratios = [final["plain", s][1] / final["bias", s][1] for s in seeds]
-    print("final force MAE, plain/biased (> 1: the bias helped): " + ", ".join(
-        f"seed {s} ×{r:.2f} ({final['plain', s][0]} vs {final['bias', s][0]} labels)"
-        for s, r in zip(seeds, ratios)) + f"; geometric mean ×{np.exp(np.mean(np.log(ratios))):.2f}")
+    rows = {arm: arm_rows(args.results / arm / name) for arm in arms}
+    for arm in arms:
+        print_rounds(arm, args.results / arm / name, rows[arm])
+    compare_arms(rows, args.results / "plain" / name)
+
+
+def arm_rows(campaign: Path) -> list[dict]:
+    """summary.csv of one arm's campaign, its sizes and force MAE as floats, ``stopped`` as a bool."""
+    import csv
+
+    with open(campaign / "summary.csv") as fh:
+        return [{**r, **{k: float(r[k]) for k in ("labels_spent", "n_train", F_MAE)}, "stopped": r["stopped"] == "True"}
+                for r in csv.DictReader(fh)]
+
+
+def print_rounds(arm: str, campaign: Path, rows: list[dict]) -> None:
+    """Per strategy and seed: labels spent: test force MAE (candidate share of the walkers' checked frames)."""
+    print(f"{arm}: labels spent: test force MAE kcal/mol/Å (candidate share of checked frames)")
+    for strategy, seed in sorted({(r["strategy"], r["seed"]) for r in rows}):
+        mine = sorted((r for r in rows if (r["strategy"], r["seed"]) == (strategy, seed)),
+                      key=lambda r: int(r["iteration"]))
+        shares = []
+        for r in mine:
+            counts = campaign / strategy / f"seed{seed}" / f"iter_{int(r['iteration']):03d}" / "explore.json"
+            c = json.loads(counts.read_text()) if counts.exists() else {}
+            checked = c.get("accurate_frames", 0) + c.get("candidate_frames", 0)
+            shares.append(f" ({c['candidate_frames'] / checked:.2f})" if checked else "")
+        print(f"  {strategy} seed {seed}: " + "  ".join(f"{r['labels_spent']:.0f}: {r[F_MAE]:.2f}{share}"
+                                                       for r, share in zip(mine, shares)))
+
+
+def compare_arms(rows: dict[str, list[dict]], plain: Path) -> None:
+    """Each explorer against the plain arm's random run at equal labels (statistics.verdict_records), biased
+    against plain on the final models, and the oracle calls per seed."""
+    import h5py
+
+    from oedal.campaign.statistics import ratio_interval, verdict_records
+    from oedal.campaign.tree import Tree
+
+    explorers = {"plain": [r for r in rows["plain"] if r["strategy"] != "random"],
+                 "bias": [{**r, "strategy": "biased"} for r in rows["bias"]]}
+    random = [r for r in rows["plain"] if r["strategy"] == "random"]
+    if random:
+        for arm, mine in explorers.items():
+            for v in verdict_records(mine + random, metrics=[F_MAE]):
+                if getattr(v, "x", None) == "labels_spent":
+                    print(f"{arm}: {v.sentence()}")
+    last = {arm: {r["seed"]: r for r in sorted(mine, key=lambda r: int(r["iteration"]))}
+            for arm, mine in explorers.items()}
+    seeds = sorted(set(last["plain"]) & set(last["bias"]))
+    if seeds:
+        est = ratio_interval([last["plain"][s][F_MAE] / last["bias"][s][F_MAE] for s in seeds])
+        print(f"final force MAE plain/biased: ×{est.ratio:.2f} (95 % {est.low:.2f}–{est.high:.2f}, {est.n} seeds; > 1: "
+              "the bias helped) at " + ", ".join(f"{last['plain'][s]['labels_spent']:.0f} vs "
+                                                 f"{last['bias'][s]['labels_spent']:.0f}" for s in seeds) + " labels")
+    pool = Path(Tree.of(plain.parent, plain.name).md_pool)
+    steps = int(h5py.File(pool, "r").attrs["md_steps"]) if pool.exists() else 0
+    calls = {arm: np.mean([r["labels_spent"] for r in last[arm].values()]) for arm in last}
+    if random:
+        calls["random"] = np.mean([max(r["labels_spent"] for r in random if r["seed"] == s)
+                                   for s in {r["seed"] for r in random}]) + steps
+    print("oracle calls per seed: " + ", ".join(f"{arm} {n:.0f}" for arm, n in calls.items())
+          + (f" (random: its labels + the {steps} MD steps of its pool)" if random else ""))
 
 
 def main() -> None:
@@ -536,6 +583,8 @@ def main() -> None:
                    "exploration's first round; 300: a trained model)")
     bc = sub.add_parser("bias-campaigns")
     bc.add_argument("--results", type=Path, default=ROOT / "results")
+    bc.add_argument("--config", type=Path, default=ROOT / "config" / "explore_ethanol.yaml")
+    bc.add_argument("--strength", type=float, default=0.25, help="the biased arm's explore.bias_strength A, eV")
     bc.add_argument("--report", action="store_true", help="only print the figures of the finished campaigns")
     k = sub.add_parser("campaigns")
     k.add_argument("--report", action="store_true", help="only print the figures of the finished campaigns")

@@ -1,7 +1,7 @@
-"""The random arm beside an exploration campaign (benchmarks/explore_baseline.py, benchmarks/si_materials.py): the
-campaign seed's initial sets, then per round as many picked frames as the campaign had labeled by then (a fifth,
-split.valid_share, to validation, as the campaign does), each round trained with the campaign's settings and
-tested. Not a test."""
+"""The random arm beside an exploration campaign (benchmarks/si_materials.py; an exploration campaign can carry its
+own, explore.random_pool md): the campaign seed's initial sets, then per round as many picked frames as the
+campaign had labeled by then (a fifth, split.valid_share, to validation, as the campaign does), each round trained
+with the campaign's settings and tested. Not a test."""
 
 from __future__ import annotations
 

@@ -63,6 +63,9 @@ def test_schema_rejects_unknown_keys():
         ({"reference_potentials": [{"kind": "emt"}, {"kind": "emt"}]}, "reference_potentials"),
         ({"final_from_scratch": True}, "final_from_scratch"),
         ({"training": {"warm_shrink": 1.5}}, "training.warm_shrink"),
+        ({"dataset": {"source": "explore"}, "oracle": {"kind": "xtb"}, "strategies": ["qs1-greedy"],
+          "explore": {"random_pool": "md"}}, "explore.random_pool"),
+        ({"explore": {"random_pool": "pool"}}, "explore.random_pool"),
     ],
 )
 def test_bad_config_names_the_key(config, key):

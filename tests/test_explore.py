@@ -312,6 +312,37 @@ def test_strained_copies_of_a_cell_have_the_asked_principal_strains_and_mixed_ad
     assert all(v == pytest.approx(crystal.get_volume(), rel=1e-12) for v in volumes[4:])  # then NVT MD frames
 
 
+def test_the_md_pool_samples_every_walker_temperature_with_ids_of_its_own(tmp_path):
+    """explore.random_pool md: the random baseline's pool is an MD of every start at every walker temperature
+    (EMT copper, 2×2×2 cubic cells): pool_frames frames each, unlabeled, ids from MD_POOL_IDS (apart from the
+    initial structures' 0 … n − 1 and the walkers' candidates), its MD steps counted, seeded. Equipartition: in the
+    harmonic solid the mean squared displacement from the lattice is ∝ T, so the 800 K frames sit ≈ 8× as far
+    (anharmonicity and 40 correlated frames: between 5× and 13×) from the sites as the 100 K ones."""
+    import ase.io
+    from ase.build import bulk
+
+    from oedal.campaign.explore.starts import MD_POOL_IDS, md_pool
+    from oedal.campaign.settings import ExploreSettings, SamplingSettings
+
+    crystal = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    path = tmp_path / "cu.extxyz"
+    ase.io.write(path, crystal)
+    settings = ExploreSettings(starts=[str(path)], temperatures=[100.0, 800.0], random_pool="md", pool_frames=40)
+    sampling = SamplingSettings(molecule=str(path), timestep=2.0, interval=10, equilibration_steps=200,
+                                potential={"kind": "emt"})
+    pool, steps = md_pool(settings, sampling, seed=4)
+    assert len(pool) == 80 and not pool.has_labels and steps == 2 * (200 + 40 * 10)
+    assert list(pool.ids) == list(range(MD_POOL_IDS, MD_POOL_IDS + 80)) and MD_POOL_IDS > 10**9 * 1000
+    shifts = pool.positions.reshape(80, 32, 3) - crystal.positions
+    shifts -= shifts.mean(axis=1, keepdims=True)  # the cell's drift
+    msd = (shifts ** 2).sum(axis=-1).mean(axis=1)  # (80,) Å²
+    assert 5.0 < msd[40:].mean() / msd[:40].mean() < 13.0
+    short = settings.model_copy(update={"pool_frames": 2}), sampling.model_copy(update={"equilibration_steps": 20})
+    first = md_pool(*short, seed=4)[0].positions
+    np.testing.assert_array_equal(md_pool(*short, seed=4)[0].positions, first)  # seeded
+    assert not np.allclose(md_pool(*short, seed=5)[0].positions, first)
+
+
 def ethanol_box(a: float = 7.0) -> Atoms:
     """Two ethanol molecules in a periodic cube of edge ``a`` Å."""
     from ase.build import molecule

@@ -92,6 +92,33 @@ def test_verdict_lines_compare_at_the_last_point_and_warn_about_wall_clock_cuts(
     assert verdict_lines([r for r in rows if r["strategy"] != "random"])[0] == "no random runs: nothing to compare with"
 
 
+def test_the_verdict_of_an_explorer_is_at_the_most_labels_every_seed_reached():
+    """Exploration spends a different number of labels per seed (here 100, 85, 110) and the random run on the MD
+    pool 40, 60, ... 120 in all: the verdict compares where all three seeds pair (80), the explorer's error
+    interpolated log-log there, and not at 100 (two seeds) or 120 (none)."""
+    from oedal.campaign.statistics import verdict_records
+
+    labels = np.array([40, 60, 80, 100, 120])
+    reached = (100, 85, 110)
+    rows = []
+    for seed, (last, noise) in enumerate(zip(reached, (1.0, 1.1, 0.9))):
+        rows += curve("random", seed, 10 * noise, labels - 10, labels)
+        mine = np.array([40, 52, 70, last])
+        rows += curve("qs1-greedy", seed, 10 * noise / 1.25, mine - 10, mine)
+    verdict_at = [v for v in verdict_records(rows, metrics=["forces_rmse_kcal/mol/A"]) if v.x == "labels_spent"][0]
+    assert (verdict_at.x_value, verdict_at.n) == (80.0, 3)
+    # brute force: error a·(l − 10)^−½ at l = 80 for random; the explorer's straight line in log–log between its
+    # points around 80 (70 and the seed's last), at 80
+    ratios = []
+    for seed, (last, noise) in enumerate(zip(reached, (1.0, 1.1, 0.9))):
+        x0, x1 = 70.0, float(last)
+        y0, y1 = (10 * noise / 1.25 * (x - 10) ** -0.5 for x in (x0, x1))
+        at = math.exp(math.log(y0) + (math.log(y1) - math.log(y0)) * (math.log(80) - math.log(x0))
+                      / (math.log(x1) - math.log(x0)))
+        ratios.append(10 * noise * 70 ** -0.5 / at)
+    assert verdict_at.ratio == pytest.approx(math.exp(np.mean(np.log(ratios))), rel=1e-12)
+
+
 def seeded_rows(rng, data_seeds: int, k: int, effect: float, training_sd: float, data_sd: float = 0.3) -> list[dict]:
     """One row per (strategy, data seed, training seed): log error = the data seed's difficulty (shared by
     both strategies: paired) − log(effect) for qs1 + a training seed's own noise (sd ``training_sd``)."""

@@ -642,7 +642,8 @@ def test_the_gpu_knob_sets_the_device_of_the_walkers(smk_env, tmp_path, use_gpu)
 
 def test_an_exploration_campaign_labels_what_its_walkers_found(smk_env, tmp_path):
     """Rattled starts labeled → model → walkers → their candidates are the pool → greedy picks → labeled →
-    the next training set; the walkers' counts reach status.json and the summary; labels never twice."""
+    the next training set; the walkers' counts reach status.json and the summary; labels never twice. The
+    random run has no walkers: it picks from the MD pool, which shrinks by its picks, and the verdict compares."""
     import csv
 
     from oedal.data.store import read_store
@@ -669,7 +670,22 @@ def test_an_exploration_campaign_labels_what_its_walkers_found(smk_env, tmp_path
     assert status["explore"] == counts and status["labels_spent"] == 16 + 8 + len(selected)
     with open(results / "tiny_explore" / "summary.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert float(rows[0]["explore_candidates"]) == len(pool)
+    first_row = next(r for r in rows if r["strategy"] == "qs1-greedy" and r["iteration"] == "0")
+    assert float(first_row["explore_candidates"]) == len(pool)
+    # the random run: no walkers; the campaign's MD pool (2 temperatures × 10 frames), less what it picked
+    from oedal.campaign.explore.starts import MD_POOL_IDS
+    from oedal.campaign.tree import Tree
+
+    baseline = results / "tiny_explore" / "random" / "seed0"
+    assert not (baseline / "iter_000" / "explore").exists() and not (baseline / "iter_000" / "explore.json").exists()
+    md = read_store(Tree.of(results, "tiny_explore").md_pool)
+    assert len(md) == 20 and set(md.ids) == set(range(MD_POOL_IDS, MD_POOL_IDS + 20))
+    picked = read_store(baseline / "iter_000" / "selected.h5")
+    assert len(picked) == 6 and set(picked.ids) <= set(md.ids)
+    assert set(read_store(baseline / "iter_001" / "pool.h5").ids) == set(md.ids) - set(picked.ids)
+    assert json.loads((baseline / "iter_001" / "status.json").read_text())["labels_spent"] == 16 + 8 + 6
+    assert re.search(r"^qs1-greedy vs random at labels spent \d+: forces mae", (results / "tiny_explore" /
+                                                                              "verdict.txt").read_text(), re.M)
     # a forced rerun of the walkers of iteration 0: the same candidates (labels: test_label_cache.py)
     import sqlite3
 
@@ -701,8 +717,9 @@ def test_an_exploration_campaign_labels_what_its_walkers_found(smk_env, tmp_path
     assert 'id="reference-potentials"' in (results / "tiny_explore" / "report.html").read_text()
 
     before = n_labels()
-    picks = sum(len(json.loads(p.read_text())["selected_ids"]) for p in run.glob("iter_*/request.json"))
-    assert before == 16 + 8 + picks  # the rattled starts and the walkers' picks of every round
+    picks = sum(len(json.loads(p.read_text())["selected_ids"])
+                for p in (results / "tiny_explore").glob("*/seed0/iter_*/request.json"))
+    assert before == 16 + 8 + picks  # the rattled starts and the picks of every round of both runs
     proc = run_snakemake(smk_env, results, str(first / "pool.h5"), "--forcerun", "explore_shard", config=config)
     assert "explore_shard" in proc.stdout + proc.stderr
     again = read_store(first / "pool.h5")

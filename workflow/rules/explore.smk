@@ -1,7 +1,9 @@
 # Exploration campaigns (dataset.source: explore; DESIGN §9): the oracle labels rattled copies of the
 # starts (iteration 0's training and validation sets); every iteration, MD walkers driven by that
 # iteration's model make the pool (their candidates); the usual score → select → label → merge follows.
-# The test set comes from the `sampling` MD with the oracle (prepare_dataset in data.smk).
+# The test set comes from the `sampling` MD with the oracle (prepare_dataset in data.smk). With
+# explore.random_pool md the `random` run has no walkers: it picks at random from one MD pool of the starts
+# (md_pool), the baseline exploration is compared with at equal labels.
 
 
 localrules:
@@ -59,6 +61,8 @@ rule explore_shard:
         seed=PARAMS.explore_seed,
         shards=CAMPAIGN.explore.shards,
         iteration=PARAMS.iteration,
+    wildcard_constraints:
+        strategy=OWN_POOL,
     threads: 1
     resources:
         **EXPLORE_RESOURCES,
@@ -82,6 +86,8 @@ rule gather_candidates:
         summary=f"{ITER}/explore.json",
     log:
         f"{ITER}/logs/gather_candidates.log",
+    wildcard_constraints:
+        strategy=OWN_POOL,
     params:
         converged=CAMPAIGN.explore.converged,
     threads: 1
@@ -90,3 +96,62 @@ rule gather_candidates:
     shell:
         "oedal gather-candidates --candidates {input.candidates:q} --walkers {input.walkers:q}"
         " --converged {params.converged} --out {output.pool:q} --summary {output.summary:q} > {log:q} 2>&1"
+
+
+if CAMPAIGN.md_pool:
+
+    localrules:
+        start_md_pool,
+        merge_md_labels,
+
+    rule md_pool:
+        """The random baseline's pool (explore.random_pool md): Langevin MD of every start at every walker
+        temperature with the sampling potential, once per campaign and shared by its seeds; unlabeled (what the
+        random run picks is labeled like any pick), its MD steps in the store's attributes (md_steps)."""
+        output:
+            TREE.md_pool,
+        log:
+            f"{DATA}/logs/md_pool.log",
+        params:
+            explore=PARAMS.md_pool_explore(),
+            sampling=PARAMS.md_pool_sampling(),
+            seed=PARAMS.md_pool_seed,
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=60,
+        conda:
+            ENV_SAMPLE
+        shell:
+            "oedal md-pool --settings {params.explore:q} --sampling {params.sampling:q} --seed {params.seed}"
+            " --out {output:q} > {log:q} 2>&1"
+
+    rule start_md_pool:
+        """Iteration 0 of a random run: the campaign's MD pool (no walkers)."""
+        input:
+            TREE.md_pool,
+        output:
+            f"{ITER}/pool.h5",
+        log:
+            f"{ITER}/logs/start_md_pool.log",
+        wildcard_constraints:
+            strategy="random",
+            iter="000",
+        conda:
+            ENV_CORE
+        shell:
+            "cp --reflink=auto {input:q} {output:q} > {log:q} 2>&1"
+
+    use rule merge_labels as merge_md_labels with:
+        output:
+            **MERGE_OUTPUTS,
+            pool=f"{ITER}/pool.h5",
+        log:
+            f"{ITER}/logs/merge_labels.log",
+        params:
+            prev_dir=INPUTS.previous_dir,
+            out_dir=ITER,
+            flags=PARAMS.merge_flags(keep_pool=True),
+        wildcard_constraints:
+            iter=r"(?!000)\d{3}",
+            strategy="random",

@@ -105,6 +105,7 @@ rule merge_labels:
         flags=PARAMS.merge_flags(),
     wildcard_constraints:
         iter=r"(?!000)\d{3}",
+        strategy=OWN_POOL,
     threads: 1
     conda:
         ENV_CORE

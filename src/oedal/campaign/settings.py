@@ -95,7 +95,9 @@ class _Exploration(Settings):
     """Read by the initial structures alone (rule initial_structures), never by a walker."""
     GATHER: ClassVar[frozenset[str]] = frozenset({"shards", "converged"})
     """How many walker jobs there are and when exploration has converged: the gather's, not a walker's."""
-    ADDED: ClassVar[tuple[str, ...]] = ("strain", "bias_strength", "bias_width")
+    BASELINE: ClassVar[frozenset[str]] = frozenset({"random_pool", "pool_frames"})
+    """What the `random` strategy draws from (its MD pool, rule md_pool): never read by a walker."""
+    ADDED: ClassVar[tuple[str, ...]] = ("strain", "bias_strength", "bias_width", "random_pool", "pool_frames")
     """Options added after campaigns existed: left out of the rule params while unset (Settings.unset_options)."""
 
     @classmethod
@@ -149,6 +151,13 @@ class _Exploration(Settings):
     restart_after: int = Field(2, ge=0, description="a walker that stopped at its first check this many "
                                "iterations in a row starts again from its start geometry with fresh velocities "
                                "(0: never; it resumes from its last accepted frame)")
+    random_pool: Literal["walkers", "md"] = Field(
+        "walkers", description="what the `random` strategy of an exploration campaign picks from: 'walkers' (at "
+        "random among its own walkers' candidates) or 'md' (at random from frames of a Langevin MD of every start at "
+        "every temperature with sampling.potential, pool_frames each, sampling.interval steps apart after "
+        "sampling.equilibration_steps; no walkers): the baseline exploration must beat at equal labels, in the "
+        "verdict (DESIGN §13)")
+    pool_frames: int = Field(150, ge=1, description="random_pool md: frames of the MD per start and temperature")
     ramp: bool = Field(True, description="heat up across iterations (DP-GEN's schedule): iteration i runs the "
                        "walkers of the i+1 lowest temperatures, the others wait; no convergence before all run")
 
@@ -372,6 +381,9 @@ class CampaignSettings(Settings):
         if self.split.valid_redraw:
             raise ValueError("split.valid_redraw: an exploration campaign keeps its validation set (it grows by "
                              "split.valid_share of every labeled batch); remove it")
+        if self.explore.random_pool == "md" and "random" not in self.strategies:
+            raise ValueError("explore.random_pool md: the MD pool is what the `random` strategy picks from; add random "
+                             "to strategies, or remove the key")
 
     @property
     def valid_share(self) -> float:
@@ -384,6 +396,16 @@ class CampaignSettings(Settings):
     def exploring(self) -> bool:
         """dataset.source explore: the walkers make each iteration's pool (oedal.campaign.explore)."""
         return self.dataset.source == "explore"
+
+    def walks(self, strategy: str) -> bool:
+        """Whether ``strategy``'s runs explore with walkers: every strategy of an exploration campaign but
+        `random` with explore.random_pool md, which picks from the campaign's MD pool."""
+        return self.exploring and not (strategy == "random" and self.explore.random_pool == "md")
+
+    @property
+    def md_pool(self) -> bool:
+        """The campaign has a random run on an MD pool (explore.random_pool md)."""
+        return self.exploring and "random" in self.strategies and self.explore.random_pool == "md"
 
     def score_settings(self, strategy: str) -> dict:
         """The settings of ``strategy``'s score (as oedal score reads them): the campaign's score keys

@@ -267,8 +267,9 @@ comparison.csv, shown per class in the report, left out of the verdict's sentenc
 def verdict_records(rows: Sequence[dict], baseline: str = "random", metrics: Sequence[str] = FORCE_METRICS,
                     level: float = 0.95) -> list[Verdict | Note]:
     """The campaign's verdict: per strategy and metric (the force errors; the energy errors where the data has
-    no forces), the comparison with ``baseline`` at the largest
-    training-set size and at the most labels that both reached; how far a training seed alone moves one
+    no forces), the comparison with ``baseline`` at the largest training-set size and at the most labels that
+    both reached in every paired seed (exploration spends a different number of labels per seed: a point fewer
+    seeds reached has a wider interval); how far a training seed alone moves one
     model's error; then warnings (a training cut by the wall-clock limit: its runs are not on equal
     budgets). verdict.txt and the report both render these records."""
     out: list[Verdict | Note] = []
@@ -285,8 +286,9 @@ def verdict_records(rows: Sequence[dict], baseline: str = "random", metrics: Seq
         for x in ("n_train", "labels_spent"):
             for metric in metrics:
                 points = [p for p in paired_ratios(rows, metric, strategy, baseline, x, level) if p["n"]]
-                if points:
-                    out.append(as_verdict(points[-1], level))
+                if points:  # the last point every paired seed reached (an explorer's labels differ per seed)
+                    most = max(p["n"] for p in points)
+                    out.append(as_verdict([p for p in points if p["n"] == most][-1], level))
     out += [Note("spread", line) for line in _spread_lines(rows, [m.removeprefix(SEEDS) for m in metrics
                                                                  if m.startswith(SEEDS)])]
     cut = [r for r in rows if r.get("training_stopped") == "time"]

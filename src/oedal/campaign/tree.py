@@ -7,6 +7,7 @@
         CAMPAIGN/
             campaign.json summary.csv comparison.csv verdict.txt learning_curve.png report.html report_figures/
             data/          source.h5  transfer_X.h5  initial_unlabeled.h5  initial.h5  initial_failed.h5
+                           md_pool.h5                     the random run's MD pool (explore.random_pool md)
             seed{S}/       test.h5  iter_000/         what every strategy of seed S shares: the split, model(s)
                            potential_K.json               reference potential K's errors on the test set
             STRATEGY/seed{S}/   test.h5  iter_{NNN}/   one run
@@ -112,6 +113,11 @@ class Tree:
 
     def transfer(self, name: str) -> str:
         return f"{self.data}/transfer_{name}.h5"
+
+    @property
+    def md_pool(self) -> str:
+        """An exploration campaign's MD pool, what its random run picks from (explore.random_pool md)."""
+        return f"{self.data}/md_pool.h5"
 
     def seed(self, seed: int | str) -> str:
         """What every strategy of one seed shares (the split, the test set, iteration 0)."""

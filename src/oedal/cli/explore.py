@@ -39,6 +39,18 @@ def _initial(args: argparse.Namespace) -> int:
     return 0
 
 
+def _md_pool(args: argparse.Namespace) -> int:
+    from oedal.campaign.explore.starts import write_md_pool
+    from oedal.campaign.settings import ExploreSettings, SamplingSettings
+    from oedal.settings import load_settings
+
+    settings = load_settings(ExploreSettings, args.settings)
+    sampling = load_settings(SamplingSettings, args.sampling)
+    check_outputs(args.out)
+    write_md_pool(settings, sampling, args.seed, args.out)
+    return 0
+
+
 def _gather(args: argparse.Namespace) -> int:
     from oedal.campaign.explore.shard import gather_candidates
 
@@ -79,6 +91,16 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="unlabeled store to write (.h5)")
     p.set_defaults(func=_initial)
+
+    p = sub.add_parser("md-pool", help="the random baseline's pool of an exploration campaign (unlabeled): MD of "
+                       "the starts at every walker temperature with the sampling potential (explore.random_pool md)")
+    p.add_argument("--settings", default=None, help="ExploreSettings as JSON text or file (starts, temperatures, "
+                   "pool_frames)")
+    p.add_argument("--sampling", default=None, help="SamplingSettings as JSON text or file (the MD: potential, time "
+                   "step, friction, interval, equilibration_steps)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="unlabeled store to write (.h5)")
+    p.set_defaults(func=_md_pool)
 
     p = sub.add_parser("gather-candidates", help="one pool from every walker shard's candidates, and the counts")
     p.add_argument("--candidates", nargs="+", required=True, help="candidate stores of the shards")

@@ -16,6 +16,10 @@ from oedal.errors import InputError
 
 log = logging.getLogger(__name__)
 
+MD_POOL_IDS = 2 * 10**12
+"""The first id of the MD pool (explore.random_pool md): apart from the initial structures (0 … n − 1) and the
+walkers' candidates ((iteration + 1)·10⁹ + …), so that no pick can take an id the training set has."""
+
 
 def starting_structures(names: Sequence[str]) -> list:
     """ase.Atoms of every start (a molecule name or a geometry file, its first frame)."""
@@ -93,6 +97,37 @@ def md_structures(settings, sampling, n: int, seed: int) -> Structures:
                                          "interval": settings.initial_interval, "seed": seed * 1000 + k})
         parts.append(run_md(atoms, md).structures.without_labels())
     return dataclasses.replace(Structures.concatenate(parts).subset(np.arange(n)), ids=np.arange(n))
+
+
+def md_pool(settings, sampling, seed: int) -> tuple[Structures, int]:
+    """The pool of the random baseline (explore.random_pool md): a Langevin MD of every start at every walker
+    temperature with ``sampling.potential``, ``settings.pool_frames`` frames each, ``sampling.interval`` steps apart
+    after ``sampling.equilibration_steps`` (the MD the test set comes from, at the walkers' temperatures); unlabeled
+    (the oracle labels what is picked), ids from MD_POOL_IDS. Returns it and the MD steps it took, each a call of
+    the potential: what the pool cost beyond its labels."""
+    from oedal.campaign.sampling import run_md
+
+    parts, steps = [], 0
+    for i, atoms in enumerate(starting_structures(settings.starts)):
+        for j, temperature in enumerate(settings.temperatures):
+            md = sampling.model_copy(update={"temperature": temperature, "n_frames": settings.pool_frames,
+                                             "seed": (seed * 1000 + i) * 100 + j})
+            parts.append(run_md(atoms, md).structures.without_labels())
+            steps += md.equilibration_steps + md.n_frames * md.interval
+    pool = Structures.concatenate(parts)
+    return dataclasses.replace(pool, ids=MD_POOL_IDS + np.arange(len(pool))), steps
+
+
+def write_md_pool(settings, sampling, seed: int, out) -> Structures:
+    """:func:`md_pool`, written to the unlabeled store ``out`` (attributes ``content`` and ``md_steps``)."""
+    from oedal.data.store import write_store
+
+    pool, steps = md_pool(settings, sampling, seed)
+    temperatures = ", ".join(f"{t:g}" for t in settings.temperatures)
+    how = f"MD of the starts with {sampling.potential.kind} at {temperatures} K"
+    write_store(out, pool, attrs={"content": how, "md_steps": steps})
+    log.info("wrote the MD pool: %d frames (%s, %d steps) to %s", len(pool), how, steps, out)
+    return pool
 
 
 def write_initial_structures(settings, sampling, n: int, seed: int, out) -> Structures:

@@ -95,14 +95,14 @@ class RuleInputs:
 
     def shard(self, wildcards) -> dict:
         """The selection and what the stop decision reads: metrics (stop.target), scores (stop.informative),
-        the walkers' counts (exploration: the convergence stop)."""
+        the walkers' counts (a run with walkers: the convergence stop)."""
         here = self.here(wildcards)
         files = {"selected": f"{here}/selected.h5", "pool": f"{here}/pool.h5", "status": f"{here}/{STATUS}"}
         if self.campaign.stop.target is not None:
             files["metrics"] = f"{here}/{METRICS}"
         if self.stop_reads_scores(wildcards.strategy):
             files["scores"] = f"{here}/scores.h5"
-        if self.campaign.exploring:
+        if self.campaign.walks(wildcards.strategy):
             files["explore"] = f"{here}/{EXPLORE_COUNTS}"
         return files
 

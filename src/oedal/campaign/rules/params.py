@@ -114,12 +114,13 @@ class RuleParams:
             return self.section("oracle", source=Tree(self.tree.results, wildcards.campaign).source)
         return self.section("oracle")
 
-    def merge_flags(self) -> str:
+    def merge_flags(self, keep_pool: bool = False) -> str:
         """How the labeled batch joins the sets: a redrawn validation set (the paper's protocol with a replay
-        oracle), or for exploration no pool and a share of the batch to validation. One string, empty in the
-        plain case, so that a campaign made before these options existed reruns nothing."""
+        oracle), or for exploration no pool (unless ``keep_pool``: the random run on the MD pool) and a share of
+        the batch to validation. One string, empty in the plain case, so that a campaign made before these
+        options existed reruns nothing."""
         flags = ["--redraw-valid"] if self.campaign.redraw_valid else []
-        if self.campaign.exploring:
+        if self.campaign.exploring and not keep_pool:
             flags.append("--no-pool")
         if self.campaign.valid_share:
             flags.append(f"--valid-share {self.campaign.valid_share}")
@@ -134,7 +135,25 @@ class RuleParams:
     def explore_walkers(self) -> str:
         """What a walker shard reads: the explore section less the gather's and the initial structures' fields."""
         explore = self.campaign.explore
-        return self.section("explore", exclude=explore.GATHER | explore.INITIAL_ONLY | explore.unset_options())
+        return self.section("explore", exclude=explore.GATHER | explore.INITIAL_ONLY | explore.BASELINE
+                            | explore.unset_options())
+
+    def md_pool_explore(self) -> str:
+        """What the random baseline's MD pool reads of the explore section: starts, temperatures, frames."""
+        return self.section("explore", include={"starts", "temperatures", "pool_frames"})
+
+    def md_pool_sampling(self) -> str:
+        """The MD settings the pool depends on: the potential (less how it runs), time step, friction, interval and
+        equilibration (temperatures, frames and seeds are the pool's own)."""
+        sampling = self.campaign.sampling
+        data = sampling.model_dump(mode="json", include={"timestep", "friction", "interval", "equilibration_steps"})
+        return as_json({**data, "potential": sampling.potential.model_dump(
+            mode="json", exclude=set(sampling.potential.RUNTIME))})
+
+    @staticmethod
+    def md_pool_seed(wildcards) -> int:
+        """The MD pool's random streams: one pool per campaign, shared by its seeds (as a pool campaign's)."""
+        return derive_seed(wildcards.campaign, "md_pool")
 
     def initial_sampling(self) -> str:
         """The MD settings the initial structures depend on: the cheap potential, time step and friction for
