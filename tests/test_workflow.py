@@ -684,8 +684,11 @@ def test_an_exploration_campaign_labels_what_its_walkers_found(smk_env, tmp_path
     assert len(picked) == 6 and set(picked.ids) <= set(md.ids)
     assert set(read_store(baseline / "iter_001" / "pool.h5").ids) == set(md.ids) - set(picked.ids)
     assert json.loads((baseline / "iter_001" / "status.json").read_text())["labels_spent"] == 16 + 8 + 6
-    assert re.search(r"^qs1-greedy vs random at labels spent \d+: forces mae", (results / "tiny_explore" /
-                                                                              "verdict.txt").read_text(), re.M)
+    verdict = (results / "tiny_explore" / "verdict.txt").read_text()
+    assert re.search(r"^qs1-greedy vs random at labels spent \d+: forces mae", verdict, re.M), verdict
+    spent = json.loads((run / "iter_002" / "status.json").read_text())["labels_spent"]
+    assert (f"labels spent per seed: qs1-greedy {spent}, random 36; random's MD pool took 140 MD steps "  # 2 × (20 + 10·5)
+            "beyond its labels (MD of the starts with ase at 300, 600 K") in verdict, verdict
     # a forced rerun of the walkers of iteration 0: the same candidates (labels: test_label_cache.py)
     import sqlite3
 

@@ -55,6 +55,7 @@ rule summarize_campaign:
         status=INPUTS.every_iteration("status.json", last=LAST),
         labeled=INPUTS.every_iteration("metrics_labeled.json", last=LAST - 1),  # the last iteration labels nothing
         potentials=PARAMS.potential_files,
+        md_pool=[TREE.md_pool] if CAMPAIGN.md_pool else [],  # what the random run's pool cost (explore.random_pool md)
     output:
         summary=TREE.file(SUMMARY),
         comparison=TREE.file(COMPARISON),

@@ -164,14 +164,35 @@ def potential_lines(rows: list[dict], potentials: list[str | Path]) -> list[str]
     return lines
 
 
+def cost_line(rows: list[dict], md_pool: str | Path) -> str:
+    """The verdict's line on what each run paid (an exploration campaign whose random run picks from an MD pool,
+    explore.random_pool md): labels spent per seed (the last iteration's, mean over seeds) per strategy, and the MD
+    steps that made the pool (its ``md_steps`` attribute), each a call of the MD's potential."""
+    import numpy as np
+
+    from oedal.data.store import StoreReader
+
+    with StoreReader(md_pool) as reader:
+        attrs = reader.attrs
+    last: dict[tuple[str, int], dict] = {}
+    for r in sorted(rows, key=lambda r: int(r["iteration"])):
+        last[str(r["strategy"]), int(r["seed"])] = r
+    spent = {s: float(np.mean([float(r["labels_spent"]) for (name, _), r in last.items() if name == s]))
+             for s in dict.fromkeys(name for name, _ in last)}
+    return ("labels spent per seed: " + ", ".join(f"{s} {n:.0f}" for s, n in spent.items())
+            + f"; random's MD pool took {int(attrs['md_steps'])} MD steps beyond its labels ({attrs['content']}: "
+            "each a call of that potential; the walkers run on the model)")
+
+
 def write_summary(run_dirs: list[tuple[str, int, str | Path]], iterations: int, out: str | Path,
                   comparison: str | Path | None = None, verdict: str | Path | None = None,
                   baseline: str = "random", extra: dict[str, str] | None = None, members: int = 1,
-                  potentials: list[str | Path] = ()) -> list[dict]:
+                  potentials: list[str | Path] = (), md_pool: str | Path | None = None) -> list[dict]:
     """Write the campaign's summary table (CSV) and, when asked, the paired comparison of every strategy
     with ``baseline`` (oedal.campaign.statistics: ratios with intervals over seeds, CSV) and the verdict
     (one sentence per strategy and force metric, a line per reference potential in ``potentials`` (its
-    `oedal baseline` files) and a warning when a wall-clock limit cut a training); returns the summary rows."""
+    `oedal baseline` files), with ``md_pool`` what each run paid (:func:`cost_line`), and a warning when a
+    wall-clock limit cut a training); returns the summary rows."""
     from oedal.campaign import statistics
 
     rows = summary_rows(run_dirs, iterations, extra, members)
@@ -180,6 +201,8 @@ def write_summary(run_dirs: list[tuple[str, int, str | Path]], iterations: int, 
         _write_csv(statistics.compare_strategies(rows, baseline, statistics.metrics_in(rows)), comparison)
     if verdict is not None:
         lines = statistics.verdict_lines(rows, baseline) + potential_lines(rows, list(potentials))
+        if md_pool is not None:
+            lines.append(cost_line(rows, md_pool))
         with atomic_path(verdict) as tmp:
             tmp.write_text("\n".join(lines) + "\n")
         for line in lines:

@@ -77,7 +77,7 @@ def _summary(args: argparse.Namespace) -> int:
     extra = dict(spec.split(":", 1) for spec in args.metrics or [])
     rows = write_summary(runs, args.iterations, args.out, comparison=args.comparison, verdict=args.verdict,
                          baseline=args.baseline, extra=extra, members=args.training_seeds,
-                         potentials=args.potentials or [])
+                         potentials=args.potentials or [], md_pool=args.md_pool)
     log.info("summary: %d rows -> %s", len(rows), args.out)
     return 0
 
@@ -161,6 +161,8 @@ def _register_summary(subparsers) -> None:
                    "their geometric mean and spread as seeds_* columns, compared instead of one model's errors")
     p.add_argument("--potentials", nargs="*", default=None, metavar="BASELINE.json",
                    help="reference potentials' errors on the test sets (`oedal baseline`), one line each in the verdict")
+    p.add_argument("--md-pool", default=None, metavar="MD_POOL.h5",
+                   help="the random run's MD pool (explore.random_pool md): what it cost, a line in the verdict")
     p.set_defaults(func=_summary)
 
     p = subparsers.add_parser("schema", help="JSON schema of the workflow config (CampaignSettings)")

@@ -186,12 +186,15 @@ class RuleParams:
     def summary_flags(self, wildcards) -> str:
         """``--metrics transfer_NAME:metrics_transfer_NAME.json`` for every transfer test set, then
         ``--potentials FILE ...`` of every reference potential on every seed's test set (none: nothing, so that
-        a campaign made before reference potentials existed keeps its params)."""
+        a campaign made before reference potentials existed keeps its params), then ``--md-pool FILE`` where the
+        random run picks from an MD pool."""
         flags = [f"--metrics {transfer_prefix(name)}:{transfer_metrics(name)}"
                  for name in self.campaign.dataset.transfer_sets()]
         files = self.potential_files(wildcards)
         if files:
             flags.append("--potentials " + " ".join(shlex.quote(f) for f in files))
+        if self.campaign.md_pool:
+            flags.append(f"--md-pool {shlex.quote(Tree(self.tree.results, wildcards.campaign).md_pool)}")
         return " ".join(flags)
 
     def potential_files(self, wildcards) -> list[str]:
