@@ -98,7 +98,8 @@ def test_lint_is_clean(smk_env, tmp_path):
     assert proc.returncode == 0, out
 
 
-@pytest.mark.parametrize("config", ["tiny.yaml", "config.yaml", "ethanol_gmnn.yaml", "explore_ethanol.yaml"])
+@pytest.mark.parametrize("config", ["tiny.yaml", "config.yaml", "ethanol_gmnn.yaml", "explore_ethanol.yaml",
+                                    "explore_malonaldehyde.yaml"])
 def test_dry_run_lists_every_iteration_of_every_strategy(smk_env, tmp_path, config):
     from oedal.campaign.plan import plan_batches, validate_campaign
 
