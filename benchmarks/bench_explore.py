@@ -520,10 +520,9 @@ def print_rounds(arm: str, campaign: Path, rows: list[dict]) -> None:
 def compare_arms(rows: dict[str, list[dict]], plain: Path) -> None:
     """Each explorer against the plain arm's random run at equal labels (statistics.verdict_records), biased
     against plain on the final models, and the oracle calls per seed."""
-    import h5py
-
     from oedal.campaign.statistics import ratio_interval, verdict_records
     from oedal.campaign.tree import Tree
+    from oedal.data.store import StoreReader
 
     explorers = {"plain": [r for r in rows["plain"] if r["strategy"] != "random"],
                  "bias": [{**r, "strategy": "biased"} for r in rows["bias"]]}
@@ -542,7 +541,10 @@ def compare_arms(rows: dict[str, list[dict]], plain: Path) -> None:
               "the bias helped) at " + ", ".join(f"{last['plain'][s]['labels_spent']:.0f} vs "
                                                  f"{last['bias'][s]['labels_spent']:.0f}" for s in seeds) + " labels")
     pool = Path(Tree.of(plain.parent, plain.name).md_pool)
-    steps = int(h5py.File(pool, "r").attrs["md_steps"]) if pool.exists() else 0
+    steps = 0
+    if pool.exists():
+        with StoreReader(pool) as reader:
+            steps = int(reader.attrs["md_steps"])
     calls = {arm: np.mean([r["labels_spent"] for r in last[arm].values()]) for arm in last}
     if random:
         calls["random"] = np.mean([max(r["labels_spent"] for r in random if r["seed"] == s)

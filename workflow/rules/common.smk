@@ -73,7 +73,7 @@ def previous(name: str):
 
 # The strategies whose runs make or keep their own pool (walkers; a pool campaign's split and merge): all but
 # `random` on an exploration campaign's MD pool (explore.random_pool md), whose pool rules are in explore.smk.
-OWN_POOL = "|".join(re.escape(s) for s in CAMPAIGN.strategies if not (CAMPAIGN.md_pool and s == "random")) or "(?!)"
+OWN_POOL = "|".join(re.escape(s) for s in CAMPAIGN.strategies if not CAMPAIGN.picks_from_md_pool(s)) or "(?!)"
 
 # Iteration i's sets made by the merge; no pool.h5 in an exploration campaign (its walkers make it).
 MERGE_OUTPUTS = {"train": f"{ITER}/train.h5", "valid": f"{ITER}/valid.h5", "status": f"{ITER}/status.json",

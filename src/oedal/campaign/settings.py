@@ -397,15 +397,20 @@ class CampaignSettings(Settings):
         """dataset.source explore: the walkers make each iteration's pool (oedal.campaign.explore)."""
         return self.dataset.source == "explore"
 
+    def picks_from_md_pool(self, strategy: str) -> bool:
+        """``strategy``'s runs pick from the campaign's MD pool instead of making or keeping a pool of their own:
+        `random` in an exploration campaign with explore.random_pool md."""
+        return self.exploring and strategy == "random" and self.explore.random_pool == "md"
+
     def walks(self, strategy: str) -> bool:
-        """Whether ``strategy``'s runs explore with walkers: every strategy of an exploration campaign but
-        `random` with explore.random_pool md, which picks from the campaign's MD pool."""
-        return self.exploring and not (strategy == "random" and self.explore.random_pool == "md")
+        """Whether ``strategy``'s runs explore with walkers: every strategy of an exploration campaign but the
+        one that picks from the MD pool."""
+        return self.exploring and not self.picks_from_md_pool(strategy)
 
     @property
     def md_pool(self) -> bool:
-        """The campaign has a random run on an MD pool (explore.random_pool md)."""
-        return self.exploring and "random" in self.strategies and self.explore.random_pool == "md"
+        """The campaign has a run on an MD pool (explore.random_pool md)."""
+        return any(self.picks_from_md_pool(s) for s in self.strategies)
 
     def score_settings(self, strategy: str) -> dict:
         """The settings of ``strategy``'s score (as oedal score reads them): the campaign's score keys
