@@ -1,10 +1,9 @@
 """Exploration costs: the calculator's price for its uncertainty, and batched walkers against one ASE MD
-per walker; the exploration campaign against pool-based selection. Not a test.
+per walker; walkers biased toward uncertainty. Labels to 1 kcal/mol/Å in campaigns: explore_campaigns.py. Not a test.
 
     python benchmarks/bench_explore.py calculator [--steps 300 --rounds 5]   # ms per MD step, plain vs uncertainty
     python benchmarks/bench_explore.py walkers [--walkers 1 4 16 --steps 200 --torch-sim]  # ms per walker-step
     python benchmarks/bench_explore.py loop [--baseline 9db632b --walkers 6 16]  # the batched loop: now vs a revision
-    python benchmarks/bench_explore.py campaigns [--report]                  # labels to 1 kcal/mol/Å (xTB, ≈ 1 h)
     python benchmarks/bench_explore.py bias [--strengths 0 0.25 1 --seeds 0 1 2]  # where biased walkers go (≈ 5 min)
     python benchmarks/bench_explore.py bias-campaigns [--report]             # explore_ethanol ± bias, 3 seeds (≈ 20 min)
 
@@ -233,114 +232,7 @@ def bench_loop(args) -> None:
               f"{max(x / y for x, y in pairs):.2f})", flush=True)
 
 
-TEST = ROOT / "results" / "bench_explore_data" / "xtb_1000K_test.h5"  # the common test set (dataset.transfer)
 F_MAE = "forces_mae_kcal/mol/A"
-STEPS = {"MD (walkers)": ("explore_",), "scoring + selection": ("score", "select"), "training": ("train",),
-         "labeling (xTB)": ("label_",)}
-
-
-def common_test_set() -> None:
-    """The independent 1000 K GFN2-xTB MD test set every arm is evaluated on (500 frames, 20 steps apart,
-    its own random stream: neither the walkers nor the pool trajectory)."""
-    if not TEST.exists():
-        TEST.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "oedal", "sample", "--n-frames", "500", "--interval", "20", "--seed",
-                        "101", "--labels", "--threads", "1", "--out", str(TEST)], check=True)
-
-
-def cycle_seconds(iteration: Path) -> dict[str, tuple[float, float]]:
-    """(wall s, CPU s) of one AL cycle's jobs by kind, from Snakemake's benchmark files of the iteration."""
-    import csv
-
-    out = {}
-    for kind, prefixes in STEPS.items():
-        wall = cpu = 0.0
-        for f in sorted((iteration / "benchmarks").glob("*.tsv")):
-            if f.name.startswith(prefixes):
-                row = next(csv.DictReader(f.open(), delimiter="\t"))
-                wall, cpu = wall + float(row["s"]), cpu + float(row["cpu_time"])
-        out[kind] = (wall, cpu)
-    return out
-
-
-def curve(run: Path) -> list[dict]:
-    """Labels spent and the common test set's metrics of every finished iteration of one run (read from
-    the iteration folders, so that a campaign still running can be looked at)."""
-    rows = []
-    for d in sorted(run.glob("iter_*")):
-        metrics = d / f"metrics_transfer_{TEST.stem}.json"
-        if metrics.exists() and (d / "status.json").exists():
-            rows.append({**json.loads(metrics.read_text()), **json.loads((d / "status.json").read_text())})
-    return rows
-
-
-def labels_to_reach(rows: list[dict], target: float) -> str:
-    """Labels spent when the common test set's force MAE first reaches ``target`` kcal/mol/Å."""
-    for r in rows:
-        if r[F_MAE] <= target:
-            return f"{r['labels_spent']} labels"
-    best = min(rows, key=lambda r: r[F_MAE])
-    return f"not reached (best {best[F_MAE]:.2f} at {best['labels_spent']})"
-
-
-def report_campaigns() -> None:
-    arms = {"(a) exploration, OED trigger + greedy QS1": ("bench_explore", "qs1-greedy"),
-            "(a′) the same, initial set from a short xTB MD": ("bench_explore_md", "qs1-greedy"),
-            "(a″) the same as (a), bands in eV/Å (calibrated force error)": ("bench_explore_force", "qs1-greedy"),
-            "(b) pool, greedy QS1": ("bench_pool", "qs1-greedy"), "(c) pool, random": ("bench_pool", "random")}
-    print(f"ethanol, GFN2-xTB labels; test: {len(_test_frames())} frames of an independent 1000 K xTB MD; "
-          "force MAE in kcal/mol/Å")
-    for arm, (campaign, strategy) in arms.items():
-        run = ROOT / "results" / campaign / strategy / "seed0"
-        rows = curve(run)
-        if not rows:
-            print(f"{arm}: no model evaluated yet")
-            continue
-        print(f"{arm}\n  labels:MAE  " + "  ".join(f"{r['labels_spent']}:{r[F_MAE]:.2f}" for r in rows))
-        print("  to 3 / 2 / 1.5 / 1: " + " | ".join(labels_to_reach(rows, t) for t in (3.0, 2.0, 1.5, 1.0)))
-        walkers = [json.loads(f.read_text()) for f in sorted(run.glob("iter_*/explore.json"))]
-        if walkers:
-            print("  walkers per round (clean/candidates/stopped/waiting): " + "  ".join(
-                f"{w['clean']}/{w['with_candidates']}/{w['stopped']}/{w.get('waiting', 0)}" for w in walkers))
-            reasons = sorted({r.split(" (")[0] for w in walkers for r in w["stop_reasons"]})
-            print(f"  stop reasons: {'; '.join(reasons) or 'none'}")
-        cycles = [cycle_seconds(d) for d in sorted(run.glob("iter_*"))[1:] if (d / "benchmarks").is_dir()]
-        cycles = [c for c in cycles if c["training"][0] > 0]
-        if cycles:
-            split = ", ".join(f"{k} {np.mean([c[k][0] for c in cycles]):.0f} s wall / "
-                              f"{np.mean([c[k][1] for c in cycles]):.0f} s CPU" for k in STEPS)
-            print(f"  per AL cycle (mean of {len(cycles)}): {split}")
-
-
-def _test_frames():
-    from oedal.data.store import read_store
-
-    return read_store(TEST).n_atoms
-
-
-def bench_campaigns(args) -> None:
-    """Labels spent against the force MAE on one common, independent 1000 K xTB MD test set for (a)
-    exploration (config/bench_explore.yaml), (a′) the same from a short-MD initial set
-    (+ config/bench_explore_md.yaml), (a″) with bands in eV/Å (+ config/bench_explore_force.yaml), (b)
-    pool-based greedy QS1 and (c) random on an xTB MD pool (config/bench_pool.yaml): the same model,
-    training and batches. Two queues of campaigns, one core each (``--cores 1``); ``--report`` only prints."""
-    common_test_set()
-    if not args.report:
-        from concurrent.futures import ThreadPoolExecutor
-
-        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-        explore = "config/bench_explore.yaml"
-        queues = ([[explore], [explore, "config/bench_explore_md.yaml"]],  # one core
-                  [["config/bench_pool.yaml"], [explore, "config/bench_explore_force.yaml"]])  # the other
-
-        def run(queue) -> None:
-            for configs in queue:
-                subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", *configs], cwd=ROOT,
-                               env=env, check=True)
-
-        with ThreadPoolExecutor(2) as pool:
-            list(pool.map(run, queues))
-    report_campaigns()
 
 
 # ---- uncertainty-biased walkers (DESIGN §13) ----------------------------------------------------------
@@ -588,13 +480,11 @@ def main() -> None:
     bc.add_argument("--config", type=Path, default=ROOT / "config" / "explore_ethanol.yaml")
     bc.add_argument("--strength", type=float, default=0.25, help="the biased arm's explore.bias_strength A, eV")
     bc.add_argument("--report", action="store_true", help="only print the figures of the finished campaigns")
-    k = sub.add_parser("campaigns")
-    k.add_argument("--report", action="store_true", help="only print the figures of the finished campaigns")
-    for q in (c, w, lp, k, b, bc):
+    for q in (c, w, lp, b, bc):
         q.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "oedal_bench_explore")
     args = p.parse_args()
     args.folder.mkdir(parents=True, exist_ok=True)
-    {"calculator": bench_calculator, "walkers": bench_walkers, "campaigns": bench_campaigns,
+    {"calculator": bench_calculator, "walkers": bench_walkers,
      "bias": bench_bias, "bias-campaigns": bias_campaigns, "loop": bench_loop}[args.what](args)
 
 

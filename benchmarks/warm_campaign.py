@@ -3,6 +3,7 @@ round trains from scratch (final_from_scratch), end as accurate as one that trai
 at what training CPU? Not a test.
 
     python benchmarks/warm_campaign.py run    [--results /tmp/warm_campaign] [--epochs 200] [--cheap 10] [--arms ...]
+                                      [--seeds 0 1 2 ...]
     python benchmarks/warm_campaign.py report [--results /tmp/warm_campaign]
 
 benchmarks/bench_warm_chain.py measures warm starts on fixed nested sets, where a final from-scratch round is by
@@ -19,7 +20,7 @@ iteration-0 model are the same and the seeds pair):
 ``report``: per arm and seed, the test force MAE round by round; the final models' ratio arm/scratch of the force
 MAE, RMSE and MAXE (geometric mean over seeds, 95 % t interval); and the training CPU of rounds 1–5 (Snakemake's
 benchmark files: one thread per training, so wall time; process start and import included, as a user pays them)
-over the scratch arm's.
+over the scratch arm's; and the cycle's split: the seconds of a round's training, scoring, selection and labeling.
 """
 
 from __future__ import annotations
@@ -51,7 +52,12 @@ def arms(a: argparse.Namespace) -> dict[str, dict]:
     base["dataset"].pop("transfer_every", None)
     base["score"].pop("reduction", None)
     base["training"].update(epochs=a.epochs, patience=a.epochs)
-    warm = {"scratch": (False, False, None), "warm": (True, False, a.epochs // 4), "cheap": (True, True, a.cheap)}
+    if a.seeds:
+        base["seeds"] = a.seeds
+    # the scratch arm never reads warm_epochs, but it is in every training's rule params: pinned to the warm arm's
+    # value so that a change of the shipped config's does not retrain a finished arm
+    warm = {"scratch": (False, False, a.epochs // 4), "warm": (True, False, a.epochs // 4),
+            "cheap": (True, True, a.cheap)}
     out = {}
     for arm, (start, final, epochs) in warm.items():
         config = {**base, "warm_start": start, "final_from_scratch": final,
@@ -99,6 +105,23 @@ def training_cpu(arm_dir: Path, seed: str) -> float:
     return total
 
 
+def cycle_split(arm_dir: Path, seeds: list[str]) -> dict[str, float]:
+    """Mean wall seconds per round (1…5) of the cycle's jobs by kind, from their benchmark files (one thread
+    each). The replay oracle reads labels from a file: labeling here costs what a cached label costs."""
+    kinds = {"training": "train", "scoring": "score", "selection": "select", "labeling": "label_"}
+    total, rounds = dict.fromkeys(kinds, 0.0), 0
+    for seed in seeds:
+        for it in (arm_dir / NAME / STRATEGY / f"seed{seed}").glob("iter_*"):
+            if it.name == "iter_000":
+                continue
+            rounds += 1
+            for tsv in (it / "benchmarks").glob("*.tsv"):
+                kind = next((k for k, prefix in kinds.items() if tsv.name.startswith(prefix)), None)
+                if kind:
+                    total[kind] += float(next(csv.DictReader(tsv.open(), delimiter="\t"))["s"])
+    return {k: v / max(rounds, 1) for k, v in total.items()}
+
+
 def report(a: argparse.Namespace) -> None:
     from oedal.campaign.statistics import ratio_interval
 
@@ -118,6 +141,11 @@ def report(a: argparse.Namespace) -> None:
         share = np.sum([cpu[arm][s] for s in seeds]) / np.sum([cpu["scratch"][s] for s in seeds])
         print(f"{arm}/scratch, final models ({len(seeds)} seeds, 95 % t interval): " + ", ".join(parts)
               + f"; training CPU ×{share:.2f}")
+    for arm in rows:
+        split = cycle_split(a.results / arm, sorted(rows[arm]))
+        whole = sum(split.values())
+        print(f"{arm}: one round (mean of rounds 1–5, seconds of one thread) {whole:.0f} s: " + ", ".join(
+            f"{k} {v:.1f} s ({100 * v / whole:.1f} %)" for k, v in split.items()))
 
 
 def main() -> None:
@@ -127,6 +155,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=200, help="epochs of a training from scratch")
     p.add_argument("--cheap", type=int, default=10, help="warm epochs of the cheap arm")
     p.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="the arms to run")
+    p.add_argument("--seeds", nargs="+", type=int, help="the seeds (default: the config's); more seeds added to "
+                   "finished arms run only the new seeds' jobs")
     a = p.parse_args()
     {"run": run, "report": report}[a.what](a)
 
