@@ -245,6 +245,11 @@ def against_random(a: argparse.Namespace, runs: dict) -> None:
         print(f"{arm} {strategy} over pool random, force MAE at {common} labels: "
               f"{unpaired_ratio([at(c) for c in curves.values()], [at(c) for c in base.values()])} "
               f"({len(curves)} vs {len(base)} seeds; < 1: fewer errors than random)")
+        mine = [labels_to_reach(c, a.target) for c in curves.values()]
+        theirs = [labels_to_reach(c, a.target) for c in base.values()]
+        if None not in mine + theirs:
+            print(f"{arm} {strategy} over pool random, labels to {a.target:g} kcal/mol/Å: "
+                  f"{unpaired_ratio(mine, theirs)} (< 1: fewer labels than random)")
 
 
 def report(a: argparse.Namespace) -> None:
