@@ -35,11 +35,13 @@ from pathlib import Path
 
 import numpy as np
 
+from oedal.campaign.statistics import FORCE_METRICS
+
 ROOT = Path(__file__).resolve().parents[1]
 TEST = ROOT / "results" / "bench_explore_data" / "xtb_1000K_test.h5"  # the common test set (dataset.transfer)
-F_MAE = "forces_mae_kcal/mol/A"
-STEPS = {"MD (walkers)": ("explore_",), "scoring + selection": ("score", "select"), "training": ("train",),
-         "labeling (xTB)": ("label_",)}
+F_MAE = FORCE_METRICS[0]
+STEPS = {"MD (walkers)": ("explore",), "scoring + selection": ("score", "select"), "training": ("train",),
+         "labeling (xTB)": ("label",)}  # job kinds (oedal.report.cost.job_kind) by prefix
 EXPLORE, MD, BIAS, FORCE, POOL = (f"config/{n}.yaml" for n in ("bench_explore", "bench_explore_md",
                                                                  "bench_explore_bias", "bench_explore_force",
                                                                  "bench_pool"))
@@ -112,16 +114,14 @@ def labels_to_reach(rows: list[dict], target: float) -> float | None:
 
 
 def merged_config(files: list[str]) -> dict:
-    """The arm's config files merged as Snakemake merges several --configfile (later keys win, recursively)."""
+    """The arm's config files merged by Snakemake's own merge of several --configfile (later keys win,
+    recursively)."""
     import yaml
-
-    def merge(a: dict, b: dict) -> dict:
-        return {**a, **{k: merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
-                        for k, v in b.items()}}
+    from snakemake.utils import update_config
 
     out: dict = {}
     for f in files:
-        out = merge(out, yaml.safe_load((ROOT / f).read_text()))
+        update_config(out, yaml.safe_load((ROOT / f).read_text()))
     return out
 
 
@@ -149,13 +149,13 @@ def cycle_seconds(iteration: Path) -> dict[str, float]:
     """Wall seconds of one AL cycle's jobs by kind, from Snakemake's benchmark files of the iteration (column
     ``s``: each job runs one thread on its own core, so this is its CPU time; the files' ``cpu_time`` is sampled
     every 30 s and misses a job's tail)."""
-    import csv
+    from oedal.report.cost import job_kind, read_benchmark
 
     out = dict.fromkeys(STEPS, 0.0)
-    for f in sorted((iteration / "benchmarks").glob("*.tsv")):
+    for f in (iteration / "benchmarks").glob("*.tsv"):
         for kind, prefixes in STEPS.items():
-            if f.name.startswith(prefixes):
-                out[kind] += float(next(csv.DictReader(f.open(), delimiter="\t"))["s"])
+            if job_kind(f).startswith(prefixes):
+                out[kind] += read_benchmark(f).get("s", 0.0)
     return out
 
 

@@ -34,11 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
+from oedal.campaign.statistics import FORCE_METRICS as METRICS
+
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "ethanol_gmnn_cpu"
-METRICS = ("forces_mae_kcal/mol/A", "forces_rmse_kcal/mol/A", "forces_maxe_kcal/mol/A")
 STRATEGY = "qs1-top"
 ARMS = ("scratch", "warm", "cheap")
+KINDS = {"training": "train", "scoring": "score", "selection": "select", "labeling": "label"}  # job_kind prefixes
 
 
 def arms(a: argparse.Namespace) -> dict[str, dict]:
@@ -92,41 +94,31 @@ def final_rows(arm_dir: Path) -> dict[str, list[dict]]:
     return out
 
 
-def training_cpu(arm_dir: Path, seed: str) -> float:
-    """Seconds of the trainings of rounds 1…5 of one run: the wall time ``s`` of Snakemake's benchmark files. Each
-    training runs one thread and the campaign runs at most two jobs on 2 cores, so wall time is its CPU time;
-    the files' ``cpu_time`` is not: Snakemake samples it every 30 s once a job has run a while and misses its
-    tail (14 s of CPU recorded for a 34 s single-threaded training)."""
-    total = 0.0
-    for tsv in (arm_dir / NAME / STRATEGY / f"seed{seed}").glob("iter_*/benchmarks/train*.tsv"):
-        if tsv.parent.parent.name != "iter_000":
-            row = next(csv.DictReader(tsv.open(), delimiter="\t"))
-            total += float(row["s"])
-    return total
+def round_seconds(arm_dir: Path, seed: str) -> list[dict[str, float]]:
+    """Per round 1…5 of one run, wall seconds of its jobs by kind (training, scoring, selection, labeling) from
+    Snakemake's benchmark files. Each job runs one thread and the campaign runs at most two jobs on 2 cores, so
+    wall time is its CPU time; the files' ``cpu_time`` is not: Snakemake samples it every 30 s once a job has run
+    a while and misses its tail (14 s of CPU recorded for a 34 s single-threaded training). The replay oracle
+    reads labels from a file: labeling here costs what a cached label costs."""
+    from oedal.report.cost import job_kind, read_benchmark
 
-
-def cycle_split(arm_dir: Path, seeds: list[str]) -> dict[str, float]:
-    """Mean wall seconds per round (1…5) of the cycle's jobs by kind, from their benchmark files (one thread
-    each). The replay oracle reads labels from a file: labeling here costs what a cached label costs."""
-    kinds = {"training": "train", "scoring": "score", "selection": "select", "labeling": "label_"}
-    total, rounds = dict.fromkeys(kinds, 0.0), 0
-    for seed in seeds:
-        for it in (arm_dir / NAME / STRATEGY / f"seed{seed}").glob("iter_*"):
-            if it.name == "iter_000":
-                continue
-            rounds += 1
-            for tsv in (it / "benchmarks").glob("*.tsv"):
-                kind = next((k for k, prefix in kinds.items() if tsv.name.startswith(prefix)), None)
-                if kind:
-                    total[kind] += float(next(csv.DictReader(tsv.open(), delimiter="\t"))["s"])
-    return {k: v / max(rounds, 1) for k, v in total.items()}
+    out = []
+    for it in sorted((arm_dir / NAME / STRATEGY / f"seed{seed}").glob("iter_*"))[1:]:
+        seconds = dict.fromkeys(KINDS, 0.0)
+        for tsv in (it / "benchmarks").glob("*.tsv"):
+            kind = next((k for k, prefix in KINDS.items() if job_kind(tsv).startswith(prefix)), None)
+            if kind:
+                seconds[kind] += read_benchmark(tsv).get("s", 0.0)
+        out.append(seconds)
+    return out
 
 
 def report(a: argparse.Namespace) -> None:
     from oedal.campaign.statistics import ratio_interval
 
     rows = {arm: final_rows(a.results / arm) for arm in ARMS if (a.results / arm / NAME / "summary.csv").exists()}
-    cpu = {arm: {seed: training_cpu(a.results / arm, seed) for seed in rows[arm]} for arm in rows}
+    rounds = {arm: {seed: round_seconds(a.results / arm, seed) for seed in rows[arm]} for arm in rows}
+    cpu = {arm: {seed: sum(r["training"] for r in mine) for seed, mine in rounds[arm].items()} for arm in rows}
     print(f"{NAME}, {STRATEGY}: test force MAE kcal/mol/Å round by round (n_train), training CPU of rounds 1–5")
     for arm, seeds in rows.items():
         for seed, mine in seeds.items():
@@ -142,7 +134,8 @@ def report(a: argparse.Namespace) -> None:
         print(f"{arm}/scratch, final models ({len(seeds)} seeds, 95 % t interval): " + ", ".join(parts)
               + f"; training CPU ×{share:.2f}")
     for arm in rows:
-        split = cycle_split(a.results / arm, sorted(rows[arm]))
+        every = [r for mine in rounds[arm].values() for r in mine]
+        split = {k: float(np.mean([r[k] for r in every])) for k in KINDS}
         whole = sum(split.values())
         print(f"{arm}: one round (mean of rounds 1–5, seconds of one thread) {whole:.0f} s: " + ", ".join(
             f"{k} {v:.1f} s ({100 * v / whole:.1f} %)" for k, v in split.items()))
